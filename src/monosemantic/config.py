@@ -1,0 +1,38 @@
+"""Presets: named JSON files holding one section per stage config (STYLE P3).
+
+`default` is the demo on the embedded corpus; `tiny` runs every stage in seconds and is what the
+tests use. A preset may also be given as a path to a JSON file of the same shape. CLI flags
+override single fields on top of the preset.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from monosemantic.errors import UserError
+from monosemantic.io import read_json
+
+SECTIONS = ("corpus", "tokenizer", "tokens", "transformer", "lm")
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("monosemantic.presets").iterdir() if p.name.endswith(".json"))
+
+
+def load_preset(name: str) -> dict[str, dict[str, Any]]:
+    """Sections of a built-in preset by name, or of a JSON file by path."""
+    if name in preset_names():
+        path = Path(str(resources.files("monosemantic.presets") / f"{name}.json"))
+    else:
+        path = Path(name)
+        if not path.is_file():
+            raise UserError(f"--preset {name}: no such preset (built in: {', '.join(preset_names())}) or file")
+    raw = read_json(path)
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a preset must be a JSON object")
+    unknown = set(raw) - set(SECTIONS) - {"_comment"}
+    if unknown:
+        raise UserError(f"{path}: unknown preset sections {', '.join(sorted(unknown))}")
+    return {s: dict(raw.get(s, {})) for s in SECTIONS}

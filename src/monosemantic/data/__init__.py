@@ -1,0 +1,1 @@
+"""Stage 1: text to token ids (corpus, tokenizer, token shards)."""

@@ -1,0 +1,125 @@
+"""Atomic artifact I/O: every file appears whole or not at all (STYLE P9).
+
+Writers put bytes in a temporary file beside the target and `os.replace` it into place, so a
+crash never leaves a file that a later stage would trust. A whole stage folder is built under a
+hidden temporary name by `stage_dir` and renamed into place when the stage succeeds: a stage
+folder that exists is complete by construction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from monosemantic.errors import UserError
+
+SCHEMA_VERSION = 1
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success move it onto `path`, else delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+
+
+def write_config(path: str | os.PathLike[str], kind: str, body: dict[str, Any]) -> None:
+    """A versioned `config.json`: `{"kind", "schema_version", ...body}`."""
+    write_json(path, {"kind": kind, "schema_version": SCHEMA_VERSION, **body})
+
+
+def read_config(path: str | os.PathLike[str], kind: str) -> dict[str, Any]:
+    """Read a `config.json` written by `write_config`, checking its kind and version."""
+    cfg = read_json(path)
+    if not isinstance(cfg, dict) or cfg.get("kind") != kind:
+        found = cfg.get("kind") if isinstance(cfg, dict) else None
+        raise UserError(f"{path}: not a {kind} config (kind={found})")
+    version = cfg.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise UserError(f"{path}: schema_version {version} unsupported (this release reads {SCHEMA_VERSION})")
+    return cfg
+
+
+def save_tensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor]) -> None:
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+
+
+def load_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: file not found")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for truncated or bad headers
+        raise UserError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
+@contextlib.contextmanager
+def stage_dir(final: str | os.PathLike[str], force: bool = False) -> Iterator[Path]:
+    """Build a stage's folder under a temporary name and rename it to `final` on success.
+
+    An existing `final` is replaced only after the new folder is complete (with `force`);
+    without `force` an existing folder is an error, since callers check `is_complete` first.
+    """
+    final = Path(final)
+    if final.exists() and not force:
+        raise UserError(f"{final}: already exists (use --force to redo this stage)")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+            os.replace(final, trash / final.name)
+            os.replace(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def is_complete(folder: str | os.PathLike[str], marker: str = "config.json") -> bool:
+    """A stage folder is complete when it exists with its marker file (see `stage_dir`)."""
+    return (Path(folder) / marker).is_file()

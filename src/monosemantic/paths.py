@@ -1,0 +1,64 @@
+"""Where each stage's artifacts live: the run directory and the source cache (STYLE P9).
+
+    runs/<name>/
+      run_config.json                 the preset and overrides the run was started with
+      corpus/                         corpus.jsonl  manifest.json  config.json
+      tokenizer/                      tokenizer.json  config.json
+      tokens/                         train_000.bin  val_000.bin  train_docs.npy  val_docs.npy  config.json
+      transformer/<model>/            config.json  model.safetensors  metrics.json  train_log.jsonl
+      checkpoints/transformer-<model>/ step_XXXXXXX.safetensors + .json while training runs
+
+Every file name is a constant here, so no other module spells one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CONFIG = "config.json"
+METRICS = "metrics.json"
+MANIFEST = "manifest.json"
+CORPUS_JSONL = "corpus.jsonl"
+TOKENIZER_JSON = "tokenizer.json"
+MODEL_WEIGHTS = "model.safetensors"
+TRAIN_LOG = "train_log.jsonl"
+RUN_CONFIG = "run_config.json"
+
+
+def cache_dir() -> Path:
+    """User cache for downloaded sources: $MONOSEMANTIC_CACHE, else $XDG_CACHE_HOME/monosemantic."""
+    if env := os.environ.get("MONOSEMANTIC_CACHE"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "monosemantic"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths of one run directory; creating a layout touches nothing on disk."""
+
+    root: Path
+
+    @property
+    def run_config(self) -> Path:
+        return self.root / RUN_CONFIG
+
+    @property
+    def corpus(self) -> Path:
+        return self.root / "corpus"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def tokens(self) -> Path:
+        return self.root / "tokens"
+
+    def transformer(self, model: str = "A") -> Path:
+        return self.root / "transformer" / model
+
+    def checkpoints(self, stage: str) -> Path:
+        return self.root / "checkpoints" / stage

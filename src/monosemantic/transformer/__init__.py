@@ -1,0 +1,1 @@
+"""Stage 2: the subject model, the paper's one-layer transformer, and its training."""
