@@ -25,6 +25,9 @@ TOKENIZER_JSON = "tokenizer.json"
 MODEL_WEIGHTS = "model.safetensors"
 TRAIN_LOG = "train_log.jsonl"
 RUN_CONFIG = "run_config.json"
+# A saved SAE folder: sparsify's names, and SAELens's tensor names inside (sae/model.py).
+SAE_WEIGHTS = "sae.safetensors"
+SAE_CONFIG = "cfg.json"
 
 
 def cache_dir() -> Path:

@@ -49,12 +49,27 @@ def _common(p: argparse.ArgumentParser, run_required: bool = True) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _section_classes() -> dict[str, type]:
+    """Preset section -> the stage config it holds (imported here: stage modules import torch)."""
     from monosemantic.data.corpus import CorpusConfig
     from monosemantic.data.tokenizer import TokenizerConfig
     from monosemantic.data.tokens import TokensConfig
     from monosemantic.transformer.model import TransformerConfig
     from monosemantic.transformer.train import LMTrainConfig
+
+    return {
+        "corpus": CorpusConfig,
+        "tokenizer": TokenizerConfig,
+        "tokens": TokensConfig,
+        "transformer": TransformerConfig,
+        "lm": LMTrainConfig,
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
+    S = _section_classes()
+    CorpusConfig, TokenizerConfig, TokensConfig = S["corpus"], S["tokenizer"], S["tokens"]
+    TransformerConfig, LMTrainConfig = S["transformer"], S["lm"]
 
     root = argparse.ArgumentParser(
         prog="monosemantic", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -78,8 +93,8 @@ def _parser() -> argparse.ArgumentParser:
         help="use these texts instead of the embedded corpus (files, folders, globs, hf:NAME)",
     )
     demo.set_defaults(func=cmd_demo)
-    for c in (CorpusConfig, TokenizerConfig, TokensConfig, TransformerConfig, LMTrainConfig):
-        add_dataclass_args(demo, c, skip=("vocab_size",) if c is TransformerConfig else ())
+    for section, c in _section_classes().items():
+        add_dataclass_args(demo, c, skip=("vocab_size",) if section == "transformer" else (), prefix=section)
 
     corpus = sub.add_parser("corpus", help="corpus stage").add_subparsers(dest="action", required=True)
     cb = corpus.add_parser(
@@ -124,22 +139,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _configs(args: argparse.Namespace) -> dict[str, Any]:
+    """Each section's config: the preset's values with the user's flags on top."""
     from monosemantic.config import load_preset
-    from monosemantic.data.corpus import CorpusConfig
-    from monosemantic.data.tokenizer import TokenizerConfig
-    from monosemantic.data.tokens import TokensConfig
-    from monosemantic.transformer.model import TransformerConfig
-    from monosemantic.transformer.train import LMTrainConfig
 
     preset = load_preset(args.preset)
-    classes = {
-        "corpus": CorpusConfig,
-        "tokenizer": TokenizerConfig,
-        "tokens": TokensConfig,
-        "transformer": TransformerConfig,
-        "lm": LMTrainConfig,
-    }
-    return {k: build(c, preset[k], args) for k, c in classes.items()}
+    prefixed = args.command == "demo"
+    return {k: build(c, preset[k], args, prefix=k if prefixed else "") for k, c in _section_classes().items()}
 
 
 def cmd_corpus_build(args: argparse.Namespace) -> None:
@@ -226,9 +231,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     args = _parser().parse_args(argv)
-    from monosemantic.runtime import setup_logging
+    from monosemantic.runtime import setup_logging, tune_allocator
 
     setup_logging(args.verbose)
+    tune_allocator()
     try:
         args.func(args)
     except UserError as e:

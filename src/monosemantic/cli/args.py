@@ -45,29 +45,44 @@ def _base_type(annotation: Any) -> type:
     return annotation
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """One `--flag` per field of `cls` (a dataclass), grouped under the class name."""
-    group = parser.add_argument_group(cls.__name__, (cls.__doc__ or "").strip().split("\n")[0] or None)
+def add_dataclass_args(
+    parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (), prefix: str = ""
+) -> None:
+    """One `--flag` per field of `cls` (a dataclass), grouped under the class name.
+
+    With `prefix` ("lm"), field `n_steps` becomes `--lm-n-steps`: commands that take several
+    stages' settings (`demo`) prefix each by its section, since names such as `seed` recur.
+    """
+    doc = (cls.__doc__ or "").strip().split("\n")[0]
+    if doc.startswith(cls.__name__ + "("):  # the signature dataclasses write when there is no docstring
+        doc = ""
+    group = parser.add_argument_group(cls.__name__, doc or None)
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         typ = _base_type(hints[f.name])
-        flag = "--" + f.name.replace("_", "-")
+        flag = "--" + (f"{prefix}-" if prefix else "") + f.name.replace("_", "-")
         help_ = f"{docs.get(f.name, '')} (default: {f.default})"
         if typ is bool:
             kw: dict[str, Any] = {"action": argparse.BooleanOptionalAction}
+        elif typing.get_origin(typ) is typing.Literal:
+            kw = {"choices": typing.get_args(typ), "type": str}
         else:
             kw = {"type": typ, "metavar": typ.__name__.upper()}
-        group.add_argument(flag, dest=f.name, default=None, help=help_, **kw)
+        group.add_argument(flag, dest=_dest(f.name, prefix), default=None, help=help_, **kw)
 
 
-def build(cls: type, base: dict[str, Any], ns: argparse.Namespace) -> Any:
+def _dest(name: str, prefix: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def build(cls: type, base: dict[str, Any], ns: argparse.Namespace, prefix: str = "") -> Any:
     """`cls(**base)` with every flag the user gave applied on top; bad values are UserErrors."""
     values = dict(base)
     for f in dataclasses.fields(cls):
-        given = getattr(ns, f.name, None)
+        given = getattr(ns, _dest(f.name, prefix), None)
         if given is not None:
             values[f.name] = given
     unknown = set(values) - {f.name for f in dataclasses.fields(cls)}

@@ -108,6 +108,8 @@ def decode(tok: Tokenizer, ids: Iterable[int]) -> str:
 
 @dataclass(frozen=True)
 class TokenizerConfig:
+    """Which tokenizer: a byte-level BPE trained on the corpus, or an existing tokenizer.json."""
+
     vocab_size: int = DEFAULT_VOCAB_SIZE
     """BPE vocabulary size, EOT and the 256 byte tokens included (ignored with --tokenizer)."""
     tokenizer: str | None = None

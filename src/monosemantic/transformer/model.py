@@ -33,6 +33,8 @@ from monosemantic.transformer.hooks import HookPoint
 
 @dataclass(frozen=True)
 class TransformerConfig:
+    """Shape of the subject model; the defaults are the paper's (residual 128, 512 neurons)."""
+
     vocab_size: int = 8192
     """Tokenizer vocabulary size (set from the tokenizer)."""
     d_model: int = 128
