@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from monosemantic.data import sources
+from monosemantic.data import embedded, sources
 from monosemantic.data.corpus import CorpusConfig, build_corpus, iter_documents
 from monosemantic.errors import UserError
 
@@ -82,7 +82,7 @@ def unpacked(tmp_path) -> Path:
 @pytest.fixture
 def small_synthetic(monkeypatch):
     # The real caps (2.9 MB) cost ~1 s per build; 1/50 of them exercises the same generators.
-    monkeypatch.setattr(sources, "SYNTHETIC", tuple((n, f, cap / 50) for n, f, cap in sources.SYNTHETIC))
+    monkeypatch.setattr(embedded, "SYNTHETIC", tuple((n, f, cap / 50) for n, f, cap in embedded.SYNTHETIC))
 
 
 @pytest.fixture
@@ -104,8 +104,8 @@ def test_embedded_corpus_is_deterministic_and_labelled(tmp_path, fake_fetch):
     assert a["sha256"] == b["sha256"]
     assert (tmp_path / "a/corpus.jsonl").read_bytes() == (tmp_path / "b/corpus.jsonl").read_bytes()
     assert hashlib.sha256((tmp_path / "a/corpus.jsonl").read_bytes()).hexdigest() == a["sha256"]
-    core = {s.src for s in sources.SLICES if not s.extra}
-    synthetic = {f"synthetic/{n}" for n, _, _ in sources.SYNTHETIC}
+    core = {s.src for s in embedded.SLICES if not s.extra}
+    synthetic = {f"synthetic/{n}" for n, _, _ in embedded.SYNTHETIC}
     assert set(a["bytes_by_source"]) == core | synthetic
     assert set(a["bytes_by_category"]) == {"prose", "docs", "code", "email", "multi", "struct", "synthetic"}
     assert [r["spec"] for r in a["artifacts"]] == [x.spec for x in sources.ARTIFACTS if not x.extra]
@@ -130,18 +130,18 @@ def test_embedded_corpus_is_deterministic_and_labelled(tmp_path, fake_fetch):
 
 
 def test_embedded_caps_and_chunking(unpacked, small_synthetic):
-    docs = list(sources.embedded_documents(unpacked, extras=False, size=100))
+    docs = list(embedded.embedded_documents(unpacked, extras=False, size=100))
     sotu = [t for s, t in docs if s == "prose/sotu"]
     assert all(len(t) < 100 + 30 for t in sotu)
-    caps = {s.src: s.cap_mb for s in sources.SLICES} | {f"synthetic/{n}": c for n, _, c in sources.SYNTHETIC}
+    caps = {s.src: s.cap_mb for s in embedded.SLICES} | {f"synthetic/{n}": c for n, _, c in embedded.SYNTHETIC}
     for src in {s for s, _ in docs}:  # every source stays under its cap, in UTF-8 bytes
-        assert sum(len(t.encode()) for s, t in docs if s == src) <= caps[src] * sources.MB
+        assert sum(len(t.encode()) for s, t in docs if s == src) <= caps[src] * embedded.MB
 
 
 def test_chunk_lines_closes_at_first_line_end_past_size():
-    assert list(sources.chunk_lines(["ab\n", "cd\n", "e\n"], 4)) == ["ab\ncd\n", "e\n"]
-    assert list(sources.chunk_lines(["x" * 10 + "\n"], 4)) == ["x" * 10 + "\n"]  # long lines stay whole
-    assert list(sources.chunk_lines([], 4)) == []
+    assert list(embedded.chunk_lines(["ab\n", "cd\n", "e\n"], 4)) == ["ab\ncd\n", "e\n"]
+    assert list(embedded.chunk_lines(["x" * 10 + "\n"], 4)) == ["x" * 10 + "\n"]  # long lines stay whole
+    assert list(embedded.chunk_lines([], 4)) == []
 
 
 # ----- user inputs -----

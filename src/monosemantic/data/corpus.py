@@ -16,7 +16,7 @@ cached under `paths.cache_dir()`) and assembled as the recipe says. Otherwise ea
     hf:NAME[:CFG]  a Hugging Face dataset, streamed (`hf:/path/to/dir` loads a local folder of
                    jsonl/parquet files); src "hf/<name>" unless rows carry a "src"
 
-Every document longer than `chunk_chars` is cut at line ends (see `sources.chunk_lines`), and
+Every document longer than `chunk_chars` is cut at line ends (see `embedded.chunk_lines`), and
 blank ones are dropped. Text files are read as UTF-8 with invalid bytes replaced by U+FFFD rather
 than refused: one stray byte in a large scrape should not stop a build.
 
@@ -46,7 +46,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from monosemantic.data import sources
+from monosemantic.data import embedded, sources
 from monosemantic.errors import UserError
 from monosemantic.io import stage_dir, write_config, write_json
 from monosemantic.paths import CONFIG, CORPUS_JSONL, MANIFEST, cache_dir
@@ -150,7 +150,7 @@ def _expand(path: Path, strict: bool) -> list[_Input]:
 
 
 def _chunks(src: str, lines: Iterable[str], size: int) -> Iterator[tuple[str, str]]:
-    return ((src, c) for c in sources.chunk_lines(lines, size) if c.strip())
+    return ((src, c) for c in embedded.chunk_lines(lines, size) if c.strip())
 
 
 def _read_txt(inp: _Input, cfg: CorpusConfig) -> Iterator[tuple[str, str]]:
@@ -292,7 +292,7 @@ def build_corpus(
     else:
         unpacked = sources.fetch(cache_dir(), cfg.extras, progress)
         log.info("fetched the embedded sources into %s in %.1f s", unpacked, time.perf_counter() - t0)
-        docs = sources.embedded_documents(unpacked, cfg.extras, cfg.chunk_chars)
+        docs = embedded.embedded_documents(unpacked, cfg.extras, cfg.chunk_chars)
         artifacts = sources.artifact_records(unpacked, cfg.extras)
     t1 = time.perf_counter()
     with stage_dir(out, force) as tmp:
