@@ -1,16 +1,36 @@
 """Stage 4: dictionary learning with sparse autoencoders (does not import transformer/ or data/).
 
-model.py             SAEConfig + SparseAutoencoder: encode / decode / forward, save / load
-loss.py              pure losses: reconstruction_mse, l1_penalty, total_loss, per_example_loss
-constraints.py       unit-norm decoder rows; removal of the gradient parallel to them
+model.py             SAEConfig + SparseAutoencoder (the 2023 paper): encode / decode / forward, save / load
+april.py             AprilSAE + AprilTrainConfig: Anthropic's April 2024 recipe
+topk.py              TopKSAE + TopKTrainConfig: TopK with the AuxK loss (Gao et al. 2024)
+registry.py          ARCHITECTURES: {"tm2023", "april2024", "topk"} -> model class + train config
+loss.py              pure 2023 losses: reconstruction_mse, l1_penalty, total_loss, per_example_loss
+schedule.py          λ warm-up and lr decay as pure functions of the step
+constraints.py       unit-norm decoder rows, the parallel-gradient removal, one optimizer step
 geometric_median.py  Weiszfeld, for the b_dec init
 resample.py          the paper's dead-feature resampling
 normalize.py         Normalizer: one scalar scale, fitted so E‖x‖ = √d_in; folds into an SAE
 synthetic.py         planted sparse directions: ground truth for tests and benchmarks
-train.py             SAETrainConfig + train_sae(saes, batches, cfg) -> list[TrainResult]
+saelens.py           export to / import from the SAELens folder format
+train.py             SAETrainConfig + train_sae(saes, batches, cfg) -> list[TrainResult], any architecture
 """
 
+from monosemantic.sae.april import AprilSAE, AprilTrainConfig
 from monosemantic.sae.model import SAEConfig, SparseAutoencoder
+from monosemantic.sae.registry import ARCHITECTURES
+from monosemantic.sae.topk import TopKSAE, TopKSAEConfig, TopKTrainConfig
 from monosemantic.sae.train import SAETrainConfig, TrainResult, train_sae
 
-__all__ = ["SAEConfig", "SAETrainConfig", "SparseAutoencoder", "TrainResult", "train_sae"]
+__all__ = [
+    "ARCHITECTURES",
+    "AprilSAE",
+    "AprilTrainConfig",
+    "SAEConfig",
+    "SAETrainConfig",
+    "SparseAutoencoder",
+    "TopKSAE",
+    "TopKSAEConfig",
+    "TopKTrainConfig",
+    "TrainResult",
+    "train_sae",
+]

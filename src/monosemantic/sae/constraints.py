@@ -1,5 +1,10 @@
 """The unit-norm decoder constraint, in one place (TM §3.4; STYLE P14).
 
+`optimizer_step_` is the one function every trainer calls: it applies the constraint below to SAE
+classes whose `unit_norm_decoder` is true (the paper's SAE, TopK) and skips it for the April 2024
+SAE, whose decoder norms are free and enter its L1 penalty instead (reference §10.5).
+`fold_decoder_norms_` moves free decoder norms into the encoder so rows end up unit norm.
+
 Each row of `W_dec [n_features, d_in]` is a feature direction d_i and is kept at unit L2 norm.
 The paper found that resetting rows to unit norm after each step is not quite enough: "removing any
 gradient information parallel to our dictionary vectors before applying the gradient step results
@@ -15,6 +20,8 @@ out). Section numbers (§n) refer to the method reference `towards-monosemantici
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -48,3 +55,44 @@ def remove_parallel_grad(W_dec: Tensor) -> None:
 def normalize_rows_(W_dec: Tensor) -> None:
     """In place: rescale each row of `W_dec [n_features, d_in]` to unit L2 norm (TM §3.3, §3.4)."""
     W_dec.div_(W_dec.norm(dim=1, keepdim=True).clamp_min(EPS))
+
+
+class _HasDecoder(Protocol):
+    unit_norm_decoder: bool
+    W_dec: Tensor
+
+    def parameters(self) -> object: ...
+
+
+def optimizer_step_(opt: torch.optim.Optimizer, sae: _HasDecoder, max_grad_norm: float | None = None) -> None:
+    """One optimizer step that keeps the SAE's decoder constraint (after `loss.backward()`).
+
+    Order: remove the row-parallel gradient (unit-norm SAEs, TM §3.4) → clip the total gradient
+    norm (when `max_grad_norm` is set; the April 2024 recipe clips at 1) → `opt.step()` →
+    renormalise the rows (unit-norm SAEs).
+    """
+    if sae.unit_norm_decoder:
+        remove_parallel_grad(sae.W_dec)
+    if max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(sae.parameters(), max_grad_norm)  # type: ignore[arg-type]
+    opt.step()
+    if sae.unit_norm_decoder:
+        normalize_rows_(sae.W_dec)
+
+
+@torch.no_grad()
+def fold_decoder_norms_(W_enc: Tensor, b_enc: Tensor, W_dec: Tensor) -> None:
+    """In place: make decoder rows unit norm without changing the reconstruction (ref §10.5, peers §5.5).
+
+    With n_i = ‖W_dec[i]‖: `W_enc[:, i] *= n_i`, `b_enc[i] *= n_i`, `W_dec[i] /= n_i`. For a ReLU
+    encoder the feature activation becomes f_i · n_i (the April update's reading of a feature's
+    activation) and x̂ = Σ f_i W_dec[i] + b_dec is unchanged. Not valid for TopK when norms differ
+    (it changes which k features win), which is why TopK keeps unit-norm rows all along.
+
+    Args:
+        W_enc: `[d_in, n_features]`. b_enc: `[n_features]`. W_dec: `[n_features, d_in]`.
+    """
+    n = W_dec.norm(dim=1).clamp_min(EPS)  # (n_features,)
+    W_enc.mul_(n)
+    b_enc.mul_(n)
+    W_dec.div_(n[:, None])

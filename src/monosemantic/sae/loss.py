@@ -1,4 +1,4 @@
-"""The 2023 SAE loss as pure functions (TM §3.2; STYLE P4).
+"""The SAE losses as pure functions: the 2023 loss (TM §3.2; STYLE P4), and the terms later recipes share.
 
     L = mean over batch of [ (1/d_in) Σ_j (x_j − x̂_j)²  +  λ Σ_i f_i ]
 
@@ -13,7 +13,20 @@ c·x with λ is the same problem as training on x with λ / c (see `normalize.py
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from torch import Tensor
+
+
+class LossTerms(NamedTuple):
+    """What a training recipe's `loss` returns for one batch (`train.TrainRecipe`)."""
+
+    loss: Tensor
+    """Scalar to minimise."""
+    f: Tensor
+    """`[batch, n_features]` feature activations, for the dead-feature counter and L0."""
+    parts: dict[str, Tensor]
+    """Scalars to log, e.g. {"mse": ..., "l1": ...}; the trainer averages them over each log interval."""
 
 
 def reconstruction_mse(x: Tensor, x_hat: Tensor) -> Tensor:
@@ -25,6 +38,17 @@ def reconstruction_mse(x: Tensor, x_hat: Tensor) -> Tensor:
         scalar, mean over batch and d_in of `(x − x_hat)²`.
     """
     return (x - x_hat).pow(2).mean()
+
+
+def squared_error(x: Tensor, x_hat: Tensor) -> Tensor:
+    """Squared error summed over d_in, mean over the batch: the 2024 recipes' reconstruction term (ref §10.3, §10.5).
+
+    Args:
+        x, x_hat: `[batch, d_in]`.
+    Returns:
+        scalar, `d_in · reconstruction_mse(x, x_hat)`.
+    """
+    return (x - x_hat).pow(2).sum(dim=-1).mean()
 
 
 def l1_penalty(f: Tensor) -> Tensor:

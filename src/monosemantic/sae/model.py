@@ -10,16 +10,21 @@ Layout (SAELens's, so export needs no transposition): `W_enc [d_in, n_features]`
 `towards-monosemanticity.md`.
 
 `forward` has no side effects; dead-feature counters live in the trainer (STYLE P4). Training is in
-`sae/train.py`; this file knows nothing about optimisers. Later recipes (April 2024, TopK) get their
-own files (`sae/april.py`, `sae/topk.py`) with their own `architecture` tag in `cfg.json`.
+`sae/train.py`; this file knows nothing about optimisers. Later recipes are subclasses in their own
+files (`sae/april.py`, `sae/topk.py`) that override a class attribute or one step of `encode`
+(`pre_activations`, `activation`); each has its own `architecture` tag in `cfg.json`, and `load`
+finds the class through `sae/registry.py`.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -30,7 +35,6 @@ from monosemantic.paths import SAE_CONFIG, SAE_WEIGHTS
 from monosemantic.sae.constraints import normalize_rows_
 
 CONFIG_KIND = "monosemantic.sae"
-ARCHITECTURE = "tm2023"  # the one recipe in this file; April 2024 / TopK will use other tags
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,21 @@ class SparseAutoencoder(nn.Module):
     paper's untied weights literally and do not start from W_enc = W_decᵀ (that is the April 2024
     recipe). `b_enc` = 0 (the paper does not say; zero is the common replication choice).
     `b_dec` = 0 here; the trainer sets it to the geometric median of the data (`train.py`).
+
+    Subclasses (the later recipes) change the class attributes below, `reset_parameters`,
+    `pre_activations` or `activation`; everything else (decode, save / load) is shared.
     """
+
+    architecture: ClassVar[str] = "tm2023"
+    """The tag in cfg.json and the key in `registry.ARCHITECTURES`."""
+    config_class: ClassVar[type[SAEConfig]] = SAEConfig
+    """The shape config this class is built from (TopK adds k)."""
+    pre_encoder_bias: ClassVar[bool] = True
+    """Encode x − b_dec (TM §3.1, the tied bias); SAELens calls this `apply_b_dec_to_input`."""
+    unit_norm_decoder: ClassVar[bool] = True
+    """Decoder rows are kept at unit norm while training (TM §3.4; `constraints.optimizer_step_`)."""
+    saelens_architecture: ClassVar[str] = "standard"
+    """The SAELens class with the same forward (`sae/saelens.py`)."""
 
     def __init__(
         self,
@@ -91,9 +109,18 @@ class SparseAutoencoder(nn.Module):
         self.b_enc.zero_()
         self.b_dec.zero_()
 
+    def pre_activations(self, x: Tensor) -> Tensor:
+        """`x [batch, d_in]` → encoder output before the nonlinearity, `[batch, n_features]`."""
+        x_bar = x - self.b_dec if self.pre_encoder_bias else x  # TM §3.1: pre-encoder bias tied to b_dec
+        return x_bar @ self.W_enc + self.b_enc
+
+    def activation(self, pre: Tensor) -> Tensor:
+        """The nonlinearity, `[batch, n_features]` → `[batch, n_features]`: ReLU here (TopK overrides it)."""
+        return torch.relu(pre)
+
     def encode(self, x: Tensor) -> Tensor:
         """`x [batch, d_in]` → feature activations `f [batch, n_features]`, f ≥ 0."""
-        return torch.relu((x - self.b_dec) @ self.W_enc + self.b_enc)
+        return self.activation(self.pre_activations(x))
 
     def decode(self, f: Tensor) -> Tensor:
         """`f [batch, n_features]` → reconstruction `x_hat [batch, d_in]`."""
@@ -104,45 +131,70 @@ class SparseAutoencoder(nn.Module):
         f = self.encode(x)
         return self.decode(f), f
 
+    @torch.no_grad()
+    def standardize_(self) -> SparseAutoencoder:
+        """In place: rewrite the weights in the saved form, unit-norm decoder rows, with x̂ unchanged.
+
+        The paper's decoder rows are unit norm already, so this does nothing here; the April 2024
+        SAE folds its free decoder norms into the encoder (`april.py`). Returns the same SAE.
+        """
+        return self
+
     # -- artifacts (STYLE P9) ------------------------------------------------------------------
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
         """Write `sae.safetensors` then `cfg.json` into `folder` (created if needed); returns it.
 
-        Each file is written atomically; the config goes last, so a folder with a `cfg.json`
+        The weights written are those of `standardize_()` applied to a copy (this SAE is left as it
+        is). Each file is written atomically; the config goes last, so a folder with a `cfg.json`
         holds a complete SAE. Existing files of the same names are replaced.
         """
         folder = Path(folder)
-        tensors = {name: p for name, p in self.named_parameters()}
-        save_tensors(folder / SAE_WEIGHTS, tensors)
-        body = {"architecture": ARCHITECTURE, "d_in": self.cfg.d_in, "n_features": self.cfg.n_features}
+        saved = copy.deepcopy(self).standardize_()
+        save_tensors(folder / SAE_WEIGHTS, dict(saved.named_parameters()))
+        body = {"architecture": self.architecture, **dataclasses.asdict(self.cfg)}
         write_config(folder / SAE_CONFIG, CONFIG_KIND, body)
         return folder
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str], device: torch.device | str | None = None) -> SparseAutoencoder:
-        """Read a folder written by `save`. Any missing, corrupt or mismatched file is a UserError."""
+        """Read a folder written by `save`, of any architecture; returns an instance of its class.
+
+        The class comes from cfg.json's `architecture` through `registry.ARCHITECTURES`. Any missing,
+        corrupt or mismatched file is a UserError, and so is a folder holding another architecture
+        when called on a subclass (`TopKSAE.load` of an April SAE).
+        """
+        from monosemantic.sae.registry import ARCHITECTURES  # the registry imports this module
+
         folder = Path(folder)
         raw = read_config(folder / SAE_CONFIG, CONFIG_KIND)
-        if raw.get("architecture") != ARCHITECTURE:
-            raise UserError(f"{folder / SAE_CONFIG}: architecture {raw.get('architecture')!r} is not {ARCHITECTURE!r}")
+        arch = ARCHITECTURES.get(raw.get("architecture"))  # type: ignore[arg-type]
+        if arch is None:
+            known = ", ".join(sorted(ARCHITECTURES))
+            raise UserError(f"{folder / SAE_CONFIG}: architecture {raw.get('architecture')!r} is not one of {known}")
+        if not issubclass(arch.sae, cls):
+            raise UserError(f"{folder / SAE_CONFIG}: holds a {arch.sae.__name__}, not a {cls.__name__}")
         try:
-            cfg = SAEConfig(d_in=raw["d_in"], n_features=raw["n_features"])
-        except (KeyError, ValueError) as e:
+            cfg = arch.sae.config_class(**{f.name: raw[f.name] for f in dataclasses.fields(arch.sae.config_class)})
+        except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"{folder / SAE_CONFIG}: bad SAE shape ({e})") from None
         tensors = load_tensors(folder / SAE_WEIGHTS)
-        expected = {
-            "W_enc": (cfg.d_in, cfg.n_features),
-            "b_enc": (cfg.n_features,),
-            "W_dec": (cfg.n_features, cfg.d_in),
-            "b_dec": (cfg.d_in,),
-        }
-        if set(tensors) != set(expected):
-            raise UserError(f"{folder / SAE_WEIGHTS}: tensors {sorted(tensors)}, expected {sorted(expected)}")
-        for name, shape in expected.items():
-            if tuple(tensors[name].shape) != shape:
-                got = tuple(tensors[name].shape)
-                raise UserError(f"{folder / SAE_WEIGHTS}: {name} has shape {got}, cfg.json says {shape}")
-        sae = cls(cfg, device=device, dtype=tensors["W_enc"].dtype)
+        check_tensors(tensors, cfg, folder / SAE_WEIGHTS)
+        sae = arch.sae(cfg, device=device, dtype=tensors["W_enc"].dtype)
         sae.load_state_dict(tensors)
         return sae
+
+
+def check_tensors(tensors: dict[str, Tensor], cfg: SAEConfig, where: str | os.PathLike[str]) -> None:
+    """Raise a UserError unless `tensors` are exactly W_enc, b_enc, W_dec, b_dec with `cfg`'s shapes."""
+    expected = {
+        "W_enc": (cfg.d_in, cfg.n_features),
+        "b_enc": (cfg.n_features,),
+        "W_dec": (cfg.n_features, cfg.d_in),
+        "b_dec": (cfg.d_in,),
+    }
+    if set(tensors) != set(expected):
+        raise UserError(f"{where}: tensors {sorted(tensors)}, expected {sorted(expected)}")
+    for name, shape in expected.items():
+        if tuple(tensors[name].shape) != shape:
+            raise UserError(f"{where}: {name} has shape {tuple(tensors[name].shape)}, cfg.json says {shape}")

@@ -1,4 +1,4 @@
-"""Train sparse autoencoders on a stream of activation batches (the paper's 2023 recipe).
+"""Train sparse autoencoders on a stream of activation batches: one loop for every architecture.
 
     results = train_sae([sae], batches, SAETrainConfig(n_steps=20_000, batch_size=4096))
 
@@ -7,14 +7,23 @@ front to back, and never repeated (TM "sampling without replacement ... is impor
 The trainer does not know where activations come from (STYLE P6): it imports nothing from
 `monosemantic.transformer` or `monosemantic.data`.
 
-One pass over the stream can train several SAEs at once (a ladder of sizes, or an L1 sweep with one
-config per SAE); each SAE has its own Adam and its own resampling generator, so training it in a
-group gives the same result as training it alone on the same stream.
+One pass over the stream can train several SAEs at once (a ladder of sizes, an L1 sweep with one
+config per SAE, or different architectures); each SAE has its own Adam and its own resampling
+generator, so training it in a group gives the same result as training it alone on the same stream.
 
-Per step, for each SAE (TM §3.4, §3.5): forward → loss (MSE mean over elements + λ·L1 summed over
-features, §3.2) → backward → remove the gradient parallel to decoder rows → Adam at constant LR →
-renormalise decoder rows. Once in a while: resample dead features (§4), log.
+What differs between architectures is in the train config, the *recipe* (`TrainRecipe` below):
+`SAETrainConfig` here is the paper's 2023 recipe and the default; `AprilTrainConfig` is in
+april.py, `TopKTrainConfig` in topk.py (STYLE P14: one file per variant). A recipe gives the loss,
+the learning rate at each step, gradient clipping, the data-dependent init and the resampling
+schedule; the decoder constraint follows the SAE class (`constraints.optimizer_step_`).
 
+Per step, for each SAE: loss (recipe) → backward → learning rate for the step → optimizer step
+with the decoder constraint → dead-feature counter. Once in a while: resample dead features (the
+2023 recipe, §4), log. At the end each SAE is brought to its saved form (`standardize_`) and, if
+its inputs were normalised, the scale is folded back so the SAE takes raw activations.
+
+The 2023 recipe (TM §3.2, §3.4, §3.5): MSE mean over elements + λ·L1 summed over features → remove
+the gradient parallel to decoder rows → Adam at constant LR → renormalise decoder rows.
 Choices the paper leaves open (ref §13), as defaults below: lr 1e-4; Adam (0.9, 0.999, 1e-8);
 no weight decay, no gradient clipping; float32; b_dec from Weiszfeld on the first 16,384 inputs.
 Section numbers (§n) refer to the method reference `towards-monosemanticity.md`.
@@ -27,16 +36,17 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, islice
-from typing import Literal, Protocol
+from typing import ClassVar, Literal, Protocol
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from monosemantic.sae.constraints import normalize_rows_, remove_parallel_grad
+from monosemantic.sae.constraints import optimizer_step_
 from monosemantic.sae.geometric_median import geometric_median
-from monosemantic.sae.loss import l1_penalty, per_example_loss, reconstruction_mse
+from monosemantic.sae.loss import LossTerms, l1_penalty, per_example_loss, reconstruction_mse
 from monosemantic.sae.model import SparseAutoencoder
+from monosemantic.sae.normalize import Normalizer
 from monosemantic.sae.resample import (
     PAPER_DEAD_WINDOW_FRACTION,
     PAPER_ENCODER_SCALE,
@@ -53,6 +63,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class SAETrainConfig:
     """How to train one SAE with the 2023 recipe. Defaults follow the paper where it gives a value."""
+
+    architecture: ClassVar[str] = "tm2023"
+    """The SAE class this recipe trains (`registry.ARCHITECTURES`)."""
 
     l1_coeff: float = 0.004
     """λ, on the scale of §3.2 (MSE mean over d_in elements, L1 sum over features). The paper's A/0–A/5
@@ -85,6 +98,9 @@ class SAETrainConfig:
     """New encoder norm as a multiple of the mean alive encoder norm (the paper: 0.2)."""
     resample_direction: Literal["input", "centered"] = "input"
     """New decoder direction: the raw input x (the paper's words) or x − b_dec."""
+    normalize_inputs: bool = False
+    """Scale inputs so that E‖x‖ = √d_in (the 2024 normalisation, ref §10.3), estimated on the first
+    b_dec_init_n_inputs inputs and folded back at the end; off in the paper, which used raw activations."""
     seed: int = 0
     """Seeds the resampling draws; weight init is seeded by the caller when it builds the SAE."""
     log_every: int = 100
@@ -113,10 +129,74 @@ class SAETrainConfig:
         """Inputs a full run consumes: n_steps × batch_size."""
         return self.n_steps * self.batch_size
 
+    # -- the recipe (TrainRecipe) -----------------------------------------------------------------
+
+    @property
+    def init_b_dec(self) -> bool:
+        return self.b_dec_init == "geometric_median"
+
+    @property
+    def n_init_inputs(self) -> int:
+        return self.b_dec_init_n_inputs if self.init_b_dec or self.normalize_inputs else 0
+
+    @property
+    def resample_steps(self) -> list[int]:
+        return self._schedule[0]
+
+    @property
+    def dead_window(self) -> int:
+        return self._schedule[1]
+
+    @property
+    def _schedule(self) -> tuple[list[int], int]:
+        every, n, window = self.resample_every_fraction, self.n_resamples, self.dead_window_fraction
+        return resample_schedule(self.n_steps, every, n, window)
+
+    @property
+    def max_grad_norm(self) -> float | None:
+        return None  # not in the paper (ref §3.5, §13)
+
+    def lr_at(self, step: int) -> float:
+        return self.lr  # TM §3.5: "annealing ... did not further increase performance"
+
+    def loss(self, sae: SparseAutoencoder, x: Tensor, step: int, dead: Tensor) -> LossTerms:
+        """MSE (mean over elements) + λ · L1 (sum over features), mean over the batch (TM §3.2)."""
+        x_hat, f = sae(x)
+        mse, l1 = reconstruction_mse(x, x_hat), l1_penalty(f)
+        return LossTerms(mse + self.l1_coeff * l1, f, {"mse": mse, "l1": l1})
+
 
 def _require(ok: bool, name: str, what: str) -> None:
     if not ok:
         raise ValueError(f"SAETrainConfig.{name} {what}")
+
+
+class TrainRecipe(Protocol):
+    """What `train_sae` asks of a train config. `SAETrainConfig`, `AprilTrainConfig`, `TopKTrainConfig`."""
+
+    architecture: ClassVar[str]  # must equal the SAE's `architecture`
+    lr: float
+    batch_size: int
+    n_steps: int
+    adam_beta1: float
+    adam_beta2: float
+    adam_eps: float
+    normalize_inputs: bool  # scale inputs to E‖x‖ = √d_in, estimated on the first n_init_inputs
+    log_every: int
+    progress: bool
+
+    @property
+    def n_init_inputs(self) -> int: ...  # inputs to peek for the data-dependent init (0: none)
+    @property
+    def init_b_dec(self) -> bool: ...  # set b_dec to the geometric median of those inputs
+    @property
+    def dead_window(self) -> int: ...  # dead = not fired in this many steps
+    @property
+    def resample_steps(self) -> list[int]: ...  # steps at which to resample (SAETrainConfig only)
+    @property
+    def max_grad_norm(self) -> float | None: ...
+    def lr_at(self, step: int) -> float: ...
+    def loss(self, sae: SparseAutoencoder, x: Tensor, step: int, dead: Tensor) -> LossTerms: ...
 
 
 class Logger(Protocol):
@@ -141,90 +221,100 @@ class TrainResult:
     n_activations: int
     """Inputs trained on."""
     history: list[dict[str, float]]
-    """The logged rows: step, sae, loss, mse, l1, l0, dead_fraction (means over each interval)."""
+    """The logged rows: step, sae, loss, the recipe's parts (mse, l1 or auxk), l0, dead_fraction."""
     resampled: list[tuple[int, int]]
     """(step, number of dead features resampled) for each scheduled resample."""
     last_fired: Tensor
     """`[n_features]` int, last step on which each feature fired (0 = never)."""
+    input_scale: float = 1.0
+    """The normalising factor the SAE was trained with (1 = raw inputs); already folded into the SAE."""
 
 
 @dataclass
 class _Run:
-    """Training state of one SAE: optimizer, dead-feature counter, running sums, log."""
+    """Training state of one SAE: optimizer, dead-feature counter, input scale, running sums, log."""
 
     sae: SparseAutoencoder
-    cfg: SAETrainConfig
+    cfg: TrainRecipe
     opt: torch.optim.Adam
     last_fired: Tensor  # (n_features,) long
-    generator: torch.Generator
     resample_steps: set[int]
     window: int
-    sums: Tensor  # (4,) running sums of loss, mse, l1, l0 since the last log
+    scale: float = 1.0  # inputs are multiplied by this (normalize_inputs)
+    generator: torch.Generator | None = None  # resampling draws, made at the first resample
+    sums: dict[str, Tensor] = field(default_factory=dict)  # running sums since the last log
     n_summed: int = 0
     n_activations: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     resampled: list[tuple[int, int]] = field(default_factory=list)
 
     @classmethod
-    def start(cls, sae: SparseAutoencoder, cfg: SAETrainConfig) -> _Run:
+    def start(cls, sae: SparseAutoencoder, cfg: TrainRecipe) -> _Run:
         device = sae.W_dec.device
         opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
-        steps, window = resample_schedule(
-            cfg.n_steps, cfg.resample_every_fraction, cfg.n_resamples, cfg.dead_window_fraction
-        )
-        return cls(
-            sae=sae,
-            cfg=cfg,
-            opt=opt,
-            last_fired=torch.zeros(sae.cfg.n_features, dtype=torch.long, device=device),
-            generator=torch.Generator(device).manual_seed(cfg.seed),
-            resample_steps=set(steps),
-            window=window,
-            sums=torch.zeros(4, device=device),
-        )
+        last_fired = torch.zeros(sae.cfg.n_features, dtype=torch.long, device=device)
+        return cls(sae, cfg, opt, last_fired, set(cfg.resample_steps), cfg.dead_window)
+
+    def inputs(self, x: Tensor) -> Tensor:
+        """The batch on the SAE's device and dtype, in the units it trains in: `[batch, d_in]`."""
+        x = x.to(self.sae.W_dec)
+        return x * self.scale if self.scale != 1.0 else x
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = lr
 
     @torch.no_grad()
-    def track(self, step: int, f: Tensor, loss: Tensor, mse: Tensor, l1: Tensor) -> None:
+    def track(self, step: int, terms: LossTerms) -> None:
         """Dead-feature counter and running means; no host sync, so it is cheap on a GPU."""
-        fired = (f > 0).any(dim=0)  # (n_features,)
-        self.last_fired.masked_fill_(fired, step)
-        l0 = (f > 0).sum(dim=-1).float().mean()
-        self.sums += torch.stack([loss, mse, l1, l0]).detach()
+        active = terms.f > 0  # (batch, n_features)
+        self.last_fired.masked_fill_(active.any(dim=0), step)
+        l0 = active.sum(dim=-1).float().mean()
+        for name, value in {"loss": terms.loss, **terms.parts, "l0": l0}.items():
+            self.sums[name] = self.sums[name] + value.detach() if name in self.sums else value.detach()
         self.n_summed += 1
-        self.n_activations += f.shape[0]
+        self.n_activations += terms.f.shape[0]
 
     def log_row(self, step: int, index: int) -> dict[str, float]:
-        loss, mse, l1, l0 = (self.sums / max(self.n_summed, 1)).tolist()
+        means = {name: (total / max(self.n_summed, 1)).item() for name, total in self.sums.items()}
         dead = dead_mask(self.last_fired, step, self.window).float().mean().item()
-        row = {"step": step, "sae": index, "loss": loss, "mse": mse, "l1": l1, "l0": l0, "dead_fraction": dead}
-        self.sums.zero_()
+        row = {"step": step, "sae": index, **means, "dead_fraction": dead}
+        self.sums.clear()
         self.n_summed = 0
         self.history.append(row)
         return row
+
+    @torch.no_grad()
+    def finish(self, n_steps: int) -> TrainResult:
+        """Bring the SAE to its saved form (unit-norm rows) in raw-activation units; the run's result."""
+        self.sae.standardize_()
+        if self.scale != 1.0:
+            Normalizer(self.scale).fold_into_(self.sae)
+        return TrainResult(n_steps, self.n_activations, self.history, self.resampled, self.last_fired.cpu(), self.scale)
 
 
 def train_sae(
     saes: Sequence[SparseAutoencoder],
     batches: Iterator[Tensor],
-    cfg: SAETrainConfig | Sequence[SAETrainConfig],
+    cfg: TrainRecipe | Sequence[TrainRecipe],
     logger: Logger | None = None,
 ) -> list[TrainResult]:
     """Train every SAE in `saes` in place on one pass over `batches`.
 
     Args:
-        saes: autoencoders on one device, all with the same d_in.
+        saes: autoencoders on one device, all with the same d_in, of any architecture.
         batches: `[batch, d_in]` tensors (any device; moved to the SAEs' device and dtype).
-        cfg: one config for all, or one per SAE (e.g. an L1 sweep). Configs must agree on
-            batch_size, n_steps, log_every and progress, since they share the stream.
+        cfg: one recipe for all, or one per SAE (an L1 sweep, or mixed architectures); each must be
+            the recipe of its SAE's architecture, and all must agree on batch_size, n_steps,
+            log_every and progress, since they share the stream.
         logger: gets one row per SAE every `log_every` steps; the rows are also kept in the results.
     Returns:
-        one `TrainResult` per SAE, in order.
+        one `TrainResult` per SAE, in order. The SAEs are left in their saved form, taking raw inputs.
     """
     cfgs = _per_sae_configs(saes, cfg)
     logger = logger or NullLogger()
-    batches = iter(batches)
-    batches = _init_b_dec(saes, cfgs, batches)  # TM §3.3: b_dec starts at the geometric median
     runs = [_Run.start(sae, c) for sae, c in zip(saes, cfgs, strict=True)]
+    batches = _init_from_data(runs, iter(batches))  # input scale (ref §10.5); b_dec at the geometric median (§3.3)
     n_steps, log_every = cfgs[0].n_steps, cfgs[0].log_every
 
     step = 0
@@ -236,18 +326,15 @@ def train_sae(
             break
         _check_batch(x, saes)
         for r in runs:
-            xr = x.to(r.sae.W_dec)  # (batch, d_in) on the SAE's device and dtype
-            x_hat, f = r.sae(xr)
-            mse, l1 = reconstruction_mse(xr, x_hat), l1_penalty(f)  # TM §3.2
-            loss = mse + r.cfg.l1_coeff * l1
+            dead = dead_mask(r.last_fired, step - 1, r.window)  # (n_features,) before this step (TopK's AuxK)
+            terms = r.cfg.loss(r.sae, r.inputs(x), step, dead)
             r.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            remove_parallel_grad(r.sae.W_dec)  # TM §3.4: no gradient along the decoder rows
-            r.opt.step()
-            normalize_rows_(r.sae.W_dec)  # TM §3.4: back onto the unit sphere
-            r.track(step, f, loss, mse, l1)
+            terms.loss.backward()
+            r.set_lr(r.cfg.lr_at(step))
+            optimizer_step_(r.opt, r.sae, r.cfg.max_grad_norm)  # TM §3.4 unit-norm rows where the SAE has them
+            r.track(step, terms)
 
-        # once in a while: resample dead features from high-loss inputs (TM §4)
+        # once in a while: resample dead features from high-loss inputs (TM §4; the 2023 recipe only)
         due = [r for r in runs if step in r.resample_steps]
         if due:
             batches = _resample(due, batches, step)
@@ -258,7 +345,7 @@ def train_sae(
 
     if runs[0].n_summed:  # the last, partial interval
         _log(runs, step, logger)
-    return [TrainResult(step, r.n_activations, r.history, r.resampled, r.last_fired.cpu()) for r in runs]
+    return [r.finish(step) for r in runs]
 
 
 def _log(runs: Sequence[_Run], step: int, logger: Logger) -> None:
@@ -268,17 +355,18 @@ def _log(runs: Sequence[_Run], step: int, logger: Logger) -> None:
         log.info("step %d sae %d: %s", step, i, " ".join(f"{k} {v:.4g}" for k, v in list(row.items())[2:]))
 
 
-def _per_sae_configs(
-    saes: Sequence[SparseAutoencoder], cfg: SAETrainConfig | Sequence[SAETrainConfig]
-) -> list[SAETrainConfig]:
+def _per_sae_configs(saes: Sequence[SparseAutoencoder], cfg: TrainRecipe | Sequence[TrainRecipe]) -> list[TrainRecipe]:
     if not saes:
         raise ValueError("train_sae: no SAEs given")
-    cfgs = [cfg] * len(saes) if isinstance(cfg, SAETrainConfig) else list(cfg)
+    cfgs = list(cfg) if isinstance(cfg, Sequence) else [cfg] * len(saes)
     if len(cfgs) != len(saes):
         raise ValueError(f"train_sae: {len(cfgs)} configs for {len(saes)} SAEs")
+    for i, (sae, c) in enumerate(zip(saes, cfgs, strict=True)):
+        if c.architecture != sae.architecture:
+            raise ValueError(f"train_sae: SAE {i} is {sae.architecture!r} but its config is for {c.architecture!r}")
     for name in ("batch_size", "n_steps", "log_every", "progress"):
         if len({getattr(c, name) for c in cfgs}) > 1:
-            raise ValueError(f"train_sae: SAETrainConfig.{name} must be the same for SAEs that share a stream")
+            raise ValueError(f"train_sae: {name} must be the same in the configs of SAEs that share a stream")
     if len({sae.W_dec.device for sae in saes}) > 1:
         raise ValueError("train_sae: all SAEs must be on one device")
     return cfgs
@@ -291,14 +379,15 @@ def _check_batch(x: Tensor, saes: Sequence[SparseAutoencoder]) -> None:
         raise ValueError(f"train_sae: batch of shape {tuple(x.shape)} does not fit SAEs with d_in {got}")
 
 
-def _init_b_dec(
-    saes: Sequence[SparseAutoencoder], cfgs: Sequence[SAETrainConfig], batches: Iterator[Tensor]
-) -> Iterator[Tensor]:
-    """Set b_dec to the geometric median of the stream's first inputs (TM §3.3).
+@torch.no_grad()
+def _init_from_data(runs: Sequence[_Run], batches: Iterator[Tensor]) -> Iterator[Tensor]:
+    """Data-dependent init from the stream's first inputs, which are then put back in front of it.
 
-    The batches read for this are put back in front of the stream, so training still sees them.
+    - `normalize_inputs`: fit the scale (E‖x‖ = √d_in, ref §10.5) and move the SAE into scaled units
+      (`Normalizer(1 / scale).fold_into_`, a no-op for fresh zero biases; `_Run.finish` undoes it);
+    - `init_b_dec`: b_dec = geometric median of those inputs, in the units the SAE trains in (TM §3.3).
     """
-    wanted = [c.b_dec_init_n_inputs for c in cfgs if c.b_dec_init == "geometric_median"]
+    wanted = [r.cfg.n_init_inputs for r in runs if r.cfg.n_init_inputs]
     if not wanted:
         return batches
     peeked: list[Tensor] = []
@@ -308,13 +397,18 @@ def _init_b_dec(
         raise ValueError("train_sae: the batch stream is empty")
     X = torch.cat(peeked)  # (>= n, d_in)
     medians: dict[int, Tensor] = {}  # one Weiszfeld run per distinct sample size
-    for sae, c in zip(saes, cfgs, strict=True):
-        if c.b_dec_init == "geometric_median":
-            n = c.b_dec_init_n_inputs
+    for r in runs:
+        n = r.cfg.n_init_inputs
+        if not n:
+            continue
+        sample = X[:n].to(r.sae.W_dec.device, torch.float32)
+        if r.cfg.normalize_inputs:
+            r.scale = Normalizer.fit(sample).factor
+            Normalizer(1 / r.scale).fold_into_(r.sae)
+        if r.cfg.init_b_dec:
             if n not in medians:
-                medians[n] = geometric_median(X[:n].to(sae.W_dec.device, torch.float32))
-            with torch.no_grad():
-                sae.b_dec.copy_(medians[n])
+                medians[n] = geometric_median(sample)
+            r.sae.b_dec.copy_(medians[n] * r.scale)  # the median is scale-equivariant
     return chain(peeked, batches)
 
 
@@ -322,19 +416,26 @@ def _init_b_dec(
 def _resample(due: Sequence[_Run], batches: Iterator[Tensor], step: int) -> Iterator[Tensor]:
     """Peek the next batches, score them with each due SAE and resample its dead features (TM §4).
 
-    The peeked batches go back in front of the stream and are trained on as usual.
+    Only `SAETrainConfig` schedules resampling. The peeked batches go back in front of the stream
+    and are trained on as usual.
     """
-    peeked = list(islice(batches, max(r.cfg.resample_n_batches for r in due)))
+    cfgs = [r.cfg for r in due]
+    assert all(isinstance(c, SAETrainConfig) for c in cfgs)  # the only recipe with resample_steps
+    peeked = list(islice(batches, max(c.resample_n_batches for c in cfgs)))  # type: ignore[attr-defined]
     if not peeked:
         log.warning("step %d: no inputs left to resample from; skipped", step)
         return batches
     for r in due:
+        cfg = r.cfg
+        assert isinstance(cfg, SAETrainConfig)
         dead = dead_mask(r.last_fired, step, r.window)
         n_dead = int(dead.sum())
         if n_dead:
-            X = torch.cat(peeked[: r.cfg.resample_n_batches]).to(r.sae.W_dec)  # (N, d_in)
-            chunks = X.split(r.cfg.batch_size)
-            loss = torch.cat([per_example_loss(x, *r.sae(x), r.cfg.l1_coeff) for x in chunks])  # (N,)
+            if r.generator is None:
+                r.generator = torch.Generator(r.sae.W_dec.device).manual_seed(cfg.seed)
+            X = r.inputs(torch.cat(peeked[: cfg.resample_n_batches]))  # (N, d_in)
+            chunks = X.split(cfg.batch_size)
+            loss = torch.cat([per_example_loss(x, *r.sae(x), cfg.l1_coeff) for x in chunks])  # (N,)
             resample_dead_(
                 r.sae,
                 r.opt,
@@ -342,8 +443,8 @@ def _resample(due: Sequence[_Run], batches: Iterator[Tensor], step: int) -> Iter
                 X,
                 loss,
                 generator=r.generator,
-                encoder_scale=r.cfg.resample_encoder_scale,
-                direction=r.cfg.resample_direction,
+                encoder_scale=cfg.resample_encoder_scale,
+                direction=cfg.resample_direction,
             )
         r.resampled.append((step, n_dead))
         log.info("step %d: resampled %d dead features of %d", step, n_dead, dead.numel())
