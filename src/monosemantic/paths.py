@@ -6,7 +6,10 @@
       tokenizer/                      tokenizer.json  config.json
       tokens/                         train_000.bin  val_000.bin  train_docs.npy  val_docs.npy  config.json
       transformer/<model>/            config.json  model.safetensors  metrics.json  train_log.jsonl
-      checkpoints/transformer-<model>/ step_XXXXXXX.safetensors + .json while training runs
+      checkpoints/transformer-<model>/ ckpt.safetensors + ckpt.json while training runs
+      activations/<model>/<hook>/     config.json  acts_0000.npy  rows_0000.npy ...
+      sae/<model>/<hook>/<arch>-<n>/  sae.safetensors  cfg.json  training.json  train_log.jsonl
+      eval/<model>/<hook>/<arch>-<n>/ metrics.json  density.png  config.json
 
 Every file name is a constant here, so no other module spells one.
 """
@@ -65,3 +68,12 @@ class RunLayout:
 
     def checkpoints(self, stage: str) -> Path:
         return self.root / "checkpoints" / stage
+
+    def activations(self, model: str, hook: str) -> Path:
+        return self.root / "activations" / model / hook
+
+    def saes(self, model: str, hook: str) -> Path:
+        return self.root / "sae" / model / hook
+
+    def eval(self, model: str, hook: str) -> Path:
+        return self.root / "eval" / model / hook

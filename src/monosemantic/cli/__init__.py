@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from monosemantic import __version__, paths
+from monosemantic.cli import dictionary
 from monosemantic.cli.args import add_dataclass_args, build
 from monosemantic.errors import UserError
 
@@ -26,8 +27,8 @@ Dictionary learning on a language model's MLP activations, after "Towards Monose
 (Bricken et al., 2023). Each stage writes a self-describing folder in a run directory; a stage
 whose folder is complete is skipped, so re-running a command resumes it (--force redoes it).
 
-pipeline:  corpus build -> tokenize -> lm train
-quick start:  monosemantic demo            (embedded corpus, ~15 min on 2 CPU cores)
+pipeline:  corpus build -> tokenize -> lm train -> harvest -> sae train -> sae eval
+quick start:  monosemantic demo            (embedded corpus, about 40 min on 2 CPU cores)
               monosemantic demo --preset tiny --input my_texts/   (seconds)
 """
 
@@ -51,18 +52,23 @@ def _common(p: argparse.ArgumentParser, run_required: bool = True) -> None:
 
 def _section_classes() -> dict[str, type]:
     """Preset section -> the stage config it holds (imported here: stage modules import torch)."""
+    from monosemantic.activations.harvest import HarvestConfig
     from monosemantic.data.corpus import CorpusConfig
     from monosemantic.data.tokenizer import TokenizerConfig
     from monosemantic.data.tokens import TokensConfig
+    from monosemantic.eval.report import EvalConfig
     from monosemantic.transformer.model import TransformerConfig
     from monosemantic.transformer.train import LMTrainConfig
 
+    # "sae" is not here: it holds a LadderConfig plus an architecture's train config (dictionary.py).
     return {
         "corpus": CorpusConfig,
         "tokenizer": TokenizerConfig,
         "tokens": TokensConfig,
         "transformer": TransformerConfig,
         "lm": LMTrainConfig,
+        "harvest": HarvestConfig,
+        "eval": EvalConfig,
     }
 
 
@@ -95,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
     for section, c in _section_classes().items():
         add_dataclass_args(demo, c, skip=("vocab_size",) if section == "transformer" else (), prefix=section)
+    dictionary.add_sae_args(demo, prefix="sae")
 
     corpus = sub.add_parser("corpus", help="corpus stage").add_subparsers(dest="action", required=True)
     cb = corpus.add_parser(
@@ -135,21 +142,28 @@ def _parser() -> argparse.ArgumentParser:
     add_dataclass_args(lt, TransformerConfig, skip=("vocab_size",))
     add_dataclass_args(lt, LMTrainConfig)
     lt.set_defaults(func=cmd_lm_train)
+    dictionary.add_parsers(sub, _common)
     return root
 
 
-def _configs(args: argparse.Namespace) -> dict[str, Any]:
-    """Each section's config: the preset's values with the user's flags on top."""
+def configs(args: argparse.Namespace) -> dict[str, Any]:
+    """Each section's config: the preset's values with the user's flags on top.
+
+    A stage command has only its own sections' flags; the other sections come from the preset.
+    """
     from monosemantic.config import load_preset
 
     preset = load_preset(args.preset)
     prefixed = args.command == "demo"
-    return {k: build(c, preset[k], args, prefix=k if prefixed else "") for k, c in _section_classes().items()}
+    out = {k: build(c, preset[k], args, prefix=k if prefixed else "") for k, c in _section_classes().items()}
+    if prefixed:
+        out["sae"] = dictionary.sae_configs(preset["sae"], args, prefix="sae")
+    return out
 
 
 def cmd_corpus_build(args: argparse.Namespace) -> None:
     layout = paths.RunLayout(args.run)
-    cfg = _configs(args)["corpus"]
+    cfg = configs(args)["corpus"]
     _corpus(layout, args.inputs, cfg, args.force, args.progress)
 
 
@@ -189,13 +203,13 @@ def _tokenize(layout: paths.RunLayout, cfgs: dict[str, Any], force: bool, progre
 
 
 def cmd_tokenize(args: argparse.Namespace) -> None:
-    _tokenize(paths.RunLayout(args.run), _configs(args), args.force, args.progress)
+    _tokenize(paths.RunLayout(args.run), configs(args), args.force, args.progress)
 
 
 def cmd_lm_train(args: argparse.Namespace) -> None:
     from monosemantic.transformer import train
 
-    cfgs = _configs(args)
+    cfgs = configs(args)
     result = train.run(
         paths.RunLayout(args.run), cfgs["transformer"], cfgs["lm"], args.model, force=args.force, progress=args.progress
     )
@@ -203,17 +217,32 @@ def cmd_lm_train(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    from monosemantic.eval.report import format_table
     from monosemantic.io import read_json
     from monosemantic.transformer import train
 
     run = args.run or Path("runs") / Path(args.preset).stem
     layout = paths.RunLayout(run)
-    cfgs = _configs(args)
+    cfgs = configs(args)
     t0 = time.perf_counter()
     print(f"monosemantic demo: run directory {run}", file=sys.stderr)
     manifest = _corpus(layout, args.input or [], cfgs["corpus"], args.force, args.progress)
     tok_cfg = _tokenize(layout, cfgs, args.force, args.progress)
     train.run(layout, cfgs["transformer"], cfgs["lm"], "A", force=args.force, progress=args.progress)
+    hook = cfgs["harvest"].hook
+    acts = dictionary.harvest(layout, "A", cfgs["harvest"], args.force, args.progress)
+    ladder, sae_train = cfgs["sae"]
+    dictionary.train_saes(
+        layout.activations("A", hook),
+        layout.saes("A", hook),
+        ladder,
+        sae_train,
+        cfgs["eval"].device,
+        args.force,
+        {"model": "A", "hook": hook},
+    )
+    evals = dictionary.evaluate(layout, "A", cfgs["eval"], args.force, args.progress)
+
     m = read_json(layout.transformer("A") / paths.METRICS)
     split = tok_cfg["splits"]
     rows = [
@@ -222,10 +251,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
         ("model A", f"val loss {m['val_loss']:.3f} nats/token on {m['val_tokens']:,} tokens"),
         ("baselines", f"bigram {m['bigram_loss']:.3f}, unigram {m['unigram_loss']:.3f}"),
         ("training", f"{m['train_tokens']:,} tokens in {m['train_seconds']:.0f} s ({m['tokens_per_s']:,.0f} tokens/s)"),
+        ("harvest", f"{acts['n_rows']:,} activations of {hook} ({acts['d']}-d)"),
         ("total", f"{time.perf_counter() - t0:.0f} s"),
     ]
     for k, v in rows:
         print(f"{k:<10} {v}")
+    print()
+    print(format_table(evals))
 
 
 def main(argv: list[str] | None = None) -> int:

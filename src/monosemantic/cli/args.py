@@ -46,12 +46,18 @@ def _base_type(annotation: Any) -> type:
 
 
 def add_dataclass_args(
-    parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (), prefix: str = ""
+    parser: argparse.ArgumentParser,
+    cls: type,
+    skip: tuple[str, ...] = (),
+    prefix: str = "",
+    seen: set[str] | None = None,
 ) -> None:
     """One `--flag` per field of `cls` (a dataclass), grouped under the class name.
 
     With `prefix` ("lm"), field `n_steps` becomes `--lm-n-steps`: commands that take several
     stages' settings (`demo`) prefix each by its section, since names such as `seed` recur.
+    Fields whose name is in `seen` are skipped and added to it: several classes can then share
+    one flag (the SAE architectures' train configs all have `--lr`).
     """
     doc = (cls.__doc__ or "").strip().split("\n")[0]
     if doc.startswith(cls.__name__ + "("):  # the signature dataclasses write when there is no docstring
@@ -60,8 +66,10 @@ def add_dataclass_args(
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     for f in dataclasses.fields(cls):
-        if f.name in skip:
+        if f.name in skip or (seen is not None and f.name in seen):
             continue
+        if seen is not None:
+            seen.add(f.name)
         typ = _base_type(hints[f.name])
         flag = "--" + (f"{prefix}-" if prefix else "") + f.name.replace("_", "-")
         help_ = f"{docs.get(f.name, '')} (default: {f.default})"
@@ -72,6 +80,15 @@ def add_dataclass_args(
         else:
             kw = {"type": typ, "metavar": typ.__name__.upper()}
         group.add_argument(flag, dest=_dest(f.name, prefix), default=None, help=help_, **kw)
+
+
+def field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def given(ns: argparse.Namespace, names: set[str], prefix: str = "") -> set[str]:
+    """Which of the fields `names` the user set on the command line."""
+    return {n for n in names if getattr(ns, _dest(n, prefix), None) is not None}
 
 
 def _dest(name: str, prefix: str) -> str:
@@ -85,7 +102,7 @@ def build(cls: type, base: dict[str, Any], ns: argparse.Namespace, prefix: str =
         given = getattr(ns, _dest(f.name, prefix), None)
         if given is not None:
             values[f.name] = given
-    unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - field_names(cls)
     if unknown:
         raise UserError(f"unknown {cls.__name__} settings in preset: {', '.join(sorted(unknown))}")
     try:

@@ -1,0 +1,6 @@
+"""Stage 3: harvest a model's activations at one hook into shuffled shards, and read them back.
+
+capture.py   capture(model, tokens, module): run the forward only as far as one module
+harvest.py   HarvestConfig, harvest(...), run(layout, ...): write the activation store
+store.py     ActivationStore(folder), open_activations(path): `.batches(n)` -> Iterator[Tensor]
+"""

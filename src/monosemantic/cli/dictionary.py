@@ -1,0 +1,233 @@
+"""Subcommands of the dictionary-learning stages: `harvest`, `sae train|eval|export|import`.
+
+Wiring only: each builds its configs from the preset plus flags and calls a stage function.
+`sae train` is where an activation store meets the trainer: the CLI opens the store and hands
+`train_ladder` a plain iterator of batches (the trainer never learns where they came from).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from monosemantic import paths
+from monosemantic.cli.args import add_dataclass_args, build, field_names, given
+from monosemantic.errors import UserError
+
+log = logging.getLogger("monosemantic")
+
+
+def train_config_classes() -> dict[str, type]:
+    from monosemantic.sae.registry import ARCHITECTURES
+
+    return {name: a.train_config for name, a in ARCHITECTURES.items()}
+
+
+def add_sae_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    """LadderConfig's flags, then the union of every architecture's train-config flags."""
+    from monosemantic.sae.ladder import LadderConfig
+
+    seen: set[str] = set()
+    add_dataclass_args(p, LadderConfig, prefix=prefix, seen=seen)
+    for cls in train_config_classes().values():
+        add_dataclass_args(p, cls, prefix=prefix, seen=seen, skip=("progress",))
+
+
+def sae_configs(section: dict[str, Any], args: argparse.Namespace, prefix: str = "") -> tuple[Any, Any]:
+    """(LadderConfig, the arch's train config) from a preset's `sae` section and the flags."""
+    from monosemantic.sae.ladder import LadderConfig
+
+    ladder_keys = field_names(LadderConfig)
+    ladder = build(LadderConfig, {k: v for k, v in section.items() if k in ladder_keys}, args, prefix)
+    cls = train_config_classes()[ladder.arch]
+    own = field_names(cls)
+    others = set().union(*(field_names(c) for c in train_config_classes().values())) - own - ladder_keys
+    stray = given(args, others, prefix)
+    if stray:
+        flags = ", ".join("--" + n.replace("_", "-") for n in sorted(stray))
+        raise UserError(f"{flags}: not a setting of --arch {ladder.arch}")
+    base = {k: v for k, v in section.items() if k not in ladder_keys and k in own}
+    train = build(cls, base, args, prefix)
+    return ladder, dataclasses.replace(train, progress=getattr(args, "progress", True))
+
+
+def add_parsers(sub: Any, common: Any) -> None:
+    from monosemantic.activations.harvest import HarvestConfig
+    from monosemantic.eval.report import EvalConfig
+
+    hv = sub.add_parser(
+        "harvest",
+        help="store a model's activations (the SAE dataset)",
+        description="Run model MODEL over contexts of the training split and store the activations of one hook "
+        "(default: the 512 MLP neurons after the ReLU) in RUN/activations/MODEL/HOOK: 250 positions per "
+        "context, shuffled across contexts, each row with its document, position and token ([TM] §2).",
+    )
+    common(hv)
+    hv.add_argument("--model", default="A", help="model name under RUN/transformer (default A)")
+    add_dataclass_args(hv, HarvestConfig)
+    hv.set_defaults(func=cmd_harvest)
+
+    sae = sub.add_parser("sae", help="sparse autoencoder stage").add_subparsers(dest="action", required=True)
+    tr = sae.add_parser(
+        "train",
+        help="train a ladder of SAEs in one pass",
+        description="Train one SAE per size in --n-features on one pass over the activations (the paper's "
+        "recipe by default; --arch april2024 or topk for the later ones). With --run: the run's harvested "
+        "store, writing RUN/sae/MODEL/HOOK/<arch>-<n>. With --activations PATH (a harvested folder, or any "
+        "(N, d) float array in .npy or .safetensors) and --out DIR: writes DIR/<arch>-<n>. n_steps is capped "
+        "at one pass over the data: rows are never repeated ([TM] §2).",
+    )
+    common(tr, run_required=False)
+    tr.add_argument("--model", default="A", help="model name under RUN/transformer (default A)")
+    tr.add_argument("--hook", default=None, help="hook of the run's store (default: the harvest preset's)")
+    tr.add_argument("--activations", type=Path, help="train on this store or array instead of a run's")
+    tr.add_argument("--out", type=Path, help="output folder with --activations")
+    tr.add_argument("--device", default="auto", help="cpu, cuda, mps or auto")
+    add_sae_args(tr)
+    tr.set_defaults(func=cmd_sae_train)
+
+    ev = sae.add_parser(
+        "eval",
+        help="evaluate a run's SAEs",
+        description="For every SAE under RUN/sae/MODEL/HOOK: MSE, FVU, L0, L1, dead and dense features, the "
+        "density histogram (PNG), and loss recovered with the reconstruction spliced into the model, against "
+        "zero and mean ablation, with KL divergence ([TM] §7). Writes RUN/eval/MODEL/HOOK/<name>/metrics.json.",
+    )
+    common(ev)
+    ev.add_argument("--model", default="A", help="model name under RUN/transformer (default A)")
+    add_dataclass_args(ev, EvalConfig)
+    ev.set_defaults(func=cmd_sae_eval)
+
+    ex = sae.add_parser(
+        "export",
+        help="write an SAE in another tool's format",
+        description="Write SAE_DIR in SAELens's folder format (sae_weights.safetensors + cfg.json "
+        "that sae_lens.SAE.load_from_disk reads), input scaling and decoder norms folded in.",
+    )
+    ex.add_argument("sae_dir", type=Path)
+    ex.add_argument("out", type=Path)
+    ex.add_argument("--format", choices=["saelens"], default="saelens")
+    ex.add_argument("--hook", default=None, help="hook name to record in SAELens's metadata")
+    ex.set_defaults(func=cmd_sae_export)
+
+    im = sae.add_parser(
+        "import",
+        help="read an SAE from another tool's format",
+        description="Read a SAELens folder (standard or topk) into OUT as a monosemantic SAE.",
+    )
+    im.add_argument("saelens_dir", type=Path)
+    im.add_argument("out", type=Path)
+    im.add_argument("--format", choices=["saelens"], default="saelens")
+    im.set_defaults(func=cmd_sae_import)
+
+
+def harvest(layout: paths.RunLayout, model: str, cfg: Any, force: bool, progress: bool) -> dict[str, Any]:
+    from monosemantic.activations import harvest as stage
+
+    if not (layout.transformer(model) / paths.CONFIG).is_file():
+        raise UserError(f"{layout.transformer(model)}: no model yet; run `monosemantic lm train --run {layout.root}`")
+    return stage.run(layout, model, cfg, force=force, progress=progress)
+
+
+def train_saes(
+    source: Path, out_root: Path, ladder: Any, train: Any, device: str, force: bool, extra: dict[str, Any]
+) -> dict[str, Path]:
+    from monosemantic.activations.store import open_activations
+    from monosemantic.runtime import pick_device
+    from monosemantic.sae.ladder import train_ladder
+
+    acts = open_activations(source)
+    batches = acts.batches(train.batch_size, seed=train.seed if hasattr(train, "seed") else 0)
+    return train_ladder(
+        batches,
+        acts.d,
+        acts.n_rows,
+        ladder,
+        train,
+        out_root,
+        {"activations": str(source), **extra},
+        force=force,
+        device=pick_device(device),
+    )
+
+
+def evaluate(layout: paths.RunLayout, model: str, cfg: Any, force: bool, progress: bool) -> dict[str, Any]:
+    from monosemantic.eval import report
+
+    root = layout.saes(model, cfg.hook)
+    folders = {p.name: p for p in sorted(root.glob("*")) if (p / paths.SAE_CONFIG).is_file()}
+    if not folders:
+        raise UserError(f"{root}: no SAEs to evaluate; run `monosemantic sae train --run {layout.root}`")
+    return report.run(
+        layout.transformer(model),
+        folders,
+        layout.tokens,
+        layout.eval(model, cfg.hook),
+        cfg,
+        force=force,
+        progress=progress,
+    )
+
+
+def cmd_harvest(args: argparse.Namespace) -> None:
+    from monosemantic.cli import configs
+
+    harvest(paths.RunLayout(args.run), args.model, configs(args)["harvest"], args.force, args.progress)
+
+
+def cmd_sae_train(args: argparse.Namespace) -> None:
+    from monosemantic.cli import configs
+    from monosemantic.config import load_preset
+
+    ladder, train = sae_configs(load_preset(args.preset)["sae"], args)
+    if args.activations is not None:
+        if args.out is None:
+            raise UserError("--activations needs --out DIR for the SAEs")
+        folders = train_saes(args.activations, args.out, ladder, train, args.device, args.force, {})
+    else:
+        if args.run is None:
+            raise UserError("give --run RUN (the run's harvested activations) or --activations PATH --out DIR")
+        layout = paths.RunLayout(args.run)
+        hook = args.hook or configs(args)["harvest"].hook
+        store = layout.activations(args.model, hook)
+        if not (store / paths.CONFIG).is_file():
+            raise UserError(f"{store}: no activations yet; run `monosemantic harvest --run {layout.root}`")
+        folders = train_saes(
+            store,
+            layout.saes(args.model, hook),
+            ladder,
+            train,
+            args.device,
+            args.force,
+            {"model": args.model, "hook": hook},
+        )
+    for name, folder in folders.items():
+        print(f"{name:<16} {folder}")
+
+
+def cmd_sae_eval(args: argparse.Namespace) -> None:
+    from monosemantic.cli import configs
+    from monosemantic.eval.report import format_table
+
+    print(
+        format_table(evaluate(paths.RunLayout(args.run), args.model, configs(args)["eval"], args.force, args.progress))
+    )
+
+
+def cmd_sae_export(args: argparse.Namespace) -> None:
+    from monosemantic.sae.saelens import export_saelens
+
+    print(export_saelens(args.sae_dir, args.out, hook_name=args.hook))
+
+
+def cmd_sae_import(args: argparse.Namespace) -> None:
+    from monosemantic.io import stage_dir
+    from monosemantic.sae.saelens import import_saelens
+
+    sae = import_saelens(args.saelens_dir)
+    with stage_dir(args.out) as tmp:
+        sae.save(tmp)
+    print(args.out)

@@ -1,0 +1,145 @@
+"""The SAE stage: train a ladder of dictionaries (sizes, one architecture) in one pass over a stream.
+
+    saes = train_ladder(batches, d_in=512, n_rows=4_000_000, ladder=LadderConfig(), train=SAETrainConfig(),
+                        out_root=Path("runs/demo/sae/A/blocks.0.mlp.hook_post"))
+
+The dictionaries share one read of the activations (users of every peer tool ask for cheap
+sweeps), which is also what the paper's feature-splitting analysis needs: the same data at
+several sizes ([TM] "Feature Splitting": A/0 512, A/1 4,096, …). Each SAE lands in its own
+folder `out_root/<arch>-<n_features>/` holding `sae.safetensors`, `cfg.json` (the model),
+`training.json` (the recipe, the data, what happened) and `train_log.jsonl`.
+
+The stream is any `Iterator[Tensor]` of `[batch, d_in]` (STYLE P6): this module never learns
+where the activations came from; the caller (the CLI) opens the store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from monosemantic.errors import UserError
+from monosemantic.io import is_complete, stage_dir, write_json
+from monosemantic.paths import SAE_CONFIG
+from monosemantic.sae.registry import ARCHITECTURES
+from monosemantic.sae.train import TrainRecipe, train_sae
+
+log = logging.getLogger(__name__)
+
+TRAINING_JSON = "training.json"
+TRAIN_LOG = "train_log.jsonl"
+
+
+@dataclass(frozen=True)
+class LadderConfig:
+    """Which dictionaries to train in one pass: an architecture and a ladder of sizes."""
+
+    arch: Literal["tm2023", "april2024", "topk"] = "tm2023"
+    """tm2023 (the paper's recipe, default), april2024 (Anthropic's April 2024 update) or topk."""
+    n_features: str = "512,1024,2048,4096"
+    """Dictionary sizes, comma-separated; all train on the same stream (1x to 8x the 512 neurons)."""
+    k: int = 32
+    """Active features per row (topk only)."""
+    init_seed: int = 0
+    """Seed of the weight initialisation (the size is added, so each size differs)."""
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"arch must be one of {', '.join(ARCHITECTURES)}, got {self.arch}")
+        try:
+            sizes = self.sizes
+        except ValueError:
+            raise ValueError(f"n_features must be comma-separated integers, got {self.n_features!r}") from None
+        if not sizes or any(n <= 0 for n in sizes) or len(set(sizes)) != len(sizes):
+            raise ValueError(f"n_features must be distinct positive integers, got {self.n_features!r}")
+
+    @property
+    def sizes(self) -> list[int]:
+        return [int(n) for n in str(self.n_features).split(",") if n.strip()]
+
+    def name(self, n_features: int) -> str:
+        return f"{self.arch}-{n_features}"
+
+
+def steps_for(train: TrainRecipe, n_rows: int) -> TrainRecipe:
+    """Cap `n_steps` at one pass over `n_rows` inputs: the paper never repeats data ([TM] §2)."""
+    one_pass = n_rows // train.batch_size
+    if one_pass < 1:
+        raise UserError(f"{n_rows} activation rows are fewer than one batch of {train.batch_size}")
+    if train.n_steps > one_pass:
+        log.info("n_steps %d > one pass over %d rows; training %d steps", train.n_steps, n_rows, one_pass)
+        return dataclasses.replace(train, n_steps=one_pass)
+    return train
+
+
+def train_ladder(
+    batches: Iterator[Tensor],
+    d_in: int,
+    n_rows: int,
+    ladder: LadderConfig,
+    train: TrainRecipe,
+    out_root: Path,
+    source: dict[str, Any],
+    force: bool = False,
+    device: str | torch.device = "cpu",
+) -> dict[str, Path]:
+    """Train every size of `ladder` not yet on disk under `out_root`; returns name -> folder.
+
+    `train` is the arch's train config (`ARCHITECTURES[ladder.arch].train_config`); its n_steps is
+    capped at one pass over `n_rows`. `source` (where the activations came from) is recorded.
+    """
+    arch = ARCHITECTURES[ladder.arch]
+    if not isinstance(train, arch.train_config):
+        raise TypeError(f"{ladder.arch} trains with {arch.train_config.__name__}, got {type(train).__name__}")
+    train = steps_for(train, n_rows)
+    folders = {ladder.name(n): out_root / ladder.name(n) for n in ladder.sizes}
+    todo = [n for n in ladder.sizes if force or not is_complete(folders[ladder.name(n)], SAE_CONFIG)]
+    for n in ladder.sizes:
+        if n not in todo:
+            log.info("%s exists: skipping (use --force to retrain)", folders[ladder.name(n)])
+    if not todo:
+        return folders
+
+    saes = []
+    for n in todo:
+        shape: dict[str, Any] = {"d_in": d_in, "n_features": n}
+        if ladder.arch == "topk":
+            shape["k"] = ladder.k
+        gen = torch.Generator().manual_seed(ladder.init_seed + n)
+        saes.append(arch.sae(arch.sae.config_class(**shape), generator=gen).to(device))
+    log.info(
+        "training %s on %d rows (%d steps of %d)",
+        ", ".join(map(ladder.name, todo)),
+        n_rows,
+        train.n_steps,
+        train.batch_size,
+    )
+    results = train_sae(saes, batches, train)
+
+    for n, sae, result in zip(todo, saes, results, strict=True):
+        folder = folders[ladder.name(n)]
+        with stage_dir(folder, force=force) as tmp:
+            sae.save(tmp)
+            (tmp / TRAIN_LOG).write_text("".join(json.dumps(r) + "\n" for r in result.history))
+            write_json(
+                tmp / TRAINING_JSON,
+                {
+                    "arch": ladder.arch,
+                    "train": dataclasses.asdict(train),
+                    "source": source,
+                    "n_steps": result.n_steps,
+                    "n_activations": result.n_activations,
+                    "resampled": result.resampled,
+                    "input_scale": result.input_scale,
+                    "final": result.history[-1] if result.history else {},
+                },
+            )
+    return folders
