@@ -14,7 +14,9 @@ from monosemantic.io import read_config
 from monosemantic.transformer import hooks
 
 CTX = 32
-CFG = HarvestConfig(n_tokens=1000, positions_per_context=20, batch_contexts=8, shard_rows=300, device="cpu")
+CFG = HarvestConfig(
+    n_tokens=1000, positions_per_context=20, batch_contexts=8, shard_rows=300, dtype="float32", device="cpu"
+)
 
 
 def tiny_cfg(**overrides) -> HarvestConfig:
