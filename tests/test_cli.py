@@ -26,8 +26,15 @@ def test_tiny_demo_end_to_end_then_skips(user_corpus, tmp_path, capsys):
     assert run_cli("demo", "--preset", "tiny", "--input", user_corpus, "--run", run, "--no-progress") == 0
     out = capsys.readouterr().out
     assert "model A" in out and "bigram" in out
-    for stage in ("corpus", "tokenizer", "tokens", "transformer/A"):
+    hook = "blocks.0.mlp.hook_post"
+    for stage in ("corpus", "tokenizer", "tokens", "transformer/A", f"activations/A/{hook}"):
         assert (run / stage / "config.json").is_file(), stage
+    for name in ("tm2023-64", "tm2023-128"):
+        assert (run / f"sae/A/{hook}/{name}/cfg.json").is_file()
+        m = json.loads((run / f"eval/A/{hook}/{name}/metrics.json").read_text())
+        assert 0 < m["l0"] < int(name.split("-")[1]) and 0 < m["loss_recovered"] <= 1
+        assert (run / f"eval/A/{hook}/{name}/density.png").read_bytes()[:4] == b"\x89PNG"
+    assert "loss rec" in out
     metrics = json.loads((run / "transformer/A/metrics.json").read_text())
     assert metrics["val_loss"] < metrics["unigram_loss"]
     assert {"bigram_loss", "tokens_per_s", "train_seconds", "val_tokens"} <= set(metrics)
@@ -99,7 +106,10 @@ def test_bad_input_gives_one_line_error(args, message, tmp_path, capsys):
     assert not (tmp_path / "run" / "corpus").exists()
 
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["corpus", "build"], ["tokenize"], ["lm", "train"]])
+@pytest.mark.parametrize(
+    "command",
+    [[], ["demo"], ["corpus", "build"], ["tokenize"], ["lm", "train"], ["harvest"], ["sae", "train"], ["sae", "eval"]],
+)
 def test_help(command):
     out = subprocess.run([sys.executable, "-m", "monosemantic", *command, "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "usage: monosemantic" in out.stdout
@@ -107,3 +117,53 @@ def test_help(command):
         assert "--d-model" in out.stdout and "Residual stream width" in out.stdout
     if command == ["demo"]:
         assert "--lm-n-steps" in out.stdout
+
+
+def test_sae_train_on_any_array_then_export_and_import(tmp_path, capsys):
+    import numpy as np
+    import torch
+
+    from monosemantic.sae.model import SparseAutoencoder
+
+    acts = np.maximum(np.random.default_rng(0).normal(size=(2048, 24)), 0).astype(np.float32)
+    np.save(tmp_path / "acts.npy", acts)
+    out = tmp_path / "saes"
+    args = ["sae", "train", "--activations", tmp_path / "acts.npy", "--out", out, "--n-features", "32,48"]
+    args += ["--batch-size", 256, "--lr", 0.001, "--b-dec-init-n-inputs", 512, "--resample-n-batches", 2]
+    assert run_cli(*args, "--no-progress") == 0
+    assert {p.name for p in out.iterdir()} == {"tm2023-32", "tm2023-48"}
+    training = json.loads((out / "tm2023-48/training.json").read_text())
+    assert training["n_steps"] == 8  # one pass over 2048 rows at batch 256, never more
+
+    assert run_cli("sae", "export", out / "tm2023-48", tmp_path / "saelens") == 0
+    assert (tmp_path / "saelens/cfg.json").is_file() and (tmp_path / "saelens/sae_weights.safetensors").is_file()
+    assert run_cli("sae", "import", tmp_path / "saelens", tmp_path / "back") == 0
+    a, b = SparseAutoencoder.load(out / "tm2023-48"), SparseAutoencoder.load(tmp_path / "back")
+    x = torch.from_numpy(acts[:64])
+    torch.testing.assert_close(a(x)[0], b(x)[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--k", "8"], "--k: not a setting of --arch tm2023"),
+        (["--arch", "topk", "--l1-coeff", "0.1"], "--l1-coeff: not a setting of --arch topk"),
+        (["--n-features", "8,x"], "n_features must be comma-separated integers"),
+    ],
+)
+def test_sae_train_flag_errors(extra, message, tmp_path, capsys):
+    import numpy as np
+
+    np.save(tmp_path / "acts.npy", np.zeros((64, 4), dtype=np.float32))
+    args = ["sae", "train", "--activations", tmp_path / "acts.npy", "--out", tmp_path / "o", *extra]
+    assert run_cli(*args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_stage_order_errors_name_the_missing_stage(tmp_path, capsys):
+    assert run_cli("harvest", "--run", tmp_path / "r") == 2
+    assert "no model yet" in capsys.readouterr().err
+    assert run_cli("sae", "train", "--run", tmp_path / "r") == 2
+    assert "no activations yet" in capsys.readouterr().err
+    assert run_cli("sae", "eval", "--run", tmp_path / "r") == 2
+    assert "no SAEs to evaluate" in capsys.readouterr().err

@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from monosemantic.runtime import setup_logging, tune_allocator
 
-    setup_logging(args.verbose)
+    setup_logging(getattr(args, "verbose", False))
     tune_allocator()
     try:
         args.func(args)

@@ -45,7 +45,7 @@ def sae_configs(section: dict[str, Any], args: argparse.Namespace, prefix: str =
     cls = train_config_classes()[ladder.arch]
     own = field_names(cls)
     others = set().union(*(field_names(c) for c in train_config_classes().values())) - own - ladder_keys
-    stray = given(args, others, prefix)
+    stray = given(args, others | ({"k"} if ladder.arch != "topk" else set()), prefix)
     if stray:
         flags = ", ".join("--" + n.replace("_", "-") for n in sorted(stray))
         raise UserError(f"{flags}: not a setting of --arch {ladder.arch}")

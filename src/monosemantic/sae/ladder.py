@@ -46,6 +46,8 @@ class LadderConfig:
     """tm2023 (the paper's recipe, default), april2024 (Anthropic's April 2024 update) or topk."""
     n_features: str = "512,1024,2048,4096"
     """Dictionary sizes, comma-separated; all train on the same stream (1x to 8x the 512 neurons)."""
+    l1_coeffs: str = ""
+    """An L1 sweep: comma-separated λ values, each trained at every size (empty: the recipe's l1_coeff)."""
     k: int = 32
     """Active features per row (topk only)."""
     init_seed: int = 0
@@ -60,13 +62,27 @@ class LadderConfig:
             raise ValueError(f"n_features must be comma-separated integers, got {self.n_features!r}") from None
         if not sizes or any(n <= 0 for n in sizes) or len(set(sizes)) != len(sizes):
             raise ValueError(f"n_features must be distinct positive integers, got {self.n_features!r}")
+        try:
+            l1s = self.sweep
+        except ValueError:
+            raise ValueError(f"l1_coeffs must be comma-separated numbers, got {self.l1_coeffs!r}") from None
+        if any(not x >= 0 for x in l1s) or len(set(l1s)) != len(l1s):
+            raise ValueError(f"l1_coeffs must be distinct numbers >= 0, got {self.l1_coeffs!r}")
 
     @property
     def sizes(self) -> list[int]:
         return [int(n) for n in str(self.n_features).split(",") if n.strip()]
 
-    def name(self, n_features: int) -> str:
-        return f"{self.arch}-{n_features}"
+    @property
+    def sweep(self) -> list[float]:
+        return [float(x) for x in str(self.l1_coeffs).split(",") if x.strip()]
+
+    def members(self) -> list[tuple[int, float | None]]:
+        """(n_features, λ or None for the recipe's) of every SAE, sizes outermost."""
+        return [(n, l1) for n in self.sizes for l1 in (self.sweep or [None])]
+
+    def name(self, n_features: int, l1: float | None = None) -> str:
+        return f"{self.arch}-{n_features}" + (f"-l1_{l1:g}" if l1 is not None else "")
 
 
 def steps_for(train: TrainRecipe, n_rows: int) -> TrainRecipe:
@@ -100,46 +116,41 @@ def train_ladder(
     if not isinstance(train, arch.train_config):
         raise TypeError(f"{ladder.arch} trains with {arch.train_config.__name__}, got {type(train).__name__}")
     train = steps_for(train, n_rows)
-    folders = {ladder.name(n): out_root / ladder.name(n) for n in ladder.sizes}
-    todo = [n for n in ladder.sizes if force or not is_complete(folders[ladder.name(n)], SAE_CONFIG)]
-    for n in ladder.sizes:
-        if n not in todo:
-            log.info("%s exists: skipping (use --force to retrain)", folders[ladder.name(n)])
+    if ladder.sweep and not hasattr(train, "l1_coeff"):
+        raise UserError(f"--l1-coeffs: --arch {ladder.arch} has no L1 coefficient")
+    folders = {ladder.name(*m): out_root / ladder.name(*m) for m in ladder.members()}
+    todo = [m for m in ladder.members() if force or not is_complete(folders[ladder.name(*m)], SAE_CONFIG)]
+    for m in ladder.members():
+        if m not in todo:
+            log.info("%s exists: skipping (use --force to retrain)", folders[ladder.name(*m)])
     if not todo:
         return folders
 
-    saes = []
-    for n in todo:
+    saes, cfgs = [], []
+    for n, l1 in todo:
+        cfgs.append(train if l1 is None else dataclasses.replace(train, l1_coeff=l1))
         shape: dict[str, Any] = {"d_in": d_in, "n_features": n}
         if ladder.arch == "topk":
             shape["k"] = ladder.k
         gen = torch.Generator().manual_seed(ladder.init_seed + n)
         saes.append(arch.sae(arch.sae.config_class(**shape), generator=gen).to(device))
-    log.info(
-        "training %s on %d rows (%d steps of %d)",
-        ", ".join(map(ladder.name, todo)),
-        n_rows,
-        train.n_steps,
-        train.batch_size,
-    )
-    results = train_sae(saes, batches, train)
+    names = [ladder.name(*m) for m in todo]
+    log.info("training %s on %d rows (%d steps of %d)", ", ".join(names), n_rows, train.n_steps, train.batch_size)
+    results = train_sae(saes, batches, cfgs)
 
-    for n, sae, result in zip(todo, saes, results, strict=True):
-        folder = folders[ladder.name(n)]
-        with stage_dir(folder, force=force) as tmp:
+    for name, sae, cfg, result in zip(names, saes, cfgs, results, strict=True):
+        with stage_dir(folders[name], force=force) as tmp:
             sae.save(tmp)
             (tmp / TRAIN_LOG).write_text("".join(json.dumps(r) + "\n" for r in result.history))
-            write_json(
-                tmp / TRAINING_JSON,
-                {
-                    "arch": ladder.arch,
-                    "train": dataclasses.asdict(train),
-                    "source": source,
-                    "n_steps": result.n_steps,
-                    "n_activations": result.n_activations,
-                    "resampled": result.resampled,
-                    "input_scale": result.input_scale,
-                    "final": result.history[-1] if result.history else {},
-                },
-            )
+            training = {
+                "arch": ladder.arch,
+                "train": dataclasses.asdict(cfg),
+                "source": source,
+                "n_steps": result.n_steps,
+                "n_activations": result.n_activations,
+                "resampled": result.resampled,
+                "input_scale": result.input_scale,
+                "final": result.history[-1] if result.history else {},
+            }
+            write_json(tmp / TRAINING_JSON, training)
     return folders
