@@ -69,7 +69,9 @@ class SAETrainConfig:
 
     l1_coeff: float = 0.004
     """λ, on the scale of §3.2 (MSE mean over d_in elements, L1 sum over features). The paper's A/0–A/5
-    use 0.004 on raw MLP activations; λ depends on the data scale (λ on c·x ≡ λ/c on x)."""
+    use 0.004 on raw MLP activations; λ depends on the data scale (λ on c·x ≡ λ/c on x). With
+    normalize_inputs (E‖x‖ = √d_in) the scale is fixed and λ ≈ 4 / d_in gave L0 ≈ 20 on the demo's 512
+    neurons (the CLI's default preset: 0.008; docs/LOG.md)."""
     lr: float = 1e-4
     """Adam learning rate, constant (TM found annealing did not help). Not stated in the paper."""
     batch_size: int = 8192

@@ -1,0 +1,98 @@
+"""λ sweep of the paper's SAE on a run's harvested activations: L0, FVU, dead and loss recovered.
+
+    python benchmarks/l1_sweep.py --run runs/demo --n-features 4096 --l1 0.004,0.008 --lr 1e-3 --steps 400
+
+Trains one SAE per (size, λ) on one shared pass over the activations (normalised inputs, as the
+CLI's default preset does), then evaluates all of them on the same held-out tokens in one pass.
+Prints a table and writes JSON (benchmarks/results/l1_sweep.json). Used to choose the demo's λ
+(docs/LOG.md, 2026-11-25).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from monosemantic.activations.store import open_activations
+from monosemantic.data.tokens import TokenStore
+from monosemantic.eval.report import evaluate_saes
+from monosemantic.runtime import tune_allocator
+from monosemantic.sae.model import SAEConfig, SparseAutoencoder
+from monosemantic.sae.train import SAETrainConfig, train_sae
+from monosemantic.transformer.hooks import MLP_POST
+from monosemantic.transformer.train import load_transformer
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", type=Path, default=Path("runs/demo"))
+    p.add_argument("--model", default="A")
+    p.add_argument("--n-features", default="4096")
+    p.add_argument("--l1", default="0.004,0.008")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--batch", type=int, default=4096)
+    p.add_argument("--eval-tokens", type=int, default=65536)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/l1_sweep.json"))
+    args = p.parse_args()
+    tune_allocator()
+
+    keys = [(int(n), float(l1)) for n in args.n_features.split(",") for l1 in args.l1.split(",")]
+    acts = open_activations(args.run / "activations" / args.model / MLP_POST)
+    cfgs = [
+        SAETrainConfig(
+            l1_coeff=l1,
+            lr=args.lr,
+            n_steps=args.steps,
+            batch_size=args.batch,
+            normalize_inputs=True,
+            log_every=max(args.steps // 4, 1),
+            resample_n_batches=25,
+        )
+        for _, l1 in keys
+    ]
+    saes = [SparseAutoencoder(SAEConfig(acts.d, n), generator=torch.Generator().manual_seed(n)) for n, _ in keys]
+    t0 = time.perf_counter()
+    train_sae(saes, acts.batches(args.batch, seed=0), cfgs)
+    seconds = time.perf_counter() - t0
+    model = load_transformer(args.run / "transformer" / args.model)
+    windows = torch.from_numpy(TokenStore(args.run / "tokens").val.windows(model.cfg.ctx_len + 1, args.eval_tokens))
+    metrics = evaluate_saes({f"{n}/{l1:g}": s for (n, l1), s in zip(keys, saes, strict=True)}, model, MLP_POST, windows)
+
+    rows = []
+    print(f"{'features':>8} {'λ':>8} {'steps':>6} {'L0':>8} {'FVU':>6} {'dead %':>7} {'loss rec':>8}")
+    for (n, l1), (_, m) in zip(keys, metrics.items(), strict=True):
+        row = {
+            "n_features": n,
+            "l1_coeff": l1,
+            "lr": args.lr,
+            "steps": args.steps,
+            "batch": args.batch,
+            "l0": m["l0"],
+            "fvu": m["fvu"],
+            "dead_frac": m["dead_frac"],
+            "dense_frac": m["dense_frac"],
+            "loss_recovered": m["loss_recovered"],
+        }
+        rows.append(row)
+        print(
+            f"{n:>8} {l1:>8g} {args.steps:>6} {m['l0']:>8.1f} {m['fvu']:>6.3f} {100 * m['dead_frac']:>7.2f} "
+            f"{m['loss_recovered']:>8.3f}"
+        )
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "train_seconds": seconds,
+        "s_per_step": seconds / args.steps,
+        "eval_tokens": args.eval_tokens,
+        "run": str(args.run),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
