@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +159,10 @@ def evaluate(layout: paths.RunLayout, model: str, cfg: Any, force: bool, progres
     from monosemantic.eval import report
 
     root = layout.saes(model, cfg.hook)
-    folders = {p.name: p for p in sorted(root.glob("*")) if (p / paths.SAE_CONFIG).is_file()}
+    found = [p for p in root.glob("*") if (p / paths.SAE_CONFIG).is_file()]
+    # natural order: tm2023-512 before tm2023-1024
+    found.sort(key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)])
+    folders = {p.name: p for p in found}
     if not folders:
         raise UserError(f"{root}: no SAEs to evaluate; run `monosemantic sae train --run {layout.root}`")
     return report.run(
