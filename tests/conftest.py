@@ -21,6 +21,17 @@ def _seed():
     seed_everything(0)
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny tensors on a shared 2-core machine: a second OpenMP thread only spin-waits."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def pytest_addoption(parser):
     parser.addoption("--skip-network", action="store_true", help="skip tests that fetch from npm/PyPI")
 

@@ -9,6 +9,7 @@ folder that exists is complete by construction.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -83,6 +84,15 @@ def read_config(path: str | os.PathLike[str], kind: str) -> dict[str, Any]:
     if version != SCHEMA_VERSION:
         raise UserError(f"{path}: schema_version {version} unsupported (this release reads {SCHEMA_VERSION})")
     return cfg
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 def save_tensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor]) -> None:

@@ -31,6 +31,7 @@ RUN_CONFIG = "run_config.json"
 # A saved SAE folder: sparsify's names, and SAELens's tensor names inside (sae/model.py).
 SAE_WEIGHTS = "sae.safetensors"
 SAE_CONFIG = "cfg.json"
+TRAINING_JSON = "training.json"  # beside a trained SAE: the recipe, the data, what happened
 
 
 def cache_dir() -> Path:

@@ -51,11 +51,6 @@ def setup_logging(verbose: bool = False) -> None:
     log.setLevel(level)
 
 
-def n_threads() -> int:
-    """Threads torch may use; respects OMP_NUM_THREADS."""
-    return int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
-
-
 def tune_allocator() -> bool:
     """Keep freed memory for reuse instead of returning it to the OS (glibc only).
 

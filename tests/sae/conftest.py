@@ -9,21 +9,17 @@ tests on one thread and restore the previous setting afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import torch
 
 from monosemantic.sae import SAEConfig, SAETrainConfig
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread: None) -> None:
+    """Every test here runs on one thread (tests/conftest.py `one_thread`)."""
 
 
 @pytest.fixture

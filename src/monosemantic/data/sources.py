@@ -16,7 +16,6 @@ the machine's Debian release, so they are recorded and compared but never enforc
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import importlib.util
 import logging
 import os
@@ -36,7 +35,7 @@ from urllib.parse import unquote
 from tqdm import tqdm
 
 from monosemantic.errors import UserError
-from monosemantic.io import read_json, stage_dir, write_json
+from monosemantic.io import read_json, sha256_file, stage_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -139,14 +138,6 @@ def artifact_records(unpacked: Path, extras: bool = False) -> list[dict[str, Any
         path = Path(unpacked) / art.name / RECORD
         out.append(read_json(path) if path.is_file() else _record(art, art.filename, art.sha256))
     return out
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _record(art: Artifact, filename: str, digest: str) -> dict[str, Any]:

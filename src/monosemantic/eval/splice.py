@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from monosemantic.activations.capture import capture
 from monosemantic.sae.model import SparseAutoencoder
 from monosemantic.transformer import hooks
 from monosemantic.transformer.model import Transformer
@@ -123,32 +124,18 @@ def replaced(model: Transformer, hook: str, fn: Replacement) -> Iterator[None]:
         handle.remove()
 
 
-class _StopForward(Exception):
-    """Raised from a hook to skip the rest of the forward (the unembedding dominates a 1L model)."""
-
-
 @torch.no_grad()
 def mean_activation(model: Transformer, hook: str, windows: Tensor, batch_size: int = 16) -> Tensor:
     """Mean of the hook's activations over every input position of `windows [n, ctx+1]`.
 
-    Returns `[d]` float32 on the model's device. Runs the model only up to the hook.
+    Returns `[d]` float32 on the model's device. Runs the model only up to the hook (`capture`).
     """
     device = next(model.parameters()).device
+    module = model.hook_point(hook)
     total: Tensor | None = None
-
-    def grab(_module: torch.nn.Module, _inputs: object, out: Tensor) -> None:
-        nonlocal total
-        s = out.double().sum(dim=(0, 1))
+    for i in range(0, len(windows), batch_size):
+        s = capture(model, windows[i : i + batch_size, :-1].to(device), module).double().sum(dim=(0, 1))
         total = s if total is None else total + s
-        raise _StopForward
-
-    handle = model.hook_point(hook).register_forward_hook(grab)
-    try:
-        for i in range(0, len(windows), batch_size):
-            with contextlib.suppress(_StopForward):
-                model(windows[i : i + batch_size, :-1].to(device))
-    finally:
-        handle.remove()
     assert total is not None, "no windows"
     return (total / (windows.shape[0] * (windows.shape[1] - 1))).float()
 

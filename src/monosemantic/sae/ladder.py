@@ -28,14 +28,11 @@ from torch import Tensor
 
 from monosemantic.errors import UserError
 from monosemantic.io import is_complete, stage_dir, write_json
-from monosemantic.paths import SAE_CONFIG
+from monosemantic.paths import SAE_CONFIG, TRAIN_LOG, TRAINING_JSON
 from monosemantic.sae.registry import ARCHITECTURES
 from monosemantic.sae.train import TrainRecipe, train_sae
 
 log = logging.getLogger(__name__)
-
-TRAINING_JSON = "training.json"
-TRAIN_LOG = "train_log.jsonl"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ whole data position and a resumed run sees exactly the batches an uninterrupted 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +17,10 @@ import torch
 from torch import nn
 
 from monosemantic.errors import UserError
-from monosemantic.io import load_tensors, read_json, save_tensors, write_json
+from monosemantic.io import load_tensors, read_json, save_tensors, sha256_file, write_json
 
 TENSORS = "ckpt.safetensors"
 META = "ckpt.json"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_checkpoint(
@@ -41,7 +32,7 @@ def save_checkpoint(
         for k, v in s.items():
             tensors[f"optim.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
     save_tensors(folder / TENSORS, tensors)
-    meta = {"step": step, "param_groups": state["param_groups"], "sha256": _sha256(folder / TENSORS), **extra}
+    meta = {"step": step, "param_groups": state["param_groups"], "sha256": sha256_file(folder / TENSORS), **extra}
     write_json(folder / META, meta)
 
 
@@ -60,7 +51,7 @@ def load_checkpoint(
     if any(meta.get(k) != v for k, v in expected.items()):
         raise UserError(f"{folder}: checkpoint was made with a different config; use --force to restart")
     tensor_file = folder / TENSORS
-    if not tensor_file.is_file() or _sha256(tensor_file) != meta.get("sha256"):
+    if not tensor_file.is_file() or sha256_file(tensor_file) != meta.get("sha256"):
         raise UserError(f"{tensor_file}: checkpoint is corrupt or truncated (sha256 mismatch); use --force")
     tensors = load_tensors(tensor_file)
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
