@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,19 @@ def corpus_jsonl(tmp_path) -> str:
         for src, text in make_documents(300):
             f.write(json.dumps({"src": src, "text": text}, ensure_ascii=False) + "\n")
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished tiny demo run (corpus → model A → harvest → SAEs 64 and 128 → eval), built once.
+
+    Read-only for tests: copy it (`shutil.copytree`) before writing into it.
+    """
+    from monosemantic.cli import main
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    corpus = root / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"src": s, "text": t}) + "\n" for s, t in make_documents(300)))
+    run = root / "run"
+    assert main(["demo", "--preset", "tiny", "--input", str(corpus), "--run", str(run), "--no-progress"]) == 0
+    return run
