@@ -124,7 +124,8 @@ def sparse_gradients(
     g = e * scale  # (batch, d_in) = ∂L/∂x̂
     grad_f = ops.sampled_matmul(p, g, W_dec.T, l1_grad)  # (nnz,)
     grad_pre = grad_f * (pre_vals > 0)
-    grad_W_dec = ops.spmm_t(p, f_vals, g)  # (n_features, d_in)
+    pt = ops.transpose(p)
+    grad_W_dec = ops.spmm_t(pt, f_vals, g)  # (n_features, d_in)
     if arch == "april2024":
         col_f = ops.column_sums(p, f_vals)  # (n_features,)
         grad_W_dec += (lam / batch) * (col_f / norms.clamp_min(1e-12))[:, None] * W_dec
@@ -144,10 +145,10 @@ def sparse_gradients(
 
     # backward through the encoder
     grad_b_enc = ops.column_sums(p, grad_pre)  # (n_features,)
-    grad_W_enc_t = ops.spmm_t(p, grad_pre, x_bar)  # (n_features, d_in)
+    grad_W_enc_t = ops.spmm_t(pt, grad_pre, x_bar)  # (n_features, d_in)
     for pa, grad_pa in aux_parts:
         grad_b_enc += ops.column_sums(pa, grad_pa)
-        grad_W_enc_t += ops.spmm_t(pa, grad_pa, x_bar)
+        grad_W_enc_t += ops.spmm_t(ops.transpose(pa), grad_pa, x_bar)
     if sae.pre_encoder_bias:
         grad_b_dec -= W_enc @ grad_b_enc  # x̄ = x − b_dec feeds the encoder too (TM §3.1)
 
@@ -208,7 +209,7 @@ def _auxk(
     aux = u.pow(2).sum(dim=-1).mean()
     ga = u * (-2 * coeff / batch)  # ∂(coeff·aux)/∂ê
     grad_pre = ops.sampled_matmul(pa, ga, W_dec.T) * (vals > 0)
-    return aux, pa, grad_pre, ops.spmm_t(pa, z, ga)
+    return aux, pa, grad_pre, ops.spmm_t(ops.transpose(pa), z, ga)
 
 
 @dataclass
@@ -225,7 +226,11 @@ class Stepper:
         mode: StepMode = getattr(cfg, "step", "dense")
         if sae.architecture not in ("tm2023", "april2024", "topk"):
             mode = "dense"  # an architecture without a hand-written backward
-        return cls(mode, getattr(cfg, "matmul_dtype", "float32"), sparse=mode == "sparse")
+        sparse = mode == "sparse"
+        if mode == "auto" and sae.architecture == "topk":  # L0 ≤ k from the first step
+            sparse = sae.cfg.k <= SPARSE_L0_FRACTION * sae.cfg.n_features  # type: ignore[attr-defined]
+        # a ReLU SAE's L0 is first measured after step 1, then every CHECK_EVERY dense steps
+        return cls(mode, getattr(cfg, "matmul_dtype", "float32"), sparse, steps_since_check=CHECK_EVERY - 1)
 
     def gradients(self, sae: SparseAutoencoder, cfg: Any, x: Tensor, step: int, dead: Tensor) -> LossTerms:
         """One step's loss terms, with `.grad` set on every parameter of `sae`."""
