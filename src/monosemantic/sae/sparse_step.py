@@ -160,16 +160,27 @@ def sparse_gradients(
 def _encode(
     x_bar: Tensor, W_enc: Tensor, b_enc: Tensor, k: int | None, matmul_dtype: MatmulDtype
 ) -> tuple[ops.Pattern, Tensor, Tensor]:
-    """Encoder forward → (active pattern, exact float32 pre-activations there `[nnz]`, dense pre)."""
+    """Encoder forward → (active pattern, exact float32 pre-activations there `[nnz]`, the dense product)."""
+    # without b_enc: addmm would first copy the broadcast bias into the [batch, n_features] output
     if matmul_dtype == "bfloat16":
         bf = torch.bfloat16
-        pre = torch.addmm(b_enc.to(bf), x_bar.to(bf), W_enc.to(bf))  # (batch, n_features), approximate
-        p = ops.topk_pattern(pre, k) if k is not None else ops.positive_pattern(pre)
+        xw = x_bar.to(bf) @ W_enc.to(bf)  # (batch, n_features), approximate
+        p = _pattern(xw, b_enc.to(bf), k)
         exact = ops.sampled_matmul(p, x_bar, W_enc, b_enc[p.col])  # recompute in float32
-        return p, exact, pre
-    pre = torch.addmm(b_enc, x_bar, W_enc)  # (batch, n_features)
-    p = ops.topk_pattern(pre, k) if k is not None else ops.positive_pattern(pre)
-    return p, ops.gather(pre, p), pre
+        return p, exact, xw
+    xw = x_bar @ W_enc  # (batch, n_features)
+    p = _pattern(xw, b_enc, k)
+    if k is not None:
+        return p, ops.gather(xw, p), xw  # b_enc already added in place
+    return p, ops.gather(xw, p) + b_enc[p.col], xw
+
+
+def _pattern(xw: Tensor, b_enc: Tensor, k: int | None) -> ops.Pattern:
+    """Active set of `xw + b_enc`: its positive entries, or each row's top k."""
+    if k is not None or xw.dtype == torch.bfloat16:
+        xw.add_(b_enc)  # in place: xw is ours (bfloat16: half the bytes, then an int16 compare)
+        return ops.topk_pattern(xw, k) if k is not None else ops.positive_pattern(xw)
+    return ops.positive_pattern(xw, -b_enc)
 
 
 def _auxk(
