@@ -42,8 +42,10 @@ def main() -> None:
         "rows_per_s_mean": args.batch_size / statistics.mean(times),
     }
     print(f"first batch (fills a shuffle window): {first:.2f} s")
-    print(f"then: median {med * 1e3:.1f} ms/batch, mean {row['mean_batch_s'] * 1e3:.1f} ms, "
-          f"{row['rows_per_s_mean']:,.0f} rows/s")
+    print(
+        f"then: median {med * 1e3:.1f} ms/batch, mean {row['mean_batch_s'] * 1e3:.1f} ms, "
+        f"{row['rows_per_s_mean']:,.0f} rows/s"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(row, indent=1))
 

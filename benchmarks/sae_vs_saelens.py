@@ -54,7 +54,13 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10, help="measured steps (after warm-up)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--matmul-dtype", default="float32", choices=["float32", "bfloat16"], help="ours")
+    p.add_argument(
+        "--matmul-dtype",
+        nargs="+",
+        default=["float32", "bfloat16"],
+        choices=["float32", "bfloat16"],
+        help="our encoder product's dtype(s) (`matmul_dtype`); each is one more run of ours",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads in both tools (default: torch's)")
     p.add_argument("--tcmalloc", action="store_true", help="also run every pair with tcmalloc preloaded")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/sae_vs_saelens.json"))
@@ -78,10 +84,11 @@ def main() -> None:
         for n_features in args.features:
             for recipe in args.recipes:
                 for alloc in allocs:
-                    tools = ["saelens", "ours"] if rnd % 2 == 0 else ["ours", "saelens"]
+                    ours = [f"ours:{d}" for d in args.matmul_dtype]
+                    tools = ["saelens", *ours] if rnd % 2 == 0 else [*ours, "saelens"]
                     for tool in tools:
                         spec = {
-                            "tool": tool,
+                            "tool": tool.split(":")[0],
                             "recipe": recipe,
                             "n_features": n_features,
                             "steps": args.steps,
@@ -89,7 +96,7 @@ def main() -> None:
                             "start": args.start,
                             "alloc": alloc,
                             "activations": str(args.activations),
-                            "matmul_dtype": args.matmul_dtype,
+                            "matmul_dtype": tool.split(":")[1] if ":" in tool else "float32",
                             "threads": args.threads,
                         }
                         r = _spawn(spec)
@@ -119,45 +126,58 @@ def _spawn(spec: dict) -> dict:
 
 def _one_line(r: dict) -> str:
     return (
-        f"round {r['round']} {r['tool']:8s} {r['recipe']:6s} m={r['n_features']:<6d} {r['alloc']:8s} "
+        f"round {r['round']} {r['tool']:8s} {r['matmul_dtype']:8s} {r['recipe']:6s} m={r['n_features']:<6d} "
+        f"{r['alloc']:8s} "
         f"{r['act_per_s']:8.0f} act/s  mse {r['mse']:.4f}  L0 {r['l0']:.1f}  peak {r['peak_mib']:.0f} MiB  "
         f"(load {r['load']:.1f})"
     )
 
 
 def _table(results: list[dict], peaks: dict) -> list[dict]:
+    """Medians over rounds per (m, recipe, allocator, our dtype), against the same SAELens runs."""
     rows = []
     keys = sorted({(r["n_features"], r["recipe"], r["alloc"]) for r in results})
     print(
-        "\n| m | recipe | allocator | SAELens act/s | ours act/s | ratio | SAELens MSE / L0 | ours MSE / L0 | "
-        "peak MiB (SAELens / ours) | % of fp32 peak (SAELens / ours) |"
+        "\n| m | recipe | allocator | ours: encoder dtype | SAELens act/s | ours act/s | ratio | "
+        "SAELens MSE / L0 | ours MSE / L0 | peak MiB (SAELens / ours) | % of fp32 peak (SAELens / ours) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for m, recipe, alloc in keys:
-        pair = {}
-        for tool in ("saelens", "ours"):
-            runs = [
-                r for r in results if (r["n_features"], r["recipe"], r["alloc"], r["tool"]) == (m, recipe, alloc, tool)
-            ]
-            pair[tool] = {
-                "act_per_s": statistics.median(r["act_per_s"] for r in runs),
-                "mse": statistics.median(r["mse"] for r in runs),
-                "l0": statistics.median(r["l0"] for r in runs),
-                "peak_mib": max(r["peak_mib"] for r in runs),
-                "ratios": [r["act_per_s"] for r in runs],
-            }
-            # dense-equivalent FLOPs: 6 products of batch × d_in × m multiply-adds per step
-            flops = 6 * 2 * 512 * m * pair[tool]["act_per_s"]
-            pair[tool]["peak_fraction"] = flops / (peaks["float32"] * 1e9)
-        s, o = pair["saelens"], pair["ours"]
-        ratio = o["act_per_s"] / s["act_per_s"]
-        rows.append({"n_features": m, "recipe": recipe, "alloc": alloc, "saelens": s, "ours": o, "ratio": ratio})
-        print(
-            f"| {m} | {recipe} | {alloc} | {s['act_per_s']:,.0f} | {o['act_per_s']:,.0f} | **{ratio:.2f}×** | "
-            f"{s['mse']:.4f} / {s['l0']:.1f} | {o['mse']:.4f} / {o['l0']:.1f} | {s['peak_mib']:,.0f} / "
-            f"{o['peak_mib']:,.0f} | {100 * s['peak_fraction']:.0f} % / {100 * o['peak_fraction']:.0f} % |"
-        )
+        same = [r for r in results if (r["n_features"], r["recipe"], r["alloc"]) == (m, recipe, alloc)]
+        s = _summary([r for r in same if r["tool"] == "saelens"], m, peaks)
+        for dtype in sorted({r["matmul_dtype"] for r in same if r["tool"] == "ours"}, reverse=True):
+            o = _summary([r for r in same if r["tool"] == "ours" and r["matmul_dtype"] == dtype], m, peaks)
+            ratio = o["act_per_s"] / s["act_per_s"]
+            rows.append(
+                {
+                    "n_features": m,
+                    "recipe": recipe,
+                    "alloc": alloc,
+                    "matmul_dtype": dtype,
+                    "saelens": s,
+                    "ours": o,
+                    "ratio": ratio,
+                }
+            )
+            print(
+                f"| {m} | {recipe} | {alloc} | {dtype} | {s['act_per_s']:,.0f} | {o['act_per_s']:,.0f} | "
+                f"**{ratio:.2f}×** | {s['mse']:.4f} / {s['l0']:.1f} | {o['mse']:.4f} / {o['l0']:.1f} | "
+                f"{s['peak_mib']:,.0f} / {o['peak_mib']:,.0f} | "
+                f"{100 * s['peak_fraction']:.0f} % / {100 * o['peak_fraction']:.0f} % |"
+            )
     return rows
+
+
+def _summary(runs: list[dict], m: int, peaks: dict) -> dict:
+    act = statistics.median(r["act_per_s"] for r in runs)
+    return {
+        "act_per_s": act,
+        "mse": statistics.median(r["mse"] for r in runs),
+        "l0": statistics.median(r["l0"] for r in runs),
+        "peak_mib": max(r["peak_mib"] for r in runs),
+        # dense-equivalent work: 6 products of batch × d_in × m multiply-adds per step
+        "peak_fraction": 6 * 2 * 512 * m * act / (peaks["float32"] * 1e9),
+    }
 
 
 if __name__ == "__main__":
