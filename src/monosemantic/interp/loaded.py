@@ -78,3 +78,21 @@ def load_dictionaries(
             raise UserError(f"{folder}: {sae.cfg.n_features} features, the database says {n}")
         out.append(Dictionary(int(id_), name, kind, int(n), sae.encode, sae.W_dec.detach(), sae))
     return out
+
+
+def column_encoder(dictionary: Dictionary, cols: Tensor) -> Callable[[Tensor], Tensor]:
+    """`acts [N, d_in]` → `f[:, cols]` `[N, len(cols)]`, computing only those columns where it can.
+
+    The ReLU SAEs (the paper's and April 2024's) are elementwise after the encoder, so a column
+    subset of W_enc gives the same numbers at a fraction of the cost (most of a large dictionary
+    is dead or ultralow, and analyses skip those). TopK couples the features, so it encodes all
+    of them and selects.
+    """
+    sae = dictionary.sae
+    if sae is None:
+        return lambda x: x[:, cols]
+    if type(sae).activation is not SparseAutoencoder.activation:
+        return lambda x: sae.encode(x)[:, cols]
+    W_enc, b_enc = sae.W_enc.detach()[:, cols].contiguous(), sae.b_enc.detach()[cols]
+    b_dec = sae.b_dec.detach() if sae.pre_encoder_bias else torch.zeros_like(sae.b_dec)
+    return lambda x: torch.relu((x - b_dec) @ W_enc + b_enc)
