@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from monosemantic import __version__, paths
-from monosemantic.cli import dictionary
+from monosemantic.cli import dictionary, interp_analyses
 from monosemantic.cli.args import add_dataclass_args, build
 from monosemantic.errors import UserError
 
@@ -143,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     add_dataclass_args(lt, LMTrainConfig)
     lt.set_defaults(func=cmd_lm_train)
     dictionary.add_parsers(sub, _common)
+    interp_analyses.add_parsers(sub, _common)
     return root
 
 

@@ -56,7 +56,7 @@ class SplitConfig:
     n_tokens: int = 1_000_000
     """Held-out tokens the masked cosines are computed on."""
     ctx_len: int = 256
-    """Context length of the held-out contexts."""
+    """Context length of the held-out contexts (at most the model's)."""
     batch_contexts: int = 32
     """Contexts per forward pass."""
     threshold: float = 0.4
@@ -172,7 +172,8 @@ def match_ladder(
     encoders = [column_encoder(d, k) for d, k in zip(dicts, kept, strict=True)]
     pairs = ladder_pairs([d.n_features for d in dicts])
     sums = {(p, c): PairSums(len(kept[p]), len(kept[c])) for p, c in pairs}
-    ctx = held_out_contexts(TokenStore(layout.tokens), cfg.ctx_len, cfg.n_tokens)
+    ctx_len = min(cfg.ctx_len, model.cfg.ctx_len)
+    ctx = held_out_contexts(TokenStore(layout.tokens), ctx_len, cfg.n_tokens)
     with torch.inference_mode():
         for lo, hi in tqdm(list(ctx.batches(cfg.batch_contexts)), desc="split", unit="batch", disable=not progress):
             acts, _ = to_resid(model, torch.from_numpy(ctx.tokens[lo:hi]), cfg.hook)
