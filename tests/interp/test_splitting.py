@@ -58,6 +58,16 @@ def test_sparse_pair_sums_equal_the_dense_ones():
     assert torch.isfinite(sim).all() and (sim[:, 7] == 0).all() and sim.max() <= 1 + 1e-9
 
 
+def test_column_encoder_equals_encode_then_select(tiny_run):
+    from monosemantic.interp.loaded import Dictionary, column_encoder
+
+    sae = SparseAutoencoder.load(tiny_run / f"sae/A/{HOOK}/tm2023-64")
+    d = Dictionary(0, "s", "sae", 64, sae.encode, sae.W_dec.detach(), sae)
+    x, cols = torch.rand(50, sae.cfg.d_in), torch.tensor([3, 0, 63, 10])
+    with torch.no_grad():
+        torch.testing.assert_close(column_encoder(d, cols)(x), sae.encode(x)[:, cols])
+
+
 def test_ladder_pairs_are_consecutive_plus_smallest_to_largest():
     assert ladder_pairs([512, 1024, 2048, 4096]) == [(0, 1), (1, 2), (2, 3), (0, 3)]
     assert ladder_pairs([64, 128]) == [(0, 1)]

@@ -38,7 +38,7 @@ from monosemantic.data.tokenizer import EOT, load_tokenizer
 from monosemantic.data.tokens import TokenSplit, TokenStore
 from monosemantic.errors import UserError
 from monosemantic.interp import db, forward, pinned
-from monosemantic.interp.loaded import Dictionary, load_dictionaries
+from monosemantic.interp.loaded import Dictionary, column_encoder, load_dictionaries
 from monosemantic.paths import TOKENIZER_JSON, RunLayout
 from monosemantic.transformer import hooks
 from monosemantic.transformer.model import Transformer
@@ -179,7 +179,8 @@ def ablate_features(
     col = {f: k for k, f in enumerate(feats)}
     fi = torch.tensor(feats)
     flat = acts.reshape(-1, acts.shape[-1]).float()
-    f_sel = torch.cat([dictionary.encode(flat[r : r + 4096])[:, fi] for r in range(0, len(flat), 4096)])
+    encode = column_encoder(dictionary, fi)  # only the batch's features
+    f_sel = torch.cat([encode(flat[r : r + 4096]) for r in range(0, len(flat), 4096)])
     f_sel = f_sel.view(*acts.shape[:2], len(feats))  # [C, T, k]
     f_np = f_sel.numpy()  # the loops below index it element by element
     writes = forward.mlp_out_directions(model, dictionary.W_dec[fi].float())  # [k, d_model]
@@ -187,15 +188,17 @@ def ablate_features(
     # Every (feature, context, position) whose logits the ablation changes: active positions that
     # predict a window token, plus each example's max token (for the promoted/suppressed tokens).
     need: dict[tuple[int, int, int], None] = {}
+    at_max: dict[tuple[int, int, int], int] = {}  # max-token key -> how many examples have it
     for k, e in enumerate(examples):
         c, j = int(row_of[k]), col[e.feature]
         for q in range(max(e.start - 1, 0), e.start + e.length - 1):
             if f_np[c, q, j] > 0:
                 need[(j, c, q)] = None
         need[(j, c, e.ctx_pos)] = None
+        at_max[(j, c, e.ctx_pos)] = at_max.get((j, c, e.ctx_pos), 0) + 1
     keys = list(need)
     delta_next: dict[tuple[int, int, int], float] = {}
-    effect_at: dict[tuple[int, int, int], Tensor] = {}
+    effect_sum = torch.zeros(len(feats), model.cfg.vocab_size)  # Σ over max tokens of log p_clean − log p_ablated
     T = tokens.shape[1]
     for lo in range(0, len(keys), 512):
         chunk = keys[lo : lo + 512]
@@ -205,9 +208,9 @@ def ablate_features(
         lp_clean, lp_abl = forward.log_probs(model, clean), forward.log_probs(model, ablated)
         nxt = tokens[c, torch.clamp(q + 1, max=T - 1)]
         d = (lp_abl.gather(1, nxt[:, None]) - lp_clean.gather(1, nxt[:, None]))[:, 0]
-        for p, key in enumerate(chunk):
-            delta_next[key] = float(d[p])
-            effect_at[key] = lp_clean[p] - lp_abl[p]
+        delta_next.update(zip(chunk, d.tolist(), strict=True))
+        mult = torch.tensor([float(at_max.get(key, 0)) for key in chunk])
+        effect_sum.index_add_(0, j, (lp_clean - lp_abl) * mult[:, None])
 
     out: dict[int, FeatureAblation] = {}
     for f in feats:
@@ -228,8 +231,7 @@ def ablate_features(
                     vals.append(0.0)
             windows[e.rowid] = vals
         mean_loss = -float(np.mean(list(touched.values()))) if touched else 0.0
-        effect = torch.stack([effect_at[(j, int(row_of[k]), e.ctx_pos)] for k, e in mine]).mean(0)
-        out[f] = FeatureAblation(windows, mean_loss, effect)
+        out[f] = FeatureAblation(windows, mean_loss, effect_sum[j] / len(mine))
     return out
 
 

@@ -89,10 +89,8 @@ def column_encoder(dictionary: Dictionary, cols: Tensor) -> Callable[[Tensor], T
     of them and selects.
     """
     sae = dictionary.sae
-    if sae is None:
-        return lambda x: x[:, cols]
-    if type(sae).activation is not SparseAutoencoder.activation:
-        return lambda x: sae.encode(x)[:, cols]
+    if sae is None or type(sae).activation is not SparseAutoencoder.activation:
+        return lambda x: dictionary.encode(x)[:, cols]
     W_enc, b_enc = sae.W_enc.detach()[:, cols].contiguous(), sae.b_enc.detach()[cols]
     b_dec = sae.b_dec.detach() if sae.pre_encoder_bias else torch.zeros_like(sae.b_dec)
     return lambda x: torch.relu((x - b_dec) @ W_enc + b_enc)
