@@ -115,6 +115,7 @@ def main() -> None:
     p.add_argument("--n-top", type=int, default=20, help="top examples per feature")
     p.add_argument("--split-tokens", type=int, default=1_000_000)
     p.add_argument("--only", default="ablate,split,map")
+    p.add_argument("--ablate-dicts", default="tm2023-4096", help="dictionaries to ablate and pin ('' = all)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/interp_analyses.json"))
     args = p.parse_args()
     work = args.work
@@ -133,16 +134,18 @@ def main() -> None:
     shutil.copy(template, path)
     layout, results = RunLayout(work), {}
     steps = {
-        "ablate": lambda c: run_ablation(c, layout, AblationConfig(), progress=True),
+        "ablate": lambda c: run_ablation(c, layout, AblationConfig(dictionaries=args.ablate_dicts), progress=True),
         "split": lambda c: run_split(c, layout, SplitConfig(n_tokens=args.split_tokens), progress=True),
         "map": lambda c: run_map(c, layout, MapConfig(), progress=True),
     }
     for name in args.only.split(","):
         conn = sqlite3.connect(path)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         results[name] = steps[name](conn)
         times[name] = time.perf_counter() - t0
+        times[name + " (CPU s, all threads)"] = time.process_time() - c0
         conn.close()
+        print(name, results[name], f"{times[name]:.1f} s", flush=True)
     print(f"{'step':<40} {'seconds':>8}")
     for k, v in times.items():
         print(f"{k:<40} {v:8.1f}")
@@ -155,6 +158,8 @@ def main() -> None:
         "db_tokens": args.db_tokens,
         "n_top": args.n_top,
         "split_tokens": args.split_tokens,
+        "ablate_dicts": args.ablate_dicts,
+        "load_average_at_end": os.getloadavg(),
         "seconds": times,
         "results": results,
     }

@@ -174,7 +174,10 @@ def ablate_features(
     uniq, row_of = np.unique(contexts, axis=0, return_inverse=True)
     row_of = row_of.reshape(-1)
     tokens = torch.from_numpy(uniq)
-    acts, resid = forward.to_resid(model, tokens, hook)  # [C, T, d_mlp], [C, T, d_model]
+    ends = [0] * len(uniq)  # each context runs up to the end of its last window
+    for k, e in enumerate(examples):
+        ends[row_of[k]] = max(ends[row_of[k]], e.start + e.length)
+    acts, resid = _forward_by_length(model, tokens, ends, hook)  # [C, T, d_mlp], [C, T, d_model]
     feats = sorted({e.feature for e in examples})
     col = {f: k for k, f in enumerate(feats)}
     fi = torch.tensor(feats)
@@ -209,8 +212,9 @@ def ablate_features(
         nxt = tokens[c, torch.clamp(q + 1, max=T - 1)]
         d = (lp_abl.gather(1, nxt[:, None]) - lp_clean.gather(1, nxt[:, None]))[:, 0]
         delta_next.update(zip(chunk, d.tolist(), strict=True))
-        mult = torch.tensor([float(at_max.get(key, 0)) for key in chunk])
-        effect_sum.index_add_(0, j, (lp_clean - lp_abl) * mult[:, None])
+        rows = [p for p, key in enumerate(chunk) if key in at_max]
+        mult = torch.tensor([float(at_max[chunk[p]]) for p in rows])
+        effect_sum.index_add_(0, j[rows], (lp_clean[rows] - lp_abl[rows]) * mult[:, None])
 
     out: dict[int, FeatureAblation] = {}
     for f in feats:
@@ -233,6 +237,26 @@ def ablate_features(
         mean_loss = -float(np.mean(list(touched.values()))) if touched else 0.0
         out[f] = FeatureAblation(windows, mean_loss, effect_sum[j] / len(mine))
     return out
+
+
+def _forward_by_length(
+    model: Transformer, tokens: Tensor, ends: list[int], hook: str, group: int = 32
+) -> tuple[Tensor, Tensor]:
+    """`forward.to_resid` of `tokens [C, T]`, each context only up to its `ends[c]` (zeros after).
+
+    Contexts are run in groups of similar length, so a batch whose windows mostly end early does
+    not pay for the longest one (the top examples' max tokens sit anywhere in the context).
+    """
+    C, T = tokens.shape
+    acts = torch.zeros(C, T, model.cfg.d_mlp)
+    resid = torch.zeros(C, T, model.cfg.d_model)
+    order = np.argsort(ends, kind="stable")
+    for lo in range(0, C, group):
+        rows = torch.from_numpy(order[lo : lo + group].copy())
+        t = max(ends[int(r)] for r in rows)
+        a, r_ = forward.to_resid(model, tokens[rows, :t], hook)
+        acts[rows, :t], resid[rows, :t] = a.float(), r_.float()
+    return acts, resid
 
 
 def _batches(examples: list[Example], batch_contexts: int) -> list[list[Example]]:
