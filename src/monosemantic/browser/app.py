@@ -36,7 +36,7 @@ from starlette.staticfiles import StaticFiles
 
 from monosemantic import paths
 from monosemantic.browser import queries, views
-from monosemantic.browser.render import CSP, Links, environment
+from monosemantic.browser.render import CSP, Links, environment, plain_visible
 from monosemantic.interp import db
 
 log = logging.getLogger(__name__)
@@ -231,7 +231,7 @@ async def _analyze(b: Browser, text: str, info: dict[str, Any]) -> dict[str, Any
                 [info["id"], *chunk],
             )
             expl.update({r[0]: r[1] for r in rows})
-        out["active"] = [[[f, a, expl.get(f)] for f, a in tok] for tok in out["active"]]
+        out["active"] = [[[f, a, plain_visible(expl.get(f))] for f, a in tok] for tok in out["active"]]
         return out
 
     try:

@@ -97,6 +97,13 @@ def _mark(ch: str) -> str:
     return f"⟨U+{ord(ch):04X}⟩"
 
 
+def plain_visible(s: str | None) -> str:
+    """`s` with format/control characters as ⟨U+XXXX⟩, for text that scripts show via textContent."""
+    if not s:
+        return ""
+    return "".join(_mark(ch) if ch not in "\n\t" and unicodedata.category(ch) in ("Cf", "Cc") else ch for ch in s)
+
+
 def visible(s: str | None) -> Markup:
     """Escaped text with format/control characters (bidi, zero-width) shown as ⟨U+XXXX⟩ and newlines as ⏎."""
     if s is None:

@@ -10,6 +10,7 @@ import sqlite3
 from typing import Any
 
 from monosemantic.browser import queries
+from monosemantic.browser.render import plain_visible
 
 SCALING_METRICS = ("l0", "loss_recovered", "fvu", "n_dead")
 
@@ -63,4 +64,6 @@ def map_page(conn: sqlite3.Connection, d: int) -> dict[str, Any] | None:
     info = queries.dictionary(conn, d)
     if info is None:
         return None
-    return {"dictionary": info, **queries.feature_map(conn, d)}
+    out = queries.feature_map(conn, d)
+    out["points"]["label"] = [plain_visible(x) for x in out["points"]["label"]]
+    return {"dictionary": info, **out}
