@@ -75,7 +75,9 @@ def test_overview_to_feature_with_shaded_tokens_and_hostile_text(page, server):
     assert shaded(page) > 10
     tok = page.locator("#top .tok.max").first
     assert re.fullmatch(r"act \d+\.\d{3}.*", tok.get_attribute("title"))
-    underlined = page.eval_on_selector_all("#top .tok", "els => els.filter(e => e.style.borderBottomStyle === 'solid').length")
+    underlined = page.eval_on_selector_all(
+        "#top .tok", "els => els.filter(e => e.style.borderBottomStyle === 'solid').length"
+    )
     assert underlined > 0  # ablation effects on the following tokens
     body = page.locator("main").inner_text()
     assert "<script>alert(1)</script>" in body and "<img src=x onerror=alert(1)>" in body  # shown as text

@@ -72,9 +72,7 @@ class Browser:
         return c
 
     def page(self, template: str, ctx: dict[str, Any], api: str | None, status: int = 200) -> HTMLResponse:
-        html = self.env.get_template(template).render(
-            links=self.links, nav_dicts=self.nav, api=api, csp=CSP, **ctx
-        )
+        html = self.env.get_template(template).render(links=self.links, nav_dicts=self.nav, api=api, csp=CSP, **ctx)
         return HTMLResponse(html, status_code=status)
 
     def textview(self) -> Any:
@@ -179,7 +177,7 @@ def _text_route(b: Browser, json: bool) -> Callable:
             try:
                 body = await request.json()
             except ValueError:
-                raise HTTPException(400, "the body must be JSON: {\"text\": ..., \"d\": ...}") from None
+                raise HTTPException(400, 'the body must be JSON: {"text": ..., "d": ...}') from None
             if not isinstance(body, dict):
                 raise HTTPException(400, "the body must be a JSON object")
             params.update({k: str(v) for k, v in body.items()})

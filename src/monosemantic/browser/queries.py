@@ -22,7 +22,7 @@ def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
     if row is None:
         return None
     out = {}
-    for k in row.keys():
+    for k in row.keys():  # noqa: SIM118 (sqlite3.Row iterates values)
         v = row[k]
         if k.endswith("_json"):
             k, v = k[: -len("_json")], None if v is None else json.loads(v)
@@ -155,8 +155,11 @@ def feature(conn: sqlite3.Connection, d: int, f: int) -> dict[str, Any] | None:
         )
     )
     intervals = _rows(
-        conn.execute("SELECT interval, lo, hi, count FROM intervals WHERE dictionary_id = ? AND feature = ?"
-                     " ORDER BY interval DESC", key)  # fmt: skip
+        conn.execute(
+            "SELECT interval, lo, hi, count FROM intervals WHERE dictionary_id = ? AND feature = ?"
+            " ORDER BY interval DESC",
+            key,
+        )  # fmt: skip
     )
     by_interval: dict[int, list] = {}
     for e in ex:
@@ -168,31 +171,56 @@ def feature(conn: sqlite3.Connection, d: int, f: int) -> dict[str, Any] | None:
         top=[e for e in ex if e["kind"] == "top"],
         random=[e for e in ex if e["kind"] == "random"],
         intervals=intervals,
-        ablation=_row(conn.execute("SELECT mean_loss_delta, promoted_json, suppressed_json FROM ablations"
-                                   " WHERE dictionary_id = ? AND feature = ?", key).fetchone()),  # fmt: skip
-        pinned=_rows(conn.execute("SELECT rank, value, prompt, sample FROM pinned WHERE dictionary_id = ?"
-                                  " AND feature = ? ORDER BY rank", key)),  # fmt: skip
-        matches=_rows(conn.execute(
-            "SELECT m.other_dictionary_id, m.rank, m.other_feature, m.corr, d.name, d.model, d.kind,"
-            " o.explanation FROM matches m JOIN dictionaries d ON d.id = m.other_dictionary_id"
-            " LEFT JOIN features o ON o.dictionary_id = m.other_dictionary_id AND o.feature = m.other_feature"
-            " WHERE m.dictionary_id = ? AND m.feature = ? ORDER BY d.model, d.kind, m.rank", key)),  # fmt: skip
-        parents=_rows(conn.execute(
-            "SELECT s.parent_dictionary_id AS dictionary_id, s.parent_feature AS feature, s.act_cosine, s.dec_cosine,"
-            " d.name, o.explanation FROM splits s JOIN dictionaries d ON d.id = s.parent_dictionary_id"
-            " LEFT JOIN features o ON o.dictionary_id = s.parent_dictionary_id AND o.feature = s.parent_feature"
-            " WHERE s.child_dictionary_id = ? AND s.child_feature = ? ORDER BY d.n_features, s.act_cosine DESC",
-            key)),  # fmt: skip
-        children=_rows(conn.execute(
-            "SELECT s.child_dictionary_id AS dictionary_id, s.child_feature AS feature, s.act_cosine, s.dec_cosine,"
-            " d.name, o.explanation FROM splits s JOIN dictionaries d ON d.id = s.child_dictionary_id"
-            " LEFT JOIN features o ON o.dictionary_id = s.child_dictionary_id AND o.feature = s.child_feature"
-            " WHERE s.parent_dictionary_id = ? AND s.parent_feature = ? ORDER BY d.n_features, s.act_cosine DESC"
-            " LIMIT 50", key)),  # fmt: skip
-        links=_rows(conn.execute(
-            "SELECT l.rank, l.target_feature, l.weight, o.explanation FROM logit_links l LEFT JOIN features o"
-            " ON o.dictionary_id = l.dictionary_id AND o.feature = l.target_feature"
-            " WHERE l.dictionary_id = ? AND l.feature = ? ORDER BY l.rank", key)),  # fmt: skip
+        ablation=_row(
+            conn.execute(
+                "SELECT mean_loss_delta, promoted_json, suppressed_json FROM ablations"
+                " WHERE dictionary_id = ? AND feature = ?",
+                key,
+            ).fetchone()
+        ),  # fmt: skip
+        pinned=_rows(
+            conn.execute(
+                "SELECT rank, value, prompt, sample FROM pinned WHERE dictionary_id = ? AND feature = ? ORDER BY rank",
+                key,
+            )
+        ),  # fmt: skip
+        matches=_rows(
+            conn.execute(
+                "SELECT m.other_dictionary_id, m.rank, m.other_feature, m.corr, d.name, d.model, d.kind,"
+                " o.explanation FROM matches m JOIN dictionaries d ON d.id = m.other_dictionary_id"
+                " LEFT JOIN features o ON o.dictionary_id = m.other_dictionary_id AND o.feature = m.other_feature"
+                " WHERE m.dictionary_id = ? AND m.feature = ? ORDER BY d.model, d.kind, m.rank",
+                key,
+            )
+        ),  # fmt: skip
+        parents=_rows(
+            conn.execute(
+                "SELECT s.parent_dictionary_id AS dictionary_id, s.parent_feature AS feature, s.act_cosine,"
+                " s.dec_cosine, d.name, o.explanation FROM splits s"
+                " JOIN dictionaries d ON d.id = s.parent_dictionary_id"
+                " LEFT JOIN features o ON o.dictionary_id = s.parent_dictionary_id AND o.feature = s.parent_feature"
+                " WHERE s.child_dictionary_id = ? AND s.child_feature = ? ORDER BY d.n_features, s.act_cosine DESC",
+                key,
+            )
+        ),  # fmt: skip
+        children=_rows(
+            conn.execute(
+                "SELECT s.child_dictionary_id AS dictionary_id, s.child_feature AS feature, s.act_cosine, s.dec_cosine,"
+                " d.name, o.explanation FROM splits s JOIN dictionaries d ON d.id = s.child_dictionary_id"
+                " LEFT JOIN features o ON o.dictionary_id = s.child_dictionary_id AND o.feature = s.child_feature"
+                " WHERE s.parent_dictionary_id = ? AND s.parent_feature = ? ORDER BY d.n_features, s.act_cosine DESC"
+                " LIMIT 50",
+                key,
+            )
+        ),  # fmt: skip
+        links=_rows(
+            conn.execute(
+                "SELECT l.rank, l.target_feature, l.weight, o.explanation FROM logit_links l LEFT JOIN features o"
+                " ON o.dictionary_id = l.dictionary_id AND o.feature = l.target_feature"
+                " WHERE l.dictionary_id = ? AND l.feature = ? ORDER BY l.rank",
+                key,
+            )
+        ),  # fmt: skip
         cluster_label=None,
     )
     if row["cluster"] is not None and row["cluster"] >= 0:

@@ -149,8 +149,7 @@ def shade(
             style += f";border-bottom:3px solid rgba({colour},{w:.2f})"
             title += f" · ablation Δlog p {v:+.3f}"
         out.append(
-            f'<span class="{cls}" style="{style}" title="{escape(title)}" data-act="{a or 0:.4g}">'
-            f"{visible(tok)}</span>"
+            f'<span class="{cls}" style="{style}" title="{escape(title)}" data-act="{a or 0:.4g}">{visible(tok)}</span>'
         )
     return Markup('<span class="ctx">' + "".join(out) + "</span>")
 

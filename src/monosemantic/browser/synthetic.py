@@ -28,10 +28,10 @@ HOSTILE = (
     "zero\u200bwidth\u200d",
     "Z\u0335\u0321\u0327a\u0336\u0361l\u0338go",  # combining marks
     "</span></div><b>bold?</b>",
-    "\" onmouseover=\"alert(1)",
+    '" onmouseover="alert(1)',
     "{{ 7*7 }}",
 )
-WORDS = (
+WORDS = (  # noqa: SIM905 (a sentence reads better than a list of 60 strings)
     " the whale sees the rope . the captain follows a storm , our crew loves the moon and"
     " def add ( a , b ) : return a + b x_1 = 42 + 7 1 , 2 , 3 , 4 مرحبا بالعالم שלום עולם 你好 世界 ACGT TGCA"
 ).split(" ")

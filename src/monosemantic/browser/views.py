@@ -25,9 +25,7 @@ def overview(conn: sqlite3.Connection) -> dict[str, Any]:
         for m in SCALING_METRICS:
             v = (d.get("metrics") or {}).get(m)
             if d["kind"] == "sae" and isinstance(v, int | float):
-                series[m].setdefault(f"{d['model']} {d['architecture'] or ''}".strip(), []).append(
-                    (d["n_features"], v)
-                )
+                series[m].setdefault(f"{d['model']} {d['architecture'] or ''}".strip(), []).append((d["n_features"], v))
     return {
         "models": sorted({d["model"] for d in dicts}),
         "dictionaries": dicts,

@@ -71,7 +71,14 @@ class TextView:
         truncated = len(ids) > ctx_len
         ids = ids[:ctx_len]
         if not ids:
-            return {"tokens": [], "strongest": [], "strongest_act": [], "active": [], "max_act": 0.0, "truncated": False}
+            return {
+                "tokens": [],
+                "strongest": [],
+                "strongest_act": [],
+                "active": [],
+                "max_act": 0.0,
+                "truncated": False,
+            }
         saes = {} if dictionary["kind"] == "neurons" else {
             "sae": self._sae(dictionary["model"], dictionary["hook"], dictionary["name"])
         }  # fmt: skip
