@@ -111,9 +111,11 @@ def feature_list(conn: sqlite3.Connection, d: int, q: ListQuery, page_size: int 
     where, params = ["f.dictionary_id = ?"], [d]
     join = ""
     if q.q.strip():
+        lo, hi = conn.execute("SELECT min(id), max(id) FROM features WHERE dictionary_id = ?", (d,)).fetchone()
         join = "JOIN feature_search s ON s.rowid = f.id"
-        where.append("feature_search MATCH ?")
-        params.append(fts_query(q.q))
+        # the rowid range lets FTS5 skip other dictionaries' matches (features are written per dictionary)
+        where.append("feature_search MATCH ? AND s.rowid BETWEEN ? AND ?")
+        params += [fts_query(q.q), lo or 0, hi or 0]
     if q.min_density is not None:
         where.append("f.density >= ?")
         params.append(q.min_density)
@@ -124,19 +126,35 @@ def feature_list(conn: sqlite3.Connection, d: int, q: ListQuery, page_size: int 
         # json_extract's path is a parameter too; the name is quoted for JSON path syntax
         where.append("json_extract(f.source_json, ?) >= ?")
         params += ['$."' + q.source.replace('"', "") + '"', q.min_share]
-    col = SORTS[q.sort]
-    # NULLs (unscored features) last in both directions
-    order = f"f.{col} IS NULL, f.{col} {'DESC' if q.desc else 'ASC'}, f.feature"
+    col, way = SORTS[q.sort], "DESC" if q.desc else "ASC"
+    # Ties by rowid, so an index on (dictionary_id, col) gives the order without a sort; unscored
+    # features (NULL) last in both directions.
+    order = f"f.{col} {way}" if col == "feature" else f"f.{col} {way}, f.id {way}"
+    if col == "score":
+        order = f"f.score IS NULL, {order}"
     sql_where = " AND ".join(where)
-    total = conn.execute(f"SELECT count(*) FROM features f {join} WHERE {sql_where}", params).fetchone()[0]
-    rows = conn.execute(
-        "SELECT f.feature, f.density, f.max_act, f.mean_act, f.score, f.explanation, f.top_tokens, f.source_json,"
-        f" f.cluster FROM features f {join} WHERE {sql_where} ORDER BY {order} LIMIT ? OFFSET ?",
+    # ids of the page first, then only those rows: the JSON columns make rows large, and OFFSET would
+    # otherwise read every skipped one. A search counts its matches in the same pass (window count).
+    count = ", count(*) OVER ()" if join else ""
+    page = conn.execute(
+        f"SELECT f.id{count} FROM features f {join} WHERE {sql_where} ORDER BY {order} LIMIT ? OFFSET ?",
         [*params, page_size, (q.page - 1) * page_size],
+    ).fetchall()
+    ids = [r[0] for r in page]
+    if join and page:
+        total = page[0][1]
+    else:
+        total = conn.execute(f"SELECT count(*) FROM features f {join} WHERE {sql_where}", params).fetchone()[0]
+    rows = conn.execute(
+        "SELECT id, feature, density, max_act, mean_act, score, explanation, top_tokens, source_json, cluster"
+        f" FROM features WHERE id IN ({','.join('?' * len(ids))})",
+        ids,
     )
-    items = _rows(rows)
+    by_id = {r["id"]: r for r in _rows(rows)}
+    items = [by_id[i] for i in ids]
     for it in items:
         src = it.pop("source") or {}
+        it.pop("id")
         it["top_source"] = max(src, key=src.get) if src else None
     return {"total": total, "page": q.page, "page_size": page_size, "features": items}
 
