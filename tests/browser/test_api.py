@@ -48,6 +48,10 @@ def test_list_sorts_filters_and_pages(client, dicts):
     assert scored[0]["score"] == max(f["score"] for f in scored if f["score"] is not None)
     r = client.get(f"/api/dict/{d}", params={"source": "code/python", "min_share": "0.6"}).json()
     assert 0 < r["total"] < 128
+    r = client.get(f"/api/dict/{d}", params={"min_act": "6", "min_score": "0.5"}).json()
+    assert 0 < r["total"] < 128 and all(f["max_act"] >= 6 and f["score"] >= 0.5 for f in r["features"])
+    html = client.get(f"/dict/{d}", params={"min_score": "0.5", "page": "1"}).text
+    assert 'name="min_score" size="5" value="0.5"' in html
 
 
 def test_search_finds_explanations_and_top_tokens(client, dicts):

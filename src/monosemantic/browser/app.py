@@ -4,7 +4,8 @@
 
 Pages (each with a JSON twin at /api + the same path, for scripts):
     /                          run overview
-    /dict/{d}                  feature list (?q= &sort= &desc=1 &min_density= &max_density= &source= &page=)
+    /dict/{d}                  feature list (?q= &sort= &desc=1 &min_density= &max_density= &min_act=
+                               &min_score= &source= &min_share= &page=)
     /dict/{d}/feature/{f}      feature (or neuron) page
     /dict/{d}/map              feature map
     /text?text=...&d=          live text view (runs model and SAE; input length and time limited)
@@ -113,6 +114,8 @@ def list_query(params: Any) -> queries.ListQuery:
             q=params.get("q", ""),
             min_density=_float(params.get("min_density"), "min_density"),
             max_density=_float(params.get("max_density"), "max_density"),
+            min_act=_float(params.get("min_act"), "min_act"),
+            min_score=_float(params.get("min_score"), "min_score"),
             source=params.get("source", ""),
             min_share=_float(params.get("min_share"), "min_share") or 0.5,
             page=_int(params.get("page", "1"), "page"),

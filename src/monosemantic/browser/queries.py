@@ -81,6 +81,8 @@ class ListQuery:
     q: str = ""
     min_density: float | None = None
     max_density: float | None = None
+    min_act: float | None = None
+    min_score: float | None = None
     source: str = ""
     min_share: float = 0.5
     page: int = 1
@@ -92,7 +94,7 @@ class ListQuery:
             raise ValueError("page must be a positive integer")
         if len(self.q) > 200:
             raise ValueError("search text is limited to 200 characters")
-        for x in (self.min_density, self.max_density, self.min_share):
+        for x in (self.min_density, self.max_density, self.min_act, self.min_score, self.min_share):
             if x is not None and not math.isfinite(x):
                 raise ValueError("numbers must be finite")
 
@@ -122,6 +124,12 @@ def feature_list(conn: sqlite3.Connection, d: int, q: ListQuery, page_size: int 
     if q.max_density is not None:
         where.append("f.density <= ?")
         params.append(q.max_density)
+    if q.min_act is not None:
+        where.append("f.max_act >= ?")
+        params.append(q.min_act)
+    if q.min_score is not None:
+        where.append("f.score >= ?")
+        params.append(q.min_score)
     if q.source:
         # json_extract's path is a parameter too; the name is quoted for JSON path syntax
         where.append("json_extract(f.source_json, ?) >= ?")
