@@ -184,7 +184,8 @@ def _text_route(b: Browser, json: bool) -> Callable:
             if not isinstance(body, dict):
                 raise HTTPException(400, "the body must be a JSON object")
             params.update({k: str(v) for k, v in body.items()})
-        text = params.get("text", "")
+        # browsers submit a textarea's line breaks as CRLF
+        text = params.get("text", "").replace("\r\n", "\n")
         if len(text) > b.limits.max_chars:
             raise HTTPException(400, f"the text view takes at most {b.limits.max_chars} characters")
         choices = b.nav
@@ -210,7 +211,11 @@ def _default_dict(choices: list[dict[str, Any]]) -> int:
 
 
 async def _analyze(b: Browser, text: str, info: dict[str, Any]) -> dict[str, Any]:
-    """Run model and dictionary on `text` in a worker thread, one at a time, within the time limit."""
+    """Run model and dictionary on `text` in a worker thread, one at a time, within the time limit.
+
+    The first call imports torch and loads the model (seconds); that is not counted against the limit.
+    """
+    await run_in_threadpool(b.textview)
     deadline = time.monotonic() + b.limits.timeout_s
 
     def work() -> dict[str, Any]:
