@@ -21,8 +21,6 @@ from monosemantic.cli.args import add_dataclass_args, build
 from monosemantic.errors import UserError
 from monosemantic.interp import db  # stdlib only
 
-FEATURES_DIR = "features"  # RUN/features/features.sqlite (interp/db.py)
-
 
 def add_parsers(sub: Any, common: Any) -> None:
     group = sub.add_parser("features", help="feature database stage").add_subparsers(dest="action", required=True)
@@ -77,7 +75,7 @@ def add_actions(group: Any, common: Any) -> None:
 
 
 def database_path(args: argparse.Namespace) -> Path:
-    return args.db or Path(args.run) / FEATURES_DIR / db.FILENAME
+    return args.db or paths.RunLayout(Path(args.run)).features / db.FILENAME
 
 
 def open_for_update(path: Path) -> sqlite3.Connection:
