@@ -62,7 +62,7 @@ class AblationConfig:
     n_logit_tokens: int = 10
     """How many promoted and suppressed next tokens to store per feature."""
     batch_contexts: int = 64
-    """Contexts per forward pass (memory: about batch_contexts × 256 × (d_mlp + n_features) floats)."""
+    """Contexts per batch (whole features at a time; memory about batch_contexts × 256 × (d_mlp + d_model) floats)."""
     pinned: bool = True
     """Also write pinned samples (`pinned` table, TM §4: the feature held at its max while sampling)."""
     prompt: str = "1,2,3,4,5,6,7,8,9,10"
