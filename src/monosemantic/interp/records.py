@@ -152,8 +152,13 @@ def hist_bin(value: Tensor, feat: Tensor, edges: Tensor) -> Tensor:
 def interval_index(value: Tensor, feat: Tensor, max_act: Tensor, n_intervals: int) -> Tensor:
     """Interval of each non-zero activation: the range (0, max] split into `n_intervals` equal parts,
     interval i = (i·max/n, (i+1)·max/n] ([TM] browser: "evenly-spaced fraction of the max")."""
-    frac = value.double() / max_act[feat].double()
-    return (torch.ceil(frac * n_intervals) - 1).clamp(0, n_intervals - 1).long()
+    v, m = value.double(), max_act[feat].double()
+    i = (torch.ceil(v / m * n_intervals) - 1).clamp(0, n_intervals - 1)
+    # Rounding can put a value that sits on an edge one interval off; settle it against the edges
+    # exactly as the `intervals` table writes them (m * i / n in float64), so the two always agree.
+    i = torch.where(v <= m * i / n_intervals, i - 1, i)
+    i = torch.where(v > m * (i + 1) / n_intervals, i + 1, i)
+    return i.clamp(0, n_intervals - 1).long()
 
 
 @dataclass
