@@ -37,6 +37,9 @@ def built(tiny_run, tmp_path_factory):
     conn.close()
 
 
+EXAMPLES = "SELECT * FROM examples WHERE dictionary_id=? AND feature=?"
+
+
 def _rows(conn, sql, *args):
     return [dict(r) for r in conn.execute(sql, args)]
 
@@ -95,7 +98,7 @@ def test_intervals_cover_the_range_and_samples_lie_in_them(built):
         iv = _rows(conn, "SELECT * FROM intervals WHERE dictionary_id=? AND feature=? ORDER BY interval", did, j)
         assert [r["interval"] for r in iv] == list(range(CFG.n_intervals))
         assert iv[0]["lo"] == 0 and iv[-1]["hi"] == pytest.approx(feat["max_act"])
-        assert all(a["hi"] == b["lo"] for a, b in zip(iv, iv[1:]))
+        assert all(a["hi"] == b["lo"] for a, b in zip(iv, iv[1:], strict=False))
         assert sum(r["count"] for r in iv) == feat["n_active"]
         for r in iv:
             in_range = (col > r["lo"]) & (col <= r["hi"])
@@ -157,9 +160,8 @@ def test_stored_logit_weights_of_a_neuron(built):
     run, conn, _, _ = built
     model = load_transformer(run / "transformer/A")
     scale = db.get_meta(conn, "features")["ln_inv_scale"]
-    row = conn.execute(
-        "SELECT logit_json FROM features f JOIN dictionaries d ON d.id=f.dictionary_id WHERE d.name='neurons' AND feature=3"
-    ).fetchone()
+    did = db.dictionary_id(conn, "neurons")
+    row = conn.execute("SELECT logit_json FROM features WHERE dictionary_id=? AND feature=3", (did,)).fetchone()
     stored = json.loads(row[0])
     # by hand: neuron 3's output weights, LN's mean removal and mean scale, the unembedding
     mlp = model.blocks[0].mlp

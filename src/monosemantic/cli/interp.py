@@ -24,8 +24,8 @@ def add_parsers(sub: Any, common: Any) -> None:
         "RUN/sae/MODEL/HOOK (or --saes), plus the model's neurons, and write RUN/features/features.sqlite: per "
         "feature its density, mean and max activation, a log-spaced activation histogram, the top activating "
         "examples, samples from each activation interval and random samples (each with the activations over a "
-        "window of tokens), the activation share per corpus source, and logit weights (reference §8.3, §9). Two passes over "
-        "the tokens; memory does not grow with --n-tokens. Skipped when complete unless --force.",
+        "window of tokens), the activation share per corpus source, and logit weights (reference §8.3, §9). "
+        "Two passes over the tokens; memory does not grow with --n-tokens. Skipped when complete unless --force.",
     )
     fb.add_argument("--run", type=Path, required=True, help="run directory (with tokens/, transformer/, sae/)")
     fb.add_argument("--force", action="store_true", help="rebuild even if the database is complete")
