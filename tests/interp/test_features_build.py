@@ -1,5 +1,6 @@
 """The feature database of the tiny run against brute force over the same held-out tokens."""
 
+import dataclasses
 import json
 import shutil
 
@@ -194,6 +195,20 @@ def test_stage_is_atomic_and_skips_when_complete(tiny_run, tmp_path):
     mtime = path.stat().st_mtime_ns
     assert build_features(layout, cfg, progress=False, steps=[("boom", interrupted)]) == path  # skipped
     assert path.stat().st_mtime_ns == mtime
+
+
+def test_pass_two_from_the_spill_equals_encoding_again(built, tmp_path):
+    """The spill (pass 1's SAE non-zeros on disk) is an optimisation: the database is the same."""
+    run, conn, _, _ = built
+    other = tmp_path / "run"
+    shutil.copytree(run, other, ignore=shutil.ignore_patterns("features"))
+    path = build_features(RunLayout(other), dataclasses.replace(CFG, spill=False), progress=False)
+    plain = db.open_readonly(path)
+    for table, order in [("features", "dictionary_id, feature"), ("intervals", "dictionary_id, feature, interval"),
+                         ("examples", "dictionary_id, feature, kind, interval, rank")]:  # fmt: skip
+        sql = f"SELECT * FROM {table} ORDER BY {order}"
+        assert [tuple(r) for r in conn.execute(sql)] == [tuple(r) for r in plain.execute(sql)], table
+    plain.close()
 
 
 def test_cli_builds_and_errors_are_one_line(tiny_run, tmp_path, capsys):

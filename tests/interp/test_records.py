@@ -5,7 +5,15 @@ import math
 import pytest
 import torch
 
-from monosemantic.interp.records import BottomK, Stats, hist_bin, hist_edges, interval_index, windows_of
+from monosemantic.interp.records import (
+    BottomK,
+    Stats,
+    hist_bin,
+    hist_edges,
+    interval_index,
+    sparse_windows,
+    windows_of,
+)
 
 
 def test_bottom_k_keeps_exactly_the_smallest_keys_per_group_across_batches(one_thread):
@@ -85,3 +93,13 @@ def test_windows_are_cut_at_the_context_edges():
     w = windows_of(f3, torch.tensor([0, 1]), torch.tensor([1, 4]), torch.tensor([2, 0]), before=2, after=1)
     assert w[0].tolist() == [0, f3[0, 0, 2], f3[0, 1, 2], f3[0, 2, 2]]
     assert w[1].tolist() == [f3[1, 2, 0], f3[1, 3, 0], f3[1, 4, 0], 0]
+
+
+def test_sparse_windows_equal_dense_windows(one_thread):
+    g = torch.Generator().manual_seed(2)
+    f3 = torch.relu(torch.randn(3, 7, 5, generator=g))
+    tok, feat = f3.reshape(-1, 5).nonzero(as_tuple=True)
+    val = f3.reshape(-1, 5)[tok, feat]
+    sel = torch.arange(len(tok))
+    dense = windows_of(f3, tok // 7, tok % 7, feat, before=3, after=2)
+    assert torch.equal(sparse_windows(tok, feat, val, sel, 7, 5, before=3, after=2), dense)

@@ -37,13 +37,14 @@ from monosemantic import __version__, paths
 from monosemantic.data.tokenizer import load_tokenizer
 from monosemantic.data.tokens import TokenStore
 from monosemantic.errors import UserError
-from monosemantic.interp import db, logits, rows
-from monosemantic.interp.records import BottomK, Samples, Stats, hist_edges, sparse_entries, windows_of
-from monosemantic.interp.stream import Contexts, dictionary_activations, held_out_contexts
+from monosemantic.interp import db, logits, passes, rows
+from monosemantic.interp.records import BottomK, Samples, Stats, hist_edges
+from monosemantic.interp.stream import Contexts, held_out_contexts
 from monosemantic.io import atomic_path, is_complete, read_json, write_config
 from monosemantic.runtime import pick_device
 from monosemantic.sae.model import SparseAutoencoder
 from monosemantic.transformer import hooks
+from monosemantic.transformer.model import Transformer
 from monosemantic.transformer.train import load_transformer
 
 log = logging.getLogger("monosemantic")
@@ -93,6 +94,9 @@ class FeaturesConfig:
     """Seed of the interval and random samples."""
     device: str = "cpu"
     """Device of the forward and encoders (cpu, cuda, mps, auto); records are kept on the CPU."""
+    spill: bool = True
+    """Keep pass 1's SAE non-zeros in a temporary file (about 12 bytes each) so pass 2 need not
+    encode again; --no-spill re-encodes instead (no extra disk)."""
 
     def __post_init__(self) -> None:
         for name in ("n_tokens", "top_k", "n_intervals", "hist_bins", "logit_bins", "batch_size", "logit_top"):
@@ -214,7 +218,7 @@ def _core(
     dicts: list[_Dictionary] = []
     n_src = len(ctx.sources)
     if cfg.neurons:
-        dicts.append(_new(NEURONS, "neurons", None, torch.eye(d_mlp), n_src, cfg))
+        dicts.append(_new(NEURONS, NEURONS, None, torch.eye(d_mlp), n_src, cfg))
     for name, sae in saes.items():
         dicts.append(_new(name, "sae", sae.architecture, sae.W_dec.detach().float().cpu(), n_src, cfg))
     log.info(
@@ -223,30 +227,7 @@ def _core(
         ", ".join(d.name for d in dicts),
         f"{sum(d.n_features for d in dicts):,}",
     )
-    hook_module = model.hook_point(cfg.hook)
-
-    def stats_pass(d: _Dictionary, f3: Tensor, first: int) -> None:
-        tok_l, feat, val, gtok, src, window = _entries(f3, first, ctx, cfg)
-        d.stats.add(feat, val, src)
-        d.top.offer(feat, -val.double(), gtok, val, window)
-
-    _stream(ctx, model, hook_module, saes, dicts, cfg, progress, "features pass 1/2 (stats, top-k)", stats_pass)
-    for d in dicts:
-        d.samples = Samples(
-            edges=hist_edges(d.stats.min_nonzero, d.stats.max, cfg.hist_bins, cfg.hist_decades),
-            hist=torch.zeros(d.n_features, cfg.hist_bins, dtype=torch.int64),
-            interval_count=torch.zeros(d.n_features, cfg.n_intervals, dtype=torch.int64),
-            intervals=BottomK(d.n_features * cfg.n_intervals, cfg.interval_samples, cfg.width),
-            random=BottomK(d.n_features, cfg.random_samples, cfg.width),
-        )
-    gen = torch.Generator().manual_seed(cfg.seed)
-
-    def sample_pass(d: _Dictionary, f3: Tensor, first: int) -> None:
-        tok_l, feat, val, gtok, src, window = _entries(f3, first, ctx, cfg)
-        assert d.samples is not None
-        d.samples.add(gtok, feat, val, d.stats.max, gen, window)
-
-    _stream(ctx, model, hook_module, saes, dicts, cfg, progress, "features pass 2/2 (intervals, samples)", sample_pass)
+    spill_mb = _passes(dicts, ctx, model, saes, layout, cfg, progress)
 
     # Logit weights (logits.py): the LN scale from the first contexts, rare tokens left out.
     inv_scale = logits.ln_inv_scale(model, torch.from_numpy(ctx.tokens[:64]).to(device))
@@ -255,7 +236,12 @@ def _core(
     if int(include.sum()) < 2 * cfg.logit_top:
         include = torch.ones_like(include)  # a tiny run: show every token rather than none
     metrics = _eval_metrics(layout, cfg, list(saes))
-    summary = {"n_tokens": ctx.n_tokens, "ln_inv_scale": inv_scale, "dictionaries": [d.name for d in dicts]}
+    summary = {
+        "n_tokens": ctx.n_tokens,
+        "ln_inv_scale": inv_scale,
+        "dictionaries": [d.name for d in dicts],
+        "spill_mb": spill_mb,
+    }
     db.set_meta(conn, "features", {"config": asdict(cfg), **summary, "sources": list(ctx.sources)})
     db.set_meta(conn, "monosemantic_version", __version__)
     for d in tqdm(dicts, desc="features: writing", disable=not progress, unit="dict"):
@@ -265,60 +251,80 @@ def _core(
     return summary
 
 
+def _passes(
+    dicts: list[_Dictionary],
+    ctx: Contexts,
+    model: Transformer,
+    saes: dict[str, SparseAutoencoder],
+    layout: paths.RunLayout,
+    cfg: FeaturesConfig,
+    progress: bool,
+) -> float:
+    """Pass 1 (stats, top-k) and pass 2 (histogram, samples) into `dicts`; returns the spill's MB."""
+    hook_module = model.hook_point(cfg.hook)
+    b, a = cfg.window_before, cfg.window_after
+    spill = passes.Spill(layout.features) if cfg.spill and saes else None
+    try:
+
+        def stats_pass(first: int, acts: Tensor | None, feats: dict[str, Tensor]) -> None:
+            for d in dicts:
+                batch = passes.dense_batch(acts if d.kind == NEURONS else feats[d.name], first, b, a)
+                d.stats.add(batch.feat, batch.value, batch.src(ctx))
+                d.top.offer(batch.feat, -batch.value.double(), batch.global_tok, batch.value, batch.window)
+                if spill is not None and d.kind == "sae":
+                    spill.write(d.name, batch)
+
+        passes.stream(
+            ctx, model, hook_module, saes, cfg.batch_size, progress, "features pass 1/2 (stats, top-k)", stats_pass
+        )
+        for d in dicts:
+            d.samples = _samples(d, cfg)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        spilled = {d.name: spill.read(d.name) for d in dicts if d.kind == "sae"} if spill is not None else {}
+        T = model.cfg.ctx_len
+
+        def sample_pass(first: int, acts: Tensor | None, feats: dict[str, Tensor]) -> None:
+            for d in dicts:
+                if d.name in spilled:
+                    tok, feat, val = next(spilled[d.name])
+                    batch = passes.sparse_batch(tok, feat, val, first, T, d.n_features, b, a)
+                else:
+                    batch = passes.dense_batch(acts if d.kind == NEURONS else feats[d.name], first, b, a)
+                assert d.samples is not None
+                d.samples.add(batch.global_tok, batch.feat, batch.value, d.stats.max, gen, batch.window)
+
+        # Pass 2 runs the forward only for the neurons, and the encoders only without a spill.
+        forward = cfg.neurons or spill is None
+        passes.stream(
+            ctx,
+            model if forward else None,
+            hook_module if forward else None,
+            {} if spill is not None else saes,
+            cfg.batch_size,
+            progress,
+            "features pass 2/2 (intervals, samples)",
+            sample_pass,
+        )
+        return spill.nbytes() / 1e6 if spill is not None else 0.0
+    finally:
+        if spill is not None:
+            spill.close()
+
+
+def _samples(d: _Dictionary, cfg: FeaturesConfig) -> Samples:
+    """Empty pass-2 records of `d`, with histogram edges from its pass-1 extremes."""
+    return Samples(
+        edges=hist_edges(d.stats.min_nonzero, d.stats.max, cfg.hist_bins, cfg.hist_decades),
+        hist=torch.zeros(d.n_features, cfg.hist_bins, dtype=torch.int64),
+        interval_count=torch.zeros(d.n_features, cfg.n_intervals, dtype=torch.int64),
+        intervals=BottomK(d.n_features * cfg.n_intervals, cfg.interval_samples, cfg.width),
+        random=BottomK(d.n_features, cfg.random_samples, cfg.width),
+    )
+
+
 def _new(name: str, kind: str, arch: str | None, directions: Tensor, n_src: int, cfg: FeaturesConfig) -> _Dictionary:
     n = directions.shape[0]
     return _Dictionary(name, kind, arch, n, directions, Stats.zeros(n, n_src), BottomK(n, cfg.top_k, cfg.width))
-
-
-def _entries(f3: Tensor, first: int, ctx: Contexts, cfg: FeaturesConfig) -> tuple:
-    """A batch's non-zeros with global token indices, sources, and a window getter for BottomK.
-
-    `f3 [n_ctx, ctx_len, F]` holds the contexts `first, first + 1, ...`."""
-    n_ctx, T, F = f3.shape
-    tok_l, feat, val = sparse_entries(f3.reshape(-1, F))
-    tok_l, feat, val = tok_l.cpu(), feat.cpu(), val.cpu()
-    gtok = tok_l + first * T
-    src = torch.from_numpy(ctx.src[first : first + n_ctx].reshape(-1).astype("int64"))[tok_l]
-
-    def window(sel: Tensor) -> Tensor:
-        t = tok_l[sel].to(f3.device)
-        w = windows_of(f3, t // T, t % T, feat[sel].to(f3.device), cfg.window_before, cfg.window_after)
-        return w.cpu()
-
-    return tok_l, feat, val, gtok, src, window
-
-
-def _stream(
-    ctx: Contexts,
-    model: torch.nn.Module,
-    hook_module: torch.nn.Module,
-    saes: dict[str, SparseAutoencoder],
-    dicts: list[_Dictionary],
-    cfg: FeaturesConfig,
-    progress: bool,
-    desc: str,
-    fn: Callable[[_Dictionary, Tensor, int], None],
-) -> None:
-    """One pass: every batch of contexts through the model and SAEs, `fn(dictionary, f3, first)`."""
-    device = next(model.parameters()).device
-    threads = torch.get_num_threads()
-    bar = tqdm(total=ctx.n_tokens, desc=desc, disable=not progress, unit="tok", unit_scale=True)
-    try:
-        for lo, hi in ctx.batches(cfg.batch_size):
-            tokens = torch.from_numpy(ctx.tokens[lo:hi]).to(device)
-            with torch.inference_mode():
-                acts, feats = dictionary_activations(model, hook_module, saes, tokens)
-            # The records' ops are small (sort, bincount, gather over ~10^5 non-zeros): a second
-            # OpenMP thread only spin-waits there and made them 10-60x slower on the shared
-            # 2-core machine (docs/LOG.md 2026-11-25); the matmuls above keep every thread.
-            torch.set_num_threads(1)
-            for d in dicts:
-                fn(d, acts if d.kind == "neurons" else feats[d.name], lo)
-            torch.set_num_threads(threads)
-            bar.update(tokens.numel())
-    finally:
-        torch.set_num_threads(threads)
-        bar.close()
 
 
 def _eval_metrics(layout: paths.RunLayout, cfg: FeaturesConfig, names: list[str]) -> dict[str, dict[str, Any]]:
@@ -357,6 +363,8 @@ def _write(
     )
     mlp = model.blocks[0].mlp
     W_out, gain, W_U = (t.detach().float().cpu() for t in (mlp.W_out, model.ln_f.weight, model.W_U))
+    if d.directions.shape[1] != W_out.shape[0]:  # a residual-stream hook: the direction is written as is
+        W_out = torch.eye(W_out.shape[1])
     logit_json: list[dict[str, Any]] = []
     for lo in range(0, d.n_features, 1024):
         w = logits.logit_effects(d.directions[lo : lo + 1024], W_out, gain, inv_scale, W_U)

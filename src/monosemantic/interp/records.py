@@ -188,3 +188,20 @@ class Samples:
         self.intervals.offer(feat * n + iv, key, tok, value, window)
         key = torch.rand(len(feat), generator=gen, dtype=torch.float64)
         self.random.offer(feat, key, tok, value, window)
+
+
+def sparse_windows(
+    tok: Tensor, feat: Tensor, value: Tensor, sel: Tensor, ctx_len: int, n_features: int, before: int, after: int
+) -> Tensor:
+    """`windows_of` for the entries `sel` of a batch held as sorted non-zeros `(tok, feat, value)`
+    (row-major order, as `sparse_entries` returns them; `tok` counts tokens of whole contexts of
+    `ctx_len`): `[len(sel), before + 1 + after]`, zero where the feature is not active."""
+    key = tok * n_features + feat  # ascending: nonzero() walks [tokens, features] row by row
+    t = tok[sel]
+    pos = t % ctx_len
+    p = pos[:, None] + torch.arange(-before, after + 1)[None, :]
+    inside = (p >= 0) & (p < ctx_len)
+    q = (t[:, None] - pos[:, None] + p.clamp(0, ctx_len - 1)) * n_features + feat[sel][:, None]
+    i = torch.searchsorted(key, q).clamp_max(len(key) - 1)
+    hit = inside & (key[i] == q)
+    return torch.where(hit, value[i].float(), torch.zeros(()))
