@@ -10,8 +10,10 @@ SAE's encoder ([TM] §8 / reference §9 for what the browser shows):
 2. with each feature's max known: a log-spaced activation histogram, the activation range split
    into `n_intervals` equal intervals with uniform samples from each (the paper's interval view),
    and uniform random non-zero samples.
-Memory is O(features × kept examples), independent of `n_tokens`, apart from the held-out token
-ids themselves (10 bytes per token, needed to print the example windows). Then logit weights
+Pass 1 also writes each SAE's non-zeros to a temporary file that pass 2 reads instead of encoding
+again (passes.Spill; `spill=False` re-encodes). Memory is O(features × kept examples), independent
+of `n_tokens`, apart from the held-out token ids themselves (10 bytes per token, needed to print
+the example windows); the spill's disk use is O(non-zeros). Then logit weights
 (logits.py), the rows, `summary['eval']` (name -> the eval stage's scalar metrics), the `steps`
 (later analyses, run on the open connection), and `db.finalize`. The file appears whole or not at
 all: it is built under a temporary name and renamed; `config.json` is written last and marks

@@ -3,7 +3,7 @@
 A batch of one dictionary is its non-zeros `(tok, feat, value)` (row-major order, `tok` counted
 from the batch's first token) plus a way to read activation windows around chosen entries. Pass 1
 gets them from the dense activations `[n_ctx, ctx_len, F]`; it also appends each SAE's non-zeros
-to a temporary file (`Spill`, about 10 bytes per non-zero), so pass 2 reads them back instead of
+to a temporary file (`Spill`, 12 bytes per non-zero), so pass 2 reads them back instead of
 encoding again (the encoders are most of the build's compute; docs/LOG.md 2026-11-25). The
 neurons are not spilled: they are dense-ish (~10 % active) and cheap to recompute with the forward.
 """
