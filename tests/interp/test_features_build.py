@@ -226,3 +226,13 @@ def test_cli_builds_and_errors_are_one_line(tiny_run, tmp_path, capsys):
     assert err.count("\n") == 0 and "monosemantic: error:" in err
     assert main([*argv, "--top-k", "0"]) == 2
     assert "top_k" in capsys.readouterr().err
+
+
+def test_partial_utf8_tokens_display_as_byte_escapes(tiny_run):
+    from monosemantic.data.tokenizer import load_tokenizer
+    from monosemantic.interp.rows import display_tokens
+
+    tok = load_tokenizer(tiny_run / "tokenizer/tokenizer.json")
+    ids = [tok.token_to_id("Ø"), tok.token_to_id("Ġthe") or tok.token_to_id("the")]  # byte 0xd8; a whole word
+    shown = display_tokens(tok.decode_batch([[i] for i in ids]), [tok.id_to_token(i) for i in ids])
+    assert shown[0] == "\\xd8" and "\ufffd" not in shown[1] and "the" in shown[1]

@@ -215,7 +215,10 @@ def _core(
     if ctx.n_tokens < cfg.n_tokens:
         log.warning("the validation split holds only %s of the %s tokens asked for", ctx.n_tokens, cfg.n_tokens)
     tok = load_tokenizer(layout.tokenizer / paths.TOKENIZER_JSON)
-    vocab = tok.decode_batch([[i] for i in range(store.vocab_size)], skip_special_tokens=False)
+    vocab = rows.display_tokens(
+        tok.decode_batch([[i] for i in range(store.vocab_size)], skip_special_tokens=False),
+        [tok.id_to_token(i) for i in range(store.vocab_size)],
+    )
     d_mlp = model.cfg.d_mlp
     dicts: list[_Dictionary] = []
     n_src = len(ctx.sources)
