@@ -236,3 +236,13 @@ def test_partial_utf8_tokens_display_as_byte_escapes(tiny_run):
     ids = [tok.token_to_id("Ø"), tok.token_to_id("Ġthe") or tok.token_to_id("the")]  # byte 0xd8; a whole word
     shown = display_tokens(tok.decode_batch([[i] for i in ids]), [tok.id_to_token(i) for i in ids])
     assert shown[0] == "\\xd8" and "\ufffd" not in shown[1] and "the" in shown[1]
+
+
+def test_help_explains_every_flag(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["features", "build", "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "features.sqlite" in out
+    for field in dataclasses.fields(FeaturesConfig):
+        assert "--" + field.name.replace("_", "-") in out
+    assert "(default: 1048576)" in out and "--no-spill" in out
