@@ -103,11 +103,16 @@ def write_tokens(
     force: bool = False,
     progress: bool = True,
     total_docs: int | None = None,
+    eot: int | None = None,
 ) -> dict:
-    """Tokenize `(src, text)` documents into train/val shards under `out`; returns the config."""
+    """Tokenize `(src, text)` documents into train/val shards under `out`; returns the config.
+
+    `eot` is the id put before each document (default: the tokenizer's `<|endoftext|>`; a Hugging
+    Face model's tokenizer passes its EOS).
+    """
     vocab = tok.get_vocab_size()
     dtype = np.dtype("<u2") if vocab <= 1 << 16 else np.dtype("<u4")
-    eot = eot_id(tok)
+    eot = eot_id(tok) if eot is None else eot
     srcs: dict[str, int] = {}
     with stage_dir(out, force) as tmp:
         writers = {s: _ShardWriter(tmp, s, dtype, cfg.shard_tokens) for s in SPLITS}
