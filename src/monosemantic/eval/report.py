@@ -110,7 +110,10 @@ class EvalConfig:
         for name in ("eval_tokens", "batch_size", "hist_bins"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"EvalConfig.{name} must be positive, got {getattr(self, name)}")
-        parse_hook(self.hook)  # a hook name or MODULE.PATH[:input|:output]; found in the model at run time
+        try:  # a hook name or MODULE.PATH[:input|:output]; found in the model at run time
+            parse_hook(self.hook)
+        except UserError as e:
+            raise ValueError(f"EvalConfig.hook: {e}") from None
 
 
 class _RecordingSplice:

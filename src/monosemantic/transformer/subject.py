@@ -104,11 +104,9 @@ def context_length(model: nn.Module) -> int:
 def is_run_model(layout: paths.RunLayout, model: str) -> bool:
     """`--model NAME` is the run's own transformer when `transformer/NAME/` exists, or NAME is a plain
     word that is not a path (then it is an error to use it before `lm train`); `hf:NAME` never is."""
-    if model.startswith(HF_PREFIX):
-        return False
-    if (layout.transformer(model) / paths.CONFIG).is_file():
-        return True
-    return re.fullmatch(r"[A-Za-z0-9_]+", model) is not None and not Path(model).exists()
+    if model.startswith(HF_PREFIX) or re.fullmatch(r"[A-Za-z0-9_.-]+", model) is None:
+        return False  # hf:NAME, or a path (`layout.transformer("/abs/path")` would be that path)
+    return (layout.transformer(model) / paths.CONFIG).is_file() or not Path(model).exists()
 
 
 def subject_key(layout: paths.RunLayout, model: str) -> str:
@@ -144,9 +142,19 @@ def load_run_transformer(folder: Path, device: str = "cpu") -> Transformer:
     return model.to(device)
 
 
+def _is_our_folder(folder: Path) -> bool:
+    """A folder written by `lm train` (a HF folder has a config.json and model.safetensors too)."""
+    import json
+
+    try:
+        return json.loads((folder / paths.CONFIG).read_text(encoding="utf-8")).get("kind") == "monosemantic.transformer"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def load_model(ref: str | Path, device: str = "cpu", ctx_len: int | None = None) -> nn.Module:
     """A run's transformer folder, or a Hugging Face model (see `hf.load_hf`)."""
-    if (Path(ref) / paths.CONFIG).is_file() and (Path(ref) / paths.MODEL_WEIGHTS).exists():
+    if _is_our_folder(Path(ref)):
         return load_run_transformer(Path(ref), device)
     from monosemantic.transformer.hf import load_hf
 
@@ -184,7 +192,7 @@ def load_subject(
     if is_run_model(layout, model):
         folder = layout.transformer(model)
         if not (folder / paths.CONFIG).is_file():
-            raise UserError(f"{folder}: model not found; run `monosemantic lm train --run {layout.root}`")
+            raise UserError(f"{folder}: model not found (no model yet); run `monosemantic lm train --run {layout.root}`")
         m = load_run_transformer(folder, device)
         if ctx_len is not None and ctx_len != m.cfg.ctx_len:
             raise UserError(f"--ctx-len {ctx_len}: {folder} was trained with {m.cfg.ctx_len}")
