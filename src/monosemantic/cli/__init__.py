@@ -272,6 +272,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"monosemantic: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk outside `io`'s atomic writers; anything else keeps its traceback
+        from monosemantic.io import NO_SPACE
+
+        if e.errno not in NO_SPACE:
+            raise
+        print(f"monosemantic: error: {e.filename or 'write'}: {e.strerror}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("monosemantic: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

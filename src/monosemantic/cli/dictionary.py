@@ -156,6 +156,7 @@ def train_saes(
     from monosemantic.sae.ladder import train_ladder
 
     acts = open_activations(source)
+    acts.check_sample()  # NaN/inf stop the command before training starts
     batches = acts.batches(train.batch_size, seed=train.seed if hasattr(train, "seed") else 0)
     return train_ladder(
         batches,

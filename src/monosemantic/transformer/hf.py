@@ -94,6 +94,7 @@ def load_hf(spec: str, device: str = "cpu", ctx_len: int | None = None) -> tuple
     kw |= {"local_files_only": True} if offline else {}
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # no "weights not initialised" walls of text on our stderr
+    hf_logging.disable_progress_bar()  # nor per-tensor GGUF bars; loading is a few seconds
     try:
         tok = AutoTokenizer.from_pretrained(where, **kw)
         hf = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **kw)
@@ -105,6 +106,7 @@ def load_hf(spec: str, device: str = "cpu", ctx_len: int | None = None) -> tuple
         raise UserError(f"{spec}: cannot load a causal LM{hint}: {first}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
     limit = _max_positions(hf.config)
     n = ctx_len or min(DEFAULT_CTX_LEN, limit or DEFAULT_CTX_LEN)
     if limit is not None and n > limit:
