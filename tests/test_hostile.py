@@ -242,7 +242,9 @@ def test_cli_refuses_bad_activations_with_exit_2(tmp_path, capsys):
     err = one_line_error(capsys, "sae", "train", "--activations", tmp_path / "cut.npy", "--out", tmp_path / "o")
     assert "cut.npy" in err
     np.save(tmp_path / "ints.npy", np.ones((64, 8), dtype=np.int32))
-    assert "float" in one_line_error(capsys, "sae", "train", "--activations", tmp_path / "ints.npy", "--out", tmp_path / "o")
+    assert "float" in one_line_error(
+        capsys, "sae", "train", "--activations", tmp_path / "ints.npy", "--out", tmp_path / "o"
+    )
 
 
 def test_cli_sae_width_mismatch_and_corrupt_model(run_copy, tmp_path, capsys):

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import make_documents
 from monosemantic.cli import main
 from monosemantic.errors import UserError
+from tests.conftest import make_documents
 
 transformers = pytest.importorskip("transformers")
 
@@ -112,7 +112,9 @@ def test_harvest_train_and_eval_a_gpt2_through_the_cli(gpt2_dir, tmp_path, capsy
     capsys.readouterr()
     assert main(["sae", "eval", *common, "--ctx-len", "64", "--eval-tokens", "1024"]) == 0
     assert "tm2023-256" in capsys.readouterr().out
-    m = json.loads((run / "eval" / "hf-tiny-gpt2" / "transformer.h.1.mlp.c_proj-input" / "tm2023-256" / "metrics.json").read_text())
+    m = json.loads(
+        (run / "eval" / "hf-tiny-gpt2" / "transformer.h.1.mlp.c_proj-input" / "tm2023-256" / "metrics.json").read_text()
+    )
     assert m["d_in"] == 128 and 0 < m["eval_tokens"] <= 1024
     for k in ("loss_clean", "loss_sae", "loss_zero", "loss_mean"):
         assert m[k] is not None and 0 < m[k] < 2 * torch.log(torch.tensor(400.0)).item(), k
@@ -149,7 +151,11 @@ def test_smollm2_gguf_down_proj_input(tmp_path):
     hook = "model.layers.5.mlp.down_proj:input"
     common = ["--run", str(run), "--preset", "tiny", "--no-progress", "--model", str(gguf), "--hook", hook]
     assert main(["harvest", *common, "--ctx-len", "64", "--n-tokens", "2048", "--positions-per-context", "16"]) == 0
-    cfg = json.loads((run / "activations" / "hf-SmolLM2-135M-Instruct.Q4_1" / f"{hook.replace(':', '-')}" / "config.json").read_text())
+    cfg = json.loads(
+        (
+            run / "activations" / "hf-SmolLM2-135M-Instruct.Q4_1" / f"{hook.replace(':', '-')}" / "config.json"
+        ).read_text()
+    )
     assert cfg["d"] == 1536
     assert main(["sae", "train", *common, "--n-features", "2048", "--n-steps", "8", "--batch-size", "256"]) == 0
     assert main(["sae", "eval", *common, "--ctx-len", "64", "--eval-tokens", "512"]) == 0

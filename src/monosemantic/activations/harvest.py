@@ -327,7 +327,13 @@ def run(
     vocab = int(getattr(s.model, "vocab_size", 0) or s.model.cfg.vocab_size)
     if store.vocab_size > vocab:
         raise UserError(f"{store.folder}: vocabulary {store.vocab_size} is larger than the {vocab} of {s.source}")
-    extra = {"model": s.source, "model_name": s.key, "tokens": str(store.folder), "split": "train", "which": s.site.which}
+    extra = {
+        "model": s.source,
+        "model_name": s.key,
+        "tokens": str(store.folder),
+        "split": "train",
+        "which": s.site.which,
+    }
     return harvest(s.model, store.train, s.site.module, s.ctx_len, cfg, out, progress, force, extra, s.site.which)
 
 

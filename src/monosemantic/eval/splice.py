@@ -150,7 +150,11 @@ def mean_activation(model: nn.Module, hook: str, windows: Tensor, batch_size: in
     site = find_hook(model, hook)
     total: Tensor | None = None
     for i in range(0, len(windows), batch_size):
-        s = capture(model, windows[i : i + batch_size, :-1].to(device), site.module, site.which).double().sum(dim=(0, 1))
+        s = (
+            capture(model, windows[i : i + batch_size, :-1].to(device), site.module, site.which)
+            .double()
+            .sum(dim=(0, 1))
+        )
         total = s if total is None else total + s
     assert total is not None, "no windows"
     return (total / (windows.shape[0] * (windows.shape[1] - 1))).float()

@@ -14,8 +14,8 @@ input of `model.layers.5.mlp.down_proj`, which *is* the neuron vector of a gated
 
 `--model NAME` means the run's `transformer/NAME/` when that folder exists, and otherwise a
 Hugging Face model (a `save_pretrained` folder, a `.gguf` file, or a hub name already in the
-local cache; a plain word such as `A` is a run model unless written `hf:gpt2`). A Hugging Face model's artifacts live under a key made from its name (`hf-<name>`):
-`tokens-hf-<name>/` (the run's corpus in the model's own tokenizer), `activations/hf-<name>/...`.
+local cache; a plain word such as `A` is a run model unless written `hf:gpt2`). A Hugging Face
+model's artifacts live under a key made from its name (`hf-<name>`): `tokens-hf-<name>/` (the run's corpus in the model's own tokenizer), `activations/hf-<name>/...`.
 """
 
 from __future__ import annotations
@@ -192,7 +192,9 @@ def load_subject(
     if is_run_model(layout, model):
         folder = layout.transformer(model)
         if not (folder / paths.CONFIG).is_file():
-            raise UserError(f"{folder}: model not found (no model yet); run `monosemantic lm train --run {layout.root}`")
+            raise UserError(
+                f"{folder}: model not found (no model yet); run `monosemantic lm train --run {layout.root}`"
+            )
         m = load_run_transformer(folder, device)
         if ctx_len is not None and ctx_len != m.cfg.ctx_len:
             raise UserError(f"--ctx-len {ctx_len}: {folder} was trained with {m.cfg.ctx_len}")
