@@ -15,7 +15,8 @@ input of `model.layers.5.mlp.down_proj`, which *is* the neuron vector of a gated
 `--model NAME` means the run's `transformer/NAME/` when that folder exists, and otherwise a
 Hugging Face model (a `save_pretrained` folder, a `.gguf` file, or a hub name already in the
 local cache; a plain word such as `A` is a run model unless written `hf:gpt2`). A Hugging Face
-model's artifacts live under a key made from its name (`hf-<name>`): `tokens-hf-<name>/` (the run's corpus in the model's own tokenizer), `activations/hf-<name>/...`.
+model's artifacts live under a key made from its name: `tokens-hf-<name>/` (the run's corpus in the
+model's own tokenizer), `activations/hf-<name>/...`, `sae/hf-<name>/...`, `eval/hf-<name>/...`.
 """
 
 from __future__ import annotations
