@@ -161,6 +161,8 @@ def stage_dir(final: str | os.PathLike[str], force: bool = False) -> Iterator[Pa
             os.replace(tmp, final)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, UserError) and str(tmp) in str(e):  # name the stage folder, not its temporary twin
+            raise UserError(str(e).replace(str(tmp), str(final))) from None
         if isinstance(e, OSError) and e.errno in NO_SPACE:
             raise disk_error(getattr(e, "filename", None) or final, e) from None
         raise
