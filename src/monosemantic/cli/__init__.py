@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from monosemantic import __version__, paths
-from monosemantic.cli import dictionary
+from monosemantic.cli import browser, dictionary
 from monosemantic.cli.args import add_dataclass_args, build
 from monosemantic.errors import UserError
 
@@ -98,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="INPUT",
         help="use these texts instead of the embedded corpus (files, folders, globs, hf:NAME)",
     )
+    demo.add_argument("--open", action="store_true", help="at the end, serve the feature browser and open it")
     demo.set_defaults(func=cmd_demo)
     for section, c in _section_classes().items():
         add_dataclass_args(demo, c, skip=("vocab_size",) if section == "transformer" else (), prefix=section)
@@ -143,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     add_dataclass_args(lt, LMTrainConfig)
     lt.set_defaults(func=cmd_lm_train)
     dictionary.add_parsers(sub, _common)
+    browser.add_parsers(sub, _common)
     return root
 
 
@@ -258,6 +260,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print(f"{k:<10} {v}")
     print()
     print(format_table(evals))
+    print(f"\nbrowse the features:  {browser.serve_command(run)}")
+    if args.open:
+        browser.serve(run, open_browser=True)
 
 
 def main(argv: list[str] | None = None) -> int:
