@@ -123,7 +123,8 @@ def test_dictionaries_meta_and_eval_summary(built):
     assert all(d["n_tokens"] == ctx.n_tokens and d["model"] == "A" for d in dicts.values())
     metrics = json.loads((run / f"eval/A/{hooks.MLP_POST}/tm2023-64/metrics.json").read_text())
     assert json.loads(dicts["tm2023-64"]["metrics_json"])["l0"] == metrics["l0"]
-    assert db.get_summary(conn, "eval")["tm2023-128"]["fvu"] is not None
+    table = {r["dictionary"]: r for r in db.get_summary(conn, "eval")}
+    assert set(table) == {"tm2023-64", "tm2023-128"} and table["tm2023-64"]["fvu"] == metrics["fvu"]
     assert db.get_meta(conn, "features")["config"]["top_k"] == CFG.top_k
     # the search index finds a feature by its top tokens
     word = conn.execute("SELECT top_tokens FROM features WHERE top_tokens != '' LIMIT 1").fetchone()[0].split()[0]

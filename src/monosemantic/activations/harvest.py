@@ -62,7 +62,7 @@ from monosemantic.errors import UserError
 from monosemantic.io import is_complete, read_config, save_npy, stage_dir, write_config
 from monosemantic.runtime import pick_device
 from monosemantic.transformer import hooks
-from monosemantic.transformer.train import load_transformer
+from monosemantic.transformer.subject import ensure_tokens, hook_dirname, load_subject, subject_key
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,8 @@ class HarvestConfig:
     """Which activations to harvest, how many, and how they are stored (reference §2)."""
 
     hook: str = hooks.MLP_POST
-    """Hook name to read (transformer/hooks.py); the paper's SAE input is the MLP after the ReLU (ref §1)."""
+    """Hook name to read (transformer/hooks.py); the paper's SAE input is the MLP after the ReLU (ref §1). For a
+    Hugging Face model: MODULE.PATH[:input|:output], e.g. transformer.h.1.mlp.c_proj:input (GPT-2's neurons)."""
     n_tokens: int = 4_000_000
     """Activation rows to store, one per sampled token: 4M rows of 512 in float16 = 4.1 GB on disk (the demo's
     training split holds about 14M tokens, 57k contexts of 256)."""
@@ -222,8 +223,9 @@ def harvest(
     progress: bool = True,
     force: bool = False,
     extra: Mapping[str, Any] | None = None,
+    which: Literal["output", "input"] = "output",
 ) -> dict[str, Any]:
-    """Write `cfg.n_tokens` activation rows of `module`'s output to the stage folder `out`.
+    """Write `cfg.n_tokens` activation rows of `module`'s output (or input) to the stage folder `out`.
 
     Args:
         model: called as `model(tokens int64 [batch, ctx_len])` on its own device, in its dtype.
@@ -231,6 +233,7 @@ def harvest(
         module: the submodule whose output is harvested (`model.hook_point(cfg.hook)`).
         ctx_len: tokens per context (the model's context length).
         extra: more entries for config.json (the model and tokens folders).
+        which: read the module's "output" or its first positional "input" (`capture`).
 
     Returns:
         The body of config.json (see the module docstring), with `tokens_per_s`: tokens run
@@ -260,7 +263,7 @@ def harvest(
             ci = np.repeat(np.arange(len(k)), ppc)[: cfg.n_tokens - done]
             p = ctx_pos.ravel()[: len(ci)]
             with torch.inference_mode():
-                acts = capture(model, torch.from_numpy(tokens).to(device), module)  # (B, T, d)
+                acts = capture(model, torch.from_numpy(tokens).to(device), module, which)  # (B, T, d)
                 a = _pick(acts, ci, p, cfg.dtype)  # (rows, d)
             if not np.isfinite(a).all():
                 raise UserError(f"{out}: the model produced NaN/inf activations at {cfg.hook} (or float16 overflow)")
@@ -305,25 +308,33 @@ def run(
     cfg: HarvestConfig = HarvestConfig(),
     force: bool = False,
     progress: bool = True,
+    ctx_len: int | None = None,
+    tokens_cfg: Any = None,
 ) -> dict[str, Any]:
     """The stage: harvest model `model_name` at `cfg.hook` over the run's training tokens.
 
-    [TM] builds the SAE dataset from the transformer's training text, so the train split is used.
-    Skips when `activations/<model>/<hook>/` is complete, unless `force`.
+    `model_name` is a run model (`transformer/<name>/`) or a Hugging Face model, whose tokens are
+    the run's corpus in its own tokenizer (`tokens-<key>/`, written first when missing; see
+    `transformer/subject.py`). [TM] builds the SAE dataset from the transformer's training text,
+    so the train split is used. Skips when `activations/<key>/<hook>/` is complete, unless `force`.
     """
-    out = layout.activations(model_name, cfg.hook)
+    out = layout.activations(subject_key(layout, model_name), hook_dirname(cfg.hook))
     if is_complete(out) and not force:
         log.info("%s exists: skipping (use --force to harvest again)", out)
         return read_config(out / paths.CONFIG, KIND)
-    folder = layout.transformer(model_name)
-    model = load_transformer(folder, device=str(pick_device(cfg.device)))
-    try:
-        module = model.hook_point(cfg.hook)
-    except KeyError as e:
-        raise UserError(f"--hook {cfg.hook}: {e.args[0]}") from None
-    store = TokenStore(layout.tokens)
-    extra = {"model": str(folder), "model_name": model_name, "tokens": str(layout.tokens), "split": "train"}
-    return harvest(model, store.train, module, model.cfg.ctx_len, cfg, out, progress, force, extra)
+    s = load_subject(layout, model_name, cfg.hook, str(pick_device(cfg.device)), ctx_len)
+    store = TokenStore(ensure_tokens(layout, s, tokens_cfg, progress))
+    vocab = int(getattr(s.model, "vocab_size", 0) or s.model.cfg.vocab_size)
+    if store.vocab_size > vocab:
+        raise UserError(f"{store.folder}: vocabulary {store.vocab_size} is larger than the {vocab} of {s.source}")
+    extra = {
+        "model": s.source,
+        "model_name": s.key,
+        "tokens": str(store.folder),
+        "split": "train",
+        "which": s.site.which,
+    }
+    return harvest(s.model, store.train, s.site.module, s.ctx_len, cfg, out, progress, force, extra, s.site.which)
 
 
 def _name(split: TokenSplit) -> str:

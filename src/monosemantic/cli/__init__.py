@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from monosemantic import __version__, paths
-from monosemantic.cli import dictionary, interp
+from monosemantic.cli import browser, dictionary, interp
 from monosemantic.cli.args import add_dataclass_args, build
 from monosemantic.errors import UserError
 
@@ -98,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="INPUT",
         help="use these texts instead of the embedded corpus (files, folders, globs, hf:NAME)",
     )
+    demo.add_argument("--open", action="store_true", help="at the end, serve the feature browser and open it")
     demo.set_defaults(func=cmd_demo)
     for section, c in _section_classes().items():
         add_dataclass_args(demo, c, skip=("vocab_size",) if section == "transformer" else (), prefix=section)
@@ -144,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     lt.set_defaults(func=cmd_lm_train)
     dictionary.add_parsers(sub, _common)
     interp.add_parsers(sub, _common)
+    browser.add_parsers(sub, _common)
     return root
 
 
@@ -259,6 +261,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print(f"{k:<10} {v}")
     print()
     print(format_table(evals))
+    print(f"\nbrowse the features:  {browser.serve_command(run)}")
+    if args.open:
+        browser.serve(run, open_browser=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,6 +277,13 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except UserError as e:
         print(f"monosemantic: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk outside `io`'s atomic writers; anything else keeps its traceback
+        from monosemantic.io import NO_SPACE
+
+        if e.errno not in NO_SPACE:
+            raise
+        print(f"monosemantic: error: {e.filename or 'write'}: {e.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("monosemantic: interrupted; run the same command again to resume", file=sys.stderr)

@@ -20,6 +20,11 @@ from monosemantic.errors import UserError
 
 log = logging.getLogger("monosemantic")
 
+MODEL_HELP = (
+    "model name under RUN/transformer (default A), or a Hugging Face causal LM: a save_pretrained folder, a .gguf "
+    "file, or hf:NAME for a hub name already in the local cache (its artifacts go under hf-<name>)"
+)
+
 
 def train_config_classes() -> dict[str, type]:
     from monosemantic.sae.registry import ARCHITECTURES
@@ -64,10 +69,13 @@ def add_parsers(sub: Any, common: Any) -> None:
         help="store a model's activations (the SAE dataset)",
         description="Run model MODEL over contexts of the training split and store the activations of one hook "
         "(default: the 512 MLP neurons after the ReLU) in RUN/activations/MODEL/HOOK: 250 positions per "
-        "context, shuffled across contexts, each row with its document, position and token ([TM] §2).",
+        "context, shuffled across contexts, each row with its document, position and token ([TM] §2). "
+        "MODEL may be a Hugging Face causal LM (folder, .gguf, hf:NAME) with --hook MODULE.PATH[:input|:output]: "
+        "the run's corpus is first tokenized with its tokenizer into RUN/tokens-hf-<name>.",
     )
     common(hv)
-    hv.add_argument("--model", default="A", help="model name under RUN/transformer (default A)")
+    hv.add_argument("--model", default="A", help=MODEL_HELP)
+    hv.add_argument("--ctx-len", type=int, default=None, help="context length of a Hugging Face model (default 256)")
     add_dataclass_args(hv, HarvestConfig)
     hv.set_defaults(func=cmd_harvest)
 
@@ -82,7 +90,7 @@ def add_parsers(sub: Any, common: Any) -> None:
         "at one pass over the data: rows are never repeated ([TM] §2).",
     )
     common(tr, run_required=False)
-    tr.add_argument("--model", default="A", help="model name under RUN/transformer (default A)")
+    tr.add_argument("--model", default="A", help=MODEL_HELP)
     tr.add_argument("--hook", default=None, help="hook of the run's store (default: the harvest preset's)")
     tr.add_argument("--activations", type=Path, help="train on this store or array instead of a run's")
     tr.add_argument("--out", type=Path, help="output folder with --activations")
@@ -98,7 +106,8 @@ def add_parsers(sub: Any, common: Any) -> None:
         "zero and mean ablation, with KL divergence ([TM] §7). Writes RUN/eval/MODEL/HOOK/<name>/metrics.json.",
     )
     common(ev)
-    ev.add_argument("--model", default="A", help="model name under RUN/transformer (default A)")
+    ev.add_argument("--model", default="A", help=MODEL_HELP)
+    ev.add_argument("--ctx-len", type=int, default=None, help="context length of a Hugging Face model (default 256)")
     add_dataclass_args(ev, EvalConfig)
     ev.set_defaults(func=cmd_sae_eval)
 
@@ -125,12 +134,18 @@ def add_parsers(sub: Any, common: Any) -> None:
     im.set_defaults(func=cmd_sae_import)
 
 
-def harvest(layout: paths.RunLayout, model: str, cfg: Any, force: bool, progress: bool) -> dict[str, Any]:
+def harvest(
+    layout: paths.RunLayout,
+    model: str,
+    cfg: Any,
+    force: bool,
+    progress: bool,
+    ctx_len: int | None = None,
+    tokens_cfg: Any = None,
+) -> dict[str, Any]:
     from monosemantic.activations import harvest as stage
 
-    if not (layout.transformer(model) / paths.CONFIG).is_file():
-        raise UserError(f"{layout.transformer(model)}: no model yet; run `monosemantic lm train --run {layout.root}`")
-    return stage.run(layout, model, cfg, force=force, progress=progress)
+    return stage.run(layout, model, cfg, force=force, progress=progress, ctx_len=ctx_len, tokens_cfg=tokens_cfg)
 
 
 def train_saes(
@@ -141,6 +156,7 @@ def train_saes(
     from monosemantic.sae.ladder import train_ladder
 
     acts = open_activations(source)
+    acts.check_sample()  # NaN/inf stop the command before training starts
     batches = acts.batches(train.batch_size, seed=train.seed if hasattr(train, "seed") else 0)
     return train_ladder(
         batches,
@@ -155,10 +171,15 @@ def train_saes(
     )
 
 
-def evaluate(layout: paths.RunLayout, model: str, cfg: Any, force: bool, progress: bool) -> dict[str, Any]:
+def evaluate(
+    layout: paths.RunLayout, model: str, cfg: Any, force: bool, progress: bool, ctx_len: int | None = None
+) -> dict[str, Any]:
     from monosemantic.eval import report
+    from monosemantic.transformer.subject import HF_PREFIX, hook_dirname, is_run_model, subject_key
 
-    root = layout.saes(model, cfg.hook)
+    key, hook_dir = subject_key(layout, model), hook_dirname(cfg.hook)
+    own = is_run_model(layout, model)
+    root = layout.saes(key, hook_dir)
     found = [p for p in root.glob("*") if (p / paths.SAE_CONFIG).is_file()]
     # natural order: tm2023-512 before tm2023-1024
     found.sort(key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)])
@@ -166,20 +187,24 @@ def evaluate(layout: paths.RunLayout, model: str, cfg: Any, force: bool, progres
     if not folders:
         raise UserError(f"{root}: no SAEs to evaluate; run `monosemantic sae train --run {layout.root}`")
     return report.run(
-        layout.transformer(model),
+        layout.transformer(model) if own else model.removeprefix(HF_PREFIX),
         folders,
-        layout.tokens,
-        layout.eval(model, cfg.hook),
+        layout.tokens if own else layout.root / f"tokens-{key}",
+        layout.eval(key, hook_dir),
         cfg,
         force=force,
         progress=progress,
+        ctx_len=ctx_len,
     )
 
 
 def cmd_harvest(args: argparse.Namespace) -> None:
     from monosemantic.cli import configs
 
-    harvest(paths.RunLayout(args.run), args.model, configs(args)["harvest"], args.force, args.progress)
+    cfgs = configs(args)
+    harvest(
+        paths.RunLayout(args.run), args.model, cfgs["harvest"], args.force, args.progress, args.ctx_len, cfgs["tokens"]
+    )
 
 
 def cmd_sae_train(args: argparse.Namespace) -> None:
@@ -194,19 +219,22 @@ def cmd_sae_train(args: argparse.Namespace) -> None:
     else:
         if args.run is None:
             raise UserError("give --run RUN (the run's harvested activations) or --activations PATH --out DIR")
+        from monosemantic.transformer.subject import hook_dirname, subject_key
+
         layout = paths.RunLayout(args.run)
         hook = args.hook or configs(args)["harvest"].hook
-        store = layout.activations(args.model, hook)
+        key, hook_dir = subject_key(layout, args.model), hook_dirname(hook)
+        store = layout.activations(key, hook_dir)
         if not (store / paths.CONFIG).is_file():
             raise UserError(f"{store}: no activations yet; run `monosemantic harvest --run {layout.root}`")
         folders = train_saes(
             store,
-            layout.saes(args.model, hook),
+            layout.saes(key, hook_dir),
             ladder,
             train,
             args.device,
             args.force,
-            {"model": args.model, "hook": hook},
+            {"model": key, "hook": hook},
         )
     for name, folder in folders.items():
         print(f"{name:<16} {folder}")
@@ -217,7 +245,11 @@ def cmd_sae_eval(args: argparse.Namespace) -> None:
     from monosemantic.eval.report import format_table
 
     print(
-        format_table(evaluate(paths.RunLayout(args.run), args.model, configs(args)["eval"], args.force, args.progress))
+        format_table(
+            evaluate(
+                paths.RunLayout(args.run), args.model, configs(args)["eval"], args.force, args.progress, args.ctx_len
+            )
+        )
     )
 
 

@@ -14,7 +14,8 @@ Pass 1 also writes each SAE's non-zeros to a temporary file that pass 2 reads in
 again (passes.Spill; `spill=False` re-encodes). Memory is O(features × kept examples), independent
 of `n_tokens`, apart from the held-out token ids themselves (10 bytes per token, needed to print
 the example windows); the spill's disk use is O(non-zeros). Then logit weights
-(logits.py), the rows, `summary['eval']` (name -> the eval stage's scalar metrics), the `steps`
+(logits.py), the rows, `summary['eval']` (a list of rows `{"dictionary": name, "l0": ..., ...}`,
+the `sae eval` table; `dictionaries.metrics_json` has each full metrics.json), the `steps`
 (later analyses, run on the open connection), and `db.finalize`. The file appears whole or not at
 all: it is built under a temporary name and renamed; `config.json` is written last and marks
 the stage complete.
@@ -251,7 +252,7 @@ def _core(
     db.set_meta(conn, "monosemantic_version", __version__)
     for d in tqdm(dicts, desc="features: writing", disable=not progress, unit="dict"):
         _write(conn, d, model, inv_scale, include, vocab, ctx, cfg, metrics.get(d.name))
-    db.set_summary(conn, "eval", metrics)
+    db.set_summary(conn, "eval", _eval_table(metrics))
     conn.commit()
     return summary
 
@@ -332,14 +333,26 @@ def _new(name: str, kind: str, arch: str | None, directions: Tensor, n_src: int,
     return _Dictionary(name, kind, arch, n, directions, Stats.zeros(n, n_src), BottomK(n, cfg.top_k, cfg.width))
 
 
+EVAL_COLUMNS = (
+    "n_features", "l0", "fvu", "normalized_mse", "dead_frac", "dense_frac", "ultralow_frac",
+    "loss_recovered", "loss_recovered_vs_mean", "kl_sae", "eval_tokens",
+)  # fmt: skip
+"""The columns of `summary['eval']` (the `sae eval` table, eval/report.py)."""
+
+
 def _eval_metrics(layout: paths.RunLayout, cfg: FeaturesConfig, names: list[str]) -> dict[str, dict[str, Any]]:
-    """name -> the scalar entries of the eval stage's metrics.json, for the SAEs that have one."""
+    """name -> the eval stage's metrics.json, for the SAEs that have one."""
     out = {}
     for name in names:
         f = layout.eval(cfg.model, cfg.hook) / name / paths.METRICS
         if f.is_file():
-            out[name] = {k: v for k, v in read_json(f).items() if not isinstance(v, dict | list)}
+            out[name] = read_json(f)
     return out
+
+
+def _eval_table(metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """`summary['eval']`: one row per evaluated SAE, `{"dictionary": name, <EVAL_COLUMNS>...}`."""
+    return [{"dictionary": name, **{c: m.get(c) for c in EVAL_COLUMNS}} for name, m in metrics.items()]
 
 
 def _write(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,27 @@ def steps_for(train: TrainRecipe, n_rows: int) -> TrainRecipe:
     return train
 
 
+class _FiniteGuard:
+    """A training logger that stops the run with a one-line error once a logged loss is NaN or inf.
+
+    Inputs are checked as they are read (activations/store.py), so a non-finite loss means the
+    optimisation diverged (too high a learning rate, say); nothing is written (`stage_dir`).
+    """
+
+    def __init__(self, names: list[str], out_root: Path):
+        self.names, self.out_root, self.i = names, out_root, 0
+
+    def log(self, row: dict[str, float]) -> None:
+        name = self.names[self.i % len(self.names)]  # one row per SAE, in order, every log_every steps
+        self.i += 1
+        bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise UserError(
+                f"{self.out_root / name}: training diverged at step {row.get('step', '?')} "
+                f"({', '.join(bad)} not finite); lower --lr or check the activations"
+            )
+
+
 def train_ladder(
     batches: Iterator[Tensor],
     d_in: int,
@@ -133,7 +155,11 @@ def train_ladder(
         saes.append(arch.sae(arch.sae.config_class(**shape), generator=gen).to(device))
     names = [ladder.name(*m) for m in todo]
     log.info("training %s on %d rows (%d steps of %d)", ", ".join(names), n_rows, train.n_steps, train.batch_size)
-    results = train_sae(saes, batches, cfgs)
+    results = train_sae(saes, batches, cfgs, logger=_FiniteGuard(names, out_root))
+    for name, sae in zip(names, saes, strict=True):  # never save a diverged SAE
+        bad = [k for k, v in sae.named_parameters() if not torch.isfinite(v).all()]
+        if bad:
+            raise UserError(f"{out_root / name}: training diverged (NaN/inf in {', '.join(bad)}); lower --lr")
 
     for name, sae, cfg, result in zip(names, saes, cfgs, results, strict=True):
         with stage_dir(folders[name], force=force) as tmp:
