@@ -40,6 +40,7 @@ def main() -> None:
     p.add_argument("--n-tokens", type=int, default=1_048_576)
     p.add_argument("--saes", default="", help="SAE names to include (default: all)")
     p.add_argument("--no-neurons", dest="neurons", action="store_false")
+    p.add_argument("--no-spill", dest="spill", action="store_false", help="pass 2 encodes again")
     p.add_argument("--label", default="all")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args()
@@ -50,7 +51,7 @@ def main() -> None:
         link = args.work / name
         if not link.is_symlink():
             link.symlink_to((args.source / name).resolve(), target_is_directory=True)
-    cfg = FeaturesConfig(n_tokens=args.n_tokens, saes=args.saes, neurons=args.neurons)
+    cfg = FeaturesConfig(n_tokens=args.n_tokens, saes=args.saes, neurons=args.neurons, spill=args.spill)
     load0 = os.getloadavg()[0]
     wall0, cpu0 = time.perf_counter(), time.process_time()
     path = build_features(RunLayout(args.work), cfg, force=True, progress=True)
@@ -65,6 +66,7 @@ def main() -> None:
     n_features = sum(n for _, n in dicts)
     result = {
         "label": args.label,
+        "spill": args.spill,
         "dictionaries": [name for name, _ in dicts],
         "n_features": n_features,
         "n_tokens": n_tokens,
