@@ -98,6 +98,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="INPUT",
         help="use these texts instead of the embedded corpus (files, folders, globs, hf:NAME)",
     )
+    demo.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the training stage an interrupted demo left a checkpoint for (an error if there is none); "
+        "without it the same command resumes too, and --force starts over",
+    )
     demo.set_defaults(func=cmd_demo)
     for section, c in _section_classes().items():
         add_dataclass_args(demo, c, skip=("vocab_size",) if section == "transformer" else (), prefix=section)
@@ -139,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _common(lt)
     lt.add_argument("--model", default="A", help="model name, the folder under RUN/transformer (default A)")
+    lt.add_argument("--resume", action="store_true", help=dictionary.RESUME_HELP)
     add_dataclass_args(lt, TransformerConfig, skip=("vocab_size",))
     add_dataclass_args(lt, LMTrainConfig)
     lt.set_defaults(func=cmd_lm_train)
@@ -211,7 +218,13 @@ def cmd_lm_train(args: argparse.Namespace) -> None:
 
     cfgs = configs(args)
     result = train.run(
-        paths.RunLayout(args.run), cfgs["transformer"], cfgs["lm"], args.model, force=args.force, progress=args.progress
+        paths.RunLayout(args.run),
+        cfgs["transformer"],
+        cfgs["lm"],
+        args.model,
+        force=args.force,
+        progress=args.progress,
+        resume=args.resume,
     )
     print(json.dumps(result.get("metrics", {}), indent=2))
 
@@ -228,6 +241,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"monosemantic demo: run directory {run}", file=sys.stderr)
     manifest = _corpus(layout, args.input or [], cfgs["corpus"], args.force, args.progress)
     tok_cfg = _tokenize(layout, cfgs, args.force, args.progress)
+    if args.resume and not any(layout.checkpoints("").glob("*/ckpt.json")):
+        raise UserError(f"--resume: no checkpoint in {layout.checkpoints('')}")
     train.run(layout, cfgs["transformer"], cfgs["lm"], "A", force=args.force, progress=args.progress)
     hook = cfgs["harvest"].hook
     acts = dictionary.harvest(layout, "A", cfgs["harvest"], args.force, args.progress)
@@ -240,6 +255,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         cfgs["eval"].device,
         args.force,
         {"model": "A", "hook": hook},
+        (dictionary.sae_checkpoints(layout, "A", hook), dictionary.checkpoint_every(args, "sae"), False),
     )
     evals = dictionary.evaluate(layout, "A", cfgs["eval"], args.force, args.progress)
 
@@ -263,11 +279,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     args = _parser().parse_args(argv)
+    from monosemantic import distributed
     from monosemantic.runtime import setup_logging, tune_allocator
 
     setup_logging(getattr(args, "verbose", False))
     tune_allocator()
     try:
+        distributed.init_from_env()  # under torchrun: join the group (README "Scale")
         args.func(args)
     except UserError as e:
         print(f"monosemantic: error: {e}", file=sys.stderr)
@@ -275,4 +293,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("monosemantic: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
     return 0
