@@ -15,12 +15,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from safetensors.torch import load_file
 
 from monosemantic.checkpoint import META
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "PYTHONPATH": str(Path(__file__).parents[1] / "src"),
+}
 
 
 def cli(*args, **kwargs) -> subprocess.Popen:
@@ -97,5 +101,7 @@ def test_resume_without_a_checkpoint_is_a_one_line_error(tmp_path):
     np.save(tmp_path / "acts.npy", np.ones((8192, 4), dtype=np.float32))
     proc = cli("sae", "train", "--activations", tmp_path / "acts.npy", "--out", tmp_path / "o", "--resume")
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2 and err.strip().splitlines()[-1].startswith("monosemantic: error: --resume: no checkpoint")
+    assert proc.returncode == 2 and err.strip().splitlines()[-1].startswith(
+        "monosemantic: error: --resume: no checkpoint"
+    )
     assert not (tmp_path / "o").exists()

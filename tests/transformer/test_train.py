@@ -3,11 +3,11 @@ import dataclasses
 import pytest
 import torch
 
+from monosemantic.checkpoint import read_meta
 from monosemantic.data.tokenizer import train_tokenizer
 from monosemantic.data.tokens import TokensConfig, TokenStore, write_tokens
 from monosemantic.errors import UserError
 from monosemantic.runtime import seed_everything
-from monosemantic.checkpoint import read_meta
 from monosemantic.transformer.model import Transformer, TransformerConfig
 from monosemantic.transformer.train import LMTrainConfig, get_lr, train_transformer
 from tests.conftest import make_documents

@@ -338,7 +338,9 @@ def train_sae(
 
     step = start
     progress = cfgs[0].progress and distributed.is_main()
-    for step in tqdm(range(start + 1, n_steps + 1), initial=start, total=n_steps, disable=not progress, desc="train_sae"):
+    for step in tqdm(
+        range(start + 1, n_steps + 1), initial=start, total=n_steps, disable=not progress, desc="train_sae"
+    ):
         x = next(batches, None)
         if x is None:
             log.warning("train_sae: the stream ran out after %d of %d steps", step - 1, n_steps)

@@ -24,9 +24,9 @@ import torch
 from tqdm import tqdm
 
 from monosemantic import distributed, paths
-from monosemantic.errors import UserError
 from monosemantic.data import ngram
 from monosemantic.data.tokens import TokenSplit, TokenStore
+from monosemantic.errors import UserError
 from monosemantic.io import (
     is_complete,
     load_tensors,
