@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,24 @@ def test_cuda_training_matches_cpu(tmp_path):
         train_sae([sae.to(device)], iter(x.split(64)), cfg)
         out.append(sae.W_dec.cpu())
     torch.testing.assert_close(out[1], out[0], atol=1e-4, rtol=1e-3)
+
+
+def test_two_processes_harvest_disjoint_contexts_into_one_store(tiny_run, tmp_path):
+    from monosemantic.activations.store import open_activations
+
+    run = tmp_path / "run"
+    for stage in ("tokens", "transformer"):
+        shutil.copytree(tiny_run / stage, run / stage)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd = [*torchrun, "-m", "monosemantic", "harvest", "--run-dir", str(run), "--preset", "tiny", "--no-progress"]
+    out = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    hook = "activations/A/blocks.0.mlp.hook_post"
+    one, two = (json.loads((r / hook / "config.json").read_text()) for r in (tiny_run, run))
+    assert two["n_processes"] == 2 and two["n_rows"] == one["n_rows"] and two["n_contexts"] == one["n_contexts"]
+    store = open_activations(run / hook)
+    rows = store.rows()
+    assert len(rows) == store.n_rows == one["n_rows"]
+    assert len(set(zip(rows["doc"].tolist(), rows["pos"].tolist(), strict=True))) == len(rows)  # no token twice
+    assert sum(len(x) for x in store.batches(4096)) == store.n_rows
+    assert sorted(p.name for p in (run / hook).parent.iterdir()) == ["blocks.0.mlp.hook_post"]  # no rank folders

@@ -1,6 +1,6 @@
 """Data-parallel training on torch.distributed: a handful of helpers that do nothing in one process.
 
-    torchrun --nproc-per-node 4 -m monosemantic sae train --run runs/demo      # 4 GPUs, one machine
+    torchrun --nproc-per-node 4 -m monosemantic sae train --run-dir runs/demo  # 4 GPUs, one machine
 
 Launched by `torchrun`, every process runs the same command; `init_from_env` (called by the CLI)
 reads torchrun's RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT and joins the group.
@@ -22,7 +22,8 @@ How the stages split the work (README "Scale: GPUs and several machines"):
   batches over the network; the dead-feature counters are merged with a max all-reduce
   (`max_`), and the resampled weights are broadcast from rank 0 (`broadcast_`) as a guard.
 - Harvest and the feature database split *contexts*: `shard_range(n)` gives each rank a disjoint,
-  contiguous range of the n contexts.
+  contiguous range of the n contexts (harvest: activations/parallel.py; the feature database
+  build does not use it yet).
 - Only rank 0 writes artifacts and checkpoints and shows progress (`is_main`); the other ranks'
   log level is raised to WARNING by `init_from_env`. Multi-node runs need the run directory on a
   filesystem that every node sees (checkpoints are written by rank 0 and read by all on resume).

@@ -36,6 +36,8 @@ quick start:  monosemantic demo            (embedded corpus, about 40 min on 2 C
 def _common(p: argparse.ArgumentParser, run_required: bool = True) -> None:
     p.add_argument(
         "--run",
+        "--run-dir",  # the spelling for torchrun, whose own parser reads `--run` as its `--run-path`
+        dest="run",
         type=Path,
         required=run_required,
         help="run directory (created if missing)" + ("" if run_required else "; default runs/<preset>"),
