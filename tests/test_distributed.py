@@ -110,3 +110,22 @@ def test_two_processes_harvest_disjoint_contexts_into_one_store(tiny_run, tmp_pa
     assert len(set(zip(rows["doc"].tolist(), rows["pos"].tolist(), strict=True))) == len(rows)  # no token twice
     assert sum(len(x) for x in store.batches(4096)) == store.n_rows
     assert sorted(p.name for p in (run / hook).parent.iterdir()) == ["blocks.0.mlp.hook_post"]  # no rank folders
+
+
+LM_TOLERANCE = {"atol": 1e-5, "rtol": 1e-4}
+
+
+def test_two_gloo_processes_train_the_same_lm_as_one(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run / "tokens", run / "tokens")
+    args = ["lm", "train", "--run-dir", str(run), "--preset", "tiny", "--n-steps", "20", "--eval-every", "20"]
+    args += ["--dtype", "float32", "--device", "cpu", "--no-progress"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    for cmd in ([sys.executable, "-m", "monosemantic", *args, "--model", "one"],
+                [*torchrun, "-m", "monosemantic", *args, "--model", "two"]):  # fmt: skip
+        out = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr
+    a = load_file(str(run / "transformer/one/model.safetensors"))
+    b = load_file(str(run / "transformer/two/model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], **LM_TOLERANCE, msg=k)

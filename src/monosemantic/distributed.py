@@ -33,13 +33,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def is_enabled() -> bool:
@@ -90,6 +92,21 @@ def shutdown() -> None:
 def barrier() -> None:
     if is_enabled():
         dist.barrier()
+
+
+def main_first(fn: Callable[[], T]) -> T:
+    """Run `fn` on rank 0, then on the other ranks once rank 0 is done.
+
+    For the stages that are not split (corpus, tokenizer, evaluation): rank 0 builds the folder,
+    and the other ranks' call finds it complete and reads it. If rank 0 fails, torchrun stops the
+    others.
+    """
+    if is_main():
+        out = fn()
+        barrier()
+        return out
+    barrier()
+    return fn()
 
 
 def shard_range(n: int, rank_: int | None = None, world: int | None = None) -> tuple[int, int]:

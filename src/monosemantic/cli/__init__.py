@@ -232,6 +232,7 @@ def cmd_lm_train(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    from monosemantic import distributed
     from monosemantic.eval.report import format_table
     from monosemantic.io import read_json
     from monosemantic.transformer import train
@@ -241,8 +242,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
     cfgs = configs(args)
     t0 = time.perf_counter()
     print(f"monosemantic demo: run directory {run}", file=sys.stderr)
-    manifest = _corpus(layout, args.input or [], cfgs["corpus"], args.force, args.progress)
-    tok_cfg = _tokenize(layout, cfgs, args.force, args.progress)
+    # under torchrun the unsplit stages run on rank 0 first; the other ranks then find them done
+    once = args.force and distributed.is_main()  # --force redoes a stage once, not once per rank
+    manifest = distributed.main_first(lambda: _corpus(layout, args.input or [], cfgs["corpus"], once, args.progress))
+    tok_cfg = distributed.main_first(lambda: _tokenize(layout, cfgs, once, args.progress))
     if args.resume and not any(layout.checkpoints("").glob("*/ckpt.json")):
         raise UserError(f"--resume: no checkpoint in {layout.checkpoints('')}")
     train.run(layout, cfgs["transformer"], cfgs["lm"], "A", force=args.force, progress=args.progress)
@@ -259,8 +262,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
         {"model": "A", "hook": hook},
         (dictionary.sae_checkpoints(layout, "A", hook), dictionary.checkpoint_every(args, "sae"), False),
     )
-    evals = dictionary.evaluate(layout, "A", cfgs["eval"], args.force, args.progress)
+    evals = distributed.main_first(lambda: dictionary.evaluate(layout, "A", cfgs["eval"], once, args.progress))
 
+    if not distributed.is_main():
+        return  # rank 0 prints the summary
     m = read_json(layout.transformer("A") / paths.METRICS)
     split = tok_cfg["splits"]
     rows = [
