@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from monosemantic import __version__, paths
-from monosemantic.cli import dictionary
+from monosemantic.cli import browser, dictionary
 from monosemantic.cli.args import add_dataclass_args, build
 from monosemantic.errors import UserError
 
@@ -106,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
         help="continue the training stage an interrupted demo left a checkpoint for (an error if there is none); "
         "without it the same command resumes too, and --force starts over",
     )
+    demo.add_argument("--open", action="store_true", help="at the end, serve the feature browser and open it")
     demo.set_defaults(func=cmd_demo)
     for section, c in _section_classes().items():
         add_dataclass_args(demo, c, skip=("vocab_size",) if section == "transformer" else (), prefix=section)
@@ -152,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     add_dataclass_args(lt, LMTrainConfig)
     lt.set_defaults(func=cmd_lm_train)
     dictionary.add_parsers(sub, _common)
+    browser.add_parsers(sub, _common)
     return root
 
 
@@ -281,6 +283,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print(f"{k:<10} {v}")
     print()
     print(format_table(evals))
+    print(f"\nbrowse the features:  {browser.serve_command(run)}")
+    if args.open:
+        browser.serve(run, open_browser=True)
 
 
 def main(argv: list[str] | None = None) -> int:
