@@ -54,7 +54,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from monosemantic import paths
+from monosemantic import distributed, paths
 from monosemantic.activations.capture import capture
 from monosemantic.activations.store import ACTS_FILE, KIND, ROW_DTYPE, ROWS_FILE
 from monosemantic.data.tokens import TokenSplit, TokenStore
@@ -224,6 +224,7 @@ def harvest(
     force: bool = False,
     extra: Mapping[str, Any] | None = None,
     which: Literal["output", "input"] = "output",
+    share: tuple[int, int] = (0, 1),
 ) -> dict[str, Any]:
     """Write `cfg.n_tokens` activation rows of `module`'s output (or input) to the stage folder `out`.
 
@@ -234,6 +235,10 @@ def harvest(
         ctx_len: tokens per context (the model's context length).
         extra: more entries for config.json (the model and tokens folders).
         which: read the module's "output" or its first positional "input" (`capture`).
+        share: (rank, world size): harvest only this rank's disjoint share of the contexts
+            (`distributed.shard_range` of the seeded context order) into `out`; positions and
+            shard shuffles then draw from a generator seeded by (seed, rank). `parallel.py` merges
+            the shares into one store.
 
     Returns:
         The body of config.json (see the module docstring), with `tokens_per_s`: tokens run
@@ -250,17 +255,22 @@ def harvest(
     device = next(model.parameters(), torch.empty(0)).device
     rng = np.random.default_rng(cfg.seed)
     order = rng.choice(contexts.n, size=n_ctx, replace=False)  # without replacement: no context twice
+    n_rows = cfg.n_tokens
+    if share[1] > 1:  # this rank's contexts (a contiguous slice of the order) and their rows
+        lo, hi = distributed.shard_range(n_ctx, *share)
+        order, n_rows = order[lo:hi], min(cfg.n_tokens, hi * ppc) - lo * ppc
+        rng = np.random.default_rng([cfg.seed, share[0]])
     log.info("harvest %s: %d rows from %d contexts of %d tokens -> %s", cfg.hook, cfg.n_tokens, n_ctx, ctx_len, out)
     model.eval()
-    with stage_dir(out, force) as tmp, _ShardWriter(tmp, cfg.n_tokens, cfg.shard_rows, cfg.dtype, rng) as writer:
-        bar = tqdm(total=cfg.n_tokens, desc="harvest", unit="row", unit_scale=True, disable=not progress)
+    with stage_dir(out, force) as tmp, _ShardWriter(tmp, n_rows, cfg.shard_rows, cfg.dtype, rng) as writer:
+        bar = tqdm(total=n_rows, desc="harvest", unit="row", unit_scale=True, disable=not progress)
         t0, done, d = time.perf_counter(), 0, 0
-        for i in range(0, n_ctx, cfg.batch_contexts):
+        for i in range(0, len(order), cfg.batch_contexts):
             k = order[i : i + cfg.batch_contexts]
             tokens = contexts.tokens(k)  # (B, T)
             # Uniform positions without replacement in each context (ref §2); the last batch stops at n_tokens.
             ctx_pos = rng.random((len(k), ctx_len)).argsort(axis=1)[:, :ppc]  # (B, ppc)
-            ci = np.repeat(np.arange(len(k)), ppc)[: cfg.n_tokens - done]
+            ci = np.repeat(np.arange(len(k)), ppc)[: n_rows - done]
             p = ctx_pos.ravel()[: len(ci)]
             with torch.inference_mode():
                 acts = capture(model, torch.from_numpy(tokens).to(device), module, which)  # (B, T, d)
@@ -282,9 +292,9 @@ def harvest(
             "shards": writer.written,
             "ctx_len": ctx_len,
             "positions_per_context": ppc,
-            "n_contexts": n_ctx,
+            "n_contexts": len(order),
             "seed": cfg.seed,
-            "tokens_per_s": n_ctx * ctx_len / max(seconds, 1e-9),
+            "tokens_per_s": len(order) * ctx_len / max(seconds, 1e-9),
             "rows_per_s": done / max(seconds, 1e-9),
             "seconds": seconds,
             "config": asdict(cfg),
@@ -334,6 +344,12 @@ def run(
         "split": "train",
         "which": s.site.which,
     }
+    if distributed.is_enabled():  # under torchrun: each rank harvests its share of the contexts
+        from monosemantic.activations.parallel import harvest_sharded
+
+        return harvest_sharded(
+            s.model, store.train, s.site.module, s.ctx_len, cfg, out, progress, force, extra, s.site.which
+        )
     return harvest(s.model, store.train, s.site.module, s.ctx_len, cfg, out, progress, force, extra, s.site.which)
 
 

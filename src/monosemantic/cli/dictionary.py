@@ -25,6 +25,13 @@ MODEL_HELP = (
     "file, or hf:NAME for a hub name already in the local cache (its artifacts go under hf-<name>)"
 )
 
+CHECKPOINT_DIR = ".checkpoint"  # inside `sae train --out DIR` while training runs
+
+
+def sae_checkpoints(layout: paths.RunLayout, model: str, hook: str) -> Path:
+    """A run's SAE-training checkpoint folder: RUN/checkpoints/sae-MODEL-HOOK."""
+    return layout.checkpoints(f"sae-{model}-{hook}")
+
 
 def train_config_classes() -> dict[str, type]:
     from monosemantic.sae.registry import ARCHITECTURES
@@ -32,11 +39,19 @@ def train_config_classes() -> dict[str, type]:
     return {name: a.train_config for name, a in ARCHITECTURES.items()}
 
 
+RESUME_HELP = (
+    "continue from the checkpoint an interrupted run left (an error if there is none); without it a "
+    "checkpoint made with the same settings is resumed too, and --force discards it"
+)
+
+
 def add_sae_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
-    """LadderConfig's flags, then the union of every architecture's train-config flags."""
+    """LadderConfig's flags, then the union of every architecture's train-config flags, then checkpointing."""
+    from monosemantic.sae.checkpoint import CheckpointConfig
     from monosemantic.sae.ladder import LadderConfig
 
     seen: set[str] = set()
+    add_dataclass_args(p, CheckpointConfig, prefix=prefix, seen=seen)
     add_dataclass_args(p, LadderConfig, prefix=prefix, seen=seen)
     for cls in train_config_classes().values():
         add_dataclass_args(p, cls, prefix=prefix, seen=seen, skip=("progress",))
@@ -58,6 +73,12 @@ def sae_configs(section: dict[str, Any], args: argparse.Namespace, prefix: str =
     base = {k: v for k, v in section.items() if k not in ladder_keys and k in own}
     train = build(cls, base, args, prefix)
     return ladder, dataclasses.replace(train, progress=getattr(args, "progress", True))
+
+
+def checkpoint_every(args: argparse.Namespace, prefix: str = "") -> int:
+    from monosemantic.sae.checkpoint import CheckpointConfig
+
+    return build(CheckpointConfig, {}, args, prefix).checkpoint_every
 
 
 def add_parsers(sub: Any, common: Any) -> None:
@@ -94,7 +115,8 @@ def add_parsers(sub: Any, common: Any) -> None:
     tr.add_argument("--hook", default=None, help="hook of the run's store (default: the harvest preset's)")
     tr.add_argument("--activations", type=Path, help="train on this store or array instead of a run's")
     tr.add_argument("--out", type=Path, help="output folder with --activations")
-    tr.add_argument("--device", default="auto", help="cpu, cuda, mps or auto")
+    tr.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (cuda:N picks a GPU)")
+    tr.add_argument("--resume", action="store_true", help=RESUME_HELP)
     add_sae_args(tr)
     tr.set_defaults(func=cmd_sae_train)
 
@@ -149,17 +171,26 @@ def harvest(
 
 
 def train_saes(
-    source: Path, out_root: Path, ladder: Any, train: Any, device: str, force: bool, extra: dict[str, Any]
+    source: Path,
+    out_root: Path,
+    ladder: Any,
+    train: Any,
+    device: str,
+    force: bool,
+    extra: dict[str, Any],
+    checkpoint: tuple[Path, int, bool] | None = None,
 ) -> dict[str, Path]:
+    """Open the activations and train the ladder; `checkpoint` is (folder, every, resume)."""
     from monosemantic.activations.store import open_activations
     from monosemantic.runtime import pick_device
     from monosemantic.sae.ladder import train_ladder
 
     acts = open_activations(source)
     acts.check_sample()  # NaN/inf stop the command before training starts
-    batches = acts.batches(train.batch_size, seed=train.seed if hasattr(train, "seed") else 0)
+    seed = train.seed if hasattr(train, "seed") else 0
+    ckpt_dir, every, resume = checkpoint or (None, 0, False)
     return train_ladder(
-        batches,
+        lambda skip: acts.batches(train.batch_size, seed=seed, skip_rows=skip),
         acts.d,
         acts.n_rows,
         ladder,
@@ -168,6 +199,9 @@ def train_saes(
         {"activations": str(source), **extra},
         force=force,
         device=pick_device(device),
+        checkpoint_dir=ckpt_dir,
+        checkpoint_every=every,
+        resume=resume,
     )
 
 
@@ -215,7 +249,8 @@ def cmd_sae_train(args: argparse.Namespace) -> None:
     if args.activations is not None:
         if args.out is None:
             raise UserError("--activations needs --out DIR for the SAEs")
-        folders = train_saes(args.activations, args.out, ladder, train, args.device, args.force, {})
+        ckpt = (args.out / CHECKPOINT_DIR, checkpoint_every(args), args.resume)
+        folders = train_saes(args.activations, args.out, ladder, train, args.device, args.force, {}, ckpt)
     else:
         if args.run is None:
             raise UserError("give --run RUN (the run's harvested activations) or --activations PATH --out DIR")
@@ -235,6 +270,7 @@ def cmd_sae_train(args: argparse.Namespace) -> None:
             args.device,
             args.force,
             {"model": key, "hook": hook},
+            (sae_checkpoints(layout, key, hook_dir), checkpoint_every(args), args.resume),
         )
     for name, folder in folders.items():
         print(f"{name:<16} {folder}")
