@@ -75,12 +75,13 @@ def main() -> None:
     seconds = time.perf_counter() - t0
     model = load_transformer(args.run / "transformer" / args.model)
     windows = torch.from_numpy(TokenStore(args.run / "tokens").val.windows(model.cfg.ctx_len + 1, args.eval_tokens))
-    names = {f"{n}/{l1:g}/{':'.join(f'{v:g}' for v in sched)}": s for (n, l1, sched), s in zip(keys, saes, strict=True)}
+    names = {f"{n}/{l1:g}/{':'.join(f'{v:g}' for v in sch)}": s for (n, l1, sch), s in zip(keys, saes, strict=True)}
     metrics = evaluate_saes(names, model, MLP_POST, windows)
 
     rows = []
-    print(f"{'features':>8} {'λ':>8} {'resampling':>16} {'steps':>6} {'L0':>8} {'FVU':>6} {'dead %':>7} {'loss rec':>8}")
-    for (n, l1, sched), (name, m) in zip(keys, metrics.items(), strict=True):
+    head = f"{'features':>8} {'λ':>8} {'resampling':>16} {'steps':>6} {'L0':>8} {'FVU':>6} {'dead %':>7}"
+    print(f"{head} {'loss rec':>8}")
+    for (n, l1, _), (name, m) in zip(keys, metrics.items(), strict=True):
         row = {
             "n_features": n,
             "l1_coeff": l1,
@@ -96,8 +97,8 @@ def main() -> None:
         }
         rows.append(row)
         print(
-            f"{n:>8} {l1:>8g} {name.split('/')[2]:>16} {args.steps:>6} {m['l0']:>8.1f} {m['fvu']:>6.3f} {100 * m['dead_frac']:>7.2f} "
-            f"{m['loss_recovered']:>8.3f}"
+            f"{n:>8} {l1:>8g} {name.split('/')[2]:>16} {args.steps:>6} {m['l0']:>8.1f} {m['fvu']:>6.3f} "
+            f"{100 * m['dead_frac']:>7.2f} {m['loss_recovered']:>8.3f}"
         )
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M"),

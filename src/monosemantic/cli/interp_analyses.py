@@ -4,8 +4,7 @@ Each opens RUN/features/features.sqlite read-write, runs one analysis of `monose
 and replaces that analysis's rows (a re-run redoes it; the rest of the database is untouched).
 SQLite commits per dictionary, so an interrupted run leaves a valid database: run it again.
 
-`add_parsers` makes the `features` group; `add_actions` adds the three commands to an existing
-`features` group (the core build's), which is how the two merge.
+`add_actions` adds the three commands to the `features` group that cli/interp.py makes.
 """
 
 from __future__ import annotations
@@ -20,11 +19,6 @@ from monosemantic import paths
 from monosemantic.cli.args import add_dataclass_args, build
 from monosemantic.errors import UserError
 from monosemantic.interp import db  # stdlib only
-
-
-def add_parsers(sub: Any, common: Any) -> None:
-    group = sub.add_parser("features", help="feature database stage").add_subparsers(dest="action", required=True)
-    add_actions(group, common)
 
 
 def add_actions(group: Any, common: Any) -> None:

@@ -11,9 +11,8 @@ For each feature the `n_links` targets with the largest w go into `logit_links` 
 included: the paper's base64 feature upweights its own tokens). Chains such as the paper's HTML
 open-tag → tag-name → tag-close → whitespace can then be followed link by link.
 
-`logit_effects` is the paper's path expansion (TM §4 "logit weights", reference §8.3). It is our
-own small function for now; the core build computes the same thing for `features.logit_json`, and
-one of the two should import the other once both are merged.
+`logit_effects` is the paper's path expansion (TM §4 "logit weights", reference §8.3), the same
+function the core build uses for `features.logit_json` (`interp/logits.py`).
 """
 
 from __future__ import annotations
@@ -26,8 +25,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from monosemantic.data.tokens import TokenStore
-from monosemantic.interp import db
-from monosemantic.interp.forward import to_resid
+from monosemantic.interp import db, logits
 from monosemantic.interp.loaded import Dictionary
 from monosemantic.interp.stream import held_out_contexts
 from monosemantic.paths import RunLayout
@@ -36,26 +34,16 @@ from monosemantic.transformer.train import load_transformer
 
 
 def logit_effects(W_dec: Tensor, W_out: Tensor, ln_gain: Tensor, inv_sigma: float, W_U: Tensor) -> Tensor:
-    """Each direction's effect on the logits, median-shifted (TM §4: "d_i W_down π L W_unembed").
-
-    Args:
-        W_dec: `[n, d_mlp]` feature directions; W_out: `[d_mlp, d_model]`; ln_gain: `[d_model]` the
-            final LayerNorm's weight; inv_sigma: the mean of 1/σ at ln_f over data (the paper's L
-            approximates the LN scale; how is not stated, reference §13: this is our choice);
-            W_U: `[d_model, vocab]`.
-    Returns: `[n, vocab]`, each row shifted so its median is 0 (softmax is shift-invariant; TM §4).
-    """
-    r = W_dec.float() @ W_out.float()  # [n, d_model]
-    r = r - r.mean(1, keepdim=True)  # π: LayerNorm removes the mean
-    logits = (r * ln_gain * inv_sigma) @ W_U.float()  # [n, vocab]
-    return logits - logits.median(1, keepdim=True).values
+    """Each direction's logit weights `[n, vocab]` (`logits.logit_effects`: W_dec `[n, d_mlp]`, W_out
+    `[d_mlp, d_model]`, ln_gain `[d_model]`, W_U `[d_model, vocab]`), each row shifted to median 0
+    over the whole vocabulary (TM §4; every token counts here, rare ones too: they are targets)."""
+    raw = logits.logit_effects(W_dec.float(), W_out.float(), ln_gain.float(), inv_sigma, W_U.float())
+    return logits.median_shift(raw, torch.ones(raw.shape[1], dtype=torch.bool))
 
 
 def mean_inv_sigma(model: Transformer, tokens: Tensor) -> float:
-    """Mean over `tokens [B, T]` of 1/σ of the residual stream that ln_f normalises."""
-    _, resid = to_resid(model, tokens)
-    sigma = torch.sqrt(resid.float().var(-1, unbiased=False) + model.ln_f.eps)
-    return float((1 / sigma).mean())
+    """Mean over `tokens [B, T]` of 1/σ of the residual stream that ln_f normalises (`logits.ln_inv_scale`)."""
+    return logits.ln_inv_scale(model, tokens)
 
 
 def target_tokens(conn: sqlite3.Connection, dictionary_id: int, stream: np.ndarray, vocab: int, n: int) -> Tensor:
