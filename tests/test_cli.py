@@ -35,6 +35,8 @@ def test_tiny_demo_end_to_end_then_skips(user_corpus, tmp_path, capsys):
         assert 0 < m["l0"] < int(name.split("-")[1]) and 0 < m["loss_recovered"] <= 1
         assert (run / f"eval/A/{hook}/{name}/density.png").read_bytes()[:4] == b"\x89PNG"
     assert "loss rec" in out
+    assert (run / "features/features.sqlite").is_file() and (run / "features/config.json").is_file()
+    assert "monosemantic serve" in out
     metrics = json.loads((run / "transformer/A/metrics.json").read_text())
     assert metrics["val_loss"] < metrics["unigram_loss"]
     assert {"bigram_loss", "tokens_per_s", "train_seconds", "val_tokens"} <= set(metrics)

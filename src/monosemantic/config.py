@@ -14,7 +14,7 @@ from typing import Any
 from monosemantic.errors import UserError
 from monosemantic.io import read_json
 
-SECTIONS = ("corpus", "tokenizer", "tokens", "transformer", "lm", "harvest", "sae", "eval")
+SECTIONS = ("corpus", "tokenizer", "tokens", "transformer", "lm", "harvest", "sae", "eval", "features")
 
 
 def preset_names() -> list[str]:

@@ -59,6 +59,7 @@ def _section_classes() -> dict[str, type]:
     from monosemantic.data.tokenizer import TokenizerConfig
     from monosemantic.data.tokens import TokensConfig
     from monosemantic.eval.report import EvalConfig
+    from monosemantic.interp.build import FeaturesConfig
     from monosemantic.transformer.model import TransformerConfig
     from monosemantic.transformer.train import LMTrainConfig
 
@@ -71,6 +72,7 @@ def _section_classes() -> dict[str, type]:
         "lm": LMTrainConfig,
         "harvest": HarvestConfig,
         "eval": EvalConfig,
+        "features": FeaturesConfig,
     }
 
 
@@ -266,6 +268,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         (dictionary.sae_checkpoints(layout, "A", hook), dictionary.checkpoint_every(args, "sae"), False),
     )
     evals = distributed.main_first(lambda: dictionary.evaluate(layout, "A", cfgs["eval"], once, args.progress))
+    features = distributed.main_first(lambda: _features(layout, cfgs["features"], once, args.progress))
 
     if not distributed.is_main():
         return  # rank 0 prints the summary
@@ -278,6 +281,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         ("baselines", f"bigram {m['bigram_loss']:.3f}, unigram {m['unigram_loss']:.3f}"),
         ("training", f"{m['train_tokens']:,} tokens in {m['train_seconds']:.0f} s ({m['tokens_per_s']:,.0f} tokens/s)"),
         ("harvest", f"{acts['n_rows']:,} activations of {hook} ({acts['d']}-d)"),
+        ("features", f"{features}"),
         ("total", f"{time.perf_counter() - t0:.0f} s"),
     ]
     for k, v in rows:
@@ -287,6 +291,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"\nbrowse the features:  {browser.serve_command(run)}")
     if args.open:
         browser.serve(run, open_browser=True)
+
+
+def _features(layout: paths.RunLayout, cfg: Any, force: bool, progress: bool) -> Path:
+    """The feature database with every analysis (interp/build.py, interp/analyses.py)."""
+    from monosemantic.interp.build import build_features
+
+    return build_features(layout, cfg, force, progress)
 
 
 def main(argv: list[str] | None = None) -> int:
