@@ -1,0 +1,69 @@
+"""Streaming Pearson correlation between every column of X and every column of Y.
+
+The proxies (TM §5) and universality (TM §6) correlate activations over a million tokens or more;
+only sums are kept, so memory is `O(F·P)` whatever the token count:
+
+    n, Σx, Σx², Σy, Σy², Σxy   →   r = (n Σxy − Σx Σy) / sqrt((n Σx² − (Σx)²)(n Σy² − (Σy)²))
+
+Sums are float64 (float32 sums of a million squares lose the digits the subtraction needs). A
+column that never varies has no correlation: NaN, which callers read as "dead".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def pearson_from_sums(
+    n: float, sx: np.ndarray, sxx: np.ndarray, sy: np.ndarray, syy: np.ndarray, sxy: np.ndarray
+) -> np.ndarray:
+    """[F, P] correlations from the sums (`sx`, `sxx`: [F]; `sy`, `syy`: [P]; `sxy`: [F, P])."""
+    vx = n * sxx - sx**2
+    vy = n * syy - sy**2
+    cov = n * sxy - np.outer(sx, sy)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        den = np.sqrt(np.outer(np.maximum(vx, 0), np.maximum(vy, 0)))
+        r = cov / den
+    # Relative tolerance: a constant column's variance is rounding noise, not signal.
+    dead = (vx[:, None] <= 1e-12 * np.maximum(n * sxx, 1e-300)[:, None]) | (
+        vy[None, :] <= 1e-12 * np.maximum(n * syy, 1e-300)[None, :]
+    )
+    r[dead | (den == 0)] = np.nan
+    return np.clip(r, -1.0, 1.0)
+
+
+class PearsonAccumulator:
+    """Accumulate X [T, F] against Y [T, P] over batches of tokens; `corr()` is [F, P].
+
+    X may be sparse in practice (SAE features): `update` multiplies through a sparse copy of X
+    when fewer than `sparse_below` of its entries are nonzero, which turns the [F, T] @ [T, P]
+    product into O(nnz(X) · P) work. Both paths give the same sums (tested).
+    """
+
+    def __init__(self, n_x: int, n_y: int, sparse_below: float = 0.05):
+        self.n = 0
+        self.sx = np.zeros(n_x)
+        self.sxx = np.zeros(n_x)
+        self.sy = np.zeros(n_y)
+        self.syy = np.zeros(n_y)
+        self.sxy = torch.zeros(n_x, n_y, dtype=torch.float64)
+        self.sparse_below = sparse_below
+
+    @torch.inference_mode()
+    def update(self, x: Tensor, y: Tensor) -> None:
+        """`x`: [T, F], `y`: [T, P], the same T tokens in the same order."""
+        x, y = x.double(), y.double()
+        self.n += x.shape[0]
+        self.sx += x.sum(0).numpy()
+        self.sxx += (x * x).sum(0).numpy()
+        self.sy += y.sum(0).numpy()
+        self.syy += (y * y).sum(0).numpy()
+        if x.numel() and (x != 0).sum().item() < self.sparse_below * x.numel():
+            self.sxy += torch.sparse.mm(x.t().to_sparse(), y)
+        else:
+            self.sxy += x.t() @ y
+
+    def corr(self) -> np.ndarray:
+        return pearson_from_sums(self.n, self.sx, self.sxx, self.sy, self.syy, self.sxy.numpy())
