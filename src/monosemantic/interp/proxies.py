@@ -100,8 +100,14 @@ class _Plot:
         return float(self.mass[1] / self.mass[0]) if self.mass[0] else float("nan")
 
     def to_json(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        spec = {"edges": self.act_edges.tolist(), "tokens": self.spec[0].tolist(), "proxy_tokens": self.spec[1].tolist(),
-                "act": self.spec[2].tolist(), "proxy_act": self.spec[3].tolist(), "specificity": self.specificity()}
+        spec = {
+            "edges": self.act_edges.tolist(),
+            "tokens": self.spec[0].tolist(),
+            "proxy_tokens": self.spec[1].tolist(),
+            "act": self.spec[2].tolist(),
+            "proxy_act": self.spec[3].tolist(),
+            "specificity": self.specificity(),
+        }
         sens = {"edges": self.llr_edges.tolist(), "tokens": self.sens[0].tolist(), "fires": self.sens[1].tolist(),
                 "act": self.sens[2].tolist(), "sensitivity": self.sensitivity()}  # fmt: skip
         return spec, sens
@@ -141,7 +147,8 @@ def run_proxies(conn: sqlite3.Connection, layout: paths.RunLayout, cfg: ProxyCon
             ids = ctx.tokens[lo:hi]
             acts, feats = dictionary_activations(model, hook, saes, torch.from_numpy(ids))
             llr = pset.llr(ids).reshape(P, -1)
-            out = {"neurons": acts.reshape(-1, acts.shape[-1]), **{n: f.reshape(-1, f.shape[-1]) for n, f in feats.items()}}
+            out = {n: f.reshape(-1, f.shape[-1]) for n, f in feats.items()}
+            out["neurons"] = acts.reshape(-1, acts.shape[-1])
             yield out, llr, pset.values(llr), synthetic[lo:hi].reshape(-1)
 
     # Pass 1: correlation sums per slice and dictionary; maxima for the plots' bins.
@@ -217,8 +224,9 @@ def format_case_study(summary: dict, dictionary: str | None = None) -> str:
         if r["dictionary"] != d:
             continue
         lines.append(
-            f"{r['name']:<10} {SLICES[r['with_synthetic']]:<18} {_fmt(r['feature'], 'd'):>8} {_fmt(r['feature_corr']):>6}"
-            f" {_fmt(r['neuron'], 'd'):>7} {_fmt(r['neuron_corr']):>6} {_fmt(r['paper_corr']):>8}"
+            f"{r['name']:<10} {SLICES[r['with_synthetic']]:<18} {_fmt(r['feature'], 'd'):>8}"
+            f" {_fmt(r['feature_corr']):>6} {_fmt(r['neuron'], 'd'):>7} {_fmt(r['neuron_corr']):>6}"
+            f" {_fmt(r['paper_corr']):>8}"
             f" {_fmt(r['specificity']):>6} {_fmt(r['sensitivity']):>6}"
         )
     return "\n".join(lines)
