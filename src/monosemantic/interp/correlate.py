@@ -54,16 +54,25 @@ class PearsonAccumulator:
     @torch.inference_mode()
     def update(self, x: Tensor, y: Tensor) -> None:
         """`x`: [T, F], `y`: [T, P], the same T tokens in the same order."""
-        x, y = x.double(), y.double()
         self.n += x.shape[0]
-        self.sx += x.sum(0).numpy()
-        self.sxx += (x * x).sum(0).numpy()
-        self.sy += y.sum(0).numpy()
-        self.syy += (y * y).sum(0).numpy()
-        if x.numel() and (x != 0).sum().item() < self.sparse_below * x.numel():
-            self.sxy += torch.sparse.mm(x.t().to_sparse(), y)
+        yd = y.double()
+        self.sy += yd.sum(0).numpy()
+        self.syy += (yd * yd).sum(0).numpy()
+        nz = x.nonzero()
+        if len(nz) < self.sparse_below * x.numel():
+            # Only the nonzero entries: O(nnz) for the sums, O(nnz · P) for the cross products.
+            rows, cols = nz[:, 0], nz[:, 1]
+            v = x[rows, cols].double()
+            sx, sxx = torch.zeros(x.shape[1], dtype=torch.float64), torch.zeros(x.shape[1], dtype=torch.float64)
+            self.sx += sx.index_add_(0, cols, v).numpy()
+            self.sxx += sxx.index_add_(0, cols, v * v).numpy()
+            xt = torch.sparse_coo_tensor(torch.stack([cols, rows]), v, (x.shape[1], x.shape[0]), check_invariants=False)
+            self.sxy += torch.sparse.mm(xt, yd)
         else:
-            self.sxy += x.t() @ y
+            xd = x.double()
+            self.sx += xd.sum(0).numpy()
+            self.sxx += (xd * xd).sum(0).numpy()
+            self.sxy += xd.t() @ yd
 
     def corr(self) -> np.ndarray:
         return pearson_from_sums(self.n, self.sx, self.sxx, self.sy, self.syy, self.sxy.numpy())

@@ -14,6 +14,7 @@ from torch import nn
 
 from monosemantic import paths
 from monosemantic.errors import UserError
+from monosemantic.interp.db import add_dictionary
 from monosemantic.sae.model import SparseAutoencoder
 
 
@@ -64,3 +65,30 @@ def load_saes(layout: paths.RunLayout, rows: list[DictRow]) -> dict[str, SparseA
             raise UserError(f"{folder}: no SAE here, but the feature database lists {r.model}/{r.name}")
         out[r.name] = SparseAutoencoder.load(folder).eval()
     return out
+
+
+def ensure_dictionaries(conn: sqlite3.Connection, layout: paths.RunLayout, model: str, hook: str) -> list[DictRow]:
+    """The model's dictionaries, registering any missing ones found on disk (its neurons, its SAEs).
+
+    The core build registers model A's; universality needs model B's, which have no feature rows
+    of their own (`n_tokens` 0 marks a dictionary registered only to be matched against).
+    """
+    import re
+
+    from monosemantic.io import read_json
+
+    have = {r.name for r in dictionaries(conn, model)}
+    folder = layout.transformer(model)
+    if "neurons" not in have and (folder / paths.CONFIG).is_file():
+        d_mlp = read_json(folder / paths.CONFIG)["model"]["d_mlp"]
+        add_dictionary(conn, name="neurons", model=model, hook=hook, kind="neurons", n_features=d_mlp, n_tokens=0)
+    root = layout.saes(model, hook)
+    for sae_dir in sorted(root.glob("*")) if root.is_dir() else []:
+        if sae_dir.name in have or not (sae_dir / paths.SAE_CONFIG).is_file():
+            continue
+        cfg = read_json(sae_dir / paths.SAE_CONFIG)
+        n = int(cfg.get("n_features") or re.sub(r"\D", "", sae_dir.name.rpartition("-")[2]) or 0)
+        add_dictionary(conn, name=sae_dir.name, model=model, hook=hook, kind="sae", n_features=n, n_tokens=0,
+                       architecture=cfg.get("architecture"))  # fmt: skip
+    conn.commit()
+    return dictionaries(conn, model)

@@ -165,6 +165,12 @@ def script_mask(text: str, ranges: Sequence[tuple[int, int]]) -> tuple[np.ndarra
     return inside, np.isin(cp, (9, 10, 11, 12, 13, 32))
 
 
+def _in_script(s: str, ranges: Sequence[tuple[int, int]]) -> bool:
+    """A string on its own: some non-space character, and all of them in the script (`script_mask`)."""
+    chars = [ord(c) for c in s if c not in "\t\n\x0b\x0c\r "]
+    return bool(chars) and all(any(lo <= c <= hi for lo, hi in ranges) for c in chars)
+
+
 def regex_mask(text: str, pattern: re.Pattern[str]) -> np.ndarray:
     mask = np.zeros(len(text), dtype=bool)
     for m in pattern.finditer(text):
@@ -172,13 +178,17 @@ def regex_mask(text: str, pattern: re.Pattern[str]) -> np.ndarray:
     return mask
 
 
-def holds_in_context(p: Proxy, tok_bytes: Sequence[bytes], ids: np.ndarray) -> np.ndarray:
-    """bool [T]: the script/regex predicate of each token of one sequence, decoded in context."""
-    text, first, stop = char_spans(tok_bytes, ids)
+def holds(p: Proxy, text: str, first: np.ndarray, stop: np.ndarray) -> np.ndarray:
+    """bool [T]: the script/regex predicate of each token, given `char_spans` of its sequence."""
     if p.kind == "script":
         inside, space = script_mask(text, p.ranges)
         return span_all(inside, space, first, stop)
     return span_any(regex_mask(text, re.compile(p.pattern)), first, stop)
+
+
+def holds_in_context(p: Proxy, tok_bytes: Sequence[bytes], ids: np.ndarray) -> np.ndarray:
+    """bool [T]: the script/regex predicate of each token of one sequence, decoded in context."""
+    return holds(p, *char_spans(tok_bytes, ids))
 
 
 # --- fitted proxies -------------------------------------------------------------------------------
@@ -207,8 +217,9 @@ class ProxySet:
         for lo in range(0, len(sample), chunk):
             ids = np.asarray(sample[lo : lo + chunk], dtype=np.int64)
             seen += np.bincount(ids, minlength=V)[:V]
+            spans = char_spans(self.tok_bytes, ids)
             for p in counted:
-                hits[p.name] += np.bincount(ids, weights=holds_in_context(p, self.tok_bytes, ids), minlength=V)[:V]
+                hits[p.name] += np.bincount(ids, weights=holds(p, *spans), minlength=V)[:V]
         for p in self.proxies:
             if p.kind == "chars":
                 self.table[p.name] = chars_logp(strings, empty, p.alphabet)
@@ -216,8 +227,7 @@ class ProxySet:
                 self.base_rate[p.name] = max(hits[p.name].sum() / max(seen.sum(), 1), FLOOR)
             if p.kind == "script":
                 # Tokens unseen in the sample: judge their own characters (0 for fragments).
-                alone = np.array([bool(span_all(*script_mask(s, p.ranges), np.array([0]), np.array([len(s)]))[0])
-                                  for s in strings])  # fmt: skip
+                alone = np.array([_in_script(s, p.ranges) for s in strings])
                 self.table[p.name] = np.where(seen > 0, hits[p.name] / np.maximum(seen, 1), alone.astype(float))
 
     @property

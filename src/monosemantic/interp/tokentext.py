@@ -61,10 +61,13 @@ def char_spans(tok_bytes: Sequence[bytes], ids: np.ndarray) -> tuple[str, np.nda
     char_of_byte = np.cumsum(lead) - 1
     starts = np.flatnonzero(lead)
     raw = buf.tobytes()
-    chars = []
-    for a, b in zip(starts, [*starts[1:], len(raw)], strict=True):
-        c = raw[a:b].decode("utf-8", errors="replace")
-        chars.append(c if len(c) == 1 else "\ufffd")
+    text = raw.decode("utf-8", errors="replace")
+    if len(text) != len(starts) or "\ufffd" in text:  # invalid UTF-8: one character per lead byte
+        chars = []
+        for a, b in zip(starts, [*starts[1:], len(raw)], strict=True):
+            c = raw[a:b].decode("utf-8", errors="replace")
+            chars.append(c if len(c) == 1 else "\ufffd")
+        text = "".join(chars)
     byte_end = np.cumsum(lens)
     byte_start = byte_end - lens
     first = np.zeros(len(parts), dtype=np.int64)
@@ -72,7 +75,7 @@ def char_spans(tok_bytes: Sequence[bytes], ids: np.ndarray) -> tuple[str, np.nda
     has = lens > 0
     first[has] = char_of_byte[byte_start[has]]
     stop[has] = char_of_byte[byte_end[has] - 1] + 1
-    return "".join(chars), first, stop
+    return text, first, stop
 
 
 def span_all(mask: np.ndarray, ignore: np.ndarray, first: np.ndarray, stop: np.ndarray) -> np.ndarray:
