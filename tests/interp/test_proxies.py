@@ -104,6 +104,12 @@ def test_pearson_accumulator_sparse_and_dense_paths_match_numpy():
         for lo in range(0, 500, 128):
             acc.update(torch.from_numpy(x[lo : lo + 128]), torch.from_numpy(y[lo : lo + 128]))
         r = acc.corr()
+        kept = PearsonAccumulator(7, 2, sparse_below=sparse_below)
+        keep = rng.random(500) < 0.5
+        kept.update(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(keep))
+        np.testing.assert_allclose(
+            np.nan_to_num(kept.corr()), np.nan_to_num(np.corrcoef(x[keep].T, y[keep].T)[:7, 7:]), atol=1e-10
+        )
         assert np.isnan(r[3]).all()
         want = np.corrcoef(x.T, y.T)[:7, 7:]
         np.testing.assert_allclose(np.delete(r, 3, 0), np.delete(want, 3, 0), atol=1e-10)

@@ -52,24 +52,36 @@ class PearsonAccumulator:
         self.sparse_below = sparse_below
 
     @torch.inference_mode()
-    def update(self, x: Tensor, y: Tensor) -> None:
-        """`x`: [T, F], `y`: [T, P], the same T tokens in the same order."""
-        self.n += x.shape[0]
+    def update(self, x: Tensor, y: Tensor, keep: Tensor | None = None, nz: Tensor | None = None) -> None:
+        """`x`: [T, F], `y`: [T, P], the same T tokens in the same order.
+
+        `keep`: bool [T], count only those tokens; `nz`: `x.nonzero()` when the caller already has it
+        (several accumulators over one `x` share it).
+        """
+        if keep is not None:
+            y = y[keep]
+        self.n += y.shape[0]
         yd = y.double()
         self.sy += yd.sum(0).numpy()
         self.syy += (yd * yd).sum(0).numpy()
-        nz = x.nonzero()
-        if len(nz) < self.sparse_below * x.numel():
+        if nz is None and torch.count_nonzero(x).item() < self.sparse_below * x.numel():
+            nz = x.nonzero()
+        if nz is not None and len(nz) < self.sparse_below * x.numel():
             # Only the nonzero entries: O(nnz) for the sums, O(nnz · P) for the cross products.
             rows, cols = nz[:, 0], nz[:, 1]
             v = x[rows, cols].double()
+            if keep is not None:
+                kept = keep[rows]
+                rows, cols, v = (torch.cumsum(keep, 0) - 1)[rows[kept]], cols[kept], v[kept]
             sx, sxx = torch.zeros(x.shape[1], dtype=torch.float64), torch.zeros(x.shape[1], dtype=torch.float64)
             self.sx += sx.index_add_(0, cols, v).numpy()
             self.sxx += sxx.index_add_(0, cols, v * v).numpy()
-            xt = torch.sparse_coo_tensor(torch.stack([cols, rows]), v, (x.shape[1], x.shape[0]), check_invariants=False)
+            xt = torch.sparse_coo_tensor(
+                torch.stack([cols, rows]), v, (x.shape[1], y.shape[0]), check_invariants=False
+            )
             self.sxy += torch.sparse.mm(xt, yd)
         else:
-            xd = x.double()
+            xd = (x if keep is None else x[keep]).double()
             self.sx += xd.sum(0).numpy()
             self.sxx += (xd * xd).sum(0).numpy()
             self.sxy += xd.t() @ yd

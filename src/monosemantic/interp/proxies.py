@@ -41,6 +41,7 @@ from monosemantic.interp.loading import DictRow, dictionaries, load_model, load_
 from monosemantic.interp.proxy_defs import BUILTIN, ProxySet, select
 from monosemantic.interp.stream import dictionary_activations, held_out_contexts
 from monosemantic.interp.tokentext import vocab_bytes
+from monosemantic.sae.model import SparseAutoencoder
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +143,14 @@ def run_proxies(conn: sqlite3.Connection, layout: paths.RunLayout, cfg: ProxyCon
     dicts = ["neurons", *saes]
     width = {"neurons": model.cfg.d_mlp, **{n: s.cfg.n_features for n, s in saes.items()}}
 
-    def batches(desc: str):
+    def batches(desc: str, columns: dict[str, list[int]] | None = None):
         for lo, hi in tqdm(list(ctx.batches(cfg.batch_size)), desc=desc, disable=not progress):
             ids = ctx.tokens[lo:hi]
-            acts, feats = dictionary_activations(model, hook, saes, torch.from_numpy(ids))
+            if columns is None:
+                acts, feats = dictionary_activations(model, hook, saes, torch.from_numpy(ids))
+            else:  # pass 2 needs only the best features: encode just those columns
+                acts, _ = dictionary_activations(model, hook, {}, torch.from_numpy(ids))
+                feats = {n: encode_columns(saes[n], acts, c) for n, c in columns.items()}
             llr = pset.llr(ids).reshape(P, -1)
             out = {n: f.reshape(-1, f.shape[-1]) for n, f in feats.items()}
             out["neurons"] = acts.reshape(-1, acts.shape[-1])
@@ -157,23 +162,25 @@ def run_proxies(conn: sqlite3.Connection, layout: paths.RunLayout, cfg: ProxyCon
     llr_max, held = np.zeros(P), {s: np.zeros(P, dtype=np.int64) for s in SLICES}
     for out, llr, val, syn in batches("proxies: correlate"):
         y = torch.from_numpy(val.T)
+        nz = {d: out[d].nonzero() if d in saes else None for d in dicts}  # SAE features are sparse
         for s in SLICES:
-            keep = torch.from_numpy(~syn) if s == 0 else slice(None)
-            held[s] += (y[keep] > 0).sum(0).numpy()
+            keep = torch.from_numpy(~syn) if s == 0 else None
+            held[s] += ((y if keep is None else y[keep]) > 0).sum(0).numpy()
             for d in dicts:
-                acc[s, d].update(out[d][keep], y[keep])
+                acc[s, d].update(out[d], y, keep, nz[d])
         for d in dicts:
-            act_max[d] = np.maximum(act_max[d], out[d].max(0).values.numpy())
+            act_max[d] = np.maximum(act_max[d], out[d].amax(0).numpy())
         llr_max = np.maximum(llr_max, llr.max(1))
     best = {(s, d): _best(acc[s, d].corr()) for s in SLICES for d in dicts}
 
     # Pass 2: the plots of each SAE's best feature per proxy and slice.
     plots = {(s, d, k): _Plot(act_max[d][best[s, d][0][k]], llr_max[k], cfg.n_bins)
              for s in SLICES for d in saes for k in range(P) if best[s, d][0][k] >= 0}  # fmt: skip
-    for out, llr, val, syn in batches("proxies: plots"):
+    columns = {d: sorted({int(best[s, d][0][k]) for s in SLICES for k in range(P)} - {-1}) for d in saes}
+    for out, llr, val, syn in batches("proxies: plots", columns):
         for (s, d, k), plot in plots.items():
             keep = ~syn if s == 0 else np.ones_like(syn)
-            a = out[d][:, best[s, d][0][k]].numpy()
+            a = out[d][:, columns[d].index(int(best[s, d][0][k]))].numpy()
             plot.add(a[keep], val[k][keep], llr[k][keep])
 
     ids = {r.name: r.id for r in sae_rows}
@@ -208,6 +215,22 @@ def run_proxies(conn: sqlite3.Connection, layout: paths.RunLayout, cfg: ProxyCon
     db.set_summary(conn, "case_study", summary)
     conn.commit()
     return json.loads(db.dumps(summary))  # what the database holds: NaN (no correlation) as None
+
+
+@torch.inference_mode()
+def encode_columns(sae: SparseAutoencoder, acts: torch.Tensor, columns: list[int]) -> torch.Tensor:
+    """Activations `[..., len(columns)]` of some features of `sae` on neuron activations `acts [..., d]`.
+
+    For an SAE whose nonlinearity is elementwise (ReLU: the paper's and April's) only those columns
+    of the encoder are multiplied; for others (TopK needs every pre-activation) all are encoded.
+    """
+    x = acts.reshape(-1, acts.shape[-1])
+    if type(sae).activation is SparseAutoencoder.activation:
+        x_bar = x - sae.b_dec if sae.pre_encoder_bias else x
+        f = torch.relu(x_bar @ sae.W_enc[:, columns] + sae.b_enc[columns])
+    else:
+        f = sae.encode(x)[:, columns]
+    return f.view(*acts.shape[:-1], len(columns))
 
 
 def _int(i: Any) -> int | None:
