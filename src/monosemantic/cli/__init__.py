@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from monosemantic import __version__, paths
-from monosemantic.cli import dictionary
+from monosemantic.cli import dictionary, interp_b
 from monosemantic.cli.args import add_dataclass_args, build
 from monosemantic.errors import UserError
 
@@ -142,7 +142,10 @@ def _parser() -> argparse.ArgumentParser:
     add_dataclass_args(lt, TransformerConfig, skip=("vocab_size",))
     add_dataclass_args(lt, LMTrainConfig)
     lt.set_defaults(func=cmd_lm_train)
+    interp_b.add_lm_parsers(lm, _common)
     dictionary.add_parsers(sub, _common)
+    features = sub.add_parser("features", help="the feature database and its analyses")
+    interp_b.add_parsers(features.add_subparsers(dest="action", required=True), _common)
     return root
 
 

@@ -165,7 +165,7 @@ def script_mask(text: str, ranges: Sequence[tuple[int, int]]) -> tuple[np.ndarra
     return inside, np.isin(cp, (9, 10, 11, 12, 13, 32))
 
 
-def _in_script(s: str, ranges: Sequence[tuple[int, int]]) -> bool:
+def in_script(s: str, ranges: Sequence[tuple[int, int]]) -> bool:
     """A string on its own: some non-space character, and all of them in the script (`script_mask`)."""
     chars = [ord(c) for c in s if c not in "\t\n\x0b\x0c\r "]
     return bool(chars) and all(any(lo <= c <= hi for lo, hi in ranges) for c in chars)
@@ -227,7 +227,7 @@ class ProxySet:
                 self.base_rate[p.name] = max(hits[p.name].sum() / max(seen.sum(), 1), FLOOR)
             if p.kind == "script":
                 # Tokens unseen in the sample: judge their own characters (0 for fragments).
-                alone = np.array([_in_script(s, p.ranges) for s in strings])
+                alone = np.array([in_script(s, p.ranges) for s in strings])
                 self.table[p.name] = np.where(seen > 0, hits[p.name] / np.maximum(seen, 1), alone.astype(float))
 
     @property
