@@ -31,6 +31,63 @@ def _open(path: Path, layout: RunLayout, models: list[str]):
     return conn
 
 
+def collect_examples(conn, layout: RunLayout, n_tokens: int, sae_name: str, n_features: int, seed: int = 0) -> None:
+    """A stand-in for the core build's examples (only for this benchmark): per sampled feature and
+    neuron, the 20 top-activating tokens and 10 random tokens of `n_tokens` held-out tokens, each
+    with a ±7-token window, plus the features rows autointerp reads."""
+    import numpy as np
+    import torch
+
+    from monosemantic.data.tokenizer import load_tokenizer
+    from monosemantic.data.tokens import TokenStore
+    from monosemantic.interp.loading import dictionaries, load_model, load_saes
+    from monosemantic.interp.stream import dictionary_activations, held_out_contexts
+    from monosemantic.interp.tokentext import vocab_bytes, vocab_strings
+    from monosemantic.paths import TOKENIZER_JSON
+
+    strings = vocab_strings(vocab_bytes(load_tokenizer(layout.tokenizer / TOKENIZER_JSON)))
+    rows = {r.name: r for r in dictionaries(conn, "A")}
+    model = load_model(layout, "A")
+    saes = load_saes(layout, [rows[sae_name]])
+    ctx = held_out_contexts(TokenStore(layout.tokens), model.cfg.ctx_len, n_tokens)
+    rng = np.random.default_rng(seed)
+    cols = {"neurons": np.sort(rng.choice(rows["neurons"].n_features, n_features, replace=False)),
+            sae_name: np.sort(rng.choice(rows[sae_name].n_features, n_features, replace=False))}  # fmt: skip
+    acts = {d: [] for d in cols}
+    for lo, hi in ctx.batches(16):
+        neurons, feats = dictionary_activations(
+            model, model.hook_point(MLP_POST), saes, torch.from_numpy(ctx.tokens[lo:hi])
+        )
+        acts["neurons"].append(neurons.reshape(-1, neurons.shape[-1])[:, cols["neurons"]])
+        acts[sae_name].append(feats[sae_name].reshape(-1, feats[sae_name].shape[-1])[:, cols[sae_name]])
+    T = ctx.tokens.shape[1]
+    flat = ctx.tokens.reshape(-1)
+    for d, c in cols.items():
+        a = torch.cat(acts[d]).numpy()
+        feat_rows, ex_rows = [], []
+        for j, f in enumerate(c):
+            col = a[:, j]
+            n_active = int((col > 0).sum())
+            feat_rows.append({"dictionary_id": rows[d].id, "feature": int(f), "density": n_active / len(col),
+                              "n_active": n_active, "max_act": float(col.max())})  # fmt: skip
+            if n_active == 0:
+                continue
+            top = np.argsort(-col)[:20]
+            rand = rng.choice(len(col), 10, replace=False)
+            for kind, picks in (("top", top), ("random", rand)):
+                for rank, i in enumerate(picks):
+                    ci, pos = divmod(int(i), T)
+                    lo, hi = max(0, pos - 7), min(T, pos + 8)
+                    ex_rows.append({"dictionary_id": rows[d].id, "feature": int(f), "kind": kind, "interval": None,
+                                    "rank": rank, "ctx_offset": int(ctx.offsets[ci]), "ctx_pos": pos, "src": None,
+                                    "max_act": float(col[i]), "max_index": pos - lo,
+                                    "tokens_json": [strings[t] for t in flat[ci * T + lo : ci * T + hi]],
+                                    "acts_json": col[ci * T + lo : ci * T + hi].tolist()})  # fmt: skip
+        db.insert_rows(conn, "features", feat_rows)
+        db.insert_rows(conn, "examples", ex_rows)
+    conn.commit()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["case-study", "universality", "autointerp"])
@@ -38,6 +95,10 @@ def main() -> None:
     p.add_argument("--db", type=Path, required=True)
     p.add_argument("--n-tokens", type=int, default=1_000_000)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument(
+        "--sae", default="tm2023-4096", help="autointerp: the SAE whose features are scored beside the neurons"
+    )
+    p.add_argument("--n-features", type=int, default=300, help="autointerp: features (and neurons) sampled")
     args = p.parse_args()
     tune_allocator()
     layout = RunLayout(args.run)
@@ -59,7 +120,10 @@ def main() -> None:
         from monosemantic.interp.autointerp import AutoInterpConfig, format_interpretability, run_autointerp
 
         conn = _open(args.db, layout, ["A", "A-shuffled"])
-        summary = run_autointerp(conn, layout, AutoInterpConfig())
+        if conn.execute("SELECT count(*) FROM examples").fetchone()[0] == 0:
+            collect_examples(conn, layout, args.n_tokens, args.sae, args.n_features)
+        cfg = AutoInterpConfig(models="A", max_features=args.n_features)
+        summary = run_autointerp(conn, layout, cfg)
         print(format_interpretability(summary))
     seconds = time.perf_counter() - t0
     print(f"{seconds:.0f} s")

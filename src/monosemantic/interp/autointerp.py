@@ -41,8 +41,8 @@ from monosemantic.interp.explain import (
     Simulator,
     simulation_score,
 )
-from monosemantic.interp.loading import DictRow, dictionaries
 from monosemantic.interp.llm import ChatClient, LLMConfig, LLMExplainer, LLMSimulator
+from monosemantic.interp.loading import DictRow, dictionaries
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,7 @@ def run_autointerp(
     dicts = [d for d in dictionaries(conn) if not wanted or d.model in wanted]
     if not dicts:
         raise UserError("feature database: no dictionaries to explain; run `monosemantic features build` first")
+
     def one(task: tuple[int, list[dict], dict]) -> tuple[int, str, float, bool]:
         f, rows, sources = task
         ex_explain, ex_test = split_examples(rows, cfg.window)
@@ -143,7 +144,9 @@ def run_autointerp(
         for f in _sample(conn, d, cfg):
             rows = feature_examples(conn, d.id, f)
             if len(rows) >= cfg.min_examples:
-                src = conn.execute("SELECT source_json FROM features WHERE dictionary_id = ? AND feature = ?", (d.id, f))
+                src = conn.execute(
+                    "SELECT source_json FROM features WHERE dictionary_id = ? AND feature = ?", (d.id, f)
+                )
                 tasks.append((f, rows, json.loads(src.fetchone()[0] or "{}")))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             results = list(tqdm(pool.map(one, tasks), total=len(tasks), desc=f"explain {d.model}/{d.name}",

@@ -76,9 +76,7 @@ class PearsonAccumulator:
             sx, sxx = torch.zeros(x.shape[1], dtype=torch.float64), torch.zeros(x.shape[1], dtype=torch.float64)
             self.sx += sx.index_add_(0, cols, v).numpy()
             self.sxx += sxx.index_add_(0, cols, v * v).numpy()
-            xt = torch.sparse_coo_tensor(
-                torch.stack([cols, rows]), v, (x.shape[1], y.shape[0]), check_invariants=False
-            )
+            xt = torch.sparse_coo_tensor(torch.stack([cols, rows]), v, (x.shape[1], y.shape[0]), check_invariants=False)
             self.sxy += torch.sparse.mm(xt, yd)
         else:
             xd = (x if keep is None else x[keep]).double()

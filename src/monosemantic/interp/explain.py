@@ -123,8 +123,10 @@ class OfflineExplainer:
             parts.append("tokens " + ", ".join(f"{json.dumps(t, ensure_ascii=False)} ({level[t]})" for t in tokens))
         if bigrams:
             parts.append(
-                "; ".join(f"after {json.dumps(p, ensure_ascii=False)}: {json.dumps(t, ensure_ascii=False)} ({lv})"
-                          for p, t, lv in bigrams)  # fmt: skip
+                "; ".join(
+                    f"after {json.dumps(p, ensure_ascii=False)}: {json.dumps(t, ensure_ascii=False)} ({lv})"
+                    for p, t, lv in bigrams
+                )  # fmt: skip
             )
         total = sum(mass.values())
         for name, proxy in SCRIPTS.items():

@@ -163,9 +163,13 @@ class LLMExplainer:
         lines = []
         for e in evidence.examples:
             q = quantize(np.array(e.acts), top)
-            lines.append(" ".join(f"{json.dumps(t, ensure_ascii=False)}:{int(a)}" for t, a in zip(e.tokens, q, strict=True)))
+            lines.append(
+                " ".join(f"{json.dumps(t, ensure_ascii=False)}:{int(a)}" for t, a in zip(e.tokens, q, strict=True))
+            )
         user = "Excerpts:\n" + "\n".join(lines)
-        answer = self.client.complete([{"role": "system", "content": EXPLAIN_SYSTEM}, {"role": "user", "content": user}])
+        answer = self.client.complete(
+            [{"role": "system", "content": EXPLAIN_SYSTEM}, {"role": "user", "content": user}]
+        )
         m = re.search(r"<answer>(.*?)</answer>", answer, re.S)
         return (m.group(1) if m else answer).strip()  # no tags: the paper's "leaked" case, kept whole
 
@@ -179,7 +183,9 @@ class LLMSimulator:
         user = f"Explanation: {explanation}\nExcerpts (JSON lists of tokens):\n" + "\n".join(
             f"{i}: {_show(w)}" for i, w in enumerate(windows)
         )
-        reply = self.client.complete([{"role": "system", "content": SIMULATE_SYSTEM}, {"role": "user", "content": user}])
+        reply = self.client.complete(
+            [{"role": "system", "content": SIMULATE_SYSTEM}, {"role": "user", "content": user}]
+        )
         return parse_simulation(reply, [len(w) for w in windows])
 
 

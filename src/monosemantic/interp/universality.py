@@ -135,8 +135,8 @@ def run_universality(
         for i in range(len(idx)):
             for rank in range(idx.shape[1]):
                 if idx[i, rank] >= 0:
-                    match_rows.append({"dictionary_id": a.id, "feature": i, "other_dictionary_id": b.id,
-                                       "rank": rank, "other_feature": int(idx[i, rank]), "corr": float(r[i, rank])})  # fmt: skip
+                    match_rows.append({"dictionary_id": a.id, "feature": i, "other_dictionary_id": b.id, "rank": rank,
+                                       "other_feature": int(idx[i, rank]), "corr": float(r[i, rank])})  # fmt: skip
         summary_pairs.append({"dictionary": a.name, "kind": a.kind, **distribution(r[:, 0], cfg.n_bins)})
         conn.execute("DELETE FROM matches WHERE dictionary_id = ? AND other_dictionary_id = ?", (a.id, b.id))
     db.insert_rows(conn, "matches", match_rows)
