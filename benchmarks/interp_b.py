@@ -51,8 +51,20 @@ def collect_examples(conn, layout: RunLayout, n_tokens: int, sae_name: str, n_fe
     saes = load_saes(layout, [rows[sae_name]])
     ctx = held_out_contexts(TokenStore(layout.tokens), model.cfg.ctx_len, n_tokens)
     rng = np.random.default_rng(seed)
-    cols = {"neurons": np.sort(rng.choice(rows["neurons"].n_features, n_features, replace=False)),
-            sae_name: np.sort(rng.choice(rows[sae_name].n_features, n_features, replace=False))}  # fmt: skip
+    hook = model.hook_point(MLP_POST)
+    fired = {"neurons": 0, sae_name: 0}
+    for lo, hi in ctx.batches(16):  # which features fire at all on these tokens (most of the 4096 never do)
+        neurons, feats = dictionary_activations(model, hook, saes, torch.from_numpy(ctx.tokens[lo:hi]))
+        fired["neurons"] = fired["neurons"] + (neurons.reshape(-1, neurons.shape[-1]) > 0).sum(0)
+        fired[sae_name] = fired[sae_name] + (feats[sae_name].reshape(-1, feats[sae_name].shape[-1]) > 0).sum(0)
+    alive = {d: np.flatnonzero(f.numpy() > 0) for d, f in fired.items()}
+    cols = {d: np.sort(rng.choice(a, min(n_features, len(a)), replace=False)) for d, a in alive.items()}
+    print(
+        {
+            d: f"{len(a)} of {len(f)} fire on {ctx.n_tokens:,} tokens"
+            for (d, a), f in zip(alive.items(), fired.values(), strict=True)
+        }
+    )
     acts = {d: [] for d in cols}
     for lo, hi in ctx.batches(16):
         neurons, feats = dictionary_activations(
