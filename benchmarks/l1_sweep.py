@@ -1,6 +1,10 @@
 """λ sweep of the paper's SAE on a run's harvested activations: L0, FVU, dead and loss recovered.
 
     python benchmarks/l1_sweep.py --run runs/demo --n-features 4096 --l1 0.004,0.008 --lr 1e-3 --steps 400
+    python benchmarks/l1_sweep.py --run runs/default --l1 0.008 --steps 1708 --resampling 4:0.025:0.0125,9:0.1:0.05
+
+`--resampling` sweeps the resampling schedule too: each `N:EVERY:WINDOW` resamples N times, every
+EVERY of the run, with a dead window of WINDOW of the run (the paper's, scaled: 4:0.025:0.0125).
 
 Trains one SAE per (size, λ) on one shared pass over the activations (normalised inputs, as the
 CLI's default preset does), then evaluates all of them on the same held-out tokens in one pass.
@@ -37,11 +41,18 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--batch", type=int, default=4096)
     p.add_argument("--eval-tokens", type=int, default=65536)
+    p.add_argument("--resampling", default="4:0.025:0.0125", help="N:EVERY:WINDOW[,...] (see the docstring)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/l1_sweep.json"))
     args = p.parse_args()
     tune_allocator()
 
-    keys = [(int(n), float(l1)) for n in args.n_features.split(",") for l1 in args.l1.split(",")]
+    schedules = [tuple(float(v) for v in spec.split(":")) for spec in args.resampling.split(",")]
+    keys = [
+        (int(n), float(l1), sched)
+        for n in args.n_features.split(",")
+        for l1 in args.l1.split(",")
+        for sched in schedules
+    ]
     acts = open_activations(args.run / "activations" / args.model / MLP_POST)
     cfgs = [
         SAETrainConfig(
@@ -52,25 +63,31 @@ def main() -> None:
             normalize_inputs=True,
             log_every=max(args.steps // 4, 1),
             resample_n_batches=25,
+            n_resamples=int(sched[0]),
+            resample_every_fraction=sched[1],
+            dead_window_fraction=sched[2],
         )
-        for _, l1 in keys
+        for _, l1, sched in keys
     ]
-    saes = [SparseAutoencoder(SAEConfig(acts.d, n), generator=torch.Generator().manual_seed(n)) for n, _ in keys]
+    saes = [SparseAutoencoder(SAEConfig(acts.d, n), generator=torch.Generator().manual_seed(n)) for n, _, _ in keys]
     t0 = time.perf_counter()
     train_sae(saes, acts.batches(args.batch, seed=0), cfgs)
     seconds = time.perf_counter() - t0
     model = load_transformer(args.run / "transformer" / args.model)
     windows = torch.from_numpy(TokenStore(args.run / "tokens").val.windows(model.cfg.ctx_len + 1, args.eval_tokens))
-    metrics = evaluate_saes({f"{n}/{l1:g}": s for (n, l1), s in zip(keys, saes, strict=True)}, model, MLP_POST, windows)
+    names = {f"{n}/{l1:g}/{':'.join(f'{v:g}' for v in sch)}": s for (n, l1, sch), s in zip(keys, saes, strict=True)}
+    metrics = evaluate_saes(names, model, MLP_POST, windows)
 
     rows = []
-    print(f"{'features':>8} {'λ':>8} {'steps':>6} {'L0':>8} {'FVU':>6} {'dead %':>7} {'loss rec':>8}")
-    for (n, l1), (_, m) in zip(keys, metrics.items(), strict=True):
+    head = f"{'features':>8} {'λ':>8} {'resampling':>16} {'steps':>6} {'L0':>8} {'FVU':>6} {'dead %':>7}"
+    print(f"{head} {'loss rec':>8}")
+    for (n, l1, _), (name, m) in zip(keys, metrics.items(), strict=True):
         row = {
             "n_features": n,
             "l1_coeff": l1,
             "lr": args.lr,
             "steps": args.steps,
+            "resampling": name.split("/")[2],
             "batch": args.batch,
             "l0": m["l0"],
             "fvu": m["fvu"],
@@ -80,8 +97,8 @@ def main() -> None:
         }
         rows.append(row)
         print(
-            f"{n:>8} {l1:>8g} {args.steps:>6} {m['l0']:>8.1f} {m['fvu']:>6.3f} {100 * m['dead_frac']:>7.2f} "
-            f"{m['loss_recovered']:>8.3f}"
+            f"{n:>8} {l1:>8g} {name.split('/')[2]:>16} {args.steps:>6} {m['l0']:>8.1f} {m['fvu']:>6.3f} "
+            f"{100 * m['dead_frac']:>7.2f} {m['loss_recovered']:>8.3f}"
         )
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M"),

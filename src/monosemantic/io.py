@@ -9,6 +9,7 @@ folder that exists is complete by construction.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -37,20 +38,37 @@ def _umask() -> int:
 FILE_MODE, DIR_MODE = 0o666 & ~_umask(), 0o777 & ~_umask()
 
 
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def disk_error(path: str | os.PathLike[str], e: OSError) -> UserError:
+    """A write that failed for lack of space (or quota) as a one-line UserError naming `path`."""
+    return UserError(f"{path}: write failed, {e.strerror or 'no space left on device'}; earlier artifacts are intact")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success move it onto `path`, else delete it."""
+    """Yield a temporary path beside `path`; on success move it onto `path`, else delete it.
+
+    A full disk (ENOSPC, or a quota) while writing is a `UserError` naming `path`; the temporary
+    file is removed and whatever `path` held before is untouched.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise disk_error(path, e) if e.errno in NO_SPACE else e from None
     os.close(fd)
     try:
         yield Path(tmp)
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in NO_SPACE:
+            raise disk_error(path, e) from None
         raise
 
 
@@ -65,8 +83,12 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, expected a JSON file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise UserError(f"{path}: not valid JSON (nested too deeply)") from None
 
 
 def write_config(path: str | os.PathLike[str], kind: str, body: dict[str, Any]) -> None:
@@ -102,7 +124,7 @@ def save_tensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor])
 
 def load_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise UserError(f"{path}: file not found")
     try:
         return load_file(str(path))
@@ -137,8 +159,12 @@ def stage_dir(final: str | os.PathLike[str], force: bool = False) -> Iterator[Pa
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(tmp, final)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, UserError) and str(tmp) in str(e):  # name the stage folder, not its temporary twin
+            raise UserError(str(e).replace(str(tmp), str(final))) from None
+        if isinstance(e, OSError) and e.errno in NO_SPACE:
+            raise disk_error(getattr(e, "filename", None) or final, e) from None
         raise
 
 

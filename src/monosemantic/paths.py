@@ -10,6 +10,7 @@
       activations/<model>/<hook>/     config.json  acts_0000.npy  rows_0000.npy ...
       sae/<model>/<hook>/<arch>-<n>/  sae.safetensors  cfg.json  training.json  train_log.jsonl
       eval/<model>/<hook>/<arch>-<n>/ metrics.json  density.png  config.json
+      features/                       features.sqlite (interp/db.py), read by the browser
 
 Every file name is a constant here, so no other module spells one.
 """
@@ -78,3 +79,8 @@ class RunLayout:
 
     def eval(self, model: str, hook: str) -> Path:
         return self.root / "eval" / model / hook
+
+    @property
+    def features(self) -> Path:
+        """The feature database folder (`features.sqlite`, interp/db.py), read by the browser."""
+        return self.root / "features"

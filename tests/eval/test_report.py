@@ -160,7 +160,7 @@ def test_eval_config_validates():
     with pytest.raises(ValueError, match="eval_tokens"):
         EvalConfig(eval_tokens=0)
     with pytest.raises(ValueError, match="hook"):
-        EvalConfig(hook="blocks.9.nope")
+        EvalConfig(hook="blocks.0.mlp:sideways")  # neither input nor output
 
 
 def test_run_without_matplotlib_fails_before_evaluating(stage, monkeypatch):

@@ -3,11 +3,11 @@ import dataclasses
 import pytest
 import torch
 
+from monosemantic.checkpoint import read_meta
 from monosemantic.data.tokenizer import train_tokenizer
 from monosemantic.data.tokens import TokensConfig, TokenStore, write_tokens
 from monosemantic.errors import UserError
 from monosemantic.runtime import seed_everything
-from monosemantic.transformer.checkpoint import TENSORS
 from monosemantic.transformer.model import Transformer, TransformerConfig
 from monosemantic.transformer.train import LMTrainConfig, get_lr, train_transformer
 from tests.conftest import make_documents
@@ -76,8 +76,9 @@ def test_corrupt_checkpoint_is_never_loaded(store, tmp_path):
         train_transformer(
             fresh_model(), store, TRAIN, ckpt_dir=ckpt, progress=False, on_log=lambda row: _kill_at(row, 20)
         )
-    data = (ckpt / TENSORS).read_bytes()
-    (ckpt / TENSORS).write_bytes(data[: len(data) // 2])  # truncated
+    tensors = ckpt / read_meta(ckpt)["tensors"]
+    data = tensors.read_bytes()
+    tensors.write_bytes(data[: len(data) // 2])  # truncated
     with pytest.raises(UserError, match="corrupt or truncated"):
         train_transformer(fresh_model(), store, TRAIN, ckpt_dir=ckpt, progress=False)
 

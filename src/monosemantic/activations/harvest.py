@@ -54,7 +54,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from monosemantic import paths
+from monosemantic import distributed, paths
 from monosemantic.activations.capture import capture
 from monosemantic.activations.store import ACTS_FILE, KIND, ROW_DTYPE, ROWS_FILE
 from monosemantic.data.tokens import TokenSplit, TokenStore
@@ -62,7 +62,7 @@ from monosemantic.errors import UserError
 from monosemantic.io import is_complete, read_config, save_npy, stage_dir, write_config
 from monosemantic.runtime import pick_device
 from monosemantic.transformer import hooks
-from monosemantic.transformer.train import load_transformer
+from monosemantic.transformer.subject import ensure_tokens, hook_dirname, load_subject, subject_key
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,8 @@ class HarvestConfig:
     """Which activations to harvest, how many, and how they are stored (reference §2)."""
 
     hook: str = hooks.MLP_POST
-    """Hook name to read (transformer/hooks.py); the paper's SAE input is the MLP after the ReLU (ref §1)."""
+    """Hook name to read (transformer/hooks.py); the paper's SAE input is the MLP after the ReLU (ref §1). For a
+    Hugging Face model: MODULE.PATH[:input|:output], e.g. transformer.h.1.mlp.c_proj:input (GPT-2's neurons)."""
     n_tokens: int = 4_000_000
     """Activation rows to store, one per sampled token: 4M rows of 512 in float16 = 4.1 GB on disk (the demo's
     training split holds about 14M tokens, 57k contexts of 256)."""
@@ -222,8 +223,10 @@ def harvest(
     progress: bool = True,
     force: bool = False,
     extra: Mapping[str, Any] | None = None,
+    which: Literal["output", "input"] = "output",
+    share: tuple[int, int] = (0, 1),
 ) -> dict[str, Any]:
-    """Write `cfg.n_tokens` activation rows of `module`'s output to the stage folder `out`.
+    """Write `cfg.n_tokens` activation rows of `module`'s output (or input) to the stage folder `out`.
 
     Args:
         model: called as `model(tokens int64 [batch, ctx_len])` on its own device, in its dtype.
@@ -231,6 +234,11 @@ def harvest(
         module: the submodule whose output is harvested (`model.hook_point(cfg.hook)`).
         ctx_len: tokens per context (the model's context length).
         extra: more entries for config.json (the model and tokens folders).
+        which: read the module's "output" or its first positional "input" (`capture`).
+        share: (rank, world size): harvest only this rank's disjoint share of the contexts
+            (`distributed.shard_range` of the seeded context order) into `out`; positions and
+            shard shuffles then draw from a generator seeded by (seed, rank). `parallel.py` merges
+            the shares into one store.
 
     Returns:
         The body of config.json (see the module docstring), with `tokens_per_s`: tokens run
@@ -247,20 +255,25 @@ def harvest(
     device = next(model.parameters(), torch.empty(0)).device
     rng = np.random.default_rng(cfg.seed)
     order = rng.choice(contexts.n, size=n_ctx, replace=False)  # without replacement: no context twice
+    n_rows = cfg.n_tokens
+    if share[1] > 1:  # this rank's contexts (a contiguous slice of the order) and their rows
+        lo, hi = distributed.shard_range(n_ctx, *share)
+        order, n_rows = order[lo:hi], min(cfg.n_tokens, hi * ppc) - lo * ppc
+        rng = np.random.default_rng([cfg.seed, share[0]])
     log.info("harvest %s: %d rows from %d contexts of %d tokens -> %s", cfg.hook, cfg.n_tokens, n_ctx, ctx_len, out)
     model.eval()
-    with stage_dir(out, force) as tmp, _ShardWriter(tmp, cfg.n_tokens, cfg.shard_rows, cfg.dtype, rng) as writer:
-        bar = tqdm(total=cfg.n_tokens, desc="harvest", unit="row", unit_scale=True, disable=not progress)
+    with stage_dir(out, force) as tmp, _ShardWriter(tmp, n_rows, cfg.shard_rows, cfg.dtype, rng) as writer:
+        bar = tqdm(total=n_rows, desc="harvest", unit="row", unit_scale=True, disable=not progress)
         t0, done, d = time.perf_counter(), 0, 0
-        for i in range(0, n_ctx, cfg.batch_contexts):
+        for i in range(0, len(order), cfg.batch_contexts):
             k = order[i : i + cfg.batch_contexts]
             tokens = contexts.tokens(k)  # (B, T)
             # Uniform positions without replacement in each context (ref §2); the last batch stops at n_tokens.
             ctx_pos = rng.random((len(k), ctx_len)).argsort(axis=1)[:, :ppc]  # (B, ppc)
-            ci = np.repeat(np.arange(len(k)), ppc)[: cfg.n_tokens - done]
+            ci = np.repeat(np.arange(len(k)), ppc)[: n_rows - done]
             p = ctx_pos.ravel()[: len(ci)]
             with torch.inference_mode():
-                acts = capture(model, torch.from_numpy(tokens).to(device), module)  # (B, T, d)
+                acts = capture(model, torch.from_numpy(tokens).to(device), module, which)  # (B, T, d)
                 a = _pick(acts, ci, p, cfg.dtype)  # (rows, d)
             if not np.isfinite(a).all():
                 raise UserError(f"{out}: the model produced NaN/inf activations at {cfg.hook} (or float16 overflow)")
@@ -279,9 +292,9 @@ def harvest(
             "shards": writer.written,
             "ctx_len": ctx_len,
             "positions_per_context": ppc,
-            "n_contexts": n_ctx,
+            "n_contexts": len(order),
             "seed": cfg.seed,
-            "tokens_per_s": n_ctx * ctx_len / max(seconds, 1e-9),
+            "tokens_per_s": len(order) * ctx_len / max(seconds, 1e-9),
             "rows_per_s": done / max(seconds, 1e-9),
             "seconds": seconds,
             "config": asdict(cfg),
@@ -305,25 +318,39 @@ def run(
     cfg: HarvestConfig = HarvestConfig(),
     force: bool = False,
     progress: bool = True,
+    ctx_len: int | None = None,
+    tokens_cfg: Any = None,
 ) -> dict[str, Any]:
     """The stage: harvest model `model_name` at `cfg.hook` over the run's training tokens.
 
-    [TM] builds the SAE dataset from the transformer's training text, so the train split is used.
-    Skips when `activations/<model>/<hook>/` is complete, unless `force`.
+    `model_name` is a run model (`transformer/<name>/`) or a Hugging Face model, whose tokens are
+    the run's corpus in its own tokenizer (`tokens-<key>/`, written first when missing; see
+    `transformer/subject.py`). [TM] builds the SAE dataset from the transformer's training text,
+    so the train split is used. Skips when `activations/<key>/<hook>/` is complete, unless `force`.
     """
-    out = layout.activations(model_name, cfg.hook)
+    out = layout.activations(subject_key(layout, model_name), hook_dirname(cfg.hook))
     if is_complete(out) and not force:
         log.info("%s exists: skipping (use --force to harvest again)", out)
         return read_config(out / paths.CONFIG, KIND)
-    folder = layout.transformer(model_name)
-    model = load_transformer(folder, device=str(pick_device(cfg.device)))
-    try:
-        module = model.hook_point(cfg.hook)
-    except KeyError as e:
-        raise UserError(f"--hook {cfg.hook}: {e.args[0]}") from None
-    store = TokenStore(layout.tokens)
-    extra = {"model": str(folder), "model_name": model_name, "tokens": str(layout.tokens), "split": "train"}
-    return harvest(model, store.train, module, model.cfg.ctx_len, cfg, out, progress, force, extra)
+    s = load_subject(layout, model_name, cfg.hook, str(pick_device(cfg.device)), ctx_len)
+    store = TokenStore(ensure_tokens(layout, s, tokens_cfg, progress))
+    vocab = int(getattr(s.model, "vocab_size", 0) or s.model.cfg.vocab_size)
+    if store.vocab_size > vocab:
+        raise UserError(f"{store.folder}: vocabulary {store.vocab_size} is larger than the {vocab} of {s.source}")
+    extra = {
+        "model": s.source,
+        "model_name": s.key,
+        "tokens": str(store.folder),
+        "split": "train",
+        "which": s.site.which,
+    }
+    if distributed.is_enabled():  # under torchrun: each rank harvests its share of the contexts
+        from monosemantic.activations.parallel import harvest_sharded
+
+        return harvest_sharded(
+            s.model, store.train, s.site.module, s.ctx_len, cfg, out, progress, force, extra, s.site.which
+        )
+    return harvest(s.model, store.train, s.site.module, s.ctx_len, cfg, out, progress, force, extra, s.site.which)
 
 
 def _name(split: TokenSplit) -> str:

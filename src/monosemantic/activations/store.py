@@ -57,8 +57,8 @@ class _NpyFile:
             raise UserError(f"{path}: {what} not found")
         try:
             self.array = np.load(path, mmap_mode="r")
-        except (ValueError, OSError, EOFError) as e:
-            raise UserError(f"{path}: not a readable .npy array ({e})") from None
+        except (ValueError, OSError, EOFError, SyntaxError, UnicodeDecodeError) as e:
+            raise UserError(f"{path}: not a readable .npy array ({type(e).__name__}: {str(e)[:200]})") from None
         if not isinstance(self.array, np.ndarray):
             raise UserError(f"{path}: not a single .npy array")
         _check_shape(path, tuple(self.array.shape), self.array.dtype.kind == "f", str(self.array.dtype))
@@ -117,6 +117,18 @@ class ActivationSource:
         self.files, self.path = files, path
         self.d = int(files[0].d)
         self.n_rows = int(sum(f.n_rows for f in files))
+
+    def check_sample(self, n_rows: int = 8192, seed: int = 0) -> None:
+        """Read about `n_rows` rows (the first and last block, and random blocks) and raise a UserError on
+        NaN/inf, so bad data stops a command before its work starts; a full pass still checks every block."""
+        rng = np.random.default_rng(seed)
+        block = max(1, min(1024, n_rows // 8))
+        for f in self.files:
+            starts = {0, max(0, f.n_rows - block)} | set(rng.integers(0, f.n_rows, size=6).tolist())
+            for lo in sorted(starts):
+                hi = min(lo + block, f.n_rows)
+                if not np.isfinite(f.read(lo, hi)).all():
+                    raise UserError(f"{f.path}: NaN or inf in rows {lo}..{hi - 1}")
 
     def batches(
         self,

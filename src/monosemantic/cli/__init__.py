@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from monosemantic import __version__, paths
-from monosemantic.cli import dictionary, interp_b
+from monosemantic.cli import browser, dictionary, interp_b
 from monosemantic.cli.args import add_dataclass_args, build
 from monosemantic.errors import UserError
 
@@ -36,6 +36,8 @@ quick start:  monosemantic demo            (embedded corpus, about 40 min on 2 C
 def _common(p: argparse.ArgumentParser, run_required: bool = True) -> None:
     p.add_argument(
         "--run",
+        "--run-dir",  # the spelling for torchrun, whose own parser reads `--run` as its `--run-path`
+        dest="run",
         type=Path,
         required=run_required,
         help="run directory (created if missing)" + ("" if run_required else "; default runs/<preset>"),
@@ -98,6 +100,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="INPUT",
         help="use these texts instead of the embedded corpus (files, folders, globs, hf:NAME)",
     )
+    demo.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the training stage an interrupted demo left a checkpoint for (an error if there is none); "
+        "without it the same command resumes too, and --force starts over",
+    )
+    demo.add_argument("--open", action="store_true", help="at the end, serve the feature browser and open it")
     demo.set_defaults(func=cmd_demo)
     for section, c in _section_classes().items():
         add_dataclass_args(demo, c, skip=("vocab_size",) if section == "transformer" else (), prefix=section)
@@ -139,6 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _common(lt)
     lt.add_argument("--model", default="A", help="model name, the folder under RUN/transformer (default A)")
+    lt.add_argument("--resume", action="store_true", help=dictionary.RESUME_HELP)
     add_dataclass_args(lt, TransformerConfig, skip=("vocab_size",))
     add_dataclass_args(lt, LMTrainConfig)
     lt.set_defaults(func=cmd_lm_train)
@@ -146,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     dictionary.add_parsers(sub, _common)
     features = sub.add_parser("features", help="the feature database and its analyses")
     interp_b.add_parsers(features.add_subparsers(dest="action", required=True), _common)
+    browser.add_parsers(sub, _common)
     return root
 
 
@@ -214,12 +225,19 @@ def cmd_lm_train(args: argparse.Namespace) -> None:
 
     cfgs = configs(args)
     result = train.run(
-        paths.RunLayout(args.run), cfgs["transformer"], cfgs["lm"], args.model, force=args.force, progress=args.progress
+        paths.RunLayout(args.run),
+        cfgs["transformer"],
+        cfgs["lm"],
+        args.model,
+        force=args.force,
+        progress=args.progress,
+        resume=args.resume,
     )
     print(json.dumps(result.get("metrics", {}), indent=2))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    from monosemantic import distributed
     from monosemantic.eval.report import format_table
     from monosemantic.io import read_json
     from monosemantic.transformer import train
@@ -229,8 +247,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
     cfgs = configs(args)
     t0 = time.perf_counter()
     print(f"monosemantic demo: run directory {run}", file=sys.stderr)
-    manifest = _corpus(layout, args.input or [], cfgs["corpus"], args.force, args.progress)
-    tok_cfg = _tokenize(layout, cfgs, args.force, args.progress)
+    # under torchrun the unsplit stages run on rank 0 first; the other ranks then find them done
+    once = args.force and distributed.is_main()  # --force redoes a stage once, not once per rank
+    manifest = distributed.main_first(lambda: _corpus(layout, args.input or [], cfgs["corpus"], once, args.progress))
+    tok_cfg = distributed.main_first(lambda: _tokenize(layout, cfgs, once, args.progress))
+    if args.resume and not any(layout.checkpoints("").glob("*/ckpt.json")):
+        raise UserError(f"--resume: no checkpoint in {layout.checkpoints('')}")
     train.run(layout, cfgs["transformer"], cfgs["lm"], "A", force=args.force, progress=args.progress)
     hook = cfgs["harvest"].hook
     acts = dictionary.harvest(layout, "A", cfgs["harvest"], args.force, args.progress)
@@ -243,9 +265,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
         cfgs["eval"].device,
         args.force,
         {"model": "A", "hook": hook},
+        (dictionary.sae_checkpoints(layout, "A", hook), dictionary.checkpoint_every(args, "sae"), False),
     )
-    evals = dictionary.evaluate(layout, "A", cfgs["eval"], args.force, args.progress)
+    evals = distributed.main_first(lambda: dictionary.evaluate(layout, "A", cfgs["eval"], once, args.progress))
 
+    if not distributed.is_main():
+        return  # rank 0 prints the summary
     m = read_json(layout.transformer("A") / paths.METRICS)
     split = tok_cfg["splits"]
     rows = [
@@ -261,21 +286,35 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print(f"{k:<10} {v}")
     print()
     print(format_table(evals))
+    print(f"\nbrowse the features:  {browser.serve_command(run)}")
+    if args.open:
+        browser.serve(run, open_browser=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     args = _parser().parse_args(argv)
+    from monosemantic import distributed
     from monosemantic.runtime import setup_logging, tune_allocator
 
     setup_logging(getattr(args, "verbose", False))
     tune_allocator()
     try:
+        distributed.init_from_env()  # under torchrun: join the group (README "Scale")
         args.func(args)
     except UserError as e:
         print(f"monosemantic: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk outside `io`'s atomic writers; anything else keeps its traceback
+        from monosemantic.io import NO_SPACE
+
+        if e.errno not in NO_SPACE:
+            raise
+        print(f"monosemantic: error: {e.filename or 'write'}: {e.strerror}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("monosemantic: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
     return 0

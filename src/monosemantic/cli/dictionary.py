@@ -20,6 +20,18 @@ from monosemantic.errors import UserError
 
 log = logging.getLogger("monosemantic")
 
+MODEL_HELP = (
+    "model name under RUN/transformer (default A), or a Hugging Face causal LM: a save_pretrained folder, a .gguf "
+    "file, or hf:NAME for a hub name already in the local cache (its artifacts go under hf-<name>)"
+)
+
+CHECKPOINT_DIR = ".checkpoint"  # inside `sae train --out DIR` while training runs
+
+
+def sae_checkpoints(layout: paths.RunLayout, model: str, hook: str) -> Path:
+    """A run's SAE-training checkpoint folder: RUN/checkpoints/sae-MODEL-HOOK."""
+    return layout.checkpoints(f"sae-{model}-{hook}")
+
 
 def train_config_classes() -> dict[str, type]:
     from monosemantic.sae.registry import ARCHITECTURES
@@ -27,11 +39,19 @@ def train_config_classes() -> dict[str, type]:
     return {name: a.train_config for name, a in ARCHITECTURES.items()}
 
 
+RESUME_HELP = (
+    "continue from the checkpoint an interrupted run left (an error if there is none); without it a "
+    "checkpoint made with the same settings is resumed too, and --force discards it"
+)
+
+
 def add_sae_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
-    """LadderConfig's flags, then the union of every architecture's train-config flags."""
+    """LadderConfig's flags, then the union of every architecture's train-config flags, then checkpointing."""
+    from monosemantic.sae.checkpoint import CheckpointConfig
     from monosemantic.sae.ladder import LadderConfig
 
     seen: set[str] = set()
+    add_dataclass_args(p, CheckpointConfig, prefix=prefix, seen=seen)
     add_dataclass_args(p, LadderConfig, prefix=prefix, seen=seen)
     for cls in train_config_classes().values():
         add_dataclass_args(p, cls, prefix=prefix, seen=seen, skip=("progress",))
@@ -55,6 +75,12 @@ def sae_configs(section: dict[str, Any], args: argparse.Namespace, prefix: str =
     return ladder, dataclasses.replace(train, progress=getattr(args, "progress", True))
 
 
+def checkpoint_every(args: argparse.Namespace, prefix: str = "") -> int:
+    from monosemantic.sae.checkpoint import CheckpointConfig
+
+    return build(CheckpointConfig, {}, args, prefix).checkpoint_every
+
+
 def add_parsers(sub: Any, common: Any) -> None:
     from monosemantic.activations.harvest import HarvestConfig
     from monosemantic.eval.report import EvalConfig
@@ -64,10 +90,13 @@ def add_parsers(sub: Any, common: Any) -> None:
         help="store a model's activations (the SAE dataset)",
         description="Run model MODEL over contexts of the training split and store the activations of one hook "
         "(default: the 512 MLP neurons after the ReLU) in RUN/activations/MODEL/HOOK: 250 positions per "
-        "context, shuffled across contexts, each row with its document, position and token ([TM] §2).",
+        "context, shuffled across contexts, each row with its document, position and token ([TM] §2). "
+        "MODEL may be a Hugging Face causal LM (folder, .gguf, hf:NAME) with --hook MODULE.PATH[:input|:output]: "
+        "the run's corpus is first tokenized with its tokenizer into RUN/tokens-hf-<name>.",
     )
     common(hv)
-    hv.add_argument("--model", default="A", help="model name under RUN/transformer (default A)")
+    hv.add_argument("--model", default="A", help=MODEL_HELP)
+    hv.add_argument("--ctx-len", type=int, default=None, help="context length of a Hugging Face model (default 256)")
     add_dataclass_args(hv, HarvestConfig)
     hv.set_defaults(func=cmd_harvest)
 
@@ -82,11 +111,12 @@ def add_parsers(sub: Any, common: Any) -> None:
         "at one pass over the data: rows are never repeated ([TM] §2).",
     )
     common(tr, run_required=False)
-    tr.add_argument("--model", default="A", help="model name under RUN/transformer (default A)")
+    tr.add_argument("--model", default="A", help=MODEL_HELP)
     tr.add_argument("--hook", default=None, help="hook of the run's store (default: the harvest preset's)")
     tr.add_argument("--activations", type=Path, help="train on this store or array instead of a run's")
     tr.add_argument("--out", type=Path, help="output folder with --activations")
-    tr.add_argument("--device", default="auto", help="cpu, cuda, mps or auto")
+    tr.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (cuda:N picks a GPU)")
+    tr.add_argument("--resume", action="store_true", help=RESUME_HELP)
     add_sae_args(tr)
     tr.set_defaults(func=cmd_sae_train)
 
@@ -98,7 +128,8 @@ def add_parsers(sub: Any, common: Any) -> None:
         "zero and mean ablation, with KL divergence ([TM] §7). Writes RUN/eval/MODEL/HOOK/<name>/metrics.json.",
     )
     common(ev)
-    ev.add_argument("--model", default="A", help="model name under RUN/transformer (default A)")
+    ev.add_argument("--model", default="A", help=MODEL_HELP)
+    ev.add_argument("--ctx-len", type=int, default=None, help="context length of a Hugging Face model (default 256)")
     add_dataclass_args(ev, EvalConfig)
     ev.set_defaults(func=cmd_sae_eval)
 
@@ -125,25 +156,41 @@ def add_parsers(sub: Any, common: Any) -> None:
     im.set_defaults(func=cmd_sae_import)
 
 
-def harvest(layout: paths.RunLayout, model: str, cfg: Any, force: bool, progress: bool) -> dict[str, Any]:
+def harvest(
+    layout: paths.RunLayout,
+    model: str,
+    cfg: Any,
+    force: bool,
+    progress: bool,
+    ctx_len: int | None = None,
+    tokens_cfg: Any = None,
+) -> dict[str, Any]:
     from monosemantic.activations import harvest as stage
 
-    if not (layout.transformer(model) / paths.CONFIG).is_file():
-        raise UserError(f"{layout.transformer(model)}: no model yet; run `monosemantic lm train --run {layout.root}`")
-    return stage.run(layout, model, cfg, force=force, progress=progress)
+    return stage.run(layout, model, cfg, force=force, progress=progress, ctx_len=ctx_len, tokens_cfg=tokens_cfg)
 
 
 def train_saes(
-    source: Path, out_root: Path, ladder: Any, train: Any, device: str, force: bool, extra: dict[str, Any]
+    source: Path,
+    out_root: Path,
+    ladder: Any,
+    train: Any,
+    device: str,
+    force: bool,
+    extra: dict[str, Any],
+    checkpoint: tuple[Path, int, bool] | None = None,
 ) -> dict[str, Path]:
+    """Open the activations and train the ladder; `checkpoint` is (folder, every, resume)."""
     from monosemantic.activations.store import open_activations
     from monosemantic.runtime import pick_device
     from monosemantic.sae.ladder import train_ladder
 
     acts = open_activations(source)
-    batches = acts.batches(train.batch_size, seed=train.seed if hasattr(train, "seed") else 0)
+    acts.check_sample()  # NaN/inf stop the command before training starts
+    seed = train.seed if hasattr(train, "seed") else 0
+    ckpt_dir, every, resume = checkpoint or (None, 0, False)
     return train_ladder(
-        batches,
+        lambda skip: acts.batches(train.batch_size, seed=seed, skip_rows=skip),
         acts.d,
         acts.n_rows,
         ladder,
@@ -152,13 +199,21 @@ def train_saes(
         {"activations": str(source), **extra},
         force=force,
         device=pick_device(device),
+        checkpoint_dir=ckpt_dir,
+        checkpoint_every=every,
+        resume=resume,
     )
 
 
-def evaluate(layout: paths.RunLayout, model: str, cfg: Any, force: bool, progress: bool) -> dict[str, Any]:
+def evaluate(
+    layout: paths.RunLayout, model: str, cfg: Any, force: bool, progress: bool, ctx_len: int | None = None
+) -> dict[str, Any]:
     from monosemantic.eval import report
+    from monosemantic.transformer.subject import HF_PREFIX, hook_dirname, is_run_model, subject_key
 
-    root = layout.saes(model, cfg.hook)
+    key, hook_dir = subject_key(layout, model), hook_dirname(cfg.hook)
+    own = is_run_model(layout, model)
+    root = layout.saes(key, hook_dir)
     found = [p for p in root.glob("*") if (p / paths.SAE_CONFIG).is_file()]
     # natural order: tm2023-512 before tm2023-1024
     found.sort(key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)])
@@ -166,20 +221,24 @@ def evaluate(layout: paths.RunLayout, model: str, cfg: Any, force: bool, progres
     if not folders:
         raise UserError(f"{root}: no SAEs to evaluate; run `monosemantic sae train --run {layout.root}`")
     return report.run(
-        layout.transformer(model),
+        layout.transformer(model) if own else model.removeprefix(HF_PREFIX),
         folders,
-        layout.tokens,
-        layout.eval(model, cfg.hook),
+        layout.tokens if own else layout.root / f"tokens-{key}",
+        layout.eval(key, hook_dir),
         cfg,
         force=force,
         progress=progress,
+        ctx_len=ctx_len,
     )
 
 
 def cmd_harvest(args: argparse.Namespace) -> None:
     from monosemantic.cli import configs
 
-    harvest(paths.RunLayout(args.run), args.model, configs(args)["harvest"], args.force, args.progress)
+    cfgs = configs(args)
+    harvest(
+        paths.RunLayout(args.run), args.model, cfgs["harvest"], args.force, args.progress, args.ctx_len, cfgs["tokens"]
+    )
 
 
 def cmd_sae_train(args: argparse.Namespace) -> None:
@@ -190,23 +249,28 @@ def cmd_sae_train(args: argparse.Namespace) -> None:
     if args.activations is not None:
         if args.out is None:
             raise UserError("--activations needs --out DIR for the SAEs")
-        folders = train_saes(args.activations, args.out, ladder, train, args.device, args.force, {})
+        ckpt = (args.out / CHECKPOINT_DIR, checkpoint_every(args), args.resume)
+        folders = train_saes(args.activations, args.out, ladder, train, args.device, args.force, {}, ckpt)
     else:
         if args.run is None:
             raise UserError("give --run RUN (the run's harvested activations) or --activations PATH --out DIR")
+        from monosemantic.transformer.subject import hook_dirname, subject_key
+
         layout = paths.RunLayout(args.run)
         hook = args.hook or configs(args)["harvest"].hook
-        store = layout.activations(args.model, hook)
+        key, hook_dir = subject_key(layout, args.model), hook_dirname(hook)
+        store = layout.activations(key, hook_dir)
         if not (store / paths.CONFIG).is_file():
             raise UserError(f"{store}: no activations yet; run `monosemantic harvest --run {layout.root}`")
         folders = train_saes(
             store,
-            layout.saes(args.model, hook),
+            layout.saes(key, hook_dir),
             ladder,
             train,
             args.device,
             args.force,
-            {"model": args.model, "hook": hook},
+            {"model": key, "hook": hook},
+            (sae_checkpoints(layout, key, hook_dir), checkpoint_every(args), args.resume),
         )
     for name, folder in folders.items():
         print(f"{name:<16} {folder}")
@@ -217,7 +281,11 @@ def cmd_sae_eval(args: argparse.Namespace) -> None:
     from monosemantic.eval.report import format_table
 
     print(
-        format_table(evaluate(paths.RunLayout(args.run), args.model, configs(args)["eval"], args.force, args.progress))
+        format_table(
+            evaluate(
+                paths.RunLayout(args.run), args.model, configs(args)["eval"], args.force, args.progress, args.ctx_len
+            )
+        )
     )
 
 

@@ -103,11 +103,16 @@ def write_tokens(
     force: bool = False,
     progress: bool = True,
     total_docs: int | None = None,
+    eot: int | None = None,
 ) -> dict:
-    """Tokenize `(src, text)` documents into train/val shards under `out`; returns the config."""
+    """Tokenize `(src, text)` documents into train/val shards under `out`; returns the config.
+
+    `eot` is the id put before each document (default: the tokenizer's `<|endoftext|>`; a Hugging
+    Face model's tokenizer passes its EOS).
+    """
     vocab = tok.get_vocab_size()
     dtype = np.dtype("<u2") if vocab <= 1 << 16 else np.dtype("<u4")
-    eot = eot_id(tok)
+    eot = eot_id(tok) if eot is None else eot
     srcs: dict[str, int] = {}
     with stage_dir(out, force) as tmp:
         writers = {s: _ShardWriter(tmp, s, dtype, cfg.shard_tokens) for s in SPLITS}
@@ -212,18 +217,40 @@ class TokenSplit:
         return np.concatenate(parts)
 
 
+def _check_docs(path: Path, split: TokenSplit) -> None:
+    """The document index must match its shards: right dtype, every document inside a shard."""
+    d = split.docs
+    if d.dtype != DOC_DTYPE or d.ndim != 1 or len(d) == 0:
+        raise UserError(f"{path}: expected a non-empty document index of {DOC_DTYPE}, got {d.dtype} {d.shape}")
+    shard = d["shard"].astype(np.int64)
+    if shard.max() >= len(split.shards):
+        raise UserError(f"{path}: documents in shard {int(shard.max())}, but there are {len(split.shards)} shards")
+    if np.any(d["start"].astype(np.int64) + d["length"] > split.shard_sizes[shard]):
+        raise UserError(f"{path}: documents run past the end of their shard (truncated .bin file?)")
+
+
 class TokenStore:
     """Read side of a tokens folder: `TokenStore(dir).train`, `.val`, `.config`."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise UserError(f"{self.folder}: tokens folder not found")
         self.config = read_config(self.folder / paths.CONFIG, KIND)
+        where = self.folder / paths.CONFIG
         try:
-            self.train, self.val = (
-                TokenSplit(self.folder, s, self.config["dtype"], self.config["splits"][s]["n_shards"]) for s in SPLITS
-            )
-        except (FileNotFoundError, ValueError, KeyError) as e:
+            dtype, vocab = str(self.config["dtype"]), int(self.config["vocab_size"])
+            n_shards = {s: int(self.config["splits"][s]["n_shards"]) for s in SPLITS}
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(f"{where}: corrupt tokens config ({type(e).__name__}: {e})") from None
+        if dtype not in ("uint16", "uint32") or vocab <= 0 or min(n_shards.values()) < 1:
+            raise UserError(f"{where}: corrupt tokens config (dtype {dtype!r}, vocab {vocab}, shards {n_shards})")
+        try:
+            self.train, self.val = (TokenSplit(self.folder, s, dtype, n_shards[s]) for s in SPLITS)
+        except (OSError, EOFError, ValueError, KeyError) as e:  # missing, empty, truncated, not .npy
             raise UserError(f"{self.folder}: incomplete or corrupt token shards ({e})") from None
+        for s, split in (("train", self.train), ("val", self.val)):
+            _check_docs(self.folder / f"{s}_docs.npy", split)
 
     @property
     def vocab_size(self) -> int:

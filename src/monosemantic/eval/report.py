@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from monosemantic import paths
+from monosemantic.activations.capture import capture
 from monosemantic.data.tokens import TokenStore
 from monosemantic.errors import UserError
 from monosemantic.eval.metrics import (
@@ -56,7 +57,7 @@ from monosemantic.runtime import pick_device
 from monosemantic.sae.model import SparseAutoencoder
 from monosemantic.transformer import hooks
 from monosemantic.transformer.model import Transformer
-from monosemantic.transformer.train import load_transformer
+from monosemantic.transformer.subject import context_length, find_hook, load_model, parse_hook
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,8 @@ class EvalConfig:
     hist_bins: int = 60
     """Bins of the log10(density) histogram, spanning [min(-6, floor(log10(1/N))), 0]."""
     hook: str = hooks.MLP_POST
-    """Activation site the SAEs read and the splice replaces (the paper's: MLP_POST)."""
+    """Activation site the SAEs read and the splice replaces (the paper's: MLP_POST); for a Hugging Face model
+    MODULE.PATH[:input|:output]."""
     device: str = "auto"
     """cpu, cuda, mps, or auto."""
 
@@ -108,8 +110,10 @@ class EvalConfig:
         for name in ("eval_tokens", "batch_size", "hist_bins"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"EvalConfig.{name} must be positive, got {getattr(self, name)}")
-        if self.hook not in hooks.ALL:
-            raise ValueError(f"EvalConfig.hook {self.hook!r} is not one of {', '.join(hooks.ALL)}")
+        try:  # a hook name or MODULE.PATH[:input|:output]; found in the model at run time
+            parse_hook(self.hook)
+        except UserError as e:
+            raise ValueError(f"EvalConfig.hook: {e}") from None
 
 
 class _RecordingSplice:
@@ -207,15 +211,19 @@ def evaluate_sae(
 
 
 def run(
-    model_folder: Path,
+    model_folder: Path | str,
     sae_folders: Mapping[str, Path],
     tokens_folder: Path,
     out_root: Path,
     cfg: EvalConfig = EvalConfig(),
     force: bool = False,
     progress: bool = True,
+    ctx_len: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The stage: evaluate each SAE folder and write `out_root/<name>/` (see the module docstring).
+
+    `model_folder` is a run's transformer folder or a Hugging Face model (`subject.load_model`;
+    `ctx_len` applies to the latter).
 
     SAEs whose folder is complete are skipped (their metrics are read back) unless `force`; the
     rest share one pass over the held-out windows. Returns name → metrics, for `format_table`.
@@ -229,10 +237,20 @@ def run(
 
     require_matplotlib()  # fail before the long pass, not after it
     device = pick_device(cfg.device)
-    model = load_transformer(model_folder, device=str(device))
     saes = {name: SparseAutoencoder.load(folder, device=device).float() for name, folder in todo.items()}
-    windows = torch.from_numpy(TokenStore(tokens_folder).val.windows(model.cfg.ctx_len + 1, cfg.eval_tokens))
-    n_tokens = windows.shape[0] * model.cfg.ctx_len
+    store = TokenStore(tokens_folder)
+    model = load_model(model_folder, device=str(device), ctx_len=ctx_len)
+    n_ctx = context_length(model)
+    if store.vocab_size > int(model.cfg.vocab_size if hasattr(model, "cfg") else model.vocab_size):
+        raise UserError(f"{tokens_folder}: vocabulary {store.vocab_size} is larger than the model's ({model_folder})")
+    windows = torch.from_numpy(store.val.windows(n_ctx + 1, cfg.eval_tokens))
+    site = find_hook(model, cfg.hook)
+    with torch.no_grad():
+        d = capture(model, windows[:1, :-1].to(device), site.module, site.which).shape[-1]
+    for name, sae in saes.items():  # before the long pass, naming the folder
+        if sae.cfg.d_in != d:
+            raise UserError(f"{todo[name]}: the SAE reads {sae.cfg.d_in} dims but {cfg.hook} of {model_folder} has {d}")
+    n_tokens = windows.shape[0] * n_ctx
     if n_tokens < cfg.eval_tokens:
         log.warning("the validation split holds only %s of the %s eval tokens asked for", n_tokens, cfg.eval_tokens)
     log.info("evaluating %d SAE(s) at %s on %s held-out tokens", len(saes), cfg.hook, f"{n_tokens:,}")

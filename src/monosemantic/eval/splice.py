@@ -20,7 +20,8 @@ Choices the paper leaves open (§13), made here and recorded in `metrics.json`:
 - Zero ablation ablates the MLP layer, as the paper says: for a hook inside the MLP (`MLP_PRE`,
   `MLP_POST`) the MLP's *output* (`MLP_OUT`) is set to 0, so its bias `b_out` goes too (reference
   §7.4: "Zero ablation sets the MLP output to zero"). For any other hook its own activations are
-  zeroed.
+  zeroed (for a Hugging Face model's hook, e.g. the input of `mlp.down_proj`, the neurons are
+  zeroed and the MLP's output bias stays).
 - Mean ablation (not in [TM]; common since) sets the activations to their mean over the same
   evaluation tokens, a kinder baseline that makes `loss_recovered_vs_mean` a stricter score.
 - Everything runs in float32 without autocast; sums are accumulated in float64.
@@ -37,13 +38,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from monosemantic.activations.capture import capture
 from monosemantic.sae.model import SparseAutoencoder
 from monosemantic.transformer import hooks
-from monosemantic.transformer.model import Transformer
+from monosemantic.transformer.subject import find_hook
 
 Replacement = Callable[[Tensor], Tensor]
 """Maps the hook's activations `[batch, pos, d]` to a tensor of the same shape."""
@@ -108,16 +109,31 @@ def sae_replacement(sae: SparseAutoencoder) -> Replacement:
 
 
 @contextlib.contextmanager
-def replaced(model: Transformer, hook: str, fn: Replacement) -> Iterator[None]:
-    """Inside the block, the activations at `hook` are replaced by `fn(activations)`."""
+def replaced(model: nn.Module, hook: str, fn: Replacement) -> Iterator[None]:
+    """Inside the block, the activations at `hook` are replaced by `fn(activations)`.
 
-    def swap(_module: torch.nn.Module, _inputs: object, out: Tensor) -> Tensor:
-        new = fn(out)
-        if new.shape != out.shape:
-            raise ValueError(f"replacement at {hook} returned shape {tuple(new.shape)}, expected {tuple(out.shape)}")
-        return new
+    `hook` is one of our hook names or `module.path[:input|:output]` (`subject.find_hook`): an
+    output is replaced by a forward hook (the first element when the module returns a tuple, as
+    Hugging Face blocks do), an input by a pre-hook, before the module runs.
+    """
+    site = find_hook(model, hook)
 
-    handle = model.hook_point(hook).register_forward_hook(swap)
+    def new(a: Tensor) -> Tensor:
+        b = fn(a)
+        if b.shape != a.shape:
+            raise ValueError(f"replacement at {hook} returned shape {tuple(b.shape)}, expected {tuple(a.shape)}")
+        return b
+
+    def swap_out(_module: nn.Module, _inputs: object, out: Tensor | tuple) -> Tensor | tuple:
+        return (new(out[0]), *out[1:]) if isinstance(out, tuple) else new(out)
+
+    def swap_in(_module: nn.Module, args: tuple) -> tuple:
+        return (new(args[0]), *args[1:])
+
+    if site.which == "output":
+        handle = site.module.register_forward_hook(swap_out)
+    else:
+        handle = site.module.register_forward_pre_hook(swap_in)
     try:
         yield
     finally:
@@ -125,16 +141,20 @@ def replaced(model: Transformer, hook: str, fn: Replacement) -> Iterator[None]:
 
 
 @torch.no_grad()
-def mean_activation(model: Transformer, hook: str, windows: Tensor, batch_size: int = 16) -> Tensor:
+def mean_activation(model: nn.Module, hook: str, windows: Tensor, batch_size: int = 16) -> Tensor:
     """Mean of the hook's activations over every input position of `windows [n, ctx+1]`.
 
     Returns `[d]` float32 on the model's device. Runs the model only up to the hook (`capture`).
     """
     device = next(model.parameters()).device
-    module = model.hook_point(hook)
+    site = find_hook(model, hook)
     total: Tensor | None = None
     for i in range(0, len(windows), batch_size):
-        s = capture(model, windows[i : i + batch_size, :-1].to(device), module).double().sum(dim=(0, 1))
+        s = (
+            capture(model, windows[i : i + batch_size, :-1].to(device), site.module, site.which)
+            .double()
+            .sum(dim=(0, 1))
+        )
         total = s if total is None else total + s
     assert total is not None, "no windows"
     return (total / (windows.shape[0] * (windows.shape[1] - 1))).float()
@@ -153,7 +173,7 @@ def _kl_sum(logp: Tensor, clean_logp: Tensor) -> float:
 
 @torch.no_grad()
 def evaluate_splices(
-    model: Transformer,
+    model: nn.Module,
     hook: str,
     windows: Tensor,
     replacements: Mapping[str, Replacement],
@@ -164,8 +184,8 @@ def evaluate_splices(
     """Loss recovered for each replacement, with one clean and one run per ablation in total.
 
     Args:
-        model: the subject transformer (put in eval mode during the call).
-        hook: a hook name from `transformer.hooks`, e.g. `MLP_POST`.
+        model: the subject model, ours or `transformer.hf.HFSubject` (in eval mode during the call).
+        hook: a hook name from `transformer.hooks`, e.g. `MLP_POST`, or `module.path[:input]`.
         windows: `[n, ctx+1]` int64 token windows; inputs `[:, :-1]`, targets `[:, 1:]`.
         replacements: name → function of the hook activations `[batch, pos, d]` (see
             `sae_replacement`). Each sees the clean activations, since nothing upstream changes.

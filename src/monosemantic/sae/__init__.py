@@ -13,6 +13,7 @@ normalize.py         Normalizer: one scalar scale, fitted so E‖x‖ = √d_in;
 synthetic.py         planted sparse directions: ground truth for tests and benchmarks
 saelens.py           export to / import from the SAELens folder format
 train.py             SAETrainConfig + train_sae(saes, batches, cfg) -> list[TrainResult], any architecture
+checkpoint.py        SAECheckpointer: crash-safe checkpoints of train_sae (state, RNGs, data position)
 """
 
 from monosemantic.sae.april import AprilSAE, AprilTrainConfig

@@ -18,7 +18,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,9 +27,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from monosemantic import distributed
 from monosemantic.errors import UserError
 from monosemantic.io import is_complete, stage_dir, write_json
 from monosemantic.paths import SAE_CONFIG, TRAIN_LOG, TRAINING_JSON
+from monosemantic.sae.checkpoint import SAECheckpointer
 from monosemantic.sae.registry import ARCHITECTURES
 from monosemantic.sae.train import TrainRecipe, train_sae
 
@@ -93,8 +96,29 @@ def steps_for(train: TrainRecipe, n_rows: int) -> TrainRecipe:
     return train
 
 
+class _FiniteGuard:
+    """A training logger that stops the run with a one-line error once a logged loss is NaN or inf.
+
+    Inputs are checked as they are read (activations/store.py), so a non-finite loss means the
+    optimisation diverged (too high a learning rate, say); nothing is written (`stage_dir`).
+    """
+
+    def __init__(self, names: list[str], out_root: Path):
+        self.names, self.out_root, self.i = names, out_root, 0
+
+    def log(self, row: dict[str, float]) -> None:
+        name = self.names[self.i % len(self.names)]  # one row per SAE, in order, every log_every steps
+        self.i += 1
+        bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise UserError(
+                f"{self.out_root / name}: training diverged at step {row.get('step', '?')} "
+                f"({', '.join(bad)} not finite); lower --lr or check the activations"
+            )
+
+
 def train_ladder(
-    batches: Iterator[Tensor],
+    batches: Iterator[Tensor] | Callable[[int], Iterator[Tensor]],
     d_in: int,
     n_rows: int,
     ladder: LadderConfig,
@@ -103,11 +127,20 @@ def train_ladder(
     source: dict[str, Any],
     force: bool = False,
     device: str | torch.device = "cpu",
+    checkpoint_dir: Path | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
 ) -> dict[str, Path]:
     """Train every size of `ladder` not yet on disk under `out_root`; returns name -> folder.
 
     `train` is the arch's train config (`ARCHITECTURES[ladder.arch].train_config`); its n_steps is
     capped at one pass over `n_rows`. `source` (where the activations came from) is recorded.
+
+    Checkpoints (sae/checkpoint.py): with `checkpoint_dir`, the state is saved there every
+    `checkpoint_every` steps, a checkpoint found there is resumed (`resume` makes one required),
+    `force` discards it, and it is deleted once the SAEs are written. Resuming needs `batches` as
+    a function of the number of rows to skip (`lambda skip: store.batches(bs, seed, skip_rows=skip)`).
+    In a data-parallel run only rank 0 writes; the others wait for it.
     """
     arch = ARCHITECTURES[ladder.arch]
     if not isinstance(train, arch.train_config):
@@ -122,6 +155,13 @@ def train_ladder(
             log.info("%s exists: skipping (use --force to retrain)", folders[ladder.name(*m)])
     if not todo:
         return folders
+    ckpt = _checkpointer(checkpoint_dir, checkpoint_every, todo, ladder, train, source, force, resume)
+    start = ckpt.step() if ckpt else 0
+    if start:
+        if not callable(batches):
+            raise UserError(f"{checkpoint_dir}: resuming needs a stream that can skip rows")
+        log.info("resuming from step %d (%s)", start, checkpoint_dir)
+    stream = batches(start * train.batch_size) if callable(batches) else batches
 
     saes, cfgs = [], []
     for n, l1 in todo:
@@ -133,7 +173,14 @@ def train_ladder(
         saes.append(arch.sae(arch.sae.config_class(**shape), generator=gen).to(device))
     names = [ladder.name(*m) for m in todo]
     log.info("training %s on %d rows (%d steps of %d)", ", ".join(names), n_rows, train.n_steps, train.batch_size)
-    results = train_sae(saes, batches, cfgs)
+    results = train_sae(saes, stream, cfgs, logger=_FiniteGuard(names, out_root), checkpoint=ckpt)
+    for name, sae in zip(names, saes, strict=True):  # never save a diverged SAE
+        bad = [k for k, v in sae.named_parameters() if not torch.isfinite(v).all()]
+        if bad:
+            raise UserError(f"{out_root / name}: training diverged (NaN/inf in {', '.join(bad)}); lower --lr")
+    if not distributed.is_main():
+        distributed.barrier()  # rank 0 writes the SAEs
+        return folders
 
     for name, sae, cfg, result in zip(names, saes, cfgs, results, strict=True):
         with stage_dir(folders[name], force=force) as tmp:
@@ -150,4 +197,36 @@ def train_ladder(
                 "final": result.history[-1] if result.history else {},
             }
             write_json(tmp / TRAINING_JSON, training)
+    if ckpt:
+        ckpt.discard()
+    distributed.barrier()
     return folders
+
+
+def _checkpointer(
+    folder: Path | None,
+    every: int,
+    todo: list[tuple[int, float | None]],
+    ladder: LadderConfig,
+    train: TrainRecipe,
+    source: dict[str, Any],
+    force: bool,
+    resume: bool,
+) -> SAECheckpointer | None:
+    if folder is None:
+        if resume:
+            raise UserError("--resume: this run keeps no checkpoints")
+        return None
+    expected = {
+        "names": [ladder.name(*m) for m in todo],
+        "ladder": dataclasses.asdict(ladder),
+        "train": {k: v for k, v in dataclasses.asdict(train).items() if k != "progress"},
+        "source": source,
+    }
+    ckpt = SAECheckpointer(folder, every, expected)
+    if force:
+        ckpt.discard()
+        distributed.barrier()
+    if resume and not ckpt.step():
+        raise UserError(f"--resume: no checkpoint in {folder}")
+    return ckpt

@@ -168,7 +168,8 @@ class SparseAutoencoder(nn.Module):
 
         folder = Path(folder)
         raw = read_config(folder / SAE_CONFIG, CONFIG_KIND)
-        arch = ARCHITECTURES.get(raw.get("architecture"))  # type: ignore[arg-type]
+        name = raw.get("architecture")
+        arch = ARCHITECTURES.get(name) if isinstance(name, str) else None
         if arch is None:
             known = ", ".join(sorted(ARCHITECTURES))
             raise UserError(f"{folder / SAE_CONFIG}: architecture {raw.get('architecture')!r} is not one of {known}")
@@ -198,3 +199,7 @@ def check_tensors(tensors: dict[str, Tensor], cfg: SAEConfig, where: str | os.Pa
     for name, shape in expected.items():
         if tuple(tensors[name].shape) != shape:
             raise UserError(f"{where}: {name} has shape {tuple(tensors[name].shape)}, cfg.json says {shape}")
+        if not tensors[name].is_floating_point():
+            raise UserError(f"{where}: {name} is {tensors[name].dtype}, expected floating point")
+        if not torch.isfinite(tensors[name]).all():
+            raise UserError(f"{where}: NaN or inf in {name}")

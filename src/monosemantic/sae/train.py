@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from monosemantic import distributed
 from monosemantic.sae.constraints import optimizer_step_
 from monosemantic.sae.geometric_median import geometric_median
 from monosemantic.sae.loss import LossTerms, l1_penalty, per_example_loss, reconstruction_mse
@@ -201,6 +202,13 @@ class TrainRecipe(Protocol):
     def loss(self, sae: SparseAutoencoder, x: Tensor, step: int, dead: Tensor) -> LossTerms: ...
 
 
+class Checkpointer(Protocol):
+    """Saves and restores the whole training state (`sae/checkpoint.py`'s `SAECheckpointer`)."""
+
+    def restore(self, runs: Sequence[_Run]) -> int: ...  # the step to continue after (0: a fresh start)
+    def after_step(self, runs: Sequence[_Run], step: int) -> None: ...  # save when due
+
+
 class Logger(Protocol):
     """Receives one flat row of numbers per SAE every `log_every` steps."""
 
@@ -300,6 +308,7 @@ def train_sae(
     batches: Iterator[Tensor],
     cfg: TrainRecipe | Sequence[TrainRecipe],
     logger: Logger | None = None,
+    checkpoint: Checkpointer | None = None,
 ) -> list[TrainResult]:
     """Train every SAE in `saes` in place on one pass over `batches`.
 
@@ -310,31 +319,46 @@ def train_sae(
             the recipe of its SAE's architecture, and all must agree on batch_size, n_steps,
             log_every and progress, since they share the stream.
         logger: gets one row per SAE every `log_every` steps; the rows are also kept in the results.
+        checkpoint: saves the state every so often and restores it at the start; when it restores
+            step s, `batches` must start at the stream's batch s + 1 (the data position).
+
+    Data parallel (`monosemantic.distributed`, under torchrun): every rank passes the same global
+    batches, computes on its own slice of rows, and the gradients are averaged before the step.
     Returns:
         one `TrainResult` per SAE, in order. The SAEs are left in their saved form, taking raw inputs.
     """
     cfgs = _per_sae_configs(saes, cfg)
     logger = logger or NullLogger()
     runs = [_Run.start(sae, c) for sae, c in zip(saes, cfgs, strict=True)]
-    batches = _init_from_data(runs, iter(batches))  # input scale (ref §10.5); b_dec at the geometric median (§3.3)
+    start = checkpoint.restore(runs) if checkpoint else 0
+    batches = iter(batches)
+    if not start:
+        batches = _init_from_data(runs, batches)  # input scale (ref §10.5); b_dec at the geometric median (§3.3)
     n_steps, log_every = cfgs[0].n_steps, cfgs[0].log_every
 
-    step = 0
-    for step in tqdm(range(1, n_steps + 1), disable=not cfgs[0].progress, desc="train_sae"):
+    step = start
+    progress = cfgs[0].progress and distributed.is_main()
+    for step in tqdm(
+        range(start + 1, n_steps + 1), initial=start, total=n_steps, disable=not progress, desc="train_sae"
+    ):
         x = next(batches, None)
         if x is None:
             log.warning("train_sae: the stream ran out after %d of %d steps", step - 1, n_steps)
             step -= 1
             break
         _check_batch(x, saes)
+        xs = distributed.shard(x)  # this rank's rows of the global batch (all of them in one process)
         for r in runs:
             dead = dead_mask(r.last_fired, step - 1, r.window)  # (n_features,) before this step (TopK's AuxK)
-            terms = r.cfg.loss(r.sae, r.inputs(x), step, dead)
+            terms = r.cfg.loss(r.sae, r.inputs(xs), step, dead)
             r.opt.zero_grad(set_to_none=True)
             terms.loss.backward()
+            distributed.average_grads_(r.sae.parameters(), xs.shape[0] / x.shape[0])
             r.set_lr(r.cfg.lr_at(step))
             optimizer_step_(r.opt, r.sae, r.cfg.max_grad_norm)  # TM §3.4 unit-norm rows where the SAE has them
             r.track(step, terms)
+            r.n_activations += x.shape[0] - xs.shape[0]  # the other ranks' rows
+        distributed.max_(r.last_fired for r in runs)  # a feature is alive if it fired on any rank
 
         # once in a while: resample dead features from high-loss inputs (TM §4; the 2023 recipe only)
         due = [r for r in runs if step in r.resample_steps]
@@ -344,6 +368,8 @@ def train_sae(
         # once in a while: log
         if step % log_every == 0:
             _log(runs, step, logger)
+        if checkpoint:
+            checkpoint.after_step(runs, step)
 
     if runs[0].n_summed:  # the last, partial interval
         _log(runs, step, logger)
@@ -352,6 +378,7 @@ def train_sae(
 
 def _log(runs: Sequence[_Run], step: int, logger: Logger) -> None:
     for i, r in enumerate(runs):
+        distributed.mean_(r.sums.values())  # means over the global batch, not this rank's slice
         row = r.log_row(step, i)
         logger.log(row)
         log.info("step %d sae %d: %s", step, i, " ".join(f"{k} {v:.4g}" for k, v in list(row.items())[2:]))
@@ -448,6 +475,7 @@ def _resample(due: Sequence[_Run], batches: Iterator[Tensor], step: int) -> Iter
                 encoder_scale=cfg.resample_encoder_scale,
                 direction=cfg.resample_direction,
             )
+            distributed.broadcast_(r.sae.parameters())  # ranks resampled alike; rank 0's copy makes sure
         r.resampled.append((step, n_dead))
         log.info("step %d: resampled %d dead features of %d", step, n_dead, dead.numel())
     return chain(peeked, batches)

@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from monosemantic import paths
+from monosemantic import distributed, paths
 from monosemantic.data import ngram
 from monosemantic.data.tokens import TokenSplit, TokenStore
+from monosemantic.errors import UserError
 from monosemantic.io import (
     is_complete,
     load_tensors,
@@ -149,6 +150,10 @@ def train_transformer(
 
     With `ckpt_dir`, saves a checkpoint every `cfg.checkpoint_every` steps and resumes from the
     one it finds there (the result then equals an uninterrupted run's).
+
+    Data parallel under torchrun (`monosemantic.distributed`): every rank draws the same global
+    batch, computes on its own slice of sequences, and the gradients are averaged before clipping
+    and the step; only rank 0 saves checkpoints and shows progress.
     """
     device, dtype = next(model.parameters()).device, pick_dtype(cfg.dtype)
     length = model.cfg.ctx_len + 1
@@ -161,15 +166,18 @@ def train_transformer(
         step, history = meta["step"], meta["history"]
         log.info("resuming from step %d (%s)", step, ckpt_dir)
 
+    progress = progress and distributed.is_main()
     bar = tqdm(total=cfg.n_steps, initial=step, desc="lm train", unit="step", disable=not progress)
     t0, start_step, loss = time.perf_counter(), step, float("nan")
     while step < cfg.n_steps:
         for group in opt.param_groups:
             group["lr"] = get_lr(step, cfg)
-        x = batch_for_step(store.train, cfg.seed, step, cfg.batch_size, length).to(device)
+        batch = batch_for_step(store.train, cfg.seed, step, cfg.batch_size, length)
+        x = distributed.shard(batch).to(device)  # this rank's sequences (all of them in one process)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             loss_t = model.loss(x)
         loss_t.backward()
+        distributed.average_grads_(model.parameters(), x.shape[0] / batch.shape[0])
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
@@ -192,7 +200,7 @@ def train_transformer(
             if on_log:
                 on_log(row)
             log.debug("%s", row)
-        if ckpt_dir is not None and (step % cfg.checkpoint_every == 0) and step < cfg.n_steps:
+        if ckpt_dir is not None and step % cfg.checkpoint_every == 0 and step < cfg.n_steps and distributed.is_main():
             extra = {"train_config": asdict(cfg), "model_config": model.cfg.to_dict(), "history": history}
             save_checkpoint(ckpt_dir, model, opt, step, extra)
     bar.close()
@@ -218,19 +226,26 @@ def run(
     model_name: str = "A",
     force: bool = False,
     progress: bool = True,
+    resume: bool = False,
 ) -> dict:
-    """The stage: train model `model_name` on the run's tokens; writes `transformer/<model>/`."""
+    """The stage: train model `model_name` on the run's tokens; writes `transformer/<model>/`.
+
+    A checkpoint left by an interrupted run is resumed (`resume` makes one required); `force`
+    discards it. Under torchrun every rank trains and evaluates, and rank 0 writes.
+    """
     out, ckpt = layout.transformer(model_name), layout.checkpoints(f"transformer-{model_name}")
     if is_complete(out) and not force:
         log.info("%s exists: skipping (use --force to retrain)", out)
         return read_config(out / paths.CONFIG, KIND)
-    if force and ckpt.exists():
+    if force and ckpt.exists() and distributed.is_main():
         shutil.rmtree(ckpt)
+    distributed.barrier()
+    if resume and not has_checkpoint(ckpt):
+        raise UserError(f"--resume: no checkpoint in {ckpt}")
     store = TokenStore(layout.tokens)
     model_cfg = TransformerConfig(**{**model_cfg.to_dict(), "vocab_size": store.vocab_size})
     seed_everything(cfg.seed)
     model = Transformer(model_cfg).to(pick_device(cfg.device))
-    ckpt.mkdir(parents=True, exist_ok=True)
     result = train_transformer(model, store, cfg, ckpt_dir=ckpt, progress=progress)
 
     # Final evaluation on more validation tokens, and the n-gram baselines on the same targets.
@@ -250,6 +265,9 @@ def run(
         "n_params": sum(p.numel() for p in model.parameters()),
     }
     body = {"model": model_cfg.to_dict(), "train": asdict(cfg), "name": model_name}
+    if not distributed.is_main():
+        distributed.barrier()  # rank 0 writes the model
+        return {**body, "metrics": metrics}
     with stage_dir(out, force=force) as tmp:
         save_tensors(tmp / paths.MODEL_WEIGHTS, model.state_dict())
         write_json(tmp / paths.METRICS, metrics)
@@ -258,6 +276,7 @@ def run(
     shutil.rmtree(ckpt, ignore_errors=True)
     if ckpt.parent.exists() and not any(ckpt.parent.iterdir()):
         ckpt.parent.rmdir()
+    distributed.barrier()
     log.info(
         "model %s: val loss %.3f (bigram %.3f, unigram %.3f), %.0f tokens/s",
         model_name,

@@ -1,0 +1,105 @@
+"""Subcommands of the feature browser: `serve` (the live app) and `export-html` (a static copy).
+
+Wiring only: the app is `browser.app.create_app`, the static site `browser.export.export_html`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import webbrowser
+from pathlib import Path
+from typing import Any
+
+from monosemantic import paths
+from monosemantic.errors import UserError
+
+DEFAULT_PORT = 8000
+
+
+def database(run: Path) -> Path:
+    """The feature database of a run directory (or `run` itself when it is a .sqlite file)."""
+    from monosemantic.interp import db
+
+    path = run if run.is_file() else paths.RunLayout(run).features / db.FILENAME
+    if not path.is_file():
+        raise UserError(f"{path}: no feature database here (run the interp stage first: `monosemantic features`)")
+    return path
+
+
+def serve_command(run: Path, port: int = DEFAULT_PORT) -> str:
+    """The command line that serves `run`, as the demo prints it at the end."""
+    return f"monosemantic serve {run}" + ("" if port == DEFAULT_PORT else f" --port {port}")
+
+
+def add_parsers(sub: Any, common: Any) -> None:
+    sv = sub.add_parser(
+        "serve",
+        help="browse a run's features in a web browser (local, offline)",
+        description="Serve RUN's feature database (RUN/features/features.sqlite, opened read-only) as a web app: "
+        "the run overview, every dictionary's feature list with search, feature and neuron pages, the feature "
+        "map and a live text view (runs the model and SAE on text you type). Every page has a JSON twin under "
+        "/api. Binds to 127.0.0.1 unless --host is given; needs no network.",
+    )
+    sv.add_argument("run", type=Path, metavar="RUN", help="run directory (or a features.sqlite file)")
+    sv.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    sv.add_argument("--open", action="store_true", help="open the overview in the default web browser")
+    sv.add_argument("--max-chars", type=int, default=2000, help="longest text the text view accepts (default 2000)")
+    sv.add_argument("--text-timeout", type=float, default=10.0, help="text view time limit in seconds (default 10)")
+    sv.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    sv.set_defaults(func=cmd_serve)
+
+    ex = sub.add_parser(
+        "export-html",
+        help="write the feature browser as a static site",
+        description="Write RUN's feature browser pages (overview, feature lists, every feature and neuron page, "
+        "maps) into OUT as plain HTML files with their CSS and scripts, to open from disk or share. The live text "
+        "view is left out (it needs the model).",
+    )
+    ex.add_argument("run", type=Path, metavar="RUN", help="run directory (or a features.sqlite file)")
+    ex.add_argument("out", type=Path, metavar="OUT", help="output folder (created)")
+    ex.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    ex.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    ex.set_defaults(func=cmd_export_html)
+
+
+def serve(run: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT, open_browser: bool = False,
+          max_chars: int = 2000, text_timeout: float = 10.0, verbose: bool = False) -> None:  # fmt: skip
+    """Serve until interrupted (Ctrl-C)."""
+    import uvicorn
+
+    from monosemantic.browser.app import TextLimits, create_app
+    from monosemantic.interp.db import DatabaseError
+
+    path = database(run)
+    try:
+        app = create_app(run if run.is_dir() else path, TextLimits(max_chars=max_chars, timeout_s=text_timeout))
+    except DatabaseError as e:
+        raise UserError(str(e)) from None
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"monosemantic: warning: serving on {host}: anyone who can reach this port can browse the run",
+              file=sys.stderr)  # fmt: skip
+    print(f"monosemantic: serving {path} at {url} (Ctrl-C to stop)", file=sys.stderr)
+    if open_browser:
+        threading.Timer(1.0, webbrowser.open, args=(url,)).start()
+    uvicorn.run(app, host=host, port=port, log_level="info" if verbose else "warning", access_log=verbose)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    serve(args.run, args.host, args.port, args.open, args.max_chars, args.text_timeout, args.verbose)
+
+
+def cmd_export_html(args: argparse.Namespace) -> None:
+    from monosemantic.browser.export import export_html
+    from monosemantic.interp.db import DatabaseError
+
+    try:
+        n = export_html(database(args.run), args.out, force=args.force, progress=args.progress)
+    except FileExistsError:
+        raise UserError(f"{args.out}: exists; use --force to replace it") from None
+    except DatabaseError as e:
+        raise UserError(str(e)) from None
+    print(f"{n} pages in {args.out}; open {args.out / 'index.html'}")

@@ -1,0 +1,244 @@
+"""The subject model, whichever it is: a run's own transformer or any Hugging Face causal LM.
+
+    s = load_subject(RunLayout(Path("runs/demo")), "A", "blocks.0.mlp.hook_post")
+    s = load_subject(layout, "path/to/gpt2-folder", "transformer.h.1.mlp.c_proj:input")
+    s.model(tokens)            # int64 [batch, pos] -> logits [batch, pos, vocab]
+    s.site.module, s.site.which    # where the activations are read (and spliced back)
+    s.tokenizer.encode(text)   # a `tokenizers.Tokenizer`; s.tokens is its tokens folder
+
+Both kinds satisfy the same small interface (`Subject`): a forward from token ids to logits, a
+context length, a vocabulary, and hooks found by name. A hook spec is either one of our hook
+names (`transformer.hooks`) or a module path with `:input` or `:output` (default output), e.g. the
+input of `model.layers.5.mlp.down_proj`, which *is* the neuron vector of a gated MLP
+(`act(gate(x)) * up(x)`), as the post-ReLU vector is for the paper's MLP ([TM] §2).
+
+`--model NAME` means the run's `transformer/NAME/` when that folder exists, and otherwise a
+Hugging Face model (a `save_pretrained` folder, a `.gguf` file, or a hub name already in the
+local cache; a plain word such as `A` is a run model unless written `hf:gpt2`). A Hugging Face
+model's artifacts live under a key made from its name: `tokens-hf-<name>/` (the run's corpus in the
+model's own tokenizer), `activations/hf-<name>/...`, `sae/hf-<name>/...`, `eval/hf-<name>/...`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+from tokenizers import Tokenizer
+from torch import Tensor, nn
+
+from monosemantic import paths
+from monosemantic.data.tokenizer import eot_id, load_tokenizer
+from monosemantic.errors import UserError
+from monosemantic.io import read_config
+from monosemantic.transformer import hooks
+from monosemantic.transformer.model import Transformer, TransformerConfig
+
+log = logging.getLogger(__name__)
+
+Which = Literal["input", "output"]
+HF_PREFIX = "hf:"
+"""`--model hf:NAME` forces a Hugging Face model, for a hub name that looks like a run model's name."""
+
+
+class Subject(Protocol):
+    """What the harvest, the splice and the feature database need from a subject model."""
+
+    def __call__(self, tokens: Tensor) -> Tensor: ...  # int64 [batch, pos] -> logits [batch, pos, vocab]
+
+    def parameters(self) -> Any: ...  # its device comes from the first parameter
+
+
+@dataclass(frozen=True)
+class HookSite:
+    """Where activations are read: a module and whether its input or output."""
+
+    module: nn.Module
+    which: Which
+    spec: str
+
+
+def parse_hook(spec: str) -> tuple[str, Which]:
+    """`"path:input"` -> `("path", "input")`; no suffix means output."""
+    path, _, which = spec.partition(":")
+    which = which or "output"
+    if not path or which not in ("input", "output") or not re.fullmatch(r"[A-Za-z0-9_.]+", path):
+        raise UserError(f"--hook {spec!r}: expected a hook name or MODULE.PATH[:input|:output]")
+    return path, which  # type: ignore[return-value]
+
+
+def hook_dirname(spec: str) -> str:
+    """The folder name of a hook spec: `a.b:input` -> `a.b-input`, output by default (`a.b`)."""
+    path, which = parse_hook(spec)
+    return path if which == "output" else f"{path}-{which}"
+
+
+def find_hook(model: nn.Module, spec: str) -> HookSite:
+    """The module a hook spec names in `model` (ours by hook name, an HF model by module path)."""
+    path, which = parse_hook(spec)
+    finder = getattr(model, "find_module", model.get_submodule)
+    try:
+        module = finder(path)
+    except AttributeError:
+        known = hooks.ALL if isinstance(model, Transformer) else _some_paths(model)
+        raise UserError(f"--hook {spec}: no module {path!r} in the model; e.g. {', '.join(known)}") from None
+    return HookSite(module, which, spec)
+
+
+def _some_paths(model: nn.Module) -> list[str]:
+    names = model.module_paths() if hasattr(model, "module_paths") else [n for n, _ in model.named_modules() if n]
+    mlp = [n for n in names if "mlp" in n]
+    return (mlp or names)[:8]
+
+
+def context_length(model: nn.Module) -> int:
+    return int(model.cfg.ctx_len) if isinstance(model, Transformer) else int(model.ctx_len)
+
+
+# -- which model -----------------------------------------------------------------------------
+
+
+def is_run_model(layout: paths.RunLayout, model: str) -> bool:
+    """`--model NAME` is the run's own transformer when `transformer/NAME/` exists, or NAME is a plain
+    word that is not a path (then it is an error to use it before `lm train`); `hf:NAME` never is."""
+    if model.startswith(HF_PREFIX) or re.fullmatch(r"[A-Za-z0-9_.-]+", model) is None:
+        return False  # hf:NAME, or a path (`layout.transformer("/abs/path")` would be that path)
+    return (layout.transformer(model) / paths.CONFIG).is_file() or not Path(model).exists()
+
+
+def subject_key(layout: paths.RunLayout, model: str) -> str:
+    """The folder name of a subject under activations/, sae/, eval/: NAME, or `hf-<name>`."""
+    if is_run_model(layout, model):
+        return model
+    model = model.removeprefix(HF_PREFIX)
+    p = Path(model)
+    name = p.stem if p.suffix == ".gguf" else (p.name if p.exists() else model.replace("/", "--"))
+    return "hf-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def load_run_transformer(folder: Path, device: str = "cpu") -> Transformer:
+    """`transformer.train.load_transformer`, with every corrupt file a one-line UserError."""
+    from monosemantic.io import load_tensors
+    from monosemantic.transformer.train import KIND
+
+    cfg_path = folder / paths.CONFIG
+    cfg = read_config(cfg_path, KIND)
+    try:
+        model = Transformer(TransformerConfig(**cfg["model"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{cfg_path}: bad model shape ({type(e).__name__}: {e})") from None
+    weights = folder / paths.MODEL_WEIGHTS
+    tensors = load_tensors(weights)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise UserError(f"{weights}: does not match {cfg_path} ({str(e).splitlines()[0]}...)") from None
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise UserError(f"{weights}: NaN or inf in {', '.join(bad[:3])}")
+    return model.to(device)
+
+
+def _is_our_folder(folder: Path) -> bool:
+    """A folder written by `lm train` (a HF folder has a config.json and model.safetensors too)."""
+    import json
+
+    try:
+        return json.loads((folder / paths.CONFIG).read_text(encoding="utf-8")).get("kind") == "monosemantic.transformer"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def load_model(ref: str | Path, device: str = "cpu", ctx_len: int | None = None) -> nn.Module:
+    """A run's transformer folder, or a Hugging Face model (see `hf.load_hf`)."""
+    if _is_our_folder(Path(ref)):
+        return load_run_transformer(Path(ref), device)
+    from monosemantic.transformer.hf import load_hf
+
+    return load_hf(str(ref), device, ctx_len)[0]
+
+
+@dataclass
+class LoadedSubject:
+    """A subject model ready to run: the model, its hook, its tokenizer and its token folder."""
+
+    key: str
+    """Folder name under activations/, sae/, eval/ (`A`, or `hf-<name>`)."""
+    model: nn.Module
+    site: HookSite
+    tokenizer: Tokenizer | None
+    """None for a run model whose run has no tokenizer/ folder (tokens given directly)."""
+    eot: int
+    """Token id separating documents in the token stream."""
+    ctx_len: int
+    tokens: Path
+    """The run's corpus in this tokenizer (`tokens/`, or `tokens-<key>/`, made by `ensure_tokens`)."""
+    source: str
+    """The run's model folder, or what `--model` named."""
+
+
+def load_subject(
+    layout: paths.RunLayout, model: str, hook: str, device: str = "cpu", ctx_len: int | None = None
+) -> LoadedSubject:
+    """Load `--model` (run name or HF model), find `--hook` in it, and its tokenizer.
+
+    This is the one entry point for anything that runs the subject model (harvest, eval, the
+    feature database).
+    """
+    key = subject_key(layout, model)
+    if is_run_model(layout, model):
+        folder = layout.transformer(model)
+        if not (folder / paths.CONFIG).is_file():
+            raise UserError(
+                f"{folder}: model not found (no model yet); run `monosemantic lm train --run {layout.root}`"
+            )
+        m = load_run_transformer(folder, device)
+        if ctx_len is not None and ctx_len != m.cfg.ctx_len:
+            raise UserError(f"--ctx-len {ctx_len}: {folder} was trained with {m.cfg.ctx_len}")
+        tok_path = layout.tokenizer / paths.TOKENIZER_JSON
+        tok = load_tokenizer(tok_path) if tok_path.exists() else None  # the harvest needs only the tokens
+        eot = eot_id(tok) if tok is not None else 0
+        return LoadedSubject(key, m, find_hook(m, hook), tok, eot, m.cfg.ctx_len, layout.tokens, str(folder))
+    from monosemantic.transformer.hf import document_separator, load_hf
+
+    model = model.removeprefix(HF_PREFIX)
+    m, hf_tok = load_hf(model, device, ctx_len)
+    eot = document_separator(hf_tok, model)
+    tokens = layout.root / f"tokens-{key}"
+    return LoadedSubject(key, m, find_hook(m, hook), hf_tok.backend_tokenizer, eot, m.ctx_len, tokens, model)
+
+
+def ensure_tokens(layout: paths.RunLayout, s: LoadedSubject, cfg: Any = None, progress: bool = True) -> Path:
+    """The run's corpus in the subject's tokenizer: `s.tokens`, written from `corpus/` if missing."""
+    from monosemantic.data import tokens
+    from monosemantic.data.corpus import iter_documents
+    from monosemantic.io import is_complete, read_json
+
+    if s.tokens == layout.tokens:
+        if not is_complete(s.tokens):
+            raise UserError(f"{layout.tokens}: no tokens yet; run `monosemantic tokenize --run {layout.root}`")
+        return s.tokens
+    assert s.tokenizer is not None
+    if is_complete(s.tokens):
+        store_cfg = read_config(s.tokens / paths.CONFIG, tokens.KIND)
+        if store_cfg.get("vocab_size") != s.tokenizer.get_vocab_size() or store_cfg.get("eot_id") != s.eot:
+            raise UserError(f"{s.tokens}: written with another tokenizer than {s.source}'s (delete it to redo)")
+        return s.tokens
+    if not is_complete(layout.corpus, paths.MANIFEST):
+        raise UserError(f"{layout.corpus}: no corpus yet; run `monosemantic corpus build --run {layout.root}`")
+    log.info("tokenizing %s with %s's tokenizer -> %s", layout.corpus, s.source, s.tokens)
+    n_docs = read_json(layout.corpus / paths.MANIFEST).get("n_documents")
+    tokens.write_tokens(
+        iter_documents(layout.corpus),
+        s.tokenizer,
+        s.tokens,
+        cfg or tokens.TokensConfig(),
+        progress=progress,
+        total_docs=n_docs,
+        eot=s.eot,
+    )
+    return s.tokens

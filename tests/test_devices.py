@@ -1,0 +1,50 @@
+"""--device and --dtype: a device this machine lacks, or a dtype we do not train in, is a one-line error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from monosemantic.cli import main
+from monosemantic.errors import UserError
+from monosemantic.runtime import pick_device, pick_dtype
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_sae_train_on_cuda_without_cuda_is_a_one_line_error(tmp_path, capsys):
+    np.save(tmp_path / "acts.npy", np.ones((8192, 4), dtype=np.float32))
+    argv = [
+        "sae",
+        "train",
+        "--activations",
+        str(tmp_path / "acts.npy"),
+        "--out",
+        str(tmp_path / "o"),
+        "--device",
+        "cuda",
+    ]
+    assert main([*argv, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "monosemantic: error: --device cuda: CUDA is not available on this machine"
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="has a GPU")
+def test_auto_picks_cpu_and_names_are_checked():
+    assert pick_device("auto").type == "cpu" and pick_device("cpu").type == "cpu"
+    with pytest.raises(UserError, match="MPS is not available"):
+        pick_device("mps")
+    assert pick_dtype("bfloat16") is torch.bfloat16
+    with pytest.raises(UserError, match="choose one of float32, bfloat16"):
+        pick_dtype("float16")
+
+
+def test_lm_dtype_flag_is_checked(tmp_path, capsys):
+    assert main(["lm", "train", "--run", str(tmp_path / "r"), "--dtype", "float16", "--no-progress"]) == 2
+    assert "dtype must be float32 or bfloat16" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_is_picked_when_present():
+    assert pick_device("auto").type == "cuda" and pick_device("cuda").type == "cuda"

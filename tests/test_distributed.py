@@ -1,0 +1,131 @@
+"""Data-parallel training: 2 CPU processes (gloo on loopback) give the one-process weights.
+
+The two runs see the same global batches; each rank computes on half of every batch and the
+gradients are averaged. Float sums then happen in another order, so the weights agree to a stated
+tolerance rather than bit for bit: TOLERANCE below, after 64 Adam steps with a resample.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from monosemantic import distributed
+
+TOLERANCE = {"atol": 1e-5, "rtol": 1e-4}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+
+
+def test_shard_range_splits_disjointly_and_covers_in_order():
+    for n in (0, 1, 7, 64, 1001):
+        for world in (1, 2, 3, 8):
+            ranges = [distributed.shard_range(n, r, world) for r in range(world)]
+            assert [lo for lo, _ in ranges] == [0] + [hi for _, hi in ranges[:-1]]
+            assert ranges[-1][1] == n and max(h - lo for lo, h in ranges) - min(h - lo for lo, h in ranges) <= 1
+
+
+def test_helpers_are_no_ops_in_one_process():
+    x = torch.arange(6.0).reshape(3, 2)
+    assert not distributed.is_enabled() and distributed.is_main() and distributed.world_size() == 1
+    assert distributed.shard(x) is not None and torch.equal(distributed.shard(x), x)
+    p = torch.nn.Parameter(torch.ones(2))
+    p.grad = torch.full((2,), 3.0)
+    distributed.average_grads_([p], 1.0)
+    distributed.max_([x])
+    assert torch.equal(p.grad, torch.full((2,), 3.0)) and torch.equal(x, torch.arange(6.0).reshape(3, 2))
+
+
+def test_two_gloo_processes_train_the_same_saes_as_one(tmp_path):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "acts.npy", np.maximum(rng.normal(size=(128 * 64, 16)), 0).astype(np.float32))
+    args = ["sae", "train", "--activations", tmp_path / "acts.npy", "--n-features", "32,512", "--batch-size", 128]
+    args += ["--lr", 2e-2, "--b-dec-init-n-inputs", 512, "--resample-n-batches", 2, "--l1-coeff", 1.0]
+    args += [
+        "--normalize-inputs",
+        "--resample-every-fraction",
+        0.25,
+        "--n-resamples",
+        2,
+        "--dead-window-fraction",
+        0.05,
+        "--no-progress",
+    ]
+    args = [str(a) for a in args]
+    one = [sys.executable, "-m", "monosemantic", *args, "--out", str(tmp_path / "one")]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    two = [*torchrun, "-m", "monosemantic", *args, "--out", str(tmp_path / "two")]
+    for cmd in (one, two):
+        out = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr
+    for name in ("tm2023-32", "tm2023-512"):
+        a = load_file(str(tmp_path / f"one/{name}/sae.safetensors"))
+        b = load_file(str(tmp_path / f"two/{name}/sae.safetensors"))
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], **TOLERANCE, msg=f"{name} {k}")
+        ta, tb = (json.loads((tmp_path / f"{run}/{name}/training.json").read_text()) for run in ("one", "two"))
+        assert sum(n for _, n in ta["resampled"]) > 0  # resampling ran, and alike on both ranks
+        assert ta["resampled"] == tb["resampled"] and ta["n_activations"] == tb["n_activations"] == 128 * 64
+        assert tb["final"] == pytest.approx(ta["final"], rel=1e-4)  # logged means are over the global batch
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_training_matches_cpu(tmp_path):
+    from monosemantic.sae import SAEConfig, SAETrainConfig, SparseAutoencoder, train_sae
+
+    x = torch.relu(torch.randn(64 * 32, 16, generator=torch.Generator().manual_seed(0)))
+    cfg = SAETrainConfig(batch_size=64, n_steps=32, b_dec_init_n_inputs=256, n_resamples=0)
+    out = []
+    for device in ("cpu", "cuda"):
+        sae = SparseAutoencoder(SAEConfig(d_in=16, n_features=64), generator=torch.Generator().manual_seed(0))
+        train_sae([sae.to(device)], iter(x.split(64)), cfg)
+        out.append(sae.W_dec.cpu())
+    torch.testing.assert_close(out[1], out[0], atol=1e-4, rtol=1e-3)
+
+
+def test_two_processes_harvest_disjoint_contexts_into_one_store(tiny_run, tmp_path):
+    from monosemantic.activations.store import open_activations
+
+    run = tmp_path / "run"
+    for stage in ("tokens", "transformer"):
+        shutil.copytree(tiny_run / stage, run / stage)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd = [*torchrun, "-m", "monosemantic", "harvest", "--run-dir", str(run), "--preset", "tiny", "--no-progress"]
+    out = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    hook = "activations/A/blocks.0.mlp.hook_post"
+    one, two = (json.loads((r / hook / "config.json").read_text()) for r in (tiny_run, run))
+    assert two["n_processes"] == 2 and two["n_rows"] == one["n_rows"] and two["n_contexts"] == one["n_contexts"]
+    store = open_activations(run / hook)
+    rows = store.rows()
+    assert len(rows) == store.n_rows == one["n_rows"]
+    assert len(set(zip(rows["doc"].tolist(), rows["pos"].tolist(), strict=True))) == len(rows)  # no token twice
+    assert sum(len(x) for x in store.batches(4096)) == store.n_rows
+    assert sorted(p.name for p in (run / hook).parent.iterdir()) == ["blocks.0.mlp.hook_post"]  # no rank folders
+
+
+LM_TOLERANCE = {"atol": 1e-5, "rtol": 1e-4}
+
+
+def test_two_gloo_processes_train_the_same_lm_as_one(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run / "tokens", run / "tokens")
+    args = ["lm", "train", "--run-dir", str(run), "--preset", "tiny", "--n-steps", "20", "--eval-every", "20"]
+    args += ["--dtype", "float32", "--device", "cpu", "--no-progress"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    for cmd in ([sys.executable, "-m", "monosemantic", *args, "--model", "one"],
+                [*torchrun, "-m", "monosemantic", *args, "--model", "two"]):  # fmt: skip
+        out = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr
+    a = load_file(str(run / "transformer/one/model.safetensors"))
+    b = load_file(str(run / "transformer/two/model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], **LM_TOLERANCE, msg=k)

