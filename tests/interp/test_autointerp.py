@@ -101,7 +101,8 @@ def test_run_autointerp_scores_planted_features_above_random_neurons(tmp_path):
     by = {d["dictionary"]: d for d in summary["dictionaries"]}
     assert by["tm2023-6"]["n_scored"] == 6 and by["tm2023-6"]["median"] == pytest.approx(1.0)
     assert by["neurons"]["median"] < 0.5
-    assert by["tm2023-6"]["single_token_share"] == 1.0
+    assert by["tm2023-6"]["single_token_share"] == 1.0 and by["tm2023-6"]["median_multi_token"] is None
+    assert by["neurons"]["single_token_share"] == 0.0 and by["neurons"]["median_multi_token"] == by["neurons"]["median"]
     row = conn.execute("SELECT explanation, explainer, score FROM features WHERE feature = 1 AND dictionary_id = 1")
     explanation, explainer, score = row.fetchone()
     assert json.dumps(WORDS[1]) in explanation and explainer == "offline/offline" and score == pytest.approx(1.0)

@@ -158,10 +158,12 @@ def run_autointerp(
         )
         conn.commit()
         arr = np.array([r[2] for r in results])
+        multi = np.array([r[2] for r in results if not r[3]])  # the paper's comparison without single-token ones
         out.append({
             "model": d.model, "dictionary": d.name, "kind": d.kind, "n_scored": len(arr),
             "median": float(np.median(arr)) if len(arr) else None, "mean": float(arr.mean()) if len(arr) else None,
             "single_token_share": float(np.mean([r[3] for r in results])) if results else None,
+            "median_multi_token": float(np.median(multi)) if len(multi) else None,
         })  # fmt: skip
     summary = {
         "explainer": f"{explainer.name}/{simulator.name}",
@@ -179,11 +181,19 @@ def format_interpretability(summary: dict) -> str:
     """One line per dictionary: features scored, median and mean simulation score, single-token share."""
     lines = [
         f"automated interpretability (TM §4), explainer {summary['explainer']}: simulation score = Pearson r",
-        f"{'model':<12} {'dictionary':<14} {'scored':>6} {'median':>7} {'mean':>6} {'single-token':>13}",
+        f"{'model':<12} {'dictionary':<14} {'scored':>6} {'median':>7} {'mean':>6} {'single-token':>13}"
+        f" {'median w/o single':>18}",
     ]
     for d in summary["dictionaries"]:
-        med = "-" if d["median"] is None else f"{d['median']:.2f}"
-        mean = "-" if d["mean"] is None else f"{d['mean']:.2f}"
+        if not d["n_scored"]:
+            continue
+        med, mean, multi = (_num(d[k]) for k in ("median", "mean", "median_multi_token"))
         single = "-" if d["single_token_share"] is None else f"{d['single_token_share']:.0%}"
-        lines.append(f"{d['model']:<12} {d['dictionary']:<14} {d['n_scored']:>6} {med:>7} {mean:>6} {single:>13}")
+        lines.append(
+            f"{d['model']:<12} {d['dictionary']:<14} {d['n_scored']:>6} {med:>7} {mean:>6} {single:>13} {multi:>18}"
+        )
     return "\n".join(lines)
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
