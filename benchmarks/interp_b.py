@@ -31,7 +31,9 @@ def _open(path: Path, layout: RunLayout, models: list[str]):
     return conn
 
 
-def collect_examples(conn, layout: RunLayout, n_tokens: int, sae_name: str, n_features: int, seed: int = 0) -> None:
+def collect_examples(
+    conn, layout: RunLayout, n_tokens: int, sae_name: str, n_features: int, model_name: str = "A", seed: int = 0
+) -> None:
     """A stand-in for the core build's examples (only for this benchmark): per sampled feature and
     neuron, the 20 top-activating tokens and 10 random tokens of `n_tokens` held-out tokens, each
     with a ±7-token window, plus the features rows autointerp reads."""
@@ -46,8 +48,8 @@ def collect_examples(conn, layout: RunLayout, n_tokens: int, sae_name: str, n_fe
     from monosemantic.paths import TOKENIZER_JSON
 
     strings = vocab_strings(vocab_bytes(load_tokenizer(layout.tokenizer / TOKENIZER_JSON)))
-    rows = {r.name: r for r in dictionaries(conn, "A")}
-    model = load_model(layout, "A")
+    rows = {r.name: r for r in dictionaries(conn, model_name)}
+    model = load_model(layout, model_name)
     saes = load_saes(layout, [rows[sae_name]])
     ctx = held_out_contexts(TokenStore(layout.tokens), model.cfg.ctx_len, n_tokens)
     rng = np.random.default_rng(seed)
@@ -110,6 +112,7 @@ def main() -> None:
     p.add_argument(
         "--sae", default="tm2023-4096", help="autointerp: the SAE whose features are scored beside the neurons"
     )
+    p.add_argument("--models", default="A", help="autointerp: models scored (A,A-shuffled for the control)")
     p.add_argument("--n-features", type=int, default=300, help="autointerp: features (and neurons) sampled")
     args = p.parse_args()
     tune_allocator()
@@ -131,10 +134,12 @@ def main() -> None:
     else:
         from monosemantic.interp.autointerp import AutoInterpConfig, format_interpretability, run_autointerp
 
-        conn = _open(args.db, layout, ["A", "A-shuffled"])
+        models = args.models.split(",")
+        conn = _open(args.db, layout, models)
         if conn.execute("SELECT count(*) FROM examples").fetchone()[0] == 0:
-            collect_examples(conn, layout, args.n_tokens, args.sae, args.n_features)
-        cfg = AutoInterpConfig(models="A", max_features=args.n_features)
+            for m in models:
+                collect_examples(conn, layout, args.n_tokens, args.sae, args.n_features, m)
+        cfg = AutoInterpConfig(models=args.models, max_features=args.n_features)
         summary = run_autointerp(conn, layout, cfg)
         print(format_interpretability(summary))
     seconds = time.perf_counter() - t0

@@ -109,3 +109,17 @@ def test_run_autointerp_scores_planted_features_above_random_neurons(tmp_path):
     assert db.get_summary(conn, "interpretability") == summary
     assert "tm2023-6" in format_interpretability(summary)
     _ = np
+
+
+def test_features_explain_cli(tmp_path, capsys):
+    from monosemantic.cli import main
+
+    (tmp_path / "features").mkdir()
+    _planted_db(tmp_path / "features" / db.FILENAME).close()
+    assert main(["features", "explain", "--run", str(tmp_path), "--no-progress", "--max-features", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "tm2023-6" in out and "1.00" in out
+    conn = db.open_readonly(tmp_path / "features" / db.FILENAME)
+    hits = conn.execute("SELECT count(*) FROM feature_search WHERE feature_search MATCH 'whale'").fetchone()[0]
+    assert hits >= 1  # explanations are in the full-text index
+    assert main(["features", "explain", "--run", str(tmp_path / "nowhere")]) == 2
