@@ -10,7 +10,7 @@
       activations/<model>/<hook>/     config.json  acts_0000.npy  rows_0000.npy ...
       sae/<model>/<hook>/<arch>-<n>/  sae.safetensors  cfg.json  training.json  train_log.jsonl
       eval/<model>/<hook>/<arch>-<n>/ metrics.json  density.png  config.json
-      features/                       features.sqlite (interp/db.py), read by the browser
+      features/                       features.sqlite (interp/db.py), read by the browser  config.json
 
 Every file name is a constant here, so no other module spells one.
 """

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from monosemantic import __version__, paths
-from monosemantic.cli import browser, dictionary, interp_b
+from monosemantic.cli import browser, dictionary, interp, interp_b
 from monosemantic.cli.args import add_dataclass_args, build
 from monosemantic.errors import UserError
 
@@ -27,7 +27,7 @@ Dictionary learning on a language model's MLP activations, after "Towards Monose
 (Bricken et al., 2023). Each stage writes a self-describing folder in a run directory; a stage
 whose folder is complete is skipped, so re-running a command resumes it (--force redoes it).
 
-pipeline:  corpus build -> tokenize -> lm train -> harvest -> sae train -> sae eval
+pipeline:  corpus build -> tokenize -> lm train -> harvest -> sae train -> sae eval -> features build
 quick start:  monosemantic demo            (embedded corpus, about 40 min on 2 CPU cores)
               monosemantic demo --preset tiny --input my_texts/   (seconds)
 """
@@ -154,8 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     lt.set_defaults(func=cmd_lm_train)
     interp_b.add_lm_parsers(lm, _common)
     dictionary.add_parsers(sub, _common)
-    features = sub.add_parser("features", help="the feature database and its analyses")
-    interp_b.add_parsers(features.add_subparsers(dest="action", required=True), _common)
+    interp.add_parsers(sub, _common)
     browser.add_parsers(sub, _common)
     return root
 

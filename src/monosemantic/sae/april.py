@@ -43,6 +43,7 @@ from monosemantic.sae.constraints import fold_decoder_norms_
 from monosemantic.sae.loss import LossTerms, squared_error
 from monosemantic.sae.model import SparseAutoencoder
 from monosemantic.sae.schedule import linear_decay_tail, linear_warmup
+from monosemantic.sae.sparse_step import MatmulDtype, StepMode
 
 # [APR24] *(confirm)*: "random directions and fixed L2 norm"; SAELens decoder_init_norm=0.1, DL 0.1.
 DECODER_INIT_NORM = 0.1
@@ -121,6 +122,11 @@ class AprilTrainConfig:
     """How many of the first inputs the scale is estimated on (not stated)."""
     dead_n_inputs: int = 10_000_000
     """Dead = no activation on this many inputs, for the logged dead_fraction ([APR24]: 10M samples)."""
+    step: StepMode = "auto"
+    """Training step: `dense` (autograd), `sparse` (hand-written, over the active features only), or
+    `auto` (dense while L0 is high, sparse once it is low; `sparse_step.py`)."""
+    matmul_dtype: MatmulDtype = "float32"
+    """`bfloat16` picks the sparse step's active set with a bfloat16 encoder product (values stay float32)."""
     log_every: int = 100
     """Steps between log rows (means over the interval)."""
     progress: bool = False

@@ -40,6 +40,7 @@ from torch import Tensor
 from monosemantic.sae.constraints import normalize_rows_
 from monosemantic.sae.loss import LossTerms, squared_error
 from monosemantic.sae.model import SAEConfig, SparseAutoencoder
+from monosemantic.sae.sparse_step import MatmulDtype, StepMode
 
 AUXK_COEFF = 1 / 32  # [GAO] §2.4; [OA] auxk_coef
 DEAD_N_INPUTS = 10_000_000  # [GAO]; [OA] dead_toks_threshold
@@ -146,6 +147,11 @@ class TopKTrainConfig:
     """Scale inputs so that E‖x‖ = √d_in (`Normalizer`), folded back at the end; off as in [OA]."""
     max_grad_norm: float | None = None
     """Clip the total gradient norm to this; None = no clipping ([OA] default)."""
+    step: StepMode = "auto"
+    """Training step: `dense` (autograd), `sparse` (hand-written, over the active features only), or
+    `auto` (dense while L0 is high, sparse once it is low; `sparse_step.py`)."""
+    matmul_dtype: MatmulDtype = "float32"
+    """`bfloat16` picks the sparse step's active set with a bfloat16 encoder product (values stay float32)."""
     log_every: int = 100
     """Steps between log rows (means over the interval)."""
     progress: bool = False

@@ -57,6 +57,7 @@ from monosemantic.sae.resample import (
     resample_dead_,
     resample_schedule,
 )
+from monosemantic.sae.sparse_step import MatmulDtype, StepMode, Stepper, firing
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,11 @@ class SAETrainConfig:
     normalize_inputs: bool = False
     """Scale inputs so that E‖x‖ = √d_in (the 2024 normalisation, ref §10.3), estimated on the first
     b_dec_init_n_inputs inputs and folded back at the end; off in the paper, which used raw activations."""
+    step: StepMode = "auto"
+    """Training step: `dense` (autograd), `sparse` (hand-written, over the active features only), or
+    `auto` (dense while L0 is high early on, sparse once it is low; `sparse_step.py`)."""
+    matmul_dtype: MatmulDtype = "float32"
+    """`bfloat16` picks the sparse step's active set with a bfloat16 encoder product (values stay float32)."""
     seed: int = 0
     """Seeds the resampling draws; weight init is seeded by the caller when it builds the SAE."""
     log_every: int = 100
@@ -250,6 +256,7 @@ class _Run:
     last_fired: Tensor  # (n_features,) long
     resample_steps: set[int]
     window: int
+    stepper: Stepper  # dense or sparse gradients (sparse_step.py)
     scale: float = 1.0  # inputs are multiplied by this (normalize_inputs)
     generator: torch.Generator | None = None  # resampling draws, made at the first resample
     sums: dict[str, Tensor] = field(default_factory=dict)  # running sums since the last log
@@ -263,7 +270,7 @@ class _Run:
         device = sae.W_dec.device
         opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
         last_fired = torch.zeros(sae.cfg.n_features, dtype=torch.long, device=device)
-        return cls(sae, cfg, opt, last_fired, set(cfg.resample_steps), cfg.dead_window)
+        return cls(sae, cfg, opt, last_fired, set(cfg.resample_steps), cfg.dead_window, Stepper.for_recipe(sae, cfg))
 
     def inputs(self, x: Tensor) -> Tensor:
         """The batch on the SAE's device and dtype, in the units it trains in: `[batch, d_in]`."""
@@ -277,9 +284,8 @@ class _Run:
     @torch.no_grad()
     def track(self, step: int, terms: LossTerms) -> None:
         """Dead-feature counter and running means; no host sync, so it is cheap on a GPU."""
-        active = terms.f > 0  # (batch, n_features)
-        self.last_fired.masked_fill_(active.any(dim=0), step)
-        l0 = active.sum(dim=-1).float().mean()
+        fired, l0 = firing(terms.f)  # (n_features,) bool, scalar; f is dense or sparse CSR
+        self.last_fired.masked_fill_(fired, step)
         for name, value in {"loss": terms.loss, **terms.parts, "l0": l0}.items():
             self.sums[name] = self.sums[name] + value.detach() if name in self.sums else value.detach()
         self.n_summed += 1
@@ -350,9 +356,7 @@ def train_sae(
         xs = distributed.shard(x)  # this rank's rows of the global batch (all of them in one process)
         for r in runs:
             dead = dead_mask(r.last_fired, step - 1, r.window)  # (n_features,) before this step (TopK's AuxK)
-            terms = r.cfg.loss(r.sae, r.inputs(xs), step, dead)
-            r.opt.zero_grad(set_to_none=True)
-            terms.loss.backward()
+            terms = r.stepper.gradients(r.sae, r.cfg, r.inputs(xs), step, dead)  # loss, .grad set (sparse_step.py)
             distributed.average_grads_(r.sae.parameters(), xs.shape[0] / x.shape[0])
             r.set_lr(r.cfg.lr_at(step))
             optimizer_step_(r.opt, r.sae, r.cfg.max_grad_norm)  # TM §3.4 unit-norm rows where the SAE has them

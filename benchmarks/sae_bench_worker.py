@@ -1,0 +1,178 @@
+"""One measurement of `sae_vs_saelens.py`, run in a fresh process: train, time, evaluate, report.
+
+Not meant to be run by hand; `sae_vs_saelens.py --worker '{json}'` calls `run_worker`.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+BATCH, D_IN, N_EVAL = 4096, 512, 4
+TARGET_L0 = 32  # the sparse start's L0
+
+
+def matmul_peaks(n: int = 4096, reps: int = 5) -> dict[str, float]:
+    """Measured GFLOP/s of one n × n × n product in float32 and bfloat16 (median of `reps`)."""
+    out = {}
+    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        a @ b
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t0)
+        out[name] = 2 * n**3 / statistics.median(times) / 1e9
+    return out
+
+
+def load_batches(path: str, n: int) -> tuple[list[torch.Tensor], str]:
+    """`n` float32 batches `[4096, 512]` scaled to E‖x‖ = √d_in, and where they came from."""
+    from monosemantic.sae.normalize import Normalizer
+
+    if Path(path).exists():
+        from monosemantic.activations.store import open_activations
+
+        it = open_activations(path).batches(BATCH, seed=0, drop_last=True)
+        xs = [next(it) for _ in range(n)]
+        source = f"{path} (harvested)"
+    else:
+        from monosemantic.sae.synthetic import planted_features
+
+        _, sampler = planted_features(n_dirs=4 * D_IN, d=D_IN, density=0.01, seed=0)
+        xs = list(sampler.batches(batch_size=BATCH, n_batches=n))
+        source = "planted features (synthetic; no store at the given path)"
+    scale = Normalizer.fit(xs[0]).factor
+    return [(x * scale).contiguous() for x in xs], source
+
+
+def build_ours(recipe: str, m: int, steps: int, start: str, first: torch.Tensor, spec: dict) -> tuple[Any, Any]:
+    from monosemantic.sae import SAEConfig, SAETrainConfig
+    from monosemantic.sae.april import AprilSAE, AprilTrainConfig
+    from monosemantic.sae.geometric_median import geometric_median
+    from monosemantic.sae.model import SparseAutoencoder
+    from monosemantic.sae.topk import TopKSAE, TopKSAEConfig, TopKTrainConfig
+
+    torch.manual_seed(0)
+    common = {"batch_size": BATCH, "n_steps": steps, "log_every": 10**9, "matmul_dtype": spec["matmul_dtype"]}
+    keep = {"b_dec_init": "keep"} if start == "sparse" else {}
+    if recipe == "paper":
+        sae = SparseAutoencoder(SAEConfig(D_IN, m))
+        cfg = SAETrainConfig(l1_coeff=0.008, lr=1e-3, n_resamples=0, **keep, **common)
+    elif recipe == "april":
+        sae = AprilSAE(SAEConfig(D_IN, m))
+        cfg = AprilTrainConfig(normalize_inputs=False, **common)
+    else:
+        sae = TopKSAE(TopKSAEConfig(D_IN, m, k=32))
+        cfg = TopKTrainConfig(**keep, **common)
+    if start == "sparse":
+        with torch.no_grad():
+            if sae.pre_encoder_bias:
+                sae.b_dec.copy_(geometric_median(first))
+            if recipe != "topk":  # each feature fires on ~TARGET_L0 / m of the first batch
+                x_bar = first - sae.b_dec if sae.pre_encoder_bias else first
+                pre = x_bar @ sae.W_enc
+                q = 1 - TARGET_L0 / m
+                sae.b_enc.copy_(-torch.quantile(pre[:1024], q, dim=0))
+    return sae, cfg
+
+
+def saelens_copy(ours: Any, recipe: str, steps: int) -> tuple[Any, Any]:
+    """SAELens's SAE with our weights, and its trainer config for the same recipe."""
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
+    from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
+
+    m = ours.cfg.n_features
+    if recipe == "topk":
+        sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=D_IN, d_sae=m, k=32, apply_b_dec_to_input=True))
+        lr, l1_warm, lr_decay = 1e-4, 0, 0
+    elif recipe == "paper":  # λ on the mean MSE → d_in·λ on SAELens's summed MSE (our loss.py)
+        sae_cfg = StandardTrainingSAEConfig(d_in=D_IN, d_sae=m, l1_coefficient=0.008 * D_IN, apply_b_dec_to_input=True)
+        sae = StandardTrainingSAE(sae_cfg)
+        lr, l1_warm, lr_decay = 1e-3, 0, 0
+    else:  # April 2024: SAELens's standard SAE is this recipe
+        sae_cfg = StandardTrainingSAEConfig(
+            d_in=D_IN, d_sae=m, l1_coefficient=5.0, l1_warm_up_steps=steps // 20, apply_b_dec_to_input=False
+        )
+        sae = StandardTrainingSAE(sae_cfg)
+        lr, l1_warm, lr_decay = 5e-5, steps // 20, steps // 5
+    with torch.no_grad():
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            getattr(sae, name).copy_(getattr(ours, name))
+    cfg = SAETrainerConfig(
+        total_training_samples=steps * BATCH,
+        train_batch_size_samples=BATCH,
+        lr=lr,
+        lr_end=0.0,
+        lr_decay_steps=lr_decay,
+        device="cpu",
+    )
+    del l1_warm
+    return sae, cfg
+
+
+def run_worker(spec: dict) -> dict:
+    from monosemantic.runtime import tune_allocator
+
+    tune_allocator()  # what our CLI does at start-up; a no-op where the parent set MONOSEMANTIC_DEFAULT_MALLOC
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    n_steps = spec["warmup"] + spec["steps"]
+    xs, source = load_batches(spec["activations"], n_steps + N_EVAL)
+    train, held_out = xs[:n_steps], xs[n_steps:]
+    ours, our_cfg = build_ours(spec["recipe"], spec["n_features"], n_steps, spec["start"], xs[0], spec)
+    rss_before = _rss_mib()
+    stamps: list[float] = []
+
+    def timed(batches: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+        for x in batches:
+            stamps.append(time.perf_counter())
+            yield x
+        stamps.append(time.perf_counter())
+
+    t0 = time.perf_counter()
+    if spec["tool"] == "ours":
+        from monosemantic.sae import train_sae
+
+        train_sae([ours], timed(train), our_cfg)
+        encode, decode = ours.encode, ours.decode
+    else:
+        from sae_lens.training.sae_trainer import SAETrainer
+
+        sae, cfg = saelens_copy(ours, spec["recipe"], n_steps)
+        SAETrainer(cfg=cfg, sae=sae, data_provider=timed(train)).fit()
+        encode, decode = sae.encode, sae.decode
+    wall = time.perf_counter() - t0
+    steps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)][spec["warmup"] :]
+    with torch.no_grad():
+        mse, l0 = [], []
+        for x in held_out:
+            f = encode(x)
+            mse.append(float((decode(f) - x).pow(2).mean()))
+            l0.append(float((f > 0).sum(-1).float().mean()))
+    step_s = statistics.median(steps) if steps else math.nan
+    return {
+        "act_per_s": BATCH / step_s,
+        "median_step_s": step_s,
+        "step_s": steps,
+        "wall_s": wall,
+        "mse": statistics.mean(mse),
+        "l0": statistics.mean(l0),
+        "peak_mib": _rss_mib(),
+        "rss_before_train_mib": rss_before,
+        "source": source,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,184 @@
+"""SAE training side by side with SAELens: activations/s, loss after equal steps, peak memory, matmul peak.
+
+    python benchmarks/sae_vs_saelens.py                                   # the table in docs/benchmarks.md
+    python benchmarks/sae_vs_saelens.py --features 4096 --recipes paper topk --steps 12 --rounds 2
+
+Every measurement is one fresh subprocess (`--worker`), so each gets the allocator it would get by
+default (ours: `runtime.tune_allocator()`, which the CLI applies at start-up; SAELens: glibc's) and
+its own peak RSS; with `--tcmalloc` every pair is also run with tcmalloc preloaded. The parent
+alternates the two tools pair by pair and round by round (the machine is shared) and reports
+medians over rounds and the ratio.
+
+Both tools train the same SAE shape on the same batches of harvested activations (the first
+`warmup + steps` batches of `--activations`, scaled once so that E‖x‖ = √d_in) from the same
+initial weights, copied into SAELens's SAE. Two starts:
+
+- `sparse` (steady state): our init with b_dec at the geometric median of the first batch and, for
+  the L1 recipes, each b_enc set so the feature fires on ~32 of `n_features` inputs of the first
+  batch: L0 ≈ 32 from step 1, the regime a trained dictionary is in for most of its run;
+- `init` (a whole run): the recipe's own init, so the dense early phase (L0 in the hundreds) counts;
+  `--steps` then sets the run length.
+
+Recipes ([ours] vs [SAELens]): `paper` tm2023 (λ 0.008 on the mean MSE, lr 1e-3: the demo's) vs
+`standard` with apply_b_dec_to_input and l1 = d_in·λ; `april` April 2024 vs `standard` with its
+April settings (the same recipe); `topk` TopK k=32 vs `topk` k=32. Activations/s is the median over
+steps after warm-up of the time between successive batch fetches. MSE (mean over elements) and L0
+are measured on 4 held-out batches with each tool's final weights.
+
+Without `--activations` (a fresh clone has no harvested store) the batches are planted sparse
+features (`sae/synthetic.py`) in d_in = 512.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_STORE = Path("runs/default/activations/A/blocks.0.mlp.hook_post")
+TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+BATCH = 4096
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--activations", type=Path, default=DEFAULT_STORE, help="harvested store (synthetic if missing)")
+    p.add_argument("--features", type=int, nargs="+", default=[4096, 16384])
+    p.add_argument("--recipes", nargs="+", default=["paper", "topk", "april"], choices=["paper", "topk", "april"])
+    p.add_argument("--start", choices=["sparse", "init"], default="sparse")
+    p.add_argument("--steps", type=int, default=10, help="measured steps (after warm-up)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument(
+        "--matmul-dtype",
+        nargs="+",
+        default=["float32", "bfloat16"],
+        choices=["float32", "bfloat16"],
+        help="our encoder product's dtype(s) (`matmul_dtype`); each is one more run of ours",
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch threads in both tools (default: torch's)")
+    p.add_argument("--tcmalloc", action="store_true", help="also run every pair with tcmalloc preloaded")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/sae_vs_saelens.json"))
+    p.add_argument("--worker", type=str, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        from sae_bench_worker import run_worker  # noqa: PLC0415 (benchmarks/ is on sys.path)
+
+        print("RESULT " + json.dumps(run_worker(json.loads(args.worker))), flush=True)
+        return
+
+    from sae_bench_worker import matmul_peaks  # noqa: PLC0415
+
+    t_start = time.time()
+    peaks = matmul_peaks()
+    print(f"matmul peak on this machine: float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f}")
+    print(f"load average at start: {os.getloadavg()}", flush=True)
+    allocs = ["default", "tcmalloc"] if args.tcmalloc else ["default"]
+    results: list[dict] = []
+    for rnd in range(args.rounds):
+        for n_features in args.features:
+            for recipe in args.recipes:
+                for alloc in allocs:
+                    ours = [f"ours:{d}" for d in args.matmul_dtype]
+                    tools = ["saelens", *ours] if rnd % 2 == 0 else [*ours, "saelens"]
+                    for tool in tools:
+                        spec = {
+                            "tool": tool.split(":")[0],
+                            "recipe": recipe,
+                            "n_features": n_features,
+                            "steps": args.steps,
+                            "warmup": args.warmup,
+                            "start": args.start,
+                            "alloc": alloc,
+                            "activations": str(args.activations),
+                            "matmul_dtype": tool.split(":")[1] if ":" in tool else "float32",
+                            "threads": args.threads,
+                        }
+                        r = _spawn(spec)
+                        r.update(spec, round=rnd, load=os.getloadavg()[0])
+                        results.append(r)
+                        print(_one_line(r), flush=True)
+    rows = _table(results, peaks)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"peaks": peaks, "runs": results, "rows": rows}, indent=1))
+    print(f"\nwall {time.time() - t_start:.0f} s; load average at end: {os.getloadavg()}; JSON: {args.out}")
+
+
+def _spawn(spec: dict) -> dict:
+    env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    if spec["alloc"] == "tcmalloc":
+        env["LD_PRELOAD"] = TCMALLOC
+    if spec["tool"] == "saelens" or spec["alloc"] == "tcmalloc":
+        env["MONOSEMANTIC_DEFAULT_MALLOC"] = "1"  # SAELens gets glibc's defaults; tcmalloc replaces malloc
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, __file__, "--worker", json.dumps(spec)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"worker failed: {spec}\n{out.stderr[-3000:]}")
+
+
+def _one_line(r: dict) -> str:
+    return (
+        f"round {r['round']} {r['tool']:8s} {r['matmul_dtype']:8s} {r['recipe']:6s} m={r['n_features']:<6d} "
+        f"{r['alloc']:8s} "
+        f"{r['act_per_s']:8.0f} act/s  mse {r['mse']:.4f}  L0 {r['l0']:.1f}  peak {r['peak_mib']:.0f} MiB  "
+        f"(load {r['load']:.1f})"
+    )
+
+
+def _table(results: list[dict], peaks: dict) -> list[dict]:
+    """Medians over rounds per (m, recipe, allocator, our dtype), against the same SAELens runs."""
+    rows = []
+    keys = sorted({(r["n_features"], r["recipe"], r["alloc"]) for r in results})
+    print(
+        "\n| m | recipe | allocator | ours: encoder dtype | SAELens act/s | ours act/s | ratio | "
+        "SAELens MSE / L0 | ours MSE / L0 | peak MiB (SAELens / ours) | % of fp32 peak (SAELens / ours) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for m, recipe, alloc in keys:
+        same = [r for r in results if (r["n_features"], r["recipe"], r["alloc"]) == (m, recipe, alloc)]
+        s = _summary([r for r in same if r["tool"] == "saelens"], m, peaks)
+        for dtype in sorted({r["matmul_dtype"] for r in same if r["tool"] == "ours"}, reverse=True):
+            o = _summary([r for r in same if r["tool"] == "ours" and r["matmul_dtype"] == dtype], m, peaks)
+            ratio = o["act_per_s"] / s["act_per_s"]
+            rows.append(
+                {
+                    "n_features": m,
+                    "recipe": recipe,
+                    "alloc": alloc,
+                    "matmul_dtype": dtype,
+                    "saelens": s,
+                    "ours": o,
+                    "ratio": ratio,
+                }
+            )
+            print(
+                f"| {m} | {recipe} | {alloc} | {dtype} | {s['act_per_s']:,.0f} | {o['act_per_s']:,.0f} | "
+                f"**{ratio:.2f}×** | {s['mse']:.4f} / {s['l0']:.1f} | {o['mse']:.4f} / {o['l0']:.1f} | "
+                f"{s['peak_mib']:,.0f} / {o['peak_mib']:,.0f} | "
+                f"{100 * s['peak_fraction']:.0f} % / {100 * o['peak_fraction']:.0f} % |"
+            )
+    return rows
+
+
+def _summary(runs: list[dict], m: int, peaks: dict) -> dict:
+    act = statistics.median(r["act_per_s"] for r in runs)
+    return {
+        "act_per_s": act,
+        "mse": statistics.median(r["mse"] for r in runs),
+        "l0": statistics.median(r["l0"] for r in runs),
+        "peak_mib": max(r["peak_mib"] for r in runs),
+        # dense-equivalent work: 6 products of batch × d_in × m multiply-adds per step
+        "peak_fraction": 6 * 2 * 512 * m * act / (peaks["float32"] * 1e9),
+    }
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""The fast SAE training step: a hand-written forward and backward over the active features only.
+
+The trainer (`train.train_sae`) asks a `Stepper` for each step's gradients. The dense step is the
+reference: the recipe's autograd loss, `loss.backward()`. The sparse step computes the same loss
+and the same gradients by hand, with every product after the encoder forward restricted to the
+active entries of `f [batch, n_features]` (`sparse_ops`):
+
+    x̄ = x − b_dec (TM §3.1; not for April)   pre = x̄ W_enc + b_enc   (dense: the one big product)
+    F = active entries of relu(pre) or of relu(topk(pre))                              (CSR)
+    x̂ = F W_dec + b_dec ,   e = x̂ − x ,   g = ∂L/∂x̂ = c·e   (c = 2/(B·d) for the paper's mean
+                                                               MSE, 2/B for the summed 2024 ones)
+    ∂L/∂F   = (g W_decᵀ)|F + λ·w / B        (w = 1, or ‖W_dec[i]‖ for April; 0 for TopK)
+    G       = ∂L/∂F ⊙ [F > 0]               (ReLU's derivative, 0 at 0 as in autograd)
+    ∂W_dec  = Fᵀ g  (+ April: λ/B · Σ_b F_bi · W_dec[i] / ‖W_dec[i]‖)
+    ∂W_enc  = x̄ᵀ G ,  ∂b_enc = Σ_b G ,  ∂b_dec = Σ_b g − W_enc ∂b_enc   (the last term only with x̄)
+
+The unit-norm constraint, clipping, Adam, resampling and dead-feature tracking stay where they
+are; they see ordinary dense `.grad` tensors. TopK's AuxK term (Gao et al. §2.4) is done the same
+way over the dead features.
+
+`matmul_dtype="bfloat16"` runs the encoder product in bfloat16 (AMX / AVX-512 BF16 make it ~3.6×
+faster here) only to *choose* the active set; the active values are then recomputed exactly in
+float32 (`sampled_matmul`), so weights, gradients and Adam stay float32. What can change is only
+which near-zero pre-activations count as active.
+
+`step="auto"` starts dense (early in training about half the features fire and the sparse products
+would cost more than dense ones) and switches to sparse once the measured L0 is below
+`SPARSE_L0_FRACTION` of the features, and back if it rises again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from monosemantic.sae import sparse_ops as ops
+from monosemantic.sae.loss import LossTerms
+from monosemantic.sae.model import SparseAutoencoder
+
+StepMode = Literal["auto", "dense", "sparse"]
+MatmulDtype = Literal["float32", "bfloat16"]
+
+SPARSE_L0_FRACTION = 1 / 32
+"""`auto` uses the sparse step while L0 < n_features × this (measured crossover, docs/LOG.md)."""
+CHECK_EVERY = 10
+"""While dense, `auto` measures L0 every this many steps (a pass over `[batch, n_features]`)."""
+
+
+def firing(f: Tensor) -> tuple[Tensor, Tensor]:
+    """Which features fired and the mean L0 of a batch's activations, dense or CSR.
+
+    Args:
+        f: `[batch, n_features]` feature activations, a strided or a sparse CSR tensor.
+    Returns:
+        `(fired [n_features] bool, l0 scalar float)`.
+    """
+    if f.layout == torch.sparse_csr:
+        values, cols = f.values(), f.col_indices()
+        live = cols[values > 0]  # TopK's explicit zeros do not count
+        fired = torch.zeros(f.shape[1], dtype=torch.bool, device=f.device)
+        fired[live] = True
+        return fired, torch.tensor(live.numel() / f.shape[0], device=f.device)
+    active = f > 0  # (batch, n_features)
+    return active.any(dim=0), active.sum(dim=-1).float().mean()
+
+
+def dense_gradients(sae: SparseAutoencoder, cfg: Any, x: Tensor, step: int, dead: Tensor) -> LossTerms:
+    """The reference step: the recipe's loss and autograd; leaves `.grad` on every parameter."""
+    terms = cfg.loss(sae, x, step, dead)
+    for p in sae.parameters():
+        p.grad = None
+    terms.loss.backward()
+    return terms
+
+
+@torch.no_grad()
+def sparse_gradients(
+    sae: SparseAutoencoder, cfg: Any, x: Tensor, step: int, dead: Tensor, matmul_dtype: MatmulDtype = "float32"
+) -> LossTerms:
+    """The same loss and gradients as `dense_gradients`, computed over the active features only.
+
+    Supports the three recipes by their `architecture` tag: tm2023 (TM §3.2: mean MSE + λ·L1),
+    april2024 (summed MSE + λ(step)·Σ f‖W_dec‖), topk (summed MSE + α·AuxK). Returns `LossTerms`
+    whose `f` is a sparse CSR tensor `[batch, n_features]` (use `firing` on it).
+    """
+    arch = cfg.architecture
+    batch, d_in = x.shape
+    W_enc, b_enc, W_dec, b_dec = sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec
+    x_bar = x - b_dec if sae.pre_encoder_bias else x  # (batch, d_in)
+
+    # encoder forward (the one dense product), then the active set
+    k = sae.cfg.k if arch == "topk" else None  # type: ignore[attr-defined]
+    p, pre_vals, pre = _encode(x_bar, W_enc, b_enc, k, matmul_dtype)
+    f_vals = pre_vals.relu()  # (nnz,)
+
+    # decoder forward and loss
+    x_hat = torch.addmm(b_dec, p.csr(f_vals), W_dec) if f_vals.numel() else b_dec.expand(batch, d_in).clone()
+    e = x_hat - x  # (batch, d_in)
+    sse = e.pow(2).sum(dim=-1).mean()
+    if arch == "tm2023":
+        recon, scale = sse / d_in, 2 / (batch * d_in)
+        lam = cfg.l1_coeff
+        l1 = f_vals.sum() / batch
+        l1_grad = torch.full_like(f_vals, lam / batch)
+        loss, parts = recon + lam * l1, {"mse": recon, "l1": l1}
+    elif arch == "april2024":
+        scale = 2 / batch
+        lam = cfg.l1_coeff_at(step)
+        norms = W_dec.norm(dim=1)  # (n_features,)
+        l1 = (f_vals * norms[p.col]).sum() / batch
+        l1_grad = norms[p.col] * (lam / batch)
+        loss, parts = sse + lam * l1, {"mse": sse / d_in, "l1": l1}
+    elif arch == "topk":
+        scale, l1_grad = 2 / batch, None
+        parts = {"mse": sse / d_in}
+        loss = sse
+    else:
+        raise ValueError(f"sparse step: no sparse path for architecture {arch!r}")
+
+    # backward through the decoder and the ReLU, at the active entries only
+    g = e * scale  # (batch, d_in) = ∂L/∂x̂
+    grad_f = ops.sampled_matmul(p, g, W_dec.T, l1_grad)  # (nnz,)
+    grad_pre = grad_f * (pre_vals > 0)
+    pt = ops.transpose(p)
+    grad_W_dec = ops.spmm_t(pt, f_vals, g)  # (n_features, d_in)
+    if arch == "april2024":
+        col_f = ops.column_sums(p, f_vals)  # (n_features,)
+        grad_W_dec += (lam / batch) * (col_f / norms.clamp_min(1e-12))[:, None] * W_dec
+    grad_b_dec = g.sum(dim=0)
+
+    # TopK: AuxK over the dead features (Gao et al. §2.4)
+    aux_parts: list[tuple[ops.Pattern, Tensor]] = []
+    if arch == "topk":
+        aux = torch.zeros((), dtype=x.dtype, device=x.device)
+        if cfg.auxk_coeff > 0 and bool(dead.any()):
+            k_aux = cfg.k_aux if cfg.k_aux is not None else max(1, d_in // 2)
+            aux, pa, grad_pa, grad_W_aux = _auxk(x_bar, W_enc, b_enc, W_dec, pre, dead, k_aux, -e, cfg.auxk_coeff)
+            grad_W_dec += grad_W_aux
+            aux_parts.append((pa, grad_pa))
+        loss = loss + cfg.auxk_coeff * aux
+        parts["auxk"] = aux
+
+    # backward through the encoder
+    grad_b_enc = ops.column_sums(p, grad_pre)  # (n_features,)
+    grad_W_enc_t = ops.spmm_t(pt, grad_pre, x_bar)  # (n_features, d_in)
+    for pa, grad_pa in aux_parts:
+        grad_b_enc += ops.column_sums(pa, grad_pa)
+        grad_W_enc_t += ops.spmm_t(ops.transpose(pa), grad_pa, x_bar)
+    if sae.pre_encoder_bias:
+        grad_b_dec -= W_enc @ grad_b_enc  # x̄ = x − b_dec feeds the encoder too (TM §3.1)
+
+    W_enc.grad = grad_W_enc_t.T.contiguous()  # contiguous: Adam(fused=True) mishandles transposed grads
+    b_enc.grad, W_dec.grad, b_dec.grad = grad_b_enc, grad_W_dec, grad_b_dec
+    return LossTerms(loss, p.csr(f_vals), parts)
+
+
+def _encode(
+    x_bar: Tensor, W_enc: Tensor, b_enc: Tensor, k: int | None, matmul_dtype: MatmulDtype
+) -> tuple[ops.Pattern, Tensor, Tensor]:
+    """Encoder forward → (active pattern, exact float32 pre-activations there `[nnz]`, the dense product)."""
+    # without b_enc: addmm would first copy the broadcast bias into the [batch, n_features] output
+    if matmul_dtype == "bfloat16":
+        bf = torch.bfloat16
+        xw = x_bar.to(bf) @ W_enc.to(bf)  # (batch, n_features), approximate
+        p = _pattern(xw, b_enc.to(bf), k)
+        exact = ops.sampled_matmul(p, x_bar, W_enc, b_enc[p.col])  # recompute in float32
+        return p, exact, xw
+    xw = x_bar @ W_enc  # (batch, n_features)
+    p = _pattern(xw, b_enc, k)
+    if k is not None:
+        return p, ops.gather(xw, p), xw  # b_enc already added in place
+    return p, ops.gather(xw, p) + b_enc[p.col], xw
+
+
+def _pattern(xw: Tensor, b_enc: Tensor, k: int | None) -> ops.Pattern:
+    """Active set of `xw + b_enc`: its positive entries, or each row's top k."""
+    if k is not None or xw.dtype == torch.bfloat16:
+        xw.add_(b_enc)  # in place: xw is ours (bfloat16: half the bytes, then an int16 compare)
+        return ops.topk_pattern(xw, k) if k is not None else ops.positive_pattern(xw)
+    return ops.positive_pattern(xw, -b_enc)
+
+
+def _auxk(
+    x_bar: Tensor,
+    W_enc: Tensor,
+    b_enc: Tensor,
+    W_dec: Tensor,
+    pre: Tensor,
+    dead: Tensor,
+    k_aux: int,
+    residual: Tensor,
+    coeff: float,
+) -> tuple[Tensor, ops.Pattern, Tensor, Tensor]:
+    """AuxK's loss and gradients: the top-k_aux dead latents reconstruct the detached residual.
+
+    Matches `topk.auxk_loss`: live latents never win, so only the dead columns of `pre` are ranked
+    (exactly, in float32). Returns (aux, its pattern in `[batch, n_features]`, ∂(coeff·aux)/∂pre at
+    the pattern, ∂(coeff·aux)/∂W_dec).
+    """
+    batch, n = pre.shape
+    dead_idx = dead.nonzero().squeeze(1)  # (n_dead,)
+    pre_dead = torch.addmm(b_enc[dead_idx], x_bar, W_enc[:, dead_idx])  # (batch, n_dead), float32
+    kk = min(k_aux, n, dead_idx.numel())
+    top = pre_dead.topk(kk, dim=-1, sorted=False)
+    cols = dead_idx[top.indices]  # (batch, kk)
+    order = cols.argsort(dim=-1)
+    cols, vals = cols.gather(1, order), top.values.gather(1, order)
+    pa = ops.Pattern(
+        torch.arange(0, batch * kk + 1, kk, device=pre.device),
+        cols.reshape(-1),
+        torch.arange(batch, device=pre.device).repeat_interleave(kk),
+        (batch, n),
+    )
+    vals = vals.reshape(-1)
+    z = vals.relu()
+    u = residual - ops.spmm(pa, z, W_dec)  # (batch, d_in)
+    aux = u.pow(2).sum(dim=-1).mean()
+    ga = u * (-2 * coeff / batch)  # ∂(coeff·aux)/∂ê
+    grad_pre = ops.sampled_matmul(pa, ga, W_dec.T) * (vals > 0)
+    return aux, pa, grad_pre, ops.spmm_t(ops.transpose(pa), z, ga)
+
+
+@dataclass
+class Stepper:
+    """Chooses the dense or the sparse step for one SAE and remembers the last L0 it measured."""
+
+    mode: StepMode = "auto"
+    matmul_dtype: MatmulDtype = "float32"
+    sparse: bool = False
+    steps_since_check: int = 0
+
+    @classmethod
+    def for_recipe(cls, sae: SparseAutoencoder, cfg: Any) -> Stepper:
+        mode: StepMode = getattr(cfg, "step", "dense")
+        if sae.architecture not in ("tm2023", "april2024", "topk"):
+            mode = "dense"  # an architecture without a hand-written backward
+        sparse = mode == "sparse"
+        if mode == "auto" and sae.architecture == "topk":  # L0 ≤ k from the first step
+            sparse = sae.cfg.k <= SPARSE_L0_FRACTION * sae.cfg.n_features  # type: ignore[attr-defined]
+        # a ReLU SAE's L0 is first measured after step 1, then every CHECK_EVERY dense steps
+        return cls(mode, getattr(cfg, "matmul_dtype", "float32"), sparse, steps_since_check=CHECK_EVERY - 1)
+
+    def gradients(self, sae: SparseAutoencoder, cfg: Any, x: Tensor, step: int, dead: Tensor) -> LossTerms:
+        """One step's loss terms, with `.grad` set on every parameter of `sae`."""
+        if self.sparse:
+            terms = sparse_gradients(sae, cfg, x, step, dead, self.matmul_dtype)
+            if self.mode == "auto" and terms.f.values().numel() > self._limit(sae, x):
+                self.sparse = False  # L0 rose again (e.g. after resampling)
+            return terms
+        terms = dense_gradients(sae, cfg, x, step, dead)
+        self.steps_since_check += 1
+        if self.mode == "auto" and self.steps_since_check >= CHECK_EVERY:
+            self.steps_since_check = 0
+            self.sparse = int((terms.f > 0).sum()) <= self._limit(sae, x)
+        return terms
+
+    @staticmethod
+    def _limit(sae: SparseAutoencoder, x: Tensor) -> float:
+        return SPARSE_L0_FRACTION * sae.cfg.n_features * x.shape[0]
