@@ -67,3 +67,18 @@ def test_features_proxies_cli(run_copy, capsys):
     names = {r[0] for r in conn.execute("SELECT DISTINCT name FROM proxies")}
     assert names == {"arabic", "dna", "digits"}
     assert main(["features", "proxies", "--run", str(run_copy), "--proxy", "bad"]) == 2
+
+
+def test_analyses_run_on_a_database_from_features_build(tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    assert main(["features", "build", "--run", str(run), "--n-tokens", "2560", "--no-progress"]) == 0
+    assert main(["features", "explain", "--run", str(run), "--no-progress", "--min-examples", "4"]) == 0
+    argv = ["features", "proxies", "--run", str(run), "--no-progress", "--n-tokens", "512", "--sample-tokens", "5000"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "neurons" in out and "tm2023-64" in out and "arabic" in out
+    conn = db.open_readonly(run / "features" / db.FILENAME)
+    scored = conn.execute("SELECT count(*) FROM features WHERE score IS NOT NULL").fetchone()[0]
+    assert scored > 0
+    assert db.get_summary(conn, "interpretability") and db.get_summary(conn, "case_study")
