@@ -18,7 +18,9 @@ from monosemantic.transformer import hooks
 from monosemantic.transformer.model import Transformer, TransformerConfig
 from monosemantic.transformer.train import load_transformer
 
-CFG = FeaturesConfig(n_tokens=4096, top_k=8, n_intervals=4, interval_samples=3, random_samples=5, hist_bins=12)
+CFG = FeaturesConfig(
+    n_tokens=4096, top_k=8, n_intervals=4, interval_samples=3, random_samples=5, hist_bins=12, analyses="none"
+)
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +185,7 @@ def test_stage_is_atomic_and_skips_when_complete(tiny_run, tmp_path):
     shutil.copytree(tiny_run, run)
     layout, cfg = RunLayout(run), FeaturesConfig(n_tokens=640, saes="tm2023-64", neurons=False)
 
-    def interrupted(conn, layout, cfg):
+    def interrupted(conn, layout, cfg, progress):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -191,7 +193,7 @@ def test_stage_is_atomic_and_skips_when_complete(tiny_run, tmp_path):
     assert not (run / "features/features.sqlite").exists()
     assert list((run / "features").iterdir()) == []  # no temporary file left either
     calls = []
-    path = build_features(layout, cfg, progress=False, steps=[("record", lambda c, lay, cf: calls.append(c))])
+    path = build_features(layout, cfg, progress=False, steps=[("record", lambda c, lay, cf, pr: calls.append(c))])
     assert len(calls) == 1 and (run / "features/config.json").is_file()
     mtime = path.stat().st_mtime_ns
     assert build_features(layout, cfg, progress=False, steps=[("boom", interrupted)]) == path  # skipped
@@ -215,7 +217,8 @@ def test_pass_two_from_the_spill_equals_encoding_again(built, tmp_path):
 def test_cli_builds_and_errors_are_one_line(tiny_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("features"))
-    argv = ["features", "build", "--run", str(run), "--n-tokens", "640", "--saes", "tm2023-128", "--no-progress"]
+    argv = ["features", "build", "--run", str(run), "--n-tokens", "640", "--saes", "tm2023-128", "--analyses", "none"]
+    argv.append("--no-progress")
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "tm2023-128" in out and "neurons" in out and str(run / "features/features.sqlite") in out

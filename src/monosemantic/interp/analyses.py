@@ -1,14 +1,58 @@
 """The analyses that run inside `features build`, in order, after the core records (build.py).
 
-Each is `(name, step)` with `step(conn, layout, cfg)`: it reads what it needs from the open
+Each is `(name, step)` with `step(conn, layout, cfg, progress)`: it reads what it needs from the open
 database (examples carry `ctx_offset`/`ctx_pos` to re-run a forward) and the run directory, and
-writes its own tables (db.py). A step with its own settings wraps them, e.g.
-`("ablations", lambda conn, layout, cfg: run_ablations(conn, layout, AblationConfig()))`.
-Add one line per analysis here; `build_features(..., steps=[...])` overrides the list.
+writes its own tables (db.py). Each analysis keeps its own defaults; the build passes on its
+model and hook, and its token budget where the analysis streams tokens. `FeaturesConfig.analyses`
+picks a subset (`--analyses ablations,map`, or `none`); `build_features(..., steps=[...])`
+overrides the list. Each one also runs alone on a finished database: `monosemantic features
+ablate|split|map ...`.
 """
 
 from __future__ import annotations
 
-from monosemantic.interp.build import Step
+import sqlite3
 
-STEPS: list[tuple[str, Step]] = []
+from monosemantic.interp.build import FeaturesConfig, Step
+from monosemantic.paths import RunLayout
+
+
+def _ablations(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progress: bool) -> None:
+    from monosemantic.interp.ablation import AblationConfig, run_ablation
+
+    run_ablation(conn, layout, AblationConfig(model=cfg.model, hook=cfg.hook), progress=progress)
+
+
+def _split(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progress: bool) -> None:
+    from monosemantic.interp.splitting import SplitConfig, run_split
+
+    split = SplitConfig(model=cfg.model, hook=cfg.hook, n_tokens=min(cfg.n_tokens, SplitConfig.n_tokens))
+    run_split(conn, layout, split, progress=progress)
+
+
+def _map(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progress: bool) -> None:
+    from monosemantic.interp.featuremap import MapConfig, run_map
+
+    run_map(conn, layout, MapConfig(model=cfg.model, hook=cfg.hook, seed=cfg.seed), progress=progress)
+
+
+STEPS: list[tuple[str, Step]] = [
+    ("ablations", _ablations),  # TM §4: ablations on top contexts, pinned samples
+    ("split", _split),  # TM "Feature Splitting": family links across sizes, automata links
+    ("map", _map),  # TM "Feature Splitting" UMAP view: 2-D map and clusters
+]
+
+NAMES = [name for name, _ in STEPS]
+
+
+def selected(spec: str) -> list[tuple[str, Step]]:
+    """The steps named in `spec` ('all', 'none', or a comma-separated subset of NAMES), in STEPS order."""
+    if spec.strip() == "all":
+        return list(STEPS)
+    if spec.strip() in ("", "none"):
+        return []
+    wanted = {s.strip() for s in spec.split(",") if s.strip()}
+    unknown = wanted - set(NAMES)
+    if unknown:
+        raise ValueError(f"unknown analyses {', '.join(sorted(unknown))}; known: all, none, {', '.join(NAMES)}")
+    return [(n, s) for n, s in STEPS if n in wanted]

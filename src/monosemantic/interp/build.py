@@ -97,6 +97,9 @@ class FeaturesConfig:
     """Seed of the interval and random samples."""
     device: str = "cpu"
     """Device of the forward and encoders (cpu, cuda, mps, auto); records are kept on the CPU."""
+    analyses: str = "all"
+    """The analyses to run after the core records (`interp/analyses.py`): all, none, or a
+    comma-separated subset such as ablations,split,map."""
     spill: bool = True
     """Keep pass 1's SAE non-zeros in a temporary file (about 12 bytes each) so pass 2 need not
     encode again; --no-spill re-encodes instead (no extra disk)."""
@@ -118,7 +121,7 @@ class FeaturesConfig:
         return self.window_before + 1 + self.window_after
 
 
-Step = Callable[[sqlite3.Connection, paths.RunLayout, FeaturesConfig], None]
+Step = Callable[[sqlite3.Connection, paths.RunLayout, FeaturesConfig, bool], None]
 """A later analysis (ablations, proxies, ...): reads and writes the open database before finalize."""
 
 
@@ -161,9 +164,12 @@ def build_features(
         log.info("%s exists: skipping (use --force to rebuild)", path)
         return path
     if steps is None:
-        from monosemantic.interp.analyses import STEPS
+        from monosemantic.interp.analyses import selected
 
-        steps = STEPS
+        try:
+            steps = selected(cfg.analyses)
+        except ValueError as e:
+            raise UserError(f"--analyses: {e}") from None
     saes = _select_saes(layout, cfg)
     for folder, what in ((layout.transformer(cfg.model), "lm train"), (layout.tokens, "tokenize")):
         if not (folder / paths.CONFIG).is_file():
@@ -179,7 +185,7 @@ def build_features(
             summary = _core(conn, layout, cfg, saes, progress)
             for name, step in steps:
                 log.info("features: %s", name)
-                step(conn, layout, cfg)
+                step(conn, layout, cfg, progress)
             db.finalize(conn)
         finally:
             conn.close()
