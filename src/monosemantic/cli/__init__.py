@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from monosemantic import __version__, paths
-from monosemantic.cli import browser, dictionary, interp
+from monosemantic.cli import browser, dictionary, interp, interp_b
 from monosemantic.cli.args import add_dataclass_args, build
 from monosemantic.errors import UserError
 
@@ -154,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     add_dataclass_args(lt, TransformerConfig, skip=("vocab_size",))
     add_dataclass_args(lt, LMTrainConfig)
     lt.set_defaults(func=cmd_lm_train)
+    interp_b.add_lm_parsers(lm, _common)
     dictionary.add_parsers(sub, _common)
     interp.add_parsers(sub, _common)
     browser.add_parsers(sub, _common)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from monosemantic import paths
-from monosemantic.cli import interp_analyses
+from monosemantic.cli import interp_analyses, interp_b
 from monosemantic.cli.args import add_dataclass_args, build
 
 
@@ -35,6 +35,7 @@ def add_parsers(sub: Any, common: Any) -> None:
     add_dataclass_args(fb, FeaturesConfig)
     fb.set_defaults(func=cmd_features_build)
     interp_analyses.add_actions(features, common)  # features ablate | split | map
+    interp_b.add_parsers(features, common)  # features proxies | universality | explain
 
 
 def cmd_features_build(args: argparse.Namespace) -> None:
