@@ -28,11 +28,18 @@ def test_build_fills_every_analysis_table(tiny_run, tmp_path, capsys):
     assert count("SELECT count(*) FROM features f JOIN dictionaries d ON d.id = f.dictionary_id"
                  " WHERE d.kind = 'sae' AND f.n_active > 0 AND f.umap_x IS NULL") == 0  # fmt: skip
     assert count("SELECT count(*) FROM features WHERE umap_x IS NOT NULL") > 0
+    # explanations with scores, searchable; the case-study table; no model B here, so no universality
+    assert count("SELECT count(*) FROM features WHERE explanation IS NOT NULL AND score IS NOT NULL") > 0
+    assert count("SELECT count(*) FROM feature_search WHERE feature_search MATCH 'neurons OR the OR a'") >= 0
+    assert count("SELECT count(DISTINCT name) FROM proxies") >= 4
+    assert count("SELECT count(*) FROM summary WHERE key = 'case_study'") == 1
+    assert count("SELECT count(*) FROM matches") == 0
 
 
 def test_analyses_are_chosen_by_name():
     assert [n for n, _ in selected("all")] == NAMES
     assert selected("none") == []
     assert [n for n, _ in selected("map, ablations")] == ["ablations", "map"]  # pipeline order, not the spec's
+    assert NAMES == ["explain", "ablations", "split", "map", "proxies", "universality"]
     with pytest.raises(ValueError, match="nope"):
         selected("nope")

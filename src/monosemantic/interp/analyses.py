@@ -11,10 +11,13 @@ ablate|split|map ...`.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 
 from monosemantic.interp.build import FeaturesConfig, Step
-from monosemantic.paths import RunLayout
+from monosemantic.paths import CONFIG, RunLayout
+
+log = logging.getLogger(__name__)
 
 
 def _ablations(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progress: bool) -> None:
@@ -36,10 +39,37 @@ def _map(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progr
     run_map(conn, layout, MapConfig(model=cfg.model, hook=cfg.hook, seed=cfg.seed), progress=progress)
 
 
+def _explain(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progress: bool) -> None:
+    from monosemantic.interp.autointerp import AutoInterpConfig, run_autointerp
+
+    run_autointerp(conn, layout, AutoInterpConfig(seed=cfg.seed), progress=progress)
+
+
+def _proxies(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progress: bool) -> None:
+    from monosemantic.interp.proxies import ProxyConfig, run_proxies
+
+    proxies = ProxyConfig(model=cfg.model, n_tokens=min(cfg.n_tokens, ProxyConfig.n_tokens))
+    run_proxies(conn, layout, proxies, progress=progress)
+
+
+def _universality(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progress: bool) -> None:
+    from monosemantic.interp.universality import UniversalityConfig, run_universality
+
+    other = UniversalityConfig.other
+    if not (layout.transformer(other) / CONFIG).is_file() or not any(layout.saes(other, cfg.hook).glob("*/cfg.json")):
+        log.info("features: no model %s with SAEs in %s: universality skipped", other, layout.root)
+        return
+    uni = UniversalityConfig(model=cfg.model, n_tokens=min(cfg.n_tokens, UniversalityConfig.n_tokens))
+    run_universality(conn, layout, uni, progress=progress)
+
+
 STEPS: list[tuple[str, Step]] = [
+    ("explain", _explain),  # TM "Automated Interpretability": explanations and scores (offline by default)
     ("ablations", _ablations),  # TM §4: ablations on top contexts, pinned samples
     ("split", _split),  # TM "Feature Splitting": family links across sizes, automata links
-    ("map", _map),  # TM "Feature Splitting" UMAP view: 2-D map and clusters
+    ("map", _map),  # TM "Feature Splitting" UMAP view: 2-D map and clusters, labelled with the explanations
+    ("proxies", _proxies),  # TM §5 case studies: proxies, specificity and sensitivity
+    ("universality", _universality),  # TM "Universality": A's features against B's (only when B exists)
 ]
 
 NAMES = [name for name, _ in STEPS]
