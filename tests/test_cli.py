@@ -23,7 +23,8 @@ def run_cli(*args):
 
 def test_tiny_demo_end_to_end_then_skips(user_corpus, tmp_path, capsys):
     run = tmp_path / "run"
-    assert run_cli("demo", "--preset", "tiny", "--input", user_corpus, "--run", run, "--no-progress") == 0
+    demo = ("demo", "--preset", "tiny", "--input", user_corpus, "--run", run, "--no-progress", "--universality")
+    assert run_cli(*demo) == 0
     out = capsys.readouterr().out
     assert "model A" in out and "bigram" in out
     hook = "blocks.0.mlp.hook_post"
@@ -37,6 +38,8 @@ def test_tiny_demo_end_to_end_then_skips(user_corpus, tmp_path, capsys):
     assert "loss rec" in out
     assert (run / "features/features.sqlite").is_file() and (run / "features/config.json").is_file()
     assert "monosemantic serve" in out
+    assert "case studies" in out and "universality" in out  # the interpretation tables
+    assert (run / "transformer/B/model.safetensors").is_file() and (run / f"sae/B/{hook}/tm2023-128/cfg.json").is_file()
     metrics = json.loads((run / "transformer/A/metrics.json").read_text())
     assert metrics["val_loss"] < metrics["unigram_loss"]
     assert {"bigram_loss", "tokens_per_s", "train_seconds", "val_tokens"} <= set(metrics)

@@ -7,6 +7,7 @@ stage's config from the preset plus overrides, and calls the stage's `run`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -109,6 +110,12 @@ def _parser() -> argparse.ArgumentParser:
         "without it the same command resumes too, and --force starts over",
     )
     demo.add_argument("--open", action="store_true", help="at the end, serve the feature browser and open it")
+    demo.add_argument(
+        "--universality",
+        action="store_true",
+        help="also train model B (the LM seed + 1), harvest it and train the same SAE ladder on it, so the feature "
+        "database gets the paper's universality analysis (about doubles the time of those stages)",
+    )
     demo.set_defaults(func=cmd_demo)
     for section, c in _section_classes().items():
         add_dataclass_args(demo, c, skip=("vocab_size",) if section == "transformer" else (), prefix=section)
@@ -268,6 +275,20 @@ def cmd_demo(args: argparse.Namespace) -> None:
         {"model": "A", "hook": hook},
         (dictionary.sae_checkpoints(layout, "A", hook), dictionary.checkpoint_every(args, "sae"), False),
     )
+    if args.universality:  # TM "Universality": model B differs only in its seed, and gets the same SAE recipe
+        lm_b = dataclasses.replace(cfgs["lm"], seed=cfgs["lm"].seed + 1)
+        train.run(layout, cfgs["transformer"], lm_b, "B", force=args.force, progress=args.progress)
+        dictionary.harvest(layout, "B", cfgs["harvest"], args.force, args.progress)
+        dictionary.train_saes(
+            layout.activations("B", hook),
+            layout.saes("B", hook),
+            ladder,
+            sae_train,
+            cfgs["eval"].device,
+            args.force,
+            {"model": "B", "hook": hook},
+            (dictionary.sae_checkpoints(layout, "B", hook), dictionary.checkpoint_every(args, "sae"), False),
+        )
     evals = distributed.main_first(lambda: dictionary.evaluate(layout, "A", cfgs["eval"], once, args.progress))
     features = distributed.main_first(lambda: _features(layout, cfgs["features"], once, args.progress))
 
@@ -289,9 +310,33 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print(f"{k:<10} {v}")
     print()
     print(format_table(evals))
+    print(_interp_summary(features))
     print(f"\nbrowse the features:  {browser.serve_command(run)}")
     if args.open:
         browser.serve(run, open_browser=True)
+
+
+def _interp_summary(db_path: Path) -> str:
+    """The case-study table and the interpretability and universality medians, from the database."""
+    from monosemantic.interp import db
+    from monosemantic.interp.autointerp import format_interpretability
+    from monosemantic.interp.proxies import format_case_study
+    from monosemantic.interp.universality import format_universality
+
+    conn = db.open_readonly(db_path)
+    try:
+        parts = []
+        for key, fmt in (
+            ("case_study", format_case_study),
+            ("interpretability", format_interpretability),
+            ("universality", format_universality),
+        ):
+            value = db.get_summary(conn, key)
+            if value:
+                parts.append(fmt(value))
+        return "\n\n".join(["", *parts]) if parts else ""
+    finally:
+        conn.close()
 
 
 def _features(layout: paths.RunLayout, cfg: Any, force: bool, progress: bool) -> Path:
