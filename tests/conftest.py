@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -99,7 +100,8 @@ def corpus_jsonl(tmp_path) -> str:
 def tiny_run(tmp_path_factory) -> Path:
     """A finished tiny demo run (corpus → model A → harvest → SAEs 64 and 128 → eval), built once.
 
-    Read-only for tests: copy it (`shutil.copytree`) before writing into it.
+    Without the feature database (the demo's last stage): the interp tests build theirs with the
+    settings they check. Read-only for tests: copy it (`shutil.copytree`) before writing into it.
     """
     from monosemantic.cli import main
 
@@ -107,5 +109,7 @@ def tiny_run(tmp_path_factory) -> Path:
     corpus = root / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"src": s, "text": t}) + "\n" for s, t in make_documents(300)))
     run = root / "run"
-    assert main(["demo", "--preset", "tiny", "--input", str(corpus), "--run", str(run), "--no-progress"]) == 0
+    demo = ["demo", "--preset", "tiny", "--input", str(corpus), "--run", str(run), "--no-progress"]
+    assert main([*demo, "--features-analyses", "none"]) == 0
+    shutil.rmtree(run / "features")
     return run

@@ -177,7 +177,10 @@ def configs(args: argparse.Namespace) -> dict[str, Any]:
 
     preset = load_preset(args.preset)
     prefixed = args.command == "demo"
-    out = {k: build(c, preset[k], args, prefix=k if prefixed else "") for k, c in _section_classes().items()}
+    classes = _section_classes()
+    if not prefixed:  # `features build` has its own flags; a stage's --hook may name a module path
+        classes.pop("features")
+    out = {k: build(c, preset[k], args, prefix=k if prefixed else "") for k, c in classes.items()}
     if prefixed:
         out["sae"] = dictionary.sae_configs(preset["sae"], args, prefix="sae")
     return out
