@@ -15,7 +15,7 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/pip install -q --disable-pip-version-check $(TORCH)
-	$(BIN)/pip install -q --disable-pip-version-check -e .
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[interp,browser]'
 
 install-test: $(BIN)/python
 	$(BIN)/pip install -q --disable-pip-version-check $(TORCH)
