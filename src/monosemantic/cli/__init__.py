@@ -28,8 +28,8 @@ Dictionary learning on a language model's MLP activations, after "Towards Monose
 (Bricken et al., 2023). Each stage writes a self-describing folder in a run directory; a stage
 whose folder is complete is skipped, so re-running a command resumes it (--force redoes it).
 
-pipeline:  corpus build -> tokenize -> lm train -> harvest -> sae train -> sae eval -> features build
-quick start:  monosemantic demo            (embedded corpus, about 40 min on 2 CPU cores)
+pipeline:  corpus build -> tokenize -> lm train -> harvest -> sae train -> sae eval -> features build -> serve
+quick start:  monosemantic demo            (embedded corpus, about 45 min on 2 CPU cores)
               monosemantic demo --preset tiny --input my_texts/   (seconds)
 """
 
@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="run the pipeline end to end (corpus, tokenizer, model A)",
+        help="run the pipeline end to end (corpus → model A → SAEs → eval → feature database)",
         description="Run every stage on the embedded corpus (or --input) into one run directory. "
         "Interrupted? Run the same command again: finished stages are skipped and LM training "
         "resumes from its last checkpoint.",
