@@ -251,7 +251,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from monosemantic import distributed
     from monosemantic.eval.report import format_table
     from monosemantic.io import read_json
-    from monosemantic.transformer import train
 
     run = args.run or Path("runs") / Path(args.preset).stem
     layout = paths.RunLayout(run)
@@ -264,34 +263,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
     tok_cfg = distributed.main_first(lambda: _tokenize(layout, cfgs, once, args.progress))
     if args.resume and not any(layout.checkpoints("").glob("*/ckpt.json")):
         raise UserError(f"--resume: no checkpoint in {layout.checkpoints('')}")
-    train.run(layout, cfgs["transformer"], cfgs["lm"], "A", force=args.force, progress=args.progress)
     hook = cfgs["harvest"].hook
-    acts = dictionary.harvest(layout, "A", cfgs["harvest"], args.force, args.progress)
-    ladder, sae_train = cfgs["sae"]
-    dictionary.train_saes(
-        layout.activations("A", hook),
-        layout.saes("A", hook),
-        ladder,
-        sae_train,
-        cfgs["eval"].device,
-        args.force,
-        {"model": "A", "hook": hook},
-        (dictionary.sae_checkpoints(layout, "A", hook), dictionary.checkpoint_every(args, "sae"), False),
-    )
+    acts = _model_and_saes(layout, cfgs, args, "A", cfgs["lm"])
     if args.universality:  # TM "Universality": model B differs only in its seed, and gets the same SAE recipe
-        lm_b = dataclasses.replace(cfgs["lm"], seed=cfgs["lm"].seed + 1)
-        train.run(layout, cfgs["transformer"], lm_b, "B", force=args.force, progress=args.progress)
-        dictionary.harvest(layout, "B", cfgs["harvest"], args.force, args.progress)
-        dictionary.train_saes(
-            layout.activations("B", hook),
-            layout.saes("B", hook),
-            ladder,
-            sae_train,
-            cfgs["eval"].device,
-            args.force,
-            {"model": "B", "hook": hook},
-            (dictionary.sae_checkpoints(layout, "B", hook), dictionary.checkpoint_every(args, "sae"), False),
-        )
+        _model_and_saes(layout, cfgs, args, "B", dataclasses.replace(cfgs["lm"], seed=cfgs["lm"].seed + 1))
     evals = distributed.main_first(lambda: dictionary.evaluate(layout, "A", cfgs["eval"], once, args.progress))
     features = distributed.main_first(lambda: _features(layout, cfgs["features"], once, args.progress))
 
@@ -317,6 +292,29 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"\nbrowse the features:  {browser.serve_command(run)}")
     if args.open:
         browser.serve(run, open_browser=True)
+
+
+def _model_and_saes(
+    layout: paths.RunLayout, cfgs: dict[str, Any], args: argparse.Namespace, model: str, lm: Any
+) -> dict[str, Any]:
+    """Train subject model `model`, harvest it and train the SAE ladder on it; returns the harvest's config."""
+    from monosemantic.transformer import train
+
+    train.run(layout, cfgs["transformer"], lm, model, force=args.force, progress=args.progress)
+    hook = cfgs["harvest"].hook
+    acts = dictionary.harvest(layout, model, cfgs["harvest"], args.force, args.progress)
+    ladder, sae_train = cfgs["sae"]
+    dictionary.train_saes(
+        layout.activations(model, hook),
+        layout.saes(model, hook),
+        ladder,
+        sae_train,
+        cfgs["eval"].device,
+        args.force,
+        {"model": model, "hook": hook},
+        (dictionary.sae_checkpoints(layout, model, hook), dictionary.checkpoint_every(args, "sae"), False),
+    )
+    return acts
 
 
 def _interp_summary(db_path: Path) -> str:
