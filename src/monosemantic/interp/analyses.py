@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 
-from monosemantic.interp.build import FeaturesConfig, Step
+from monosemantic.interp.build import FeaturesConfig, Step, find_saes
 from monosemantic.paths import CONFIG, RunLayout
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def _universality(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConf
     from monosemantic.interp.universality import UniversalityConfig, run_universality
 
     other = UniversalityConfig.other
-    if not (layout.transformer(other) / CONFIG).is_file() or not any(layout.saes(other, cfg.hook).glob("*/cfg.json")):
+    if not (layout.transformer(other) / CONFIG).is_file() or not find_saes(layout, other, cfg.hook):
         log.info("features: no model %s with SAEs in %s: universality skipped", other, layout.root)
         return
     uni = UniversalityConfig(model=cfg.model, n_tokens=min(cfg.n_tokens, UniversalityConfig.n_tokens))
