@@ -23,7 +23,7 @@ def run_cli(*args):
 
 def test_tiny_demo_end_to_end_then_skips(user_corpus, tmp_path, capsys):
     run = tmp_path / "run"
-    demo = ("demo", "--preset", "tiny", "--input", user_corpus, "--run", run, "--no-progress", "--universality")
+    demo = ("demo", "--preset", "tiny", "--input", user_corpus, "--run", run, "--no-progress")  # model B by default
     assert run_cli(*demo) == 0
     out = capsys.readouterr().out
     assert "model A" in out and "bigram" in out
@@ -40,6 +40,9 @@ def test_tiny_demo_end_to_end_then_skips(user_corpus, tmp_path, capsys):
     assert "monosemantic serve" in out
     assert "case studies" in out and "universality" in out  # the interpretation tables
     assert (run / "transformer/B/model.safetensors").is_file() and (run / f"sae/B/{hook}/tm2023-128/cfg.json").is_file()
+    assert not (run / f"sae/B/{hook}/tm2023-64").exists()  # model B gets only the ladder's largest SAE
+    timings = json.loads((run / "demo_timings.json").read_text())["seconds"]
+    assert {"lm train A", "sae train A", "evaluate A", "lm train B", "feature database", "total"} <= set(timings)
     metrics = json.loads((run / "transformer/A/metrics.json").read_text())
     assert metrics["val_loss"] < metrics["unigram_loss"]
     assert {"bigram_loss", "tokens_per_s", "train_seconds", "val_tokens"} <= set(metrics)

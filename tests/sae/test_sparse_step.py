@@ -155,4 +155,17 @@ def test_bfloat16_active_set_tracks_float32_loss(arch: str) -> None:
 def _with(cfg: object, **changes: object) -> object:
     import dataclasses
 
+    changes.setdefault("matmul_dtype", "float32")  # exact parity; `auto` may pick bfloat16 here
     return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
+
+
+def test_auto_matmul_dtype_is_float32_without_native_bfloat16(monkeypatch: pytest.MonkeyPatch) -> None:
+    from monosemantic.sae import sparse_step
+
+    cpu = torch.device("cpu")
+    assert sparse_step.resolve_matmul_dtype("float32", cpu) == "float32"
+    assert sparse_step.resolve_matmul_dtype("bfloat16", cpu) == "bfloat16"
+    monkeypatch.setattr(sparse_step, "_cpu_has_native_bf16", lambda: False)
+    assert sparse_step.resolve_matmul_dtype("auto", cpu) == "float32"
+    monkeypatch.setattr(sparse_step, "_cpu_has_native_bf16", lambda: True)
+    assert sparse_step.resolve_matmul_dtype("auto", cpu) == "bfloat16"

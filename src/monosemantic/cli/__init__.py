@@ -112,9 +112,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--open", action="store_true", help="at the end, serve the feature browser and open it")
     demo.add_argument(
         "--universality",
-        action="store_true",
-        help="also train model B (the LM seed + 1), harvest it and train the same SAE ladder on it, so the feature "
-        "database gets the paper's universality analysis (about doubles the time of those stages)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="after model A's evaluation, train model B (the LM seed + 1), harvest it and train the ladder's largest "
+        "SAE on it, so the feature database gets the paper's universality analysis (TM §6; about 17 min here); "
+        "--no-universality skips model B",
     )
     demo.set_defaults(func=cmd_demo)
     for section, c in _section_classes().items():
@@ -257,18 +259,41 @@ def cmd_demo(args: argparse.Namespace) -> None:
     cfgs = configs(args)
     t0 = time.perf_counter()
     print(f"monosemantic demo: run directory {run}", file=sys.stderr)
+    timings: dict[str, float] = {}
+
+    def timed(stage: str, fn: Any) -> Any:  # the demo's stage times, printed and kept in demo_timings.json
+        start = time.perf_counter()
+        out = fn()
+        timings[stage] = round(time.perf_counter() - start, 1)
+        log.info("demo: %s took %.0f s (%.0f s so far)", stage, timings[stage], time.perf_counter() - t0)
+        return out
+
     # under torchrun the unsplit stages run on rank 0 first; the other ranks then find them done
     once = args.force and distributed.is_main()  # --force redoes a stage once, not once per rank
-    manifest = distributed.main_first(lambda: _corpus(layout, args.input or [], cfgs["corpus"], once, args.progress))
-    tok_cfg = distributed.main_first(lambda: _tokenize(layout, cfgs, once, args.progress))
+    corpus = lambda: _corpus(layout, args.input or [], cfgs["corpus"], once, args.progress)  # noqa: E731
+    manifest = timed("corpus", lambda: distributed.main_first(corpus))
+    tok_cfg = timed("tokenize", lambda: distributed.main_first(lambda: _tokenize(layout, cfgs, once, args.progress)))
     if args.resume and not any(layout.checkpoints("").glob("*/ckpt.json")):
         raise UserError(f"--resume: no checkpoint in {layout.checkpoints('')}")
     hook = cfgs["harvest"].hook
-    acts = _model_and_saes(layout, cfgs, args, "A", cfgs["lm"])
-    if args.universality:  # TM "Universality": model B differs only in its seed, and gets the same SAE recipe
-        _model_and_saes(layout, cfgs, args, "B", dataclasses.replace(cfgs["lm"], seed=cfgs["lm"].seed + 1))
-    evals = distributed.main_first(lambda: dictionary.evaluate(layout, "A", cfgs["eval"], once, args.progress))
-    features = distributed.main_first(lambda: _features(layout, cfgs["features"], once, args.progress))
+    ladder, _ = cfgs["sae"]
+    acts = _model_and_saes(layout, cfgs, args, "A", cfgs["lm"], ladder, timed)
+    # model A's table first (the dictionary-learning demo, issue 3), then what only the database needs
+    evaluate = lambda: dictionary.evaluate(layout, "A", cfgs["eval"], once, args.progress)  # noqa: E731
+    evals = timed("evaluate A", lambda: distributed.main_first(evaluate))
+    if distributed.is_main():
+        print(format_table(evals), file=sys.stderr)
+    if args.universality:  # TM §6 "Universality": model B differs only in its seed, and gets the same SAE recipe
+        lm_b = dataclasses.replace(cfgs["lm"], seed=cfgs["lm"].seed + 1)
+        largest = dataclasses.replace(ladder, n_features=str(max(ladder.sizes)))  # the pair the paper compares
+        _model_and_saes(layout, cfgs, args, "B", lm_b, largest, timed)
+    build = lambda: _features(layout, cfgs["features"], once, args.progress)  # noqa: E731
+    features = timed("feature database", lambda: distributed.main_first(build))
+    timings["total"] = round(time.perf_counter() - t0, 1)
+    if distributed.is_main():
+        from monosemantic.io import write_json
+
+        write_json(layout.root / "demo_timings.json", {"version": 1, "seconds": timings})
 
     if not distributed.is_main():
         return  # rank 0 prints the summary
@@ -282,7 +307,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         ("training", f"{m['train_tokens']:,} tokens in {m['train_seconds']:.0f} s ({m['tokens_per_s']:,.0f} tokens/s)"),
         ("harvest", f"{acts['n_rows']:,} activations of {hook} ({acts['d']}-d)"),
         ("features", f"{features}"),
-        ("total", f"{time.perf_counter() - t0:.0f} s"),
+        ("time", ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())),
     ]
     for k, v in rows:
         print(f"{k:<10} {v}")
@@ -295,24 +320,38 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _model_and_saes(
-    layout: paths.RunLayout, cfgs: dict[str, Any], args: argparse.Namespace, model: str, lm: Any
+    layout: paths.RunLayout,
+    cfgs: dict[str, Any],
+    args: argparse.Namespace,
+    model: str,
+    lm: Any,
+    ladder: Any,
+    timed: Any,
 ) -> dict[str, Any]:
-    """Train subject model `model`, harvest it and train the SAE ladder on it; returns the harvest's config."""
+    """Train subject model `model`, harvest it and train `ladder` on it; returns the harvest's config."""
     from monosemantic.transformer import train
 
-    train.run(layout, cfgs["transformer"], lm, model, force=args.force, progress=args.progress)
+    timed(
+        f"lm train {model}",
+        lambda: train.run(layout, cfgs["transformer"], lm, model, force=args.force, progress=args.progress),
+    )
     hook = cfgs["harvest"].hook
-    acts = dictionary.harvest(layout, model, cfgs["harvest"], args.force, args.progress)
-    ladder, sae_train = cfgs["sae"]
-    dictionary.train_saes(
-        layout.activations(model, hook),
-        layout.saes(model, hook),
-        ladder,
-        sae_train,
-        cfgs["eval"].device,
-        args.force,
-        {"model": model, "hook": hook},
-        (dictionary.sae_checkpoints(layout, model, hook), dictionary.checkpoint_every(args, "sae"), False),
+    acts = timed(
+        f"harvest {model}", lambda: dictionary.harvest(layout, model, cfgs["harvest"], args.force, args.progress)
+    )
+    _, sae_train = cfgs["sae"]
+    timed(
+        f"sae train {model}",
+        lambda: dictionary.train_saes(
+            layout.activations(model, hook),
+            layout.saes(model, hook),
+            ladder,
+            sae_train,
+            cfgs["eval"].device,
+            args.force,
+            {"model": model, "hook": hook},
+            (dictionary.sae_checkpoints(layout, model, hook), dictionary.checkpoint_every(args, "sae"), False),
+        ),
     )
     return acts
 

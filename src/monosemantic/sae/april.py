@@ -125,8 +125,9 @@ class AprilTrainConfig:
     step: StepMode = "auto"
     """Training step: `dense` (autograd), `sparse` (hand-written, over the active features only), or
     `auto` (dense while L0 is high, sparse once it is low; `sparse_step.py`)."""
-    matmul_dtype: MatmulDtype = "float32"
-    """`bfloat16` picks the sparse step's active set with a bfloat16 encoder product (values stay float32)."""
+    matmul_dtype: MatmulDtype = "auto"
+    """`bfloat16` picks the sparse step's active set with a bfloat16 encoder product (values stay float32);
+    `auto` where the hardware has native bfloat16 (`sparse_step.resolve_matmul_dtype`)."""
     log_every: int = 100
     """Steps between log rows (means over the interval)."""
     progress: bool = False

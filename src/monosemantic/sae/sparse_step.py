@@ -31,6 +31,7 @@ would cost more than dense ones) and switches to sparse once the measured L0 is 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -41,7 +42,7 @@ from monosemantic.sae.loss import LossTerms
 from monosemantic.sae.model import SparseAutoencoder
 
 StepMode = Literal["auto", "dense", "sparse"]
-MatmulDtype = Literal["float32", "bfloat16"]
+MatmulDtype = Literal["float32", "bfloat16", "auto"]
 
 SPARSE_L0_FRACTION = 1 / 32
 """`auto` uses the sparse step while L0 < n_features × this (measured crossover, docs/LOG.md)."""
@@ -157,6 +158,26 @@ def sparse_gradients(
     return LossTerms(loss, p.csr(f_vals), parts)
 
 
+def resolve_matmul_dtype(name: MatmulDtype, device: torch.device) -> MatmulDtype:
+    """`auto` → bfloat16 where the hardware multiplies it natively (AVX-512 BF16 or AMX on a CPU, a
+    CUDA device with bf16), else float32: emulated bfloat16 would make the selection slower, not faster."""
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    if device.type == "cpu" and _cpu_has_native_bf16():
+        return "bfloat16"
+    return "float32"
+
+
+def _cpu_has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()  # Linux; oneDNN's own check also accepts plain AVX-512
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def _encode(
     x_bar: Tensor, W_enc: Tensor, b_enc: Tensor, k: int | None, matmul_dtype: MatmulDtype
 ) -> tuple[ops.Pattern, Tensor, Tensor]:
@@ -241,7 +262,8 @@ class Stepper:
         if mode == "auto" and sae.architecture == "topk":  # L0 ≤ k from the first step
             sparse = sae.cfg.k <= SPARSE_L0_FRACTION * sae.cfg.n_features  # type: ignore[attr-defined]
         # a ReLU SAE's L0 is first measured after step 1, then every CHECK_EVERY dense steps
-        return cls(mode, getattr(cfg, "matmul_dtype", "float32"), sparse, steps_since_check=CHECK_EVERY - 1)
+        dtype = resolve_matmul_dtype(getattr(cfg, "matmul_dtype", "float32"), sae.W_enc.device)
+        return cls(mode, dtype, sparse, steps_since_check=CHECK_EVERY - 1)
 
     def gradients(self, sae: SparseAutoencoder, cfg: Any, x: Tensor, step: int, dead: Tensor) -> LossTerms:
         """One step's loss terms, with `.grad` set on every parameter of `sae`."""

@@ -108,8 +108,9 @@ class SAETrainConfig:
     step: StepMode = "auto"
     """Training step: `dense` (autograd), `sparse` (hand-written, over the active features only), or
     `auto` (dense while L0 is high early on, sparse once it is low; `sparse_step.py`)."""
-    matmul_dtype: MatmulDtype = "float32"
-    """`bfloat16` picks the sparse step's active set with a bfloat16 encoder product (values stay float32)."""
+    matmul_dtype: MatmulDtype = "auto"
+    """`bfloat16` picks the sparse step's active set with a bfloat16 encoder product (values stay
+    float32); `auto` does so where the hardware has native bfloat16 (`sparse_step.resolve_matmul_dtype`)."""
     seed: int = 0
     """Seeds the resampling draws; weight init is seeded by the caller when it builds the SAE."""
     log_every: int = 100
