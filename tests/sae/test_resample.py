@@ -129,3 +129,17 @@ def test_trainer_resamples_a_deliberately_dead_feature(tiny_train_cfg) -> None:
     assert result.resampled[0][0] == 20 and result.resampled[0][1] >= 1
     assert result.last_fired[3] > 20  # it fires after being revived
     assert abs(sae.b_enc[3].item()) < 1  # reset to 0, then trained
+
+
+@pytest.mark.parametrize("density", [0.04, 0.5])
+def test_resample_losses_match_the_dense_per_example_loss(density: float) -> None:
+    """The sparse-decoder scoring equals `per_example_loss(x, *sae(x))` (sparse and dense branches)."""
+    from monosemantic.sae.train import resample_losses
+
+    torch.manual_seed(0)
+    sae = SparseAutoencoder(SAEConfig(d_in=16, n_features=64))
+    with torch.no_grad():  # b_enc sets how many features fire: ~4 % (sparse branch) or ~50 % (dense)
+        sae.b_enc.fill_(-1.0 if density < 0.1 else 0.0)
+    x = torch.randn(300, 16)
+    want = per_example_loss(x, *sae(x), 0.3)
+    assert torch.allclose(resample_losses(sae, x, 0.3), want, rtol=1e-5, atol=1e-6)

@@ -43,6 +43,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from monosemantic import distributed
+from monosemantic.sae import sparse_ops as ops
 from monosemantic.sae.constraints import optimizer_step_
 from monosemantic.sae.geometric_median import geometric_median
 from monosemantic.sae.loss import LossTerms, l1_penalty, per_example_loss, reconstruction_mse
@@ -447,6 +448,23 @@ def _init_from_data(runs: Sequence[_Run], batches: Iterator[Tensor]) -> Iterator
 
 
 @torch.no_grad()
+def resample_losses(sae: SparseAutoencoder, x: Tensor, l1_coeff: float) -> Tensor:
+    """`per_example_loss(x, *sae(x))`, with the decoder product over the active features only.
+
+    Resampling scores 100 batches per SAE each time (TM §4); with the dense decoder that was half
+    of the demo ladder's resampling time. A ReLU SAE's f is ≥ 0, so its L1 is a plain row sum.
+    """
+    f = sae.encode(x)
+    if sae.architecture != "tm2023" or x.device.type != "cpu":
+        return per_example_loss(x, sae.decode(f), f, l1_coeff)
+    p = ops.positive_pattern(f)
+    if p.col.numel() > f.numel() // 8:  # dense early in training: the sparse product would not pay
+        return per_example_loss(x, sae.decode(f), f, l1_coeff)
+    x_hat = ops.spmm(p, ops.gather(f, p), sae.W_dec) + sae.b_dec
+    return (x - x_hat).pow(2).mean(dim=-1) + l1_coeff * f.sum(dim=-1)
+
+
+@torch.no_grad()
 def _resample(due: Sequence[_Run], batches: Iterator[Tensor], step: int) -> Iterator[Tensor]:
     """Peek the next batches, score them with each due SAE and resample its dead features (TM §4).
 
@@ -469,7 +487,7 @@ def _resample(due: Sequence[_Run], batches: Iterator[Tensor], step: int) -> Iter
                 r.generator = torch.Generator(r.sae.W_dec.device).manual_seed(cfg.seed)
             X = r.inputs(torch.cat(peeked[: cfg.resample_n_batches]))  # (N, d_in)
             chunks = X.split(cfg.batch_size)
-            loss = torch.cat([per_example_loss(x, *r.sae(x), cfg.l1_coeff) for x in chunks])  # (N,)
+            loss = torch.cat([resample_losses(r.sae, x, cfg.l1_coeff) for x in chunks])  # (N,)
             resample_dead_(
                 r.sae,
                 r.opt,
