@@ -83,3 +83,33 @@ def test_missing_model_b_says_how_to_train_it(tiny_run, tmp_path):
     ensure_dictionaries(conn, RunLayout(tiny_run), "A", HOOK)
     with pytest.raises(UserError, match="--seed 1"):
         run_universality(conn, RunLayout(tiny_run), UniversalityConfig(), progress=False)
+
+
+def test_frequent_median_keeps_features_active_on_enough_tokens(twin_run, tmp_path):
+    """`frequent` counts A's features with ≥ min_active firings, computed here directly."""
+    from monosemantic.data.tokens import TokenStore
+    from monosemantic.interp.loading import load_model
+    from monosemantic.interp.stream import dictionary_activations, held_out_contexts
+    from monosemantic.sae.model import SparseAutoencoder as SAE
+
+    run, _ = twin_run
+    layout = RunLayout(run)
+    model = load_model(layout, "A")
+    ctx = held_out_contexts(TokenStore(layout.tokens), model.cfg.ctx_len, 1024)
+    sae = SAE.load(run / f"sae/A/{HOOK}/tm2023-64").eval()
+    fired = np.zeros(64, dtype=np.int64)
+    for lo, hi in ctx.batches(4):
+        _, feats = dictionary_activations(
+            model, model.hook_point(HOOK), {"s": sae}, torch.from_numpy(ctx.tokens[lo:hi])
+        )
+        fired += (feats["s"].reshape(-1, 64) > 0).sum(0).numpy()
+    n = int(np.median(fired[fired > 0]))  # a threshold that splits the live features
+    for min_active, want in ((n, int((fired >= n).sum())), (10**9, 0)):
+        conn = db.create(tmp_path / f"f{min_active}.sqlite")
+        ensure_dictionaries(conn, layout, "A", HOOK)
+        cfg = UniversalityConfig(n_tokens=1024, batch_size=4, min_active=min_active)
+        summary = run_universality(conn, layout, cfg, progress=False)
+        freq = {p["dictionary"]: p["frequent"] for p in summary["pairs"]}["tm2023-64"]
+        assert freq["min_active"] == min_active and freq["n_alive"] == want
+        assert (freq["median"] is None) == (want == 0)
+        assert f"at least {min_active} of the tokens" in format_universality(summary)

@@ -54,11 +54,15 @@ class UniversalityConfig:
     """Matches stored per feature in the `matches` table (rank 0 is the best)."""
     n_bins: int = 20
     """Bins of the histogram of best-match correlations over [0, 1]."""
+    min_active: int = 100
+    """The second median keeps A's features active on at least this many of the tokens: a Pearson r
+    from a handful of firings is mostly noise. The paper's 40.96M tokens give even a feature of
+    density 1e-5 about 400 firings; 262k tokens give it 3 (docs/LOG.md 2026-12-06)."""
 
     def __post_init__(self) -> None:
         if self.model == self.other:
             raise ValueError("model and other must differ")
-        for f in ("n_tokens", "batch_size", "top_k", "n_bins"):
+        for f in ("n_tokens", "batch_size", "top_k", "n_bins", "min_active"):
             if getattr(self, f) < 1:
                 raise ValueError(f"{f} must be >= 1")
 
@@ -119,6 +123,7 @@ def run_universality(
     }
     ctx = held_out_contexts(TokenStore(layout.tokens), models[cfg.model].cfg.ctx_len, cfg.n_tokens)
     acc = {a.name: PearsonAccumulator(a.n_features, b.n_features) for a, b in pairs}
+    n_active = {a.name: np.zeros(a.n_features, dtype=np.int64) for a, _ in pairs}
     for lo, hi in tqdm(list(ctx.batches(cfg.batch_size)), desc="universality", disable=not progress):
         tokens = torch.from_numpy(ctx.tokens[lo:hi])
         out = {}
@@ -128,6 +133,7 @@ def run_universality(
             out[m]["neurons"] = acts.reshape(-1, acts.shape[-1])
         for name, a in acc.items():
             a.update(out[cfg.model][name], out[cfg.other][name])
+            n_active[name] += (out[cfg.model][name] > 0).sum(0).numpy()
 
     match_rows, summary_pairs = [], []
     for a, b in pairs:
@@ -137,7 +143,15 @@ def run_universality(
                 if idx[i, rank] >= 0:
                     match_rows.append({"dictionary_id": a.id, "feature": i, "other_dictionary_id": b.id, "rank": rank,
                                        "other_feature": int(idx[i, rank]), "corr": float(r[i, rank])})  # fmt: skip
-        summary_pairs.append({"dictionary": a.name, "kind": a.kind, **distribution(r[:, 0], cfg.n_bins)})
+        frequent = distribution(r[n_active[a.name] >= cfg.min_active, 0], cfg.n_bins)
+        summary_pairs.append(
+            {
+                "dictionary": a.name,
+                "kind": a.kind,
+                **distribution(r[:, 0], cfg.n_bins),
+                "frequent": {"min_active": cfg.min_active, **frequent},
+            }
+        )
         conn.execute("DELETE FROM matches WHERE dictionary_id = ? AND other_dictionary_id = ?", (a.id, b.id))
     db.insert_rows(conn, "matches", match_rows)
     summary = {
@@ -153,15 +167,24 @@ def run_universality(
 
 
 def format_universality(summary: dict) -> str:
-    """One line per dictionary: median and mean best-match correlation, alive features; the paper's."""
+    """One line per dictionary: median and mean best-match correlation, alive features; the paper's.
+
+    The last two columns repeat the median over the features active on at least `min_active` tokens.
+    """
     lines = [
         f"universality (TM §6): each {summary['model']} feature's best match in {summary['other']} "
         f"over {summary['n_tokens']:,} tokens",
-        f"{'dictionary':<16} {'alive':>6} {'median r':>9} {'mean r':>7} {'paper':>6}",
+        f"{'dictionary':<16} {'alive':>6} {'median r':>9} {'mean r':>7} {'paper':>6} {'frequent':>9} {'median r':>9}",
     ]
     for p in summary["pairs"]:
         paper = summary["paper"]["neurons" if p["kind"] == "neurons" else "features"]
         med = "-" if p["median"] is None else f"{p['median']:.2f}"
         mean = "-" if p["mean"] is None else f"{p['mean']:.2f}"
-        lines.append(f"{p['dictionary']:<16} {p['n_alive']:>6} {med:>9} {mean:>7} {paper:>6.2f}")
+        freq = p.get("frequent")  # absent in databases written before 2026-12-06
+        f_n = "-" if freq is None else f"{freq['n_alive']}"
+        f_med = "-" if freq is None or freq["median"] is None else f"{freq['median']:.2f}"
+        lines.append(f"{p['dictionary']:<16} {p['n_alive']:>6} {med:>9} {mean:>7} {paper:>6.2f} {f_n:>9} {f_med:>9}")
+    if any("frequent" in p for p in summary["pairs"]):
+        n = next(p["frequent"]["min_active"] for p in summary["pairs"] if "frequent" in p)
+        lines.append(f"frequent: the features active on at least {n} of the tokens")
     return "\n".join(lines)
