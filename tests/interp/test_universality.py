@@ -85,8 +85,8 @@ def test_missing_model_b_says_how_to_train_it(tiny_run, tmp_path):
         run_universality(conn, RunLayout(tiny_run), UniversalityConfig(), progress=False)
 
 
-def test_frequent_median_keeps_features_active_on_enough_tokens(twin_run, tmp_path):
-    """`frequent` counts A's features with ≥ min_active firings, computed here directly."""
+def test_medians_by_density_band_count_features_computed_directly(twin_run, tmp_path):
+    """`by_density` puts each A feature in the band of its density on the same tokens (computed here)."""
     from monosemantic.data.tokens import TokenStore
     from monosemantic.interp.loading import load_model
     from monosemantic.interp.stream import dictionary_activations, held_out_contexts
@@ -103,13 +103,17 @@ def test_frequent_median_keeps_features_active_on_enough_tokens(twin_run, tmp_pa
             model, model.hook_point(HOOK), {"s": sae}, torch.from_numpy(ctx.tokens[lo:hi])
         )
         fired += (feats["s"].reshape(-1, 64) > 0).sum(0).numpy()
-    n = int(np.median(fired[fired > 0]))  # a threshold that splits the live features
-    for min_active, want in ((n, int((fired >= n).sum())), (10**9, 0)):
-        conn = db.create(tmp_path / f"f{min_active}.sqlite")
-        ensure_dictionaries(conn, layout, "A", HOOK)
-        cfg = UniversalityConfig(n_tokens=1024, batch_size=4, min_active=min_active)
-        summary = run_universality(conn, layout, cfg, progress=False)
-        freq = {p["dictionary"]: p["frequent"] for p in summary["pairs"]}["tm2023-64"]
-        assert freq["min_active"] == min_active and freq["n_alive"] == want
-        assert (freq["median"] is None) == (want == 0)
-        assert f"at least {min_active} of the tokens" in format_universality(summary)
+    density = fired / ctx.n_tokens
+    edge = float(np.median(density[density > 0]))  # splits the live features in two bands
+    conn = db.create(tmp_path / "f.sqlite")
+    ensure_dictionaries(conn, layout, "A", HOOK)
+    cfg = UniversalityConfig(n_tokens=1024, batch_size=4, density_edges=repr(edge))
+    summary = run_universality(conn, layout, cfg, progress=False)
+    low, high = {p["dictionary"]: p["by_density"] for p in summary["pairs"]}["tm2023-64"]
+    assert (low["lo"], low["hi"], high["lo"], high["hi"]) == (0.0, edge, edge, 1.0)
+    assert low["n_alive"] == int(((density > 0) & (density <= edge)).sum()) > 0
+    assert high["n_alive"] == int((density > edge).sum()) > 0
+    assert low["median"] == pytest.approx(1.0, abs=1e-6)  # B is A permuted: every feature matched exactly
+    assert "density" in format_universality(summary)
+    with pytest.raises(ValueError):
+        UniversalityConfig(density_edges="1e-3,1e-4")

@@ -54,17 +54,27 @@ class UniversalityConfig:
     """Matches stored per feature in the `matches` table (rank 0 is the best)."""
     n_bins: int = 20
     """Bins of the histogram of best-match correlations over [0, 1]."""
-    min_active: int = 100
-    """The second median keeps A's features active on at least this many of the tokens: a Pearson r
-    from a handful of firings is mostly noise. The paper's 40.96M tokens give even a feature of
-    density 1e-5 about 400 firings; 262k tokens give it 3 (docs/LOG.md 2026-12-06)."""
+    density_edges: str = "1e-4,1e-3"
+    """Comma-separated; the medians are also given per band of A's feature density (on the same
+    tokens) split here: in the demo most rare features have no counterpart in B while the frequent ones match as well as
+    the paper's (docs/LOG.md 2026-12-06), so one median over all features hides both."""
 
     def __post_init__(self) -> None:
         if self.model == self.other:
             raise ValueError("model and other must differ")
-        for f in ("n_tokens", "batch_size", "top_k", "n_bins", "min_active"):
+        try:
+            edges = self.edges
+        except ValueError:
+            raise ValueError(f"density_edges must be comma-separated numbers, got {self.density_edges!r}") from None
+        if edges != sorted(set(edges)) or not all(0 < e < 1 for e in edges):
+            raise ValueError(f"density_edges must be increasing and in (0, 1), got {self.density_edges!r}")
+        for f in ("n_tokens", "batch_size", "top_k", "n_bins"):
             if getattr(self, f) < 1:
                 raise ValueError(f"{f} must be >= 1")
+
+    @property
+    def edges(self) -> list[float]:
+        return [float(e) for e in self.density_edges.split(",") if e.strip()]
 
 
 def best_matches(corr: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -143,14 +153,14 @@ def run_universality(
                 if idx[i, rank] >= 0:
                     match_rows.append({"dictionary_id": a.id, "feature": i, "other_dictionary_id": b.id, "rank": rank,
                                        "other_feature": int(idx[i, rank]), "corr": float(r[i, rank])})  # fmt: skip
-        frequent = distribution(r[n_active[a.name] >= cfg.min_active, 0], cfg.n_bins)
+        density = n_active[a.name] / max(ctx.n_tokens, 1)
+        edges = [0.0, *cfg.edges, 1.0]
+        bands = [
+            {"lo": lo, "hi": hi, **distribution(r[(density > lo) & (density <= hi), 0], cfg.n_bins)}
+            for lo, hi in zip(edges[:-1], edges[1:], strict=True)
+        ]
         summary_pairs.append(
-            {
-                "dictionary": a.name,
-                "kind": a.kind,
-                **distribution(r[:, 0], cfg.n_bins),
-                "frequent": {"min_active": cfg.min_active, **frequent},
-            }
+            {"dictionary": a.name, "kind": a.kind, **distribution(r[:, 0], cfg.n_bins), "by_density": bands}
         )
         conn.execute("DELETE FROM matches WHERE dictionary_id = ? AND other_dictionary_id = ?", (a.id, b.id))
     db.insert_rows(conn, "matches", match_rows)
@@ -167,24 +177,30 @@ def run_universality(
 
 
 def format_universality(summary: dict) -> str:
-    """One line per dictionary: median and mean best-match correlation, alive features; the paper's.
-
-    The last two columns repeat the median over the features active on at least `min_active` tokens.
-    """
+    """One line per dictionary: median and mean best-match correlation, alive features; the paper's;
+    then the median (and count) per band of A's feature density."""
+    pairs = summary["pairs"]
+    bands = next((p["by_density"] for p in pairs if "by_density" in p), [])  # absent before 2026-12-06
+    heads = "".join(f" {_band(b):>17}" for b in bands)
     lines = [
         f"universality (TM §6): each {summary['model']} feature's best match in {summary['other']} "
-        f"over {summary['n_tokens']:,} tokens",
-        f"{'dictionary':<16} {'alive':>6} {'median r':>9} {'mean r':>7} {'paper':>6} {'frequent':>9} {'median r':>9}",
+        f"over {summary['n_tokens']:,} tokens; median r (features) by density",
+        f"{'dictionary':<16} {'alive':>6} {'median r':>9} {'mean r':>7} {'paper':>6}{heads}",
     ]
-    for p in summary["pairs"]:
+    for p in pairs:
         paper = summary["paper"]["neurons" if p["kind"] == "neurons" else "features"]
-        med = "-" if p["median"] is None else f"{p['median']:.2f}"
-        mean = "-" if p["mean"] is None else f"{p['mean']:.2f}"
-        freq = p.get("frequent")  # absent in databases written before 2026-12-06
-        f_n = "-" if freq is None else f"{freq['n_alive']}"
-        f_med = "-" if freq is None or freq["median"] is None else f"{freq['median']:.2f}"
-        lines.append(f"{p['dictionary']:<16} {p['n_alive']:>6} {med:>9} {mean:>7} {paper:>6.2f} {f_n:>9} {f_med:>9}")
-    if any("frequent" in p for p in summary["pairs"]):
-        n = next(p["frequent"]["min_active"] for p in summary["pairs"] if "frequent" in p)
-        lines.append(f"frequent: the features active on at least {n} of the tokens")
+        by = "".join(f" {_med(b['median']):>9} ({b['n_alive']:>5})" for b in p.get("by_density", []))
+        lines.append(
+            f"{p['dictionary']:<16} {p['n_alive']:>6} {_med(p['median']):>9} {_med(p['mean']):>7} {paper:>6.2f}{by}"
+        )
     return "\n".join(lines)
+
+
+def _med(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def _band(b: dict) -> str:
+    if b["lo"] == 0:
+        return f"density ≤ {b['hi']:g}"
+    return f"> {b['lo']:g}" if b["hi"] >= 1 else f"{b['lo']:g}–{b['hi']:g}"
