@@ -101,9 +101,11 @@ def main() -> None:
                         }
                         r = _spawn(spec)
                         r.update(spec, round=rnd, load=os.getloadavg()[0])
+                        # a whole run's throughput: every step (warm-up included) over the training wall time
+                        r["run_act_per_s"] = (args.warmup + args.steps) * BATCH / r["wall_s"]
                         results.append(r)
                         print(_one_line(r), flush=True)
-    rows = _table(results, peaks)
+    rows = _table(results, peaks, whole_run=args.start == "init")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"peaks": peaks, "runs": results, "rows": rows}, indent=1))
     print(f"\nwall {time.time() - t_start:.0f} s; load average at end: {os.getloadavg()}; JSON: {args.out}")
@@ -133,8 +135,12 @@ def _one_line(r: dict) -> str:
     )
 
 
-def _table(results: list[dict], peaks: dict) -> list[dict]:
-    """Medians over rounds per (m, recipe, allocator, our dtype), against the same SAELens runs."""
+def _table(results: list[dict], peaks: dict, whole_run: bool = False) -> list[dict]:
+    """Medians over rounds per (m, recipe, allocator, our dtype), against the same SAELens runs.
+
+    With `whole_run` (`--start init`) activations/s is the whole run's (steps × batch / training
+    wall time, the dense early phase and our switch to the sparse step included), not the median step.
+    """
     rows = []
     keys = sorted({(r["n_features"], r["recipe"], r["alloc"]) for r in results})
     print(
@@ -144,9 +150,9 @@ def _table(results: list[dict], peaks: dict) -> list[dict]:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for m, recipe, alloc in keys:
         same = [r for r in results if (r["n_features"], r["recipe"], r["alloc"]) == (m, recipe, alloc)]
-        s = _summary([r for r in same if r["tool"] == "saelens"], m, peaks)
+        s = _summary([r for r in same if r["tool"] == "saelens"], m, peaks, whole_run)
         for dtype in sorted({r["matmul_dtype"] for r in same if r["tool"] == "ours"}, reverse=True):
-            o = _summary([r for r in same if r["tool"] == "ours" and r["matmul_dtype"] == dtype], m, peaks)
+            o = _summary([r for r in same if r["tool"] == "ours" and r["matmul_dtype"] == dtype], m, peaks, whole_run)
             ratio = o["act_per_s"] / s["act_per_s"]
             rows.append(
                 {
@@ -168,10 +174,11 @@ def _table(results: list[dict], peaks: dict) -> list[dict]:
     return rows
 
 
-def _summary(runs: list[dict], m: int, peaks: dict) -> dict:
-    act = statistics.median(r["act_per_s"] for r in runs)
+def _summary(runs: list[dict], m: int, peaks: dict, whole_run: bool = False) -> dict:
+    act = statistics.median(r["run_act_per_s" if whole_run else "act_per_s"] for r in runs)
     return {
         "act_per_s": act,
+        "wall_s": statistics.median(r["wall_s"] for r in runs),
         "mse": statistics.median(r["mse"] for r in runs),
         "l0": statistics.median(r["l0"] for r in runs),
         "peak_mib": max(r["peak_mib"] for r in runs),
