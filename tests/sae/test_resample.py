@@ -143,3 +143,5 @@ def test_resample_losses_match_the_dense_per_example_loss(density: float) -> Non
     x = torch.randn(300, 16)
     want = per_example_loss(x, *sae(x), 0.3)
     assert torch.allclose(resample_losses(sae, x, 0.3), want, rtol=1e-5, atol=1e-6)
+    # bfloat16 picks the active set only; the values are exact, so the loss moves by near-zero features
+    assert torch.allclose(resample_losses(sae, x, 0.3, "bfloat16"), want, rtol=1e-2, atol=1e-2)

@@ -94,7 +94,7 @@ def sparse_gradients(
 
     # encoder forward (the one dense product), then the active set
     k = sae.cfg.k if arch == "topk" else None  # type: ignore[attr-defined]
-    p, pre_vals, pre = _encode(x_bar, W_enc, b_enc, k, matmul_dtype)
+    p, pre_vals, pre = sparse_encode(x_bar, W_enc, b_enc, k, matmul_dtype)
     f_vals = pre_vals.relu()  # (nnz,)
 
     # decoder forward and loss
@@ -178,7 +178,7 @@ def _cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def _encode(
+def sparse_encode(
     x_bar: Tensor, W_enc: Tensor, b_enc: Tensor, k: int | None, matmul_dtype: MatmulDtype
 ) -> tuple[ops.Pattern, Tensor, Tensor]:
     """Encoder forward → (active pattern, exact float32 pre-activations there `[nnz]`, the dense product)."""

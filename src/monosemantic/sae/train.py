@@ -58,7 +58,7 @@ from monosemantic.sae.resample import (
     resample_dead_,
     resample_schedule,
 )
-from monosemantic.sae.sparse_step import MatmulDtype, StepMode, Stepper, firing
+from monosemantic.sae.sparse_step import MatmulDtype, StepMode, Stepper, firing, sparse_encode
 
 log = logging.getLogger(__name__)
 
@@ -448,20 +448,26 @@ def _init_from_data(runs: Sequence[_Run], batches: Iterator[Tensor]) -> Iterator
 
 
 @torch.no_grad()
-def resample_losses(sae: SparseAutoencoder, x: Tensor, l1_coeff: float) -> Tensor:
+def resample_losses(
+    sae: SparseAutoencoder, x: Tensor, l1_coeff: float, matmul_dtype: MatmulDtype = "float32"
+) -> Tensor:
     """`per_example_loss(x, *sae(x))`, with the decoder product over the active features only.
 
-    Resampling scores 100 batches per SAE each time (TM §4); with the dense decoder that was half
-    of the demo ladder's resampling time. A ReLU SAE's f is ≥ 0, so its L1 is a plain row sum.
+    Resampling scores 100 batches per SAE each time (TM §4): with dense products that was about
+    half of the demo ladder's time. As in the sparse step, `matmul_dtype="bfloat16"` picks the
+    active set with a bfloat16 encoder product and recomputes those values exactly, so the loss
+    differs only by the features within bfloat16 rounding of 0 (it only weights a random draw).
     """
-    f = sae.encode(x)
     if sae.architecture != "tm2023" or x.device.type != "cpu":
-        return per_example_loss(x, sae.decode(f), f, l1_coeff)
-    p = ops.positive_pattern(f)
-    if p.col.numel() > f.numel() // 8:  # dense early in training: the sparse product would not pay
-        return per_example_loss(x, sae.decode(f), f, l1_coeff)
-    x_hat = ops.spmm(p, ops.gather(f, p), sae.W_dec) + sae.b_dec
-    return (x - x_hat).pow(2).mean(dim=-1) + l1_coeff * f.sum(dim=-1)
+        return per_example_loss(x, *sae(x), l1_coeff)
+    x_bar = x - sae.b_dec  # TM §3.1: the pre-encoder bias
+    p, vals, _ = sparse_encode(x_bar, sae.W_enc, sae.b_enc, None, matmul_dtype)
+    if p.col.numel() > p.shape[0] * p.shape[1] // 8:  # dense early in training: the sparse product would not pay
+        return per_example_loss(x, *sae(x), l1_coeff)
+    vals = vals.clamp(min=0)  # a bfloat16 pick can be a float32 -0.0001: ReLU's 0
+    x_hat = ops.spmm(p, vals, sae.W_dec) + sae.b_dec
+    l1 = torch.zeros(x.shape[0], dtype=vals.dtype, device=x.device).index_add_(0, p.row, vals)
+    return (x - x_hat).pow(2).mean(dim=-1) + l1_coeff * l1
 
 
 @torch.no_grad()
@@ -487,7 +493,8 @@ def _resample(due: Sequence[_Run], batches: Iterator[Tensor], step: int) -> Iter
                 r.generator = torch.Generator(r.sae.W_dec.device).manual_seed(cfg.seed)
             X = r.inputs(torch.cat(peeked[: cfg.resample_n_batches]))  # (N, d_in)
             chunks = X.split(cfg.batch_size)
-            loss = torch.cat([resample_losses(r.sae, x, cfg.l1_coeff) for x in chunks])  # (N,)
+            dtype = r.stepper.matmul_dtype
+            loss = torch.cat([resample_losses(r.sae, x, cfg.l1_coeff, dtype) for x in chunks])  # (N,)
             resample_dead_(
                 r.sae,
                 r.opt,
