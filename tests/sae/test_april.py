@@ -123,10 +123,10 @@ def test_folding_on_save_keeps_the_reconstruction(tmp_path) -> None:
     assert torch.allclose(x_hat2, x_hat, atol=1e-5)
     assert torch.allclose(f2, f * norms, atol=1e-5)  # activations become f_i · ‖W_dec[i]‖ ([SM])
     # the saved form is a fixed point: saving again changes nothing but float32 rounding (the rows are
-    # renormalised by norms of 1 ± 1e-7; x̂ reaches ~20 here, so the tolerance is relative)
+    # renormalised by norms of 1 ± 1e-7; x̂ reaches ~20 here: differences up to 1.5e-5 were seen)
     again = SparseAutoencoder.load(loaded.save(tmp_path / "again"))
     x_hat3, f3 = again(x)
-    assert torch.allclose(x_hat3, x_hat2, rtol=1e-5, atol=1e-6) and torch.allclose(f3, f2, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(x_hat3, x_hat2, atol=1e-4) and torch.allclose(f3, f2, atol=1e-4)
 
 
 def test_input_scale_folds_into_an_april_sae() -> None:
