@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from tqdm import tqdm
 
 from monosemantic.interp.records import sparse_entries, sparse_windows, windows_of
 from monosemantic.interp.stream import Contexts, dictionary_activations
+from monosemantic.runtime import autocast
 from monosemantic.sae.model import SparseAutoencoder
 
 
@@ -107,32 +109,47 @@ class Spill:
         self._dir.cleanup()
 
 
+@dataclass(frozen=True)
+class Forward:
+    """What a pass runs per batch: the subject model to its hook, in a compute dtype."""
+
+    model: nn.Module
+    hook_module: nn.Module
+    which: Literal["output", "input"] = "output"
+    dtype: str = "float32"
+    """runtime.autocast: bfloat16 runs the forward and the encoders under autocast."""
+
+
 def stream(
     ctx: Contexts,
-    model: nn.Module | None,
-    hook_module: nn.Module | None,
+    forward: Forward | None,
     saes: dict[str, SparseAutoencoder],
     batch_size: int,
     progress: bool,
     desc: str,
     fn: Callable[[int, Tensor | None, dict[str, Tensor]], None],
+    rows: tuple[int, int] | None = None,
 ) -> None:
     """One pass over the contexts in batches: `fn(first, neurons [n, T, d] | None, {sae: [n, T, F]})`.
 
-    With `model=None` nothing is computed (`fn(first, None, {})`): pass 2 when every dictionary
-    comes from the spill. The per-batch records run with one torch thread (see docs/LOG.md
-    2026-11-25: a second OpenMP thread only spin-waits on their small ops); the forward and the
-    encoders keep every thread."""
+    `rows` = (first, end) restricts the pass to those contexts (one rank's share under torchrun);
+    `first` stays the global context index. With `forward=None` nothing is computed
+    (`fn(first, None, {})`): pass 2 when every dictionary comes from the spill. The per-batch
+    records run with one torch thread (see docs/LOG.md 2026-11-25: a second OpenMP thread only
+    spin-waits on their small ops); the forward and the encoders keep every thread."""
     threads = torch.get_num_threads()
-    bar = tqdm(total=ctx.n_tokens, desc=desc, disable=not progress, unit="tok", unit_scale=True)
+    first, end = rows or (0, len(ctx.tokens))
+    total = (end - first) * ctx.tokens.shape[1]
+    bar = tqdm(total=total, desc=desc, disable=not progress, unit="tok", unit_scale=True)
     try:
-        for lo, hi in ctx.batches(batch_size):
+        for lo, hi in ctx.batches(batch_size, (first, end)):
             acts, feats = None, {}
-            if model is not None and hook_module is not None:
-                device = next(model.parameters()).device
+            if forward is not None:
+                device = next(forward.model.parameters()).device
                 tokens = torch.from_numpy(ctx.tokens[lo:hi]).to(device)
-                with torch.inference_mode():
-                    acts, feats = dictionary_activations(model, hook_module, saes, tokens)
+                f = forward
+                with torch.inference_mode(), autocast(device, f.dtype):
+                    acts, feats = dictionary_activations(f.model, f.hook_module, saes, tokens, f.which)
             torch.set_num_threads(1)
             fn(lo, acts, feats)
             torch.set_num_threads(threads)
