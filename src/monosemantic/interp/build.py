@@ -31,7 +31,6 @@ the one a single process writes, up to float64 summation order in the sums (READ
 from __future__ import annotations
 
 import logging
-import math
 import re
 import sqlite3
 import time
@@ -48,8 +47,7 @@ from monosemantic import __version__, distributed, paths
 from monosemantic.activations.capture import capture
 from monosemantic.data.tokens import TokenStore
 from monosemantic.errors import UserError
-from monosemantic.interp import db, logits, merge, passes, rows
-from monosemantic.interp.records import BottomK, Samples, Stats, hist_edges
+from monosemantic.interp import db, logits, passes, rows
 from monosemantic.interp.stream import Contexts, held_out_contexts
 from monosemantic.io import atomic_path, is_complete, read_json, write_config
 from monosemantic.runtime import check_dtype, pick_device
@@ -152,20 +150,6 @@ Step = Callable[[sqlite3.Connection, paths.RunLayout, FeaturesConfig, bool], Non
 """A later analysis (ablations, proxies, ...): reads and writes the open database before finalize."""
 
 
-@dataclass
-class _Dictionary:
-    """One dictionary while it is built: its records from both passes."""
-
-    name: str
-    kind: str
-    architecture: str | None
-    n_features: int
-    directions: Tensor  # [n_features, d_mlp] decoder rows (the identity for neurons)
-    stats: Stats
-    top: BottomK
-    samples: Samples | None = None
-
-
 def find_saes(layout: paths.RunLayout, model: str, hook: str) -> dict[str, Path]:
     """The run's SAE folders for `model` (a run model or a Hugging Face one, `subject_key`) at `hook`,
     in natural order (tm2023-512 before tm2023-1024)."""
@@ -247,7 +231,7 @@ class _Collected:
     subject: LoadedSubject
     store: TokenStore
     ctx: Contexts
-    dicts: list[_Dictionary]
+    dicts: list[passes.Records]
     spill_mb: float
 
 
@@ -271,12 +255,12 @@ def _collect(layout: paths.RunLayout, cfg: FeaturesConfig, sae_folders: dict[str
     for name, sae in saes.items():  # before the long passes, naming the folder
         if sae.cfg.d_in != d:
             raise UserError(f"{sae_folders[name]}: the SAE reads {sae.cfg.d_in} dims but {cfg.hook} has {d}")
-    dicts: list[_Dictionary] = []
+    dicts: list[passes.Records] = []
     n_src = len(ctx.sources)
     if cfg.neurons:
-        dicts.append(_new(NEURONS, NEURONS, None, torch.eye(d), n_src, cfg))
+        dicts.append(passes.new_records(NEURONS, NEURONS, None, torch.eye(d), n_src, cfg))
     for name, sae in saes.items():
-        dicts.append(_new(name, "sae", sae.architecture, sae.W_dec.detach().float().cpu(), n_src, cfg))
+        dicts.append(passes.new_records(name, "sae", sae.architecture, sae.W_dec.detach().float().cpu(), n_src, cfg))
     log.info(
         "features: %s tokens through %s (%s features)%s",
         f"{ctx.n_tokens:,}",
@@ -285,16 +269,9 @@ def _collect(layout: paths.RunLayout, cfg: FeaturesConfig, sae_folders: dict[str
         f" on {distributed.world_size()} processes" if distributed.is_enabled() else "",
     )
     forward = passes.Forward(s.model, s.site.module, s.site.which, cfg.dtype)
-    share = _my_contexts(len(ctx.tokens), cfg.batch_size)
-    spill_mb = _passes(dicts, ctx, forward, saes, layout, cfg, progress, share)
+    share = passes.my_contexts(len(ctx.tokens), cfg.batch_size)
+    spill_mb = passes.run_passes(dicts, ctx, forward, saes, layout.features, cfg, progress, share)
     return _Collected(s, store, ctx, dicts, spill_mb)
-
-
-def _my_contexts(n_ctx: int, batch_size: int) -> tuple[int, int]:
-    """This rank's contexts `[lo, hi)`: whole batches of a one-process build (`distributed.shard_range`
-    over the batches), so that every batch, and with it every activation, is the one-process one."""
-    lo, hi = distributed.shard_range(math.ceil(n_ctx / batch_size))
-    return min(lo * batch_size, n_ctx), min(hi * batch_size, n_ctx)
 
 
 def _write_core(
@@ -332,79 +309,6 @@ def _write_core(
     return summary
 
 
-def _passes(
-    dicts: list[_Dictionary],
-    ctx: Contexts,
-    forward: passes.Forward,
-    saes: dict[str, SparseAutoencoder],
-    layout: paths.RunLayout,
-    cfg: FeaturesConfig,
-    progress: bool,
-    share: tuple[int, int],
-) -> float:
-    """Pass 1 (stats, top-k) and pass 2 (histogram, samples) over the contexts `share` into `dicts`,
-    each merged over the ranks (merge.py); returns this rank's spill's MB."""
-    b, a = cfg.window_before, cfg.window_after
-    spill = passes.Spill(layout.features) if cfg.spill and saes else None
-    try:
-
-        def stats_pass(first: int, acts: Tensor | None, feats: dict[str, Tensor]) -> None:
-            for d in dicts:
-                batch = passes.dense_batch(acts if d.kind == NEURONS else feats[d.name], first, b, a)
-                d.stats.add(batch.feat, batch.value, batch.src(ctx))
-                d.top.offer(batch.feat, -batch.value.double(), batch.global_tok, batch.value, batch.window)
-                if spill is not None and d.kind == "sae":
-                    spill.write(d.name, batch)
-
-        desc = "features pass 1/2 (stats, top-k)"
-        passes.stream(ctx, forward, saes, cfg.batch_size, progress, desc, stats_pass, share)
-        merge.merge_stats_([d.stats for d in dicts])  # every rank needs the global max for pass 2
-        for d in dicts:
-            d.top = merge.merge_keeper(d.top)
-            d.samples = _samples(d, cfg)
-        spilled = {d.name: spill.read(d.name) for d in dicts if d.kind == "sae"} if spill is not None else {}
-        T = ctx.tokens.shape[1]
-
-        def sample_pass(first: int, acts: Tensor | None, feats: dict[str, Tensor]) -> None:
-            for d in dicts:
-                if d.name in spilled:
-                    tok, feat, val = next(spilled[d.name])
-                    batch = passes.sparse_batch(tok, feat, val, first, T, d.n_features, b, a)
-                else:
-                    batch = passes.dense_batch(acts if d.kind == NEURONS else feats[d.name], first, b, a)
-                assert d.samples is not None
-                d.samples.add(batch.global_tok, batch.feat, batch.value, d.stats.max, batch.window)
-
-        # Pass 2 runs the forward only for the neurons, and the encoders only without a spill.
-        again = forward if cfg.neurons or spill is None else None
-        desc = "features pass 2/2 (intervals, samples)"
-        passes.stream(ctx, again, {} if spill is not None else saes, cfg.batch_size, progress, desc, sample_pass, share)
-        for d in dicts:
-            assert d.samples is not None
-            merge.merge_samples_(d.samples)
-        return spill.nbytes() / 1e6 if spill is not None else 0.0
-    finally:
-        if spill is not None:
-            spill.close()
-
-
-def _samples(d: _Dictionary, cfg: FeaturesConfig) -> Samples:
-    """Empty pass-2 records of `d`, with histogram edges from its pass-1 extremes."""
-    return Samples(
-        edges=hist_edges(d.stats.min_nonzero, d.stats.max, cfg.hist_bins, cfg.hist_decades),
-        hist=torch.zeros(d.n_features, cfg.hist_bins, dtype=torch.int64),
-        interval_count=torch.zeros(d.n_features, cfg.n_intervals, dtype=torch.int64),
-        intervals=BottomK(d.n_features * cfg.n_intervals, cfg.interval_samples, cfg.width),
-        random=BottomK(d.n_features, cfg.random_samples, cfg.width),
-        seed=cfg.seed,
-    )
-
-
-def _new(name: str, kind: str, arch: str | None, directions: Tensor, n_src: int, cfg: FeaturesConfig) -> _Dictionary:
-    n = directions.shape[0]
-    return _Dictionary(name, kind, arch, n, directions, Stats.zeros(n, n_src), BottomK(n, cfg.top_k, cfg.width))
-
-
 EVAL_COLUMNS = (
     "n_features", "l0", "fvu", "normalized_mse", "dead_frac", "dense_frac", "ultralow_frac",
     "loss_recovered", "loss_recovered_vs_mean", "kl_sae", "eval_tokens",
@@ -431,7 +335,7 @@ def _eval_table(metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _write(
     conn: sqlite3.Connection,
-    d: _Dictionary,
+    d: passes.Records,
     model: str,
     path: logits.LogitPath | None,
     include: Tensor,
