@@ -188,7 +188,7 @@ def configs(args: argparse.Namespace) -> dict[str, Any]:
     preset = load_preset(args.preset)
     prefixed = args.command == "demo"
     classes = _section_classes()
-    if not prefixed:  # `features build` has its own flags; a stage's --hook may name a module path
+    if not prefixed:  # `features build` has its own parser; another stage's --hook or --dtype is not the database's
         classes.pop("features")
     if prefixed and getattr(args, "dtype", None) is not None:  # demo --dtype: every stage's, unless it has its own
         for k in [*classes, "sae"]:
