@@ -198,6 +198,42 @@ def test_feature_database_of_a_gpt2_by_hand(gpt2_dir, tmp_path, caplog):
     conn.close()
 
 
+def test_the_logit_path_is_found_generically_or_skipped(gpt2_dir):
+    """GPT-2: Conv1D c_proj, LayerNorm ln_f; a Llama: nn.Linear down_proj, RMSNorm (no mean removal)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from monosemantic.interp.logits import logit_path
+    from monosemantic.transformer.hf import HFSubject, load_hf
+    from monosemantic.transformer.subject import find_hook
+
+    tokens = torch.randint(0, 400, (4, 32), generator=torch.Generator().manual_seed(0))
+    gpt2, _ = load_hf(str(gpt2_dir), ctx_len=32)
+    path = logit_path(gpt2, find_hook(gpt2, HOOK), 128, tokens, 400)
+    assert path is not None and path.center
+    torch.testing.assert_close(path.W_out, gpt2.hf.transformer.h[1].mlp.c_proj.weight.detach())  # [128, 32]
+    assert torch.equal(path.gain, gpt2.hf.transformer.ln_f.weight.detach())
+    assert logit_path(gpt2, find_hook(gpt2, "transformer.h.1.mlp.c_fc"), 128, tokens, 400) is None  # 128 wide
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=400, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2)  # fmt: skip
+    llama = HFSubject(LlamaForCausalLM(cfg).eval(), 32, "tiny-llama")
+    with torch.no_grad():
+        llama.hf.model.norm.weight.uniform_(0.5, 1.5)  # not all ones, so the gain is seen
+    down = llama.hf.model.layers[1].mlp.down_proj
+    path = logit_path(llama, find_hook(llama, "model.layers.1.mlp.down_proj:input"), 64, tokens, 400)
+    assert path is not None and not path.center
+    torch.testing.assert_close(path.W_out, down.weight.detach().T)
+    assert torch.equal(path.gain, llama.hf.model.norm.weight.detach())
+    seen = []
+    llama.hf.model.norm.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    with torch.no_grad():
+        llama(tokens)
+    x = seen[-1]
+    want = torch.rsqrt(x.pow(2).mean(-1) + llama.hf.model.norm.variance_epsilon).mean()
+    assert path.inv_scale == pytest.approx(float(want), rel=1e-4)
+
+
 def test_a_model_that_is_neither_a_folder_nor_cached_is_a_one_line_error(tmp_path, capsys):
     run = ["--run", str(tmp_path / "r"), "--no-progress", "--hook", HOOK]
     assert main(["harvest", *run, "--model", "hf:nobody/no-such-model-xyz"]) == 2
