@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -48,3 +50,28 @@ def test_lm_dtype_flag_is_checked(tmp_path, capsys):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_is_picked_when_present():
     assert pick_device("auto").type == "cuda" and pick_device("cuda").type == "cuda"
+
+
+STAGES = [["harvest"], ["sae", "train"], ["sae", "eval"], ["features", "build"], ["lm", "train"], ["demo"]]
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=" ".join)
+def test_every_stage_takes_dtype(stage, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*stage, "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    blocks = re.split(r"\n(?=  -)", out)  # one block per flag
+    (flag,) = [b for b in blocks if re.match(r"\s*--dtype\b", b)]
+    assert "bfloat16" in flag and "float32" in flag, flag
+
+
+def test_demo_dtype_sets_every_stage_unless_a_stage_sets_its_own():
+    from monosemantic.cli import _parser, configs
+
+    args = _parser().parse_args(["demo", "--preset", "tiny", "--dtype", "float32", "--sae-dtype", "bfloat16"])
+    cfgs = configs(args)
+    assert [cfgs[k].dtype for k in ("lm", "harvest", "eval", "features")] == ["float32"] * 4
+    assert cfgs["sae"][1].dtype == "bfloat16"
+    plain = configs(_parser().parse_args(["demo", "--preset", "tiny"]))
+    assert (plain["lm"].dtype, plain["harvest"].dtype, plain["sae"][1].dtype) == ("bfloat16", "float32", "float32")

@@ -129,3 +129,38 @@ def test_two_gloo_processes_train_the_same_lm_as_one(tiny_run, tmp_path):
     b = load_file(str(run / "transformer/two/model.safetensors"))
     for k in a:
         torch.testing.assert_close(b[k], a[k], **LM_TOLERANCE, msg=k)
+
+
+def test_two_gloo_processes_build_the_same_feature_database_as_one(tiny_run, tmp_path):
+    """Sharded `features build`: every count, extreme, example and logit weight equals the one-process
+    database; the float64 sums (mean activation, source shares) agree to 1e-12 relative."""
+    import sqlite3
+
+    runs = {n: tmp_path / n for n in ("one", "two")}
+    for run in runs.values():
+        shutil.copytree(tiny_run, run)
+    # 64 contexts in batches of 5: 13 batches, 6 on rank 0 and 7 on rank 1 (the last one partial)
+    args = ["-m", "monosemantic", "features", "build", "--n-tokens", "4096", "--batch-size", "5"]
+    args += ["--top-k", "4", "--n-intervals", "3", "--interval-samples", "2", "--analyses", "none", "--no-progress"]
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    for cmd in ([sys.executable, *args, "--run-dir", str(runs["one"])],
+                [sys.executable, *torchrun, *args, "--run-dir", str(runs["two"])]):  # fmt: skip
+        out = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr
+    assert json.loads((runs["two"] / "features/config.json").read_text())["n_processes"] == 2
+    assert sorted(p.name for p in (runs["two"] / "features").iterdir()) == ["config.json", "features.sqlite"]
+    one, two = (sqlite3.connect(runs[n] / "features/features.sqlite") for n in ("one", "two"))
+    for table, order in [("dictionaries", "id"), ("examples", "dictionary_id, feature, kind, interval, rank"),
+                         ("intervals", "dictionary_id, feature, interval")]:  # fmt: skip
+        sql = f"SELECT * FROM {table} ORDER BY {order}"
+        a, b = one.execute(sql).fetchall(), two.execute(sql).fetchall()
+        assert len(a) > 0 and a == b, table
+    exact = "dictionary_id, feature, density, n_active, max_act, hist_json, top_tokens, logit_json"
+    sql = f"SELECT {exact} FROM features ORDER BY dictionary_id, feature"
+    assert one.execute(sql).fetchall() == two.execute(sql).fetchall()
+    sql = "SELECT mean_act, source_json FROM features ORDER BY dictionary_id, feature"
+    for (m1, s1), (m2, s2) in zip(one.execute(sql), two.execute(sql), strict=True):
+        assert (m1 is None and m2 is None) or m2 == pytest.approx(m1, rel=1e-12)
+        if s1 is not None:  # shares are rounded to 6 digits, so a last digit may differ
+            a, b = json.loads(s1), json.loads(s2)
+            assert a.keys() == b.keys() and all(b[k] == pytest.approx(a[k], abs=2e-6) for k in a)

@@ -22,8 +22,9 @@ How the stages split the work (README "Scale: GPUs and several machines"):
   batches over the network; the dead-feature counters are merged with a max all-reduce
   (`max_`), and the resampled weights are broadcast from rank 0 (`broadcast_`) as a guard.
 - Harvest and the feature database split *contexts*: `shard_range(n)` gives each rank a disjoint,
-  contiguous range of the n contexts (harvest: activations/parallel.py; the feature database
-  build does not use it yet).
+  contiguous range of the n contexts (harvest: activations/parallel.py; the feature database:
+  interp/build.py, whose per-rank records are merged on rank 0 by interp/merge.py with `sum_`,
+  `max_`, `min_` and `gather_to_main`).
 - Only rank 0 writes artifacts and checkpoints and shows progress (`is_main`); the other ranks'
   log level is raised to WARNING by `init_from_env`. Multi-node runs need the run directory on a
   filesystem that every node sees (checkpoints are written by rank 0 and read by all on resume).
@@ -147,6 +148,42 @@ def max_(tensors: Iterable[Tensor]) -> None:
     if is_enabled():
         for t in tensors:
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
+
+
+@torch.no_grad()
+def min_(tensors: Iterable[Tensor]) -> None:
+    """Element-wise min across ranks, in place."""
+    if is_enabled():
+        for t in tensors:
+            dist.all_reduce(t, op=dist.ReduceOp.MIN)
+
+
+@torch.no_grad()
+def sum_(tensors: Iterable[Tensor]) -> None:
+    """Element-wise sum across ranks, in place (counts and sums of disjoint shares of the data)."""
+    if is_enabled():
+        for t in tensors:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+
+
+def gather_to_main(t: Tensor) -> list[Tensor] | None:
+    """Every rank's `t` (same shape and dtype on every rank), in rank order, on rank 0; None elsewhere.
+
+    In one process: `[t]`."""
+    if not is_enabled():
+        return [t]
+    out = [torch.empty_like(t) for _ in range(world_size())] if is_main() else None
+    dist.gather(t.contiguous(), out, dst=0)
+    return out
+
+
+def broadcast_object(obj: T) -> T:
+    """Rank 0's value of a picklable `obj` on every rank (e.g. a decision that must be the same everywhere)."""
+    if not is_enabled():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 @torch.no_grad()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+from contextlib import AbstractContextManager
 
 import numpy as np
 import torch
@@ -14,6 +15,8 @@ from monosemantic.errors import UserError
 log = logging.getLogger("monosemantic")
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+"""Compute dtypes, by the name every stage's `--dtype` takes. bfloat16 always means autocast:
+weights, optimizer state and accumulations stay float32, the matrix products run in bfloat16."""
 
 
 def seed_everything(seed: int) -> None:
@@ -43,6 +46,20 @@ def pick_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise UserError(f"--dtype {name}: choose one of {', '.join(DTYPES)}")
     return DTYPES[name]
+
+
+def check_dtype(name: str) -> None:
+    """For a config's `__post_init__`: a ValueError unless `name` is a compute dtype (DTYPES)."""
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be float32 or bfloat16, got {name!r}")
+
+
+def autocast(device: torch.device | str, dtype: str) -> AbstractContextManager:
+    """The compute precision of a forward (and its backward), for every stage alike: bfloat16 autocast
+    on `device`'s type, or a no-op for float32. Autocast keeps float32 weights and runs the matrix
+    products in bfloat16 (2-4x faster on GPUs and on CPUs with AVX-512 BF16 / AMX)."""
+    d = pick_dtype(dtype)
+    return torch.autocast(torch.device(device).type, dtype=d, enabled=d != torch.float32)
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -15,7 +15,7 @@ from monosemantic.transformer import hooks
 
 CTX = 32
 CFG = HarvestConfig(
-    n_tokens=1000, positions_per_context=20, batch_contexts=8, shard_rows=300, dtype="float32", device="cpu"
+    n_tokens=1000, positions_per_context=20, batch_contexts=8, shard_rows=300, store_dtype="float32", device="cpu"
 )
 
 
@@ -97,9 +97,8 @@ def test_harvest_is_seeded(harvested, model, tokens, tmp_path):
 
 def test_float16_storage(model, tokens, tmp_path):
     out = tmp_path / "h"
-    harvest(
-        model, tokens.train, model.hook_point(hooks.MLP_POST), CTX, tiny_cfg(dtype="float16", n_tokens=90), out, False
-    )
+    cfg = tiny_cfg(store_dtype="float16", n_tokens=90)
+    harvest(model, tokens.train, model.hook_point(hooks.MLP_POST), CTX, cfg, out, False)
     store = ActivationStore(out)
     assert store.files[0].array.dtype == np.float16
     assert next(store.batches(64)).dtype == torch.float32
@@ -148,7 +147,8 @@ def test_an_interrupted_harvest_leaves_no_folder(model, tokens, tmp_path):
 
 
 def test_config_validation():
-    for field, value in [("n_tokens", 0), ("positions_per_context", -1), ("shard_rows", 0), ("dtype", "int8")]:
+    bad = [("n_tokens", 0), ("positions_per_context", -1), ("shard_rows", 0), ("store_dtype", "int8")]
+    for field, value in [*bad, ("dtype", "float16")]:
         with pytest.raises(ValueError, match=field):
             tiny_cfg(**{field: value})
 

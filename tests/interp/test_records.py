@@ -12,6 +12,7 @@ from monosemantic.interp.records import (
     hist_edges,
     interval_index,
     sparse_windows,
+    uniform_keys,
     windows_of,
 )
 
@@ -103,3 +104,44 @@ def test_sparse_windows_equal_dense_windows(one_thread):
     sel = torch.arange(len(tok))
     dense = windows_of(f3, tok // 7, tok % 7, feat, before=3, after=2)
     assert torch.equal(sparse_windows(tok, feat, val, sel, 7, 5, before=3, after=2), dense)
+
+
+def _offer_all(keep, group, key, token, lo, hi, step=29):
+    for a in range(lo, hi, step):
+        sl = slice(a, min(a + step, hi))
+        keep.offer(group[sl], key[sl], token[sl], key[sl].float(), lambda sel, sl=sl: token[sl][sel, None].float())
+
+
+def test_merging_the_keepers_of_consecutive_shards_gives_the_whole_streams_keeper(one_thread):
+    """What `features build` does across torchrun ranks (merge.py), ties included: with many equal
+    keys, the earlier tokens must win in both."""
+    g = torch.Generator().manual_seed(3)
+    n_groups, k, n = 5, 6, 400
+    group = torch.randint(0, n_groups, (n,), generator=g)
+    key = torch.randint(0, 8, (n,), generator=g).double()  # few distinct keys: ties everywhere
+    token = torch.arange(n)
+    whole = BottomK(n_groups, k, width=1)
+    _offer_all(whole, group, key, token, 0, n)
+    for cuts in ([0, 130, n], [0, 1, 250, 251, n]):
+        parts = []
+        for lo, hi in zip(cuts, cuts[1:], strict=False):
+            parts.append(BottomK(n_groups, k, width=1))
+            _offer_all(parts[-1], group, key, token, lo, hi)
+        merged = BottomK.from_state(parts[0].state())
+        for p in parts[1:]:
+            merged.merge(p)
+        for a, b in zip(whole.state(), merged.state(), strict=True):
+            assert torch.equal(a, b)
+
+
+def test_uniform_keys_are_uniform_and_a_pure_function_of_the_entry():
+    tok = torch.arange(200_000) // 7
+    feat = torch.arange(200_000) % 7
+    u = uniform_keys(0, 1, tok, feat)
+    assert u.dtype == torch.float64 and float(u.min()) >= 0 and float(u.max()) < 1
+    counts = torch.histc(u, bins=10, min=0, max=1)
+    assert ((counts - 20_000).abs() < 600).all()  # ~4.5 sigma of a binomial(200000, 0.1)
+    assert torch.equal(uniform_keys(0, 1, tok[5:9], feat[5:9]), u[5:9])  # the same entry, the same key
+    assert abs(float(torch.corrcoef(torch.stack([u, uniform_keys(0, 2, tok, feat)]))[0, 1])) < 0.01  # salts
+    assert abs(float(torch.corrcoef(torch.stack([u, uniform_keys(1, 1, tok, feat)]))[0, 1])) < 0.01  # seeds
+    assert len(torch.unique(u)) == len(u)

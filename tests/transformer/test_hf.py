@@ -121,6 +121,119 @@ def test_harvest_train_and_eval_a_gpt2_through_the_cli(gpt2_dir, tmp_path, capsy
     assert m["kl_sae"] >= 0
 
 
+def test_feature_database_of_a_gpt2_by_hand(gpt2_dir, tmp_path, caplog):
+    """`features build --model/--hook` on the tiny GPT-2: densities, top examples and logit weights
+    checked against a forward hook on the Hugging Face model itself."""
+    from transformers import AutoModelForCausalLM
+
+    from monosemantic.data.tokens import TokenStore
+    from monosemantic.interp import db
+    from monosemantic.interp.logits import token_counts
+    from monosemantic.interp.stream import held_out_contexts
+    from monosemantic.sae.model import SparseAutoencoder
+
+    run = corpus_run(tmp_path)
+    common = ["--run", str(run), "--no-progress", "--model", str(gpt2_dir), "--hook", HOOK]
+    hv = ["harvest", *common, "--preset", "tiny", "--ctx-len", "32", "--n-tokens", "2048"]
+    assert main([*hv, "--positions-per-context", "16"]) == 0
+    assert main(["sae", "train", *common, "--n-features", "256", "--n-steps", "8", "--batch-size", "256"]) == 0
+    caplog.set_level("INFO", logger="monosemantic")
+    fb = ["features", "build", *common, "--ctx-len", "32", "--n-tokens", "2048", "--top-k", "3"]
+    assert main([*fb, "--analyses", "explain,ablations"]) == 0
+    assert "ablations need the run's own model, not hf-tiny-gpt2: skipped" in caplog.text
+
+    ctx = held_out_contexts(TokenStore(run / "tokens-hf-tiny-gpt2"), 32, 2048)
+    hf = AutoModelForCausalLM.from_pretrained(gpt2_dir).eval()
+    seen: dict[str, torch.Tensor] = {}
+    hf.transformer.h[1].mlp.c_proj.register_forward_pre_hook(lambda m, a: seen.__setitem__("neurons", a[0]))
+    hf.transformer.ln_f.register_forward_pre_hook(lambda m, a: seen.__setitem__("resid", a[0]))
+    with torch.no_grad():
+        hf(torch.from_numpy(ctx.tokens))
+    neurons = seen["neurons"].reshape(-1, 128)  # [tokens, 128] GELU outputs, positive or negative
+    sae_dir = run / "sae" / "hf-tiny-gpt2" / "transformer.h.1.mlp.c_proj-input" / "tm2023-256"
+    feats = SparseAutoencoder.load(sae_dir).encode(neurons).detach()
+
+    conn = db.open_readonly(run / "features" / "features.sqlite")
+    dicts = {r["name"]: dict(r) for r in conn.execute("SELECT * FROM dictionaries")}
+    assert dicts["neurons"]["model"] == "hf-tiny-gpt2" and dicts["neurons"]["hook"] == HOOK
+    assert dicts["neurons"]["n_tokens"] == ctx.n_tokens == 2048 and dicts["tm2023-256"]["n_features"] == 256
+    for name, acts in (("neurons", neurons), ("tm2023-256", feats)):
+        rows = conn.execute(
+            "SELECT feature, density, max_act, source_json FROM features WHERE dictionary_id = ? ORDER BY feature",
+            (dicts[name]["id"],),
+        ).fetchall()
+        want = (acts > 0).double().mean(0)  # density = the fraction of tokens where it is positive
+        assert [r["density"] for r in rows] == pytest.approx(want.tolist(), abs=1e-12)
+        assert [r["max_act"] for r in rows] == pytest.approx(acts.max(0).values.clamp_min(0).tolist(), rel=1e-4)
+        assert all(r["source_json"] for r in rows if r["density"] > 0)  # the token store has sources
+    j = int((neurons > 0).sum(0).argmax())  # the densest neuron: its top example is its max token
+    top = conn.execute(
+        "SELECT ctx_offset, ctx_pos, max_act FROM examples WHERE dictionary_id = ? AND feature = ? AND kind = 'top'"
+        " ORDER BY rank",
+        (dicts["neurons"]["id"], j),
+    ).fetchall()
+    i = int(neurons[:, j].argmax())
+    assert len(top) == 3 and (top[0]["ctx_offset"], top[0]["ctx_pos"]) == (int(ctx.offsets[i // 32]), i % 32)
+    assert top[0]["max_act"] == pytest.approx(float(neurons[i, j]), rel=1e-4)
+
+    # logit weights by hand: c_proj's row j, ln_f as a linear map (mean removal, gain x mean 1/sigma), lm_head
+    resid = seen["resid"][:64].reshape(-1, 32)
+    inv = (1 / torch.sqrt(resid.var(-1, unbiased=False) + hf.transformer.ln_f.eps)).mean()
+    meta = db.get_meta(conn, "features")
+    assert meta["ln_inv_scale"] == pytest.approx(float(inv), rel=1e-4)
+    with torch.no_grad():
+        r = hf.transformer.h[1].mlp.c_proj.weight[j]  # Conv1D: weight [in, out], row j = neuron j's output
+        w = ((r - r.mean()) * hf.transformer.ln_f.weight * inv) @ hf.lm_head.weight.T
+    logit = json.loads(
+        conn.execute(
+            "SELECT logit_json FROM features WHERE dictionary_id = ? AND feature = ?", (dicts["neurons"]["id"], j)
+        ).fetchone()[0]
+    )
+    store = TokenStore(run / "tokens-hf-tiny-gpt2")
+    shown = torch.from_numpy(token_counts(store.train, store.vocab_size)) >= 10  # rare tokens are left out
+    w = (w - w[shown].median())[shown]
+    assert [v for _, v in logit["top"]] == pytest.approx(w.topk(10).values.tolist(), abs=2e-4)
+    n_explained = conn.execute("SELECT count(*) FROM features WHERE explanation IS NOT NULL").fetchone()[0]
+    assert n_explained > 0  # the offline explainer runs on any subject
+    conn.close()
+
+
+def test_the_logit_path_is_found_generically_or_skipped(gpt2_dir):
+    """GPT-2: Conv1D c_proj, LayerNorm ln_f; a Llama: nn.Linear down_proj, RMSNorm (no mean removal)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from monosemantic.interp.logits import logit_path
+    from monosemantic.transformer.hf import HFSubject, load_hf
+    from monosemantic.transformer.subject import find_hook
+
+    tokens = torch.randint(0, 400, (4, 32), generator=torch.Generator().manual_seed(0))
+    gpt2, _ = load_hf(str(gpt2_dir), ctx_len=32)
+    path = logit_path(gpt2, find_hook(gpt2, HOOK), 128, tokens, 400)
+    assert path is not None and path.center
+    torch.testing.assert_close(path.W_out, gpt2.hf.transformer.h[1].mlp.c_proj.weight.detach())  # [128, 32]
+    assert torch.equal(path.gain, gpt2.hf.transformer.ln_f.weight.detach())
+    assert logit_path(gpt2, find_hook(gpt2, "transformer.h.1.mlp.c_fc"), 128, tokens, 400) is None  # 128 wide
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=400, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2)  # fmt: skip
+    llama = HFSubject(LlamaForCausalLM(cfg).eval(), 32, "tiny-llama")
+    with torch.no_grad():
+        llama.hf.model.norm.weight.uniform_(0.5, 1.5)  # not all ones, so the gain is seen
+    down = llama.hf.model.layers[1].mlp.down_proj
+    path = logit_path(llama, find_hook(llama, "model.layers.1.mlp.down_proj:input"), 64, tokens, 400)
+    assert path is not None and not path.center
+    torch.testing.assert_close(path.W_out, down.weight.detach().T)
+    assert torch.equal(path.gain, llama.hf.model.norm.weight.detach())
+    seen = []
+    llama.hf.model.norm.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    with torch.no_grad():
+        llama(tokens)
+    x = seen[-1]
+    want = torch.rsqrt(x.pow(2).mean(-1) + llama.hf.model.norm.variance_epsilon).mean()
+    assert path.inv_scale == pytest.approx(float(want), rel=1e-4)
+
+
 def test_a_model_that_is_neither_a_folder_nor_cached_is_a_one_line_error(tmp_path, capsys):
     run = ["--run", str(tmp_path / "r"), "--no-progress", "--hook", HOOK]
     assert main(["harvest", *run, "--model", "hf:nobody/no-such-model-xyz"]) == 2

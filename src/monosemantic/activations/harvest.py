@@ -21,7 +21,7 @@ the SAE then samples "without replacement". Choices the paper leaves open (ref Â
 
 On disk (`runs/<name>/activations/<model>/<hook>/`):
 
-    config.json     kind monosemantic.activations: model, tokens, hook, d, dtype, n_rows,
+    config.json     kind monosemantic.activations: model, tokens, hook, d, dtype (storage), compute_dtype, n_rows,
                     shards [{acts, rows, n_rows}], ctx_len, positions_per_context, n_contexts,
                     seed, tokens_per_s, rows_per_s, seconds, config (the HarvestConfig)
     acts_0000.npy   float32 (or float16) [n_rows_0, d]: one activation vector per row
@@ -60,7 +60,7 @@ from monosemantic.activations.store import ACTS_FILE, KIND, ROW_DTYPE, ROWS_FILE
 from monosemantic.data.tokens import TokenSplit, TokenStore
 from monosemantic.errors import UserError
 from monosemantic.io import is_complete, read_config, save_npy, stage_dir, write_config
-from monosemantic.runtime import pick_device
+from monosemantic.runtime import autocast, check_dtype, pick_device
 from monosemantic.transformer import hooks
 from monosemantic.transformer.subject import ensure_tokens, hook_dirname, load_subject, subject_key
 
@@ -82,9 +82,12 @@ class HarvestConfig:
     warning, to the context length when contexts are shorter."""
     batch_contexts: int = 64
     """Contexts per forward pass."""
-    dtype: Literal["float32", "float16"] = "float16"
+    store_dtype: Literal["float32", "float16"] = "float16"
     """Storage dtype. float16 (default) halves the disk (4M rows of 512 = 4.1 GB) at about 3 significant
     digits, far below an SAE's reconstruction error; float32 stores exactly what the model computed."""
+    dtype: str = "float32"
+    """Compute dtype of the forward passes: float32, or bfloat16 (autocast, runtime.autocast; faster on GPUs
+    and on CPUs with AVX-512 BF16, the activations then carry bfloat16 rounding of the products)."""
     shard_rows: int = 131_072
     """Rows per shard file; also the harvest's shuffle buffer (256 MB at d 512 in float32)."""
     seed: int = 0
@@ -96,8 +99,9 @@ class HarvestConfig:
         for name in ("n_tokens", "positions_per_context", "batch_contexts", "shard_rows"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.dtype not in ("float32", "float16"):
-            raise ValueError(f"dtype must be float32 or float16, got {self.dtype!r}")
+        if self.store_dtype not in ("float32", "float16"):
+            raise ValueError(f"store_dtype must be float32 or float16, got {self.store_dtype!r}")
+        check_dtype(self.dtype)
 
 
 class _Contexts:
@@ -262,7 +266,7 @@ def harvest(
         rng = np.random.default_rng([cfg.seed, share[0]])
     log.info("harvest %s: %d rows from %d contexts of %d tokens -> %s", cfg.hook, cfg.n_tokens, n_ctx, ctx_len, out)
     model.eval()
-    with stage_dir(out, force) as tmp, _ShardWriter(tmp, n_rows, cfg.shard_rows, cfg.dtype, rng) as writer:
+    with stage_dir(out, force) as tmp, _ShardWriter(tmp, n_rows, cfg.shard_rows, cfg.store_dtype, rng) as writer:
         bar = tqdm(total=n_rows, desc="harvest", unit="row", unit_scale=True, disable=not progress)
         t0, done, d = time.perf_counter(), 0, 0
         for i in range(0, len(order), cfg.batch_contexts):
@@ -272,9 +276,9 @@ def harvest(
             ctx_pos = rng.random((len(k), ctx_len)).argsort(axis=1)[:, :ppc]  # (B, ppc)
             ci = np.repeat(np.arange(len(k)), ppc)[: n_rows - done]
             p = ctx_pos.ravel()[: len(ci)]
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(device, cfg.dtype):
                 acts = capture(model, torch.from_numpy(tokens).to(device), module, which)  # (B, T, d)
-                a = _pick(acts, ci, p, cfg.dtype)  # (rows, d)
+                a = _pick(acts, ci, p, cfg.store_dtype)  # (rows, d)
             if not np.isfinite(a).all():
                 raise UserError(f"{out}: the model produced NaN/inf activations at {cfg.hook} (or float16 overflow)")
             writer.add(a, contexts.rows(k[ci], p, tokens[ci, p]))
@@ -287,7 +291,8 @@ def harvest(
             **(extra or {}),
             "hook": cfg.hook,
             "d": d,
-            "dtype": cfg.dtype,
+            "dtype": cfg.store_dtype,
+            "compute_dtype": cfg.dtype,
             "n_rows": done,
             "shards": writer.written,
             "ctx_len": ctx_len,

@@ -111,6 +111,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--open", action="store_true", help="at the end, serve the feature browser and open it")
     demo.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default=None,
+        help="compute dtype of every stage at once: bfloat16 autocast (float32 weights and optimizer state) or "
+        "float32; a stage's own --lm-dtype, --harvest-dtype, --sae-dtype, --eval-dtype, --features-dtype wins "
+        "(default: each stage's own, bfloat16 for the LM and float32 for the others)",
+    )
+    demo.add_argument(
         "--universality",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -180,8 +188,12 @@ def configs(args: argparse.Namespace) -> dict[str, Any]:
     preset = load_preset(args.preset)
     prefixed = args.command == "demo"
     classes = _section_classes()
-    if not prefixed:  # `features build` has its own flags; a stage's --hook may name a module path
+    if not prefixed:  # `features build` has its own parser; another stage's --hook or --dtype is not the database's
         classes.pop("features")
+    if prefixed and getattr(args, "dtype", None) is not None:  # demo --dtype: every stage's, unless it has its own
+        for k in [*classes, "sae"]:
+            if hasattr(args, f"{k}.dtype") and getattr(args, f"{k}.dtype") is None:
+                setattr(args, f"{k}.dtype", args.dtype)
     out = {k: build(c, preset[k], args, prefix=k if prefixed else "") for k, c in classes.items()}
     if prefixed:
         out["sae"] = dictionary.sae_configs(preset["sae"], args, prefix="sae")
@@ -287,8 +299,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
         lm_b = dataclasses.replace(cfgs["lm"], seed=cfgs["lm"].seed + 1)
         largest = dataclasses.replace(ladder, n_features=str(max(ladder.sizes)))  # the pair the paper compares
         _model_and_saes(layout, cfgs, args, "B", lm_b, largest, timed)
-    build = lambda: _features(layout, cfgs["features"], once, args.progress)  # noqa: E731
-    features = timed("feature database", lambda: distributed.main_first(build))
+    # every rank builds: the passes are sharded across them and rank 0 writes (interp/build.py)
+    features = timed("feature database", lambda: _features(layout, cfgs["features"], once, args.progress))
     timings["total"] = round(time.perf_counter() - t0, 1)
     if distributed.is_main():
         from monosemantic.io import write_json

@@ -26,9 +26,14 @@ def add_parsers(sub: Any, common: Any) -> None:
         "feature its density, mean and max activation, a log-spaced activation histogram, the top activating "
         "examples, samples from each activation interval and random samples (each with the activations over a "
         "window of tokens), the activation share per corpus source, and logit weights (reference §8.3, §9). "
-        "Two passes over the tokens; memory does not grow with --n-tokens. Skipped when complete unless --force.",
+        "Two passes over the tokens; memory does not grow with --n-tokens. Skipped when complete unless --force. "
+        "MODEL may be a Hugging Face causal LM (folder, .gguf, hf:NAME) with --hook MODULE.PATH[:input|:output], "
+        "as for harvest and sae train; the analyses that need the run's own model are then skipped. Under "
+        "torchrun the passes are sharded across the processes and rank 0 writes the database.",
     )
-    fb.add_argument("--run", type=Path, required=True, help="run directory (with tokens/, transformer/, sae/)")
+    fb.add_argument(
+        "--run", "--run-dir", dest="run", type=Path, required=True, help="run directory (with tokens/, sae/, ...)"
+    )
     fb.add_argument("--force", action="store_true", help="rebuild even if the database is complete")
     fb.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
     fb.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -39,10 +44,13 @@ def add_parsers(sub: Any, common: Any) -> None:
 
 
 def cmd_features_build(args: argparse.Namespace) -> None:
+    from monosemantic import distributed
     from monosemantic.interp import db
     from monosemantic.interp.build import FeaturesConfig, build_features
 
     path = build_features(paths.RunLayout(args.run), build(FeaturesConfig, {}, args), args.force, args.progress)
+    if not distributed.is_main():
+        return  # under torchrun rank 0 writes the database (and may still be writing it)
     conn = db.open_readonly(path)
     try:
         for name, kind, n, n_tokens in conn.execute("SELECT name, kind, n_features, n_tokens FROM dictionaries"):

@@ -53,7 +53,7 @@ from monosemantic.eval.metrics import (
 )
 from monosemantic.eval.splice import SpliceResult, evaluate_splices, mean_activation
 from monosemantic.io import is_complete, read_json, stage_dir, write_config, write_json
-from monosemantic.runtime import pick_device
+from monosemantic.runtime import autocast, check_dtype, pick_device
 from monosemantic.sae.model import SparseAutoencoder
 from monosemantic.transformer import hooks
 from monosemantic.transformer.model import Transformer
@@ -105,8 +105,12 @@ class EvalConfig:
     MODULE.PATH[:input|:output]."""
     device: str = "auto"
     """cpu, cuda, mps, or auto."""
+    dtype: str = "float32"
+    """Compute dtype of the forwards and SAEs: float32, or bfloat16 (autocast, runtime.autocast; faster on GPUs,
+    the losses then carry bfloat16 rounding of the products). Sums are float64 either way."""
 
     def __post_init__(self) -> None:
+        check_dtype(self.dtype)
         for name in ("eval_tokens", "batch_size", "hist_bins"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"EvalConfig.{name} must be positive, got {getattr(self, name)}")
@@ -254,7 +258,8 @@ def run(
     if n_tokens < cfg.eval_tokens:
         log.warning("the validation split holds only %s of the %s eval tokens asked for", n_tokens, cfg.eval_tokens)
     log.info("evaluating %d SAE(s) at %s on %s held-out tokens", len(saes), cfg.hook, f"{n_tokens:,}")
-    metrics = evaluate_saes(saes, model, cfg.hook, windows, cfg.batch_size, cfg.hist_bins, progress=progress)
+    with autocast(device, cfg.dtype):
+        metrics = evaluate_saes(saes, model, cfg.hook, windows, cfg.batch_size, cfg.hist_bins, progress=progress)
 
     for name, m in metrics.items():
         m = _finite_or_none({**m, "split": "val", "definitions": DEFINITIONS})

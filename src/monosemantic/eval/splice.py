@@ -24,7 +24,8 @@ Choices the paper leaves open (§13), made here and recorded in `metrics.json`:
   zeroed and the MLP's output bias stays).
 - Mean ablation (not in [TM]; common since) sets the activations to their mean over the same
   evaluation tokens, a kinder baseline that makes `loss_recovered_vs_mean` a stricter score.
-- Everything runs in float32 without autocast; sums are accumulated in float64.
+- Everything runs in float32 unless the caller wraps it in bfloat16 autocast (`sae eval --dtype
+  bfloat16`, `runtime.autocast`); sums are accumulated in float64 either way.
 
 Section numbers (§n) refer to the method reference `towards-monosemanticity.md`.
 """

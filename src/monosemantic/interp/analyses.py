@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Sequence
 
 from monosemantic.interp.build import FeaturesConfig, Step, find_saes
 from monosemantic.paths import CONFIG, RunLayout
@@ -35,8 +36,10 @@ def _split(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, pro
 
 def _map(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progress: bool) -> None:
     from monosemantic.interp.featuremap import MapConfig, run_map
+    from monosemantic.transformer.subject import subject_key
 
-    run_map(conn, layout, MapConfig(model=cfg.model, hook=cfg.hook, seed=cfg.seed), progress=progress)
+    model = subject_key(layout, cfg.model)  # the database's name of the model (hf-<name> for a HF model)
+    run_map(conn, layout, MapConfig(model=model, hook=cfg.hook, seed=cfg.seed), progress=progress)
 
 
 def _explain(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progress: bool) -> None:
@@ -73,6 +76,19 @@ STEPS: list[tuple[str, Step]] = [
 ]
 
 NAMES = [name for name, _ in STEPS]
+ANY_SUBJECT = ("explain", "map")
+"""The analyses that read only the database and the SAEs, so they run on a Hugging Face subject too; the
+others re-run the run's own one-layer transformer (edited forwards, its tokenizer, model B)."""
+
+
+def for_subject(steps: Sequence[tuple[str, Step]], run_model: bool, key: str) -> list[tuple[str, Step]]:
+    """`steps` without those of NAMES that need the run's own model when the subject is not one."""
+    if run_model:
+        return list(steps)
+    skipped = [n for n, _ in steps if n in NAMES and n not in ANY_SUBJECT]
+    if skipped:
+        log.info("features: %s need the run's own model, not %s: skipped", ", ".join(skipped), key)
+    return [(n, s) for n, s in steps if n not in skipped]
 
 
 def selected(spec: str) -> list[tuple[str, Step]]:

@@ -3,8 +3,10 @@ write the feature database `runs/<name>/features/features.sqlite` (schema in db.
 
     path = build_features(RunLayout("runs/default"), FeaturesConfig(n_tokens=1 << 20))
 
-Two passes over the same held-out contexts (stream.py), each one forward to the hook plus every
-SAE's encoder ([TM] §8 / reference §9 for what the browser shows):
+The subject is the run's own model or any Hugging Face causal LM (`--model`, `--hook` as in
+harvest and `sae eval`; `transformer/subject.py`). Two passes over the same held-out contexts
+(stream.py), each one forward to the hook plus every SAE's encoder ([TM] §8 / reference §9 for
+what the browser shows):
 1. statistics: activation count, sum, max, smallest non-zero, activation mass per corpus source,
    and the top-k activating tokens with their activation windows;
 2. with each feature's max known: a log-spaced activation histogram, the activation range split
@@ -19,6 +21,11 @@ the `sae eval` table; `dictionaries.metrics_json` has each full metrics.json), t
 (later analyses, run on the open connection), and `db.finalize`. The file appears whole or not at
 all: it is built under a temporary name and renamed; `config.json` is written last and marks
 the stage complete.
+
+Under torchrun the passes are sharded: each rank streams a contiguous share of the contexts, cut
+at batch boundaries, and the records are merged (merge.py: sums, extremes, bottom-k merges); rank
+0 alone computes the logit weights, writes the rows and runs the later analyses. The database is
+the one a single process writes, up to float64 summation order in the sums (README "Scale").
 """
 
 from __future__ import annotations
@@ -36,19 +43,25 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from monosemantic import __version__, paths
-from monosemantic.data.tokenizer import load_tokenizer
+from monosemantic import __version__, distributed, paths
+from monosemantic.activations.capture import capture
 from monosemantic.data.tokens import TokenStore
 from monosemantic.errors import UserError
 from monosemantic.interp import db, logits, passes, rows
-from monosemantic.interp.records import BottomK, Samples, Stats, hist_edges
 from monosemantic.interp.stream import Contexts, held_out_contexts
 from monosemantic.io import atomic_path, is_complete, read_json, write_config
-from monosemantic.runtime import pick_device
+from monosemantic.runtime import check_dtype, pick_device
 from monosemantic.sae.model import SparseAutoencoder
 from monosemantic.transformer import hooks
-from monosemantic.transformer.model import Transformer
-from monosemantic.transformer.train import load_transformer
+from monosemantic.transformer.subject import (
+    LoadedSubject,
+    ensure_tokens,
+    hook_dirname,
+    is_run_model,
+    load_subject,
+    parse_hook,
+    subject_key,
+)
 
 log = logging.getLogger("monosemantic")
 KIND = "monosemantic.features"
@@ -86,9 +99,13 @@ class FeaturesConfig:
     batch_size: int = 16
     """Contexts per forward pass; memory grows with batch_size × ctx_len × features."""
     model: str = "A"
-    """Model name under RUN/transformer."""
+    """Model name under RUN/transformer, or a Hugging Face causal LM (a save_pretrained folder, a .gguf file,
+    or hf:NAME from the local cache), whose SAEs are under RUN/sae/hf-<name>/."""
     hook: str = hooks.MLP_POST
-    """Activation site of the dictionaries (the neurons are the activations at this hook)."""
+    """Activation site of the dictionaries (the neurons are the activations at this hook). For a Hugging Face
+    model: MODULE.PATH[:input|:output], e.g. transformer.h.1.mlp.c_proj:input (GPT-2's neurons)."""
+    ctx_len: int | None = None
+    """Context length of a Hugging Face model (default 256, at most the model's); a run model uses its own."""
     saes: str = ""
     """Comma-separated SAE folder names under RUN/sae/MODEL/HOOK to include; empty = all."""
     neurons: bool = True
@@ -97,6 +114,9 @@ class FeaturesConfig:
     """Seed of the interval and random samples."""
     device: str = "cpu"
     """Device of the forward and encoders (cpu, cuda, mps, auto); records are kept on the CPU."""
+    dtype: str = "float32"
+    """Compute dtype of the forward and encoders: float32, or bfloat16 (autocast, runtime.autocast; faster on
+    GPUs, activations then carry bfloat16 rounding). Records are float32 / float64 either way."""
     analyses: str = "all"
     """The analyses to run after the core records (`interp/analyses.py`): all, none, or a
     comma-separated subset such as ablations,split,map."""
@@ -113,8 +133,13 @@ class FeaturesConfig:
                 raise ValueError(f"FeaturesConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.hist_decades <= 0:
             raise ValueError(f"FeaturesConfig.hist_decades must be positive, got {self.hist_decades}")
-        if self.hook not in hooks.ALL:
-            raise ValueError(f"FeaturesConfig.hook {self.hook!r} is not one of {', '.join(hooks.ALL)}")
+        if self.ctx_len is not None and self.ctx_len <= 0:
+            raise ValueError(f"FeaturesConfig.ctx_len must be positive, got {self.ctx_len}")
+        try:  # a hook name or MODULE.PATH[:input|:output]; found in the model at run time
+            parse_hook(self.hook)
+        except UserError as e:
+            raise ValueError(f"FeaturesConfig.hook: {e}") from None
+        check_dtype(self.dtype)
 
     @property
     def width(self) -> int:
@@ -125,23 +150,10 @@ Step = Callable[[sqlite3.Connection, paths.RunLayout, FeaturesConfig, bool], Non
 """A later analysis (ablations, proxies, ...): reads and writes the open database before finalize."""
 
 
-@dataclass
-class _Dictionary:
-    """One dictionary while it is built: its records from both passes."""
-
-    name: str
-    kind: str
-    architecture: str | None
-    n_features: int
-    directions: Tensor  # [n_features, d_mlp] decoder rows (the identity for neurons)
-    stats: Stats
-    top: BottomK
-    samples: Samples | None = None
-
-
 def find_saes(layout: paths.RunLayout, model: str, hook: str) -> dict[str, Path]:
-    """The run's SAE folders for `model` at `hook`, in natural order (tm2023-512 before tm2023-1024)."""
-    root = layout.saes(model, hook)
+    """The run's SAE folders for `model` (a run model or a Hugging Face one, `subject_key`) at `hook`,
+    in natural order (tm2023-512 before tm2023-1024)."""
+    root = layout.saes(subject_key(layout, model), hook_dirname(hook))
     found = [p for p in root.glob("*") if (p / paths.SAE_CONFIG).is_file()]
     found.sort(key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)])
     return {p.name: p for p in found}
@@ -156,25 +168,28 @@ def build_features(
 ) -> Path:
     """The stage; returns the database's path. Skips (returns it) when complete unless `force`.
 
-    `steps` (default `analyses.STEPS`) run in order on the open connection after the core records.
+    `steps` (default `analyses.STEPS`) run in order on the open connection after the core records;
+    on a Hugging Face subject those that need the run's own model are skipped (`analyses.for_subject`).
+    Under torchrun every rank must call this: the passes are sharded and rank 0 writes.
     """
     out = layout.features
     path = out / db.FILENAME
-    if is_complete(out) and path.is_file() and not force:
+    if distributed.broadcast_object(is_complete(out) and path.is_file() and not force):  # rank 0 decides
         log.info("%s exists: skipping (use --force to rebuild)", path)
         return path
-    if steps is None:
-        from monosemantic.interp.analyses import selected
+    from monosemantic.interp.analyses import for_subject, selected
 
+    if steps is None:
         try:
             steps = selected(cfg.analyses)
         except ValueError as e:
             raise UserError(f"--analyses: {e}") from None
     saes = _select_saes(layout, cfg)
-    for folder, what in ((layout.transformer(cfg.model), "lm train"), (layout.tokens, "tokenize")):
-        if not (folder / paths.CONFIG).is_file():
-            raise UserError(f"{folder}: not found; run `monosemantic {what} --run {layout.root}`")
     t0 = time.perf_counter()
+    found = _collect(layout, cfg, saes, progress and distributed.is_main())
+    if not distributed.is_main():
+        return path  # rank 0 writes the database and runs the analyses
+    steps = for_subject(steps, is_run_model(layout, cfg.model), found.subject.key)
     (out / paths.CONFIG).unlink(missing_ok=True)  # the old file, if any, is no longer vouched for
     with atomic_path(path) as tmp:
         tmp.unlink()  # db.create wants a fresh path
@@ -182,7 +197,7 @@ def build_features(
         try:
             conn.execute("PRAGMA journal_mode = OFF")  # the whole file is the unit of atomicity
             conn.execute("PRAGMA synchronous = OFF")
-            summary = _core(conn, layout, cfg, saes, progress)
+            summary = _write_core(conn, layout, cfg, found, progress)
             for name, step in steps:
                 log.info("features: %s", name)
                 step(conn, layout, cfg, progress)
@@ -197,146 +212,101 @@ def build_features(
 
 def _select_saes(layout: paths.RunLayout, cfg: FeaturesConfig) -> dict[str, Path]:
     found = find_saes(layout, cfg.model, cfg.hook)
+    root = layout.saes(subject_key(layout, cfg.model), hook_dirname(cfg.hook))
     if cfg.saes:
         wanted = [s.strip() for s in cfg.saes.split(",") if s.strip()]
         missing = [s for s in wanted if s not in found]
         if missing:
-            raise UserError(
-                f"{layout.saes(cfg.model, cfg.hook)}: no SAE {', '.join(missing)} (found: {', '.join(found) or 'none'})"
-            )
+            raise UserError(f"{root}: no SAE {', '.join(missing)} (found: {', '.join(found) or 'none'})")
         found = {s: found[s] for s in wanted}
     if not found and not cfg.neurons:
-        raise UserError(f"{layout.saes(cfg.model, cfg.hook)}: no SAEs, and --no-neurons: nothing to build")
+        raise UserError(f"{root}: no SAEs, and --no-neurons: nothing to build")
     return found
 
 
-def _core(
-    conn: sqlite3.Connection, layout: paths.RunLayout, cfg: FeaturesConfig, sae_folders: dict[str, Path], progress: bool
-) -> dict[str, Any]:
-    """Both passes, the logit weights and all rows of the core tables; returns what config.json records."""
+@dataclass
+class _Collected:
+    """What both passes found: the records merged over the ranks (complete on rank 0)."""
+
+    subject: LoadedSubject
+    store: TokenStore
+    ctx: Contexts
+    dicts: list[passes.Records]
+    spill_mb: float
+
+
+def _collect(layout: paths.RunLayout, cfg: FeaturesConfig, sae_folders: dict[str, Path], progress: bool) -> _Collected:
+    """Load the subject and its SAEs, run both passes over this rank's contexts, merge the records."""
     device = pick_device(cfg.device)
-    model = load_transformer(layout.transformer(cfg.model), device=str(device)).eval()
+    s = load_subject(layout, cfg.model, cfg.hook, str(device), cfg.ctx_len)
+    s.model.eval()
+    if s.tokenizer is None:
+        raise UserError(f"{layout.tokenizer}: no tokenizer; run `monosemantic tokenize --run {layout.root}`")
+    store = TokenStore(distributed.main_first(lambda: ensure_tokens(layout, s, progress=progress)))
+    vocab = int(getattr(s.model, "vocab_size", 0) or s.model.cfg.vocab_size)
+    if store.vocab_size > vocab:
+        raise UserError(f"{store.folder}: vocabulary {store.vocab_size} is larger than the {vocab} of {s.source}")
     saes = {name: SparseAutoencoder.load(f, device=device).float().eval() for name, f in sae_folders.items()}
-    store = TokenStore(layout.tokens)
-    ctx = held_out_contexts(store, model.cfg.ctx_len, cfg.n_tokens)
+    ctx = held_out_contexts(store, s.ctx_len, cfg.n_tokens)
     if ctx.n_tokens < cfg.n_tokens:
         log.warning("the validation split holds only %s of the %s tokens asked for", ctx.n_tokens, cfg.n_tokens)
-    tok = load_tokenizer(layout.tokenizer / paths.TOKENIZER_JSON)
-    vocab = rows.display_tokens(
-        tok.decode_batch([[i] for i in range(store.vocab_size)], skip_special_tokens=False),
-        [tok.id_to_token(i) for i in range(store.vocab_size)],
-    )
-    d_mlp = model.cfg.d_mlp
-    dicts: list[_Dictionary] = []
+    with torch.inference_mode():
+        d = capture(s.model, torch.from_numpy(ctx.tokens[:1]).to(device), s.site.module, s.site.which).shape[-1]
+    for name, sae in saes.items():  # before the long passes, naming the folder
+        if sae.cfg.d_in != d:
+            raise UserError(f"{sae_folders[name]}: the SAE reads {sae.cfg.d_in} dims but {cfg.hook} has {d}")
+    dicts: list[passes.Records] = []
     n_src = len(ctx.sources)
     if cfg.neurons:
-        dicts.append(_new(NEURONS, NEURONS, None, torch.eye(d_mlp), n_src, cfg))
+        dicts.append(passes.new_records(NEURONS, NEURONS, None, torch.eye(d), n_src, cfg))
     for name, sae in saes.items():
-        dicts.append(_new(name, "sae", sae.architecture, sae.W_dec.detach().float().cpu(), n_src, cfg))
+        dicts.append(passes.new_records(name, "sae", sae.architecture, sae.W_dec.detach().float().cpu(), n_src, cfg))
     log.info(
-        "features: %s tokens through %s (%s features)",
+        "features: %s tokens through %s (%s features)%s",
         f"{ctx.n_tokens:,}",
-        ", ".join(d.name for d in dicts),
-        f"{sum(d.n_features for d in dicts):,}",
+        ", ".join(x.name for x in dicts),
+        f"{sum(x.n_features for x in dicts):,}",
+        f" on {distributed.world_size()} processes" if distributed.is_enabled() else "",
     )
-    spill_mb = _passes(dicts, ctx, model, saes, layout, cfg, progress)
+    forward = passes.Forward(s.model, s.site.module, s.site.which, cfg.dtype)
+    share = passes.my_contexts(len(ctx.tokens), cfg.batch_size)
+    spill_mb = passes.run_passes(dicts, ctx, forward, saes, layout.features, cfg, progress, share)
+    return _Collected(s, store, ctx, dicts, spill_mb)
 
-    # Logit weights (logits.py): the LN scale from the first contexts, rare tokens left out.
-    inv_scale = logits.ln_inv_scale(model, torch.from_numpy(ctx.tokens[:64]).to(device))
+
+def _write_core(
+    conn: sqlite3.Connection, layout: paths.RunLayout, cfg: FeaturesConfig, c: _Collected, progress: bool
+) -> dict[str, Any]:
+    """The logit weights and all rows of the core tables (rank 0); returns what config.json records."""
+    s, store, ctx = c.subject, c.store, c.ctx
+    assert s.tokenizer is not None
+    vocab = rows.display_tokens(
+        s.tokenizer.decode_batch([[i] for i in range(store.vocab_size)], skip_special_tokens=False),
+        [s.tokenizer.id_to_token(i) for i in range(store.vocab_size)],
+    )
+    # Logit weights (logits.py): the final norm's scale from the first contexts, rare tokens left out.
+    d = c.dicts[0].directions.shape[1]
+    path = logits.logit_path(s.model, s.site, d, torch.from_numpy(ctx.tokens[:64]), store.vocab_size)
     counts = torch.from_numpy(logits.token_counts(store.train, store.vocab_size))
     include = counts >= cfg.logit_min_count
     if int(include.sum()) < 2 * cfg.logit_top:
         include = torch.ones_like(include)  # a tiny run: show every token rather than none
-    metrics = _eval_metrics(layout, cfg, list(saes))
+    metrics = _eval_metrics(layout, cfg, s.key, [x.name for x in c.dicts if x.kind == "sae"])
     summary = {
+        "model": s.key,
         "n_tokens": ctx.n_tokens,
-        "ln_inv_scale": inv_scale,
-        "dictionaries": [d.name for d in dicts],
-        "spill_mb": spill_mb,
+        "ln_inv_scale": path.inv_scale if path is not None else None,
+        "dictionaries": [x.name for x in c.dicts],
+        "spill_mb": c.spill_mb,
+        "n_processes": distributed.world_size(),
     }
     db.set_meta(conn, "features", {"config": asdict(cfg), **summary, "sources": list(ctx.sources)})
     db.set_meta(conn, "monosemantic_version", __version__)
-    for d in tqdm(dicts, desc="features: writing", disable=not progress, unit="dict"):
-        _write(conn, d, model, inv_scale, include, vocab, ctx, cfg, metrics.get(d.name))
+    for x in tqdm(c.dicts, desc="features: writing", disable=not progress, unit="dict"):
+        _write(conn, x, s.key, path, include, vocab, ctx, cfg, metrics.get(x.name))
     db.set_summary(conn, "eval", _eval_table(metrics))
     conn.commit()
     return summary
-
-
-def _passes(
-    dicts: list[_Dictionary],
-    ctx: Contexts,
-    model: Transformer,
-    saes: dict[str, SparseAutoencoder],
-    layout: paths.RunLayout,
-    cfg: FeaturesConfig,
-    progress: bool,
-) -> float:
-    """Pass 1 (stats, top-k) and pass 2 (histogram, samples) into `dicts`; returns the spill's MB."""
-    hook_module = model.hook_point(cfg.hook)
-    b, a = cfg.window_before, cfg.window_after
-    spill = passes.Spill(layout.features) if cfg.spill and saes else None
-    try:
-
-        def stats_pass(first: int, acts: Tensor | None, feats: dict[str, Tensor]) -> None:
-            for d in dicts:
-                batch = passes.dense_batch(acts if d.kind == NEURONS else feats[d.name], first, b, a)
-                d.stats.add(batch.feat, batch.value, batch.src(ctx))
-                d.top.offer(batch.feat, -batch.value.double(), batch.global_tok, batch.value, batch.window)
-                if spill is not None and d.kind == "sae":
-                    spill.write(d.name, batch)
-
-        passes.stream(
-            ctx, model, hook_module, saes, cfg.batch_size, progress, "features pass 1/2 (stats, top-k)", stats_pass
-        )
-        for d in dicts:
-            d.samples = _samples(d, cfg)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        spilled = {d.name: spill.read(d.name) for d in dicts if d.kind == "sae"} if spill is not None else {}
-        T = model.cfg.ctx_len
-
-        def sample_pass(first: int, acts: Tensor | None, feats: dict[str, Tensor]) -> None:
-            for d in dicts:
-                if d.name in spilled:
-                    tok, feat, val = next(spilled[d.name])
-                    batch = passes.sparse_batch(tok, feat, val, first, T, d.n_features, b, a)
-                else:
-                    batch = passes.dense_batch(acts if d.kind == NEURONS else feats[d.name], first, b, a)
-                assert d.samples is not None
-                d.samples.add(batch.global_tok, batch.feat, batch.value, d.stats.max, gen, batch.window)
-
-        # Pass 2 runs the forward only for the neurons, and the encoders only without a spill.
-        forward = cfg.neurons or spill is None
-        passes.stream(
-            ctx,
-            model if forward else None,
-            hook_module if forward else None,
-            {} if spill is not None else saes,
-            cfg.batch_size,
-            progress,
-            "features pass 2/2 (intervals, samples)",
-            sample_pass,
-        )
-        return spill.nbytes() / 1e6 if spill is not None else 0.0
-    finally:
-        if spill is not None:
-            spill.close()
-
-
-def _samples(d: _Dictionary, cfg: FeaturesConfig) -> Samples:
-    """Empty pass-2 records of `d`, with histogram edges from its pass-1 extremes."""
-    return Samples(
-        edges=hist_edges(d.stats.min_nonzero, d.stats.max, cfg.hist_bins, cfg.hist_decades),
-        hist=torch.zeros(d.n_features, cfg.hist_bins, dtype=torch.int64),
-        interval_count=torch.zeros(d.n_features, cfg.n_intervals, dtype=torch.int64),
-        intervals=BottomK(d.n_features * cfg.n_intervals, cfg.interval_samples, cfg.width),
-        random=BottomK(d.n_features, cfg.random_samples, cfg.width),
-    )
-
-
-def _new(name: str, kind: str, arch: str | None, directions: Tensor, n_src: int, cfg: FeaturesConfig) -> _Dictionary:
-    n = directions.shape[0]
-    return _Dictionary(name, kind, arch, n, directions, Stats.zeros(n, n_src), BottomK(n, cfg.top_k, cfg.width))
 
 
 EVAL_COLUMNS = (
@@ -346,11 +316,13 @@ EVAL_COLUMNS = (
 """The columns of `summary['eval']` (the `sae eval` table, eval/report.py)."""
 
 
-def _eval_metrics(layout: paths.RunLayout, cfg: FeaturesConfig, names: list[str]) -> dict[str, dict[str, Any]]:
+def _eval_metrics(
+    layout: paths.RunLayout, cfg: FeaturesConfig, key: str, names: list[str]
+) -> dict[str, dict[str, Any]]:
     """name -> the eval stage's metrics.json, for the SAEs that have one."""
     out = {}
     for name in names:
-        f = layout.eval(cfg.model, cfg.hook) / name / paths.METRICS
+        f = layout.eval(key, hook_dirname(cfg.hook)) / name / paths.METRICS
         if f.is_file():
             out[name] = read_json(f)
     return out
@@ -363,9 +335,9 @@ def _eval_table(metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _write(
     conn: sqlite3.Connection,
-    d: _Dictionary,
-    model: torch.nn.Module,
-    inv_scale: float,
+    d: passes.Records,
+    model: str,
+    path: logits.LogitPath | None,
     include: Tensor,
     vocab: list[str],
     ctx: Contexts,
@@ -377,7 +349,7 @@ def _write(
     dict_id = db.add_dictionary(
         conn,
         name=d.name,
-        model=cfg.model,
+        model=model,
         hook=cfg.hook,
         kind=d.kind,
         n_features=d.n_features,
@@ -385,15 +357,12 @@ def _write(
         architecture=d.architecture,
         metrics=metrics,
     )
-    mlp = model.blocks[0].mlp
-    W_out, gain, W_U = (t.detach().float().cpu() for t in (mlp.W_out, model.ln_f.weight, model.W_U))
-    if d.directions.shape[1] != W_out.shape[0]:  # a residual-stream hook: the direction is written as is
-        W_out = torch.eye(W_out.shape[1])
-    logit_json: list[dict[str, Any]] = []
-    for lo in range(0, d.n_features, 1024):
-        w = logits.logit_effects(d.directions[lo : lo + 1024], W_out, gain, inv_scale, W_U)
-        w = logits.median_shift(w, include)
-        logit_json += logits.logit_records(w, include, vocab, cfg.logit_top, cfg.logit_bins)
+    logit_json: list[dict[str, Any] | None] = [None] * d.n_features  # None: no generic logit path
+    if path is not None:
+        logit_json = []
+        for lo in range(0, d.n_features, 1024):
+            w = logits.median_shift(path.effects(d.directions[lo : lo + 1024]), include)
+            logit_json += logits.logit_records(w, include, vocab, cfg.logit_top, cfg.logit_bins)
     words = rows.top_tokens(d.top, ctx, vocab)
     db.insert_rows(
         conn, "features", rows.feature_rows(dict_id, d.stats, d.samples, ctx.n_tokens, ctx.sources, words, logit_json)

@@ -22,6 +22,7 @@ from torch import Tensor
 from monosemantic.errors import UserError
 from monosemantic.paths import SAE_CONFIG, RunLayout
 from monosemantic.sae.model import SparseAutoencoder
+from monosemantic.transformer.subject import hook_dirname
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def load_dictionaries(
         if kind == "neurons":
             out.append(Dictionary(int(id_), name, kind, int(n), _identity, torch.eye(int(n))))
             continue
-        folder = layout.saes(model, hook) / name
+        folder = layout.saes(model, hook_dirname(hook)) / name  # `path:input` is the folder `path-input`
         if not (folder / SAE_CONFIG).is_file():
             raise UserError(f"{folder}: no SAE here for dictionary {name} of the feature database")
         sae = SparseAutoencoder.load(folder).eval().requires_grad_(False)

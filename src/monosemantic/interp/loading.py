@@ -16,6 +16,7 @@ from monosemantic import paths
 from monosemantic.errors import UserError
 from monosemantic.interp.db import add_dictionary
 from monosemantic.sae.model import SparseAutoencoder
+from monosemantic.transformer.subject import hook_dirname
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def load_saes(layout: paths.RunLayout, rows: list[DictRow]) -> dict[str, SparseA
     for r in rows:
         if r.kind != "sae":
             continue
-        folder = layout.saes(r.model, r.hook) / r.name
+        folder = layout.saes(r.model, hook_dirname(r.hook)) / r.name
         if not (folder / paths.SAE_CONFIG).is_file():
             raise UserError(f"{folder}: no SAE here, but the feature database lists {r.model}/{r.name}")
         out[r.name] = SparseAutoencoder.load(folder).eval()

@@ -17,7 +17,9 @@ are left out ([TM] footnote 15; threshold ours).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,16 +27,122 @@ from torch import Tensor, nn
 
 from monosemantic.activations.capture import capture
 from monosemantic.data.tokens import TokenSplit
+from monosemantic.transformer.subject import HookSite
+
+log = logging.getLogger(__name__)
 
 
-def logit_effects(directions: Tensor, W_out: Tensor, ln_gain: Tensor, inv_scale: float, W_U: Tensor) -> Tensor:
+def logit_effects(
+    directions: Tensor, W_out: Tensor, ln_gain: Tensor, inv_scale: float, W_U: Tensor, center: bool = True
+) -> Tensor:
     """`directions [n, d_mlp]` → logit weights `[n, vocab]` (before the median shift).
 
     W_out `[d_mlp, d_model]`, ln_gain `[d_model]`, W_U `[d_model, vocab]` (the model's layouts).
+    `center=False` for an RMSNorm, which scales without removing the mean.
     """
     r = directions @ W_out  # [n, d_model]: what the feature writes to the residual stream
-    r = r - r.mean(dim=-1, keepdim=True)  # π
+    if center:
+        r = r - r.mean(dim=-1, keepdim=True)  # π
     return (r * (ln_gain * inv_scale)) @ W_U  # L, then the unembedding
+
+
+@dataclass(frozen=True)
+class LogitPath:
+    """The direct path from a direction at the hook to the logits: W_U · L · π · W_out (module docstring)."""
+
+    W_out: Tensor
+    """`[d, d_model]`: how the hooked activation is written to the residual stream (I for a residual hook)."""
+    gain: Tensor
+    """`[d_model]` the final norm's gain γ."""
+    inv_scale: float
+    """1/σ̄, the final norm's mean scale on held-out tokens."""
+    W_U: Tensor
+    """`[d_model, vocab]` the unembedding."""
+    center: bool = True
+    """LayerNorm removes the mean (π); RMSNorm does not."""
+
+    def effects(self, directions: Tensor) -> Tensor:
+        """`directions [n, d]` → logit weights `[n, vocab]` before the median shift."""
+        return logit_effects(directions, self.W_out, self.gain, self.inv_scale, self.W_U, self.center)
+
+
+@torch.no_grad()
+def affine_map(module: nn.Module, d: int) -> tuple[Tensor, Tensor] | None:
+    """`(W [d, out], b [out])` when `module` maps its input of width `d` affinely (nn.Linear, GPT-2's
+    Conv1D, ...), read off by probing it with the identity and checked on random inputs; else None."""
+    p = next(module.parameters(), None)
+    if p is None:
+        return None
+    try:
+        b = module(torch.zeros(1, d, dtype=p.dtype, device=p.device))[0]
+        W = module(torch.eye(d, dtype=p.dtype, device=p.device)) - b
+        x = torch.randn(8, d, generator=torch.Generator().manual_seed(0)).to(p)
+        y = module(x)
+    except Exception:  # not callable on a [n, d] tensor: not a plain linear map
+        return None
+    if not isinstance(y, Tensor) or y.shape != (8, W.shape[1]) or b.ndim != 1:
+        return None
+    if not torch.allclose(y, x @ W + b, rtol=1e-4, atol=1e-5 * float(y.abs().max().clamp_min(1))):
+        return None
+    return W.float().cpu(), b.float().cpu()
+
+
+@torch.no_grad()
+def probe_final_norm(
+    model: nn.Module, unembed: nn.Module, tokens: Tensor, batch_size: int = 16
+) -> tuple[Tensor, bool, float] | None:
+    """The norm right before the unembedding of any model, as `(gain [d_model], center, inv_scale)`.
+
+    Found generically: the last module whose class name contains "norm" and whose output is exactly
+    what `unembed` reads. Its form y = γ ⊙ π(x)·s(x) + β (LayerNorm: π removes the mean; RMSNorm: no
+    π; γ = weight, 1 + weight (Gemma) or 1) is *checked* on the held-out `tokens`: β = norm(0), the
+    per-token scale s(x) fitted by least squares, and every token must fit to 1e-3. 1/σ̄ is the mean
+    s(x), as `ln_inv_scale` for our model. None when no norm matches (the caller skips the weights).
+    """
+    seen: dict[str, object] = {}
+
+    def on_norm(m: nn.Module, args: tuple, out: object) -> None:
+        if isinstance(out, Tensor) and args and isinstance(args[0], Tensor):
+            seen["last"] = (m, args[0], out)
+
+    def on_unembed(_m: nn.Module, args: tuple) -> None:
+        last = seen.get("last")
+        if "found" not in seen and last is not None and args and torch.equal(last[2], args[0]):  # type: ignore[index]
+            seen["found"] = last
+
+    norms = [m for m in model.modules() if "norm" in type(m).__name__.lower()]
+    handles = [m.register_forward_hook(on_norm) for m in norms] + [unembed.register_forward_pre_hook(on_unembed)]
+    try:
+        model(tokens[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    if "found" not in seen:
+        return None
+    norm = seen["found"][0]  # type: ignore[index]
+    d = seen["found"][1].shape[-1]  # type: ignore[index]
+    p = next(norm.parameters(), None)
+    kw = {"dtype": p.dtype if p is not None else torch.float32, "device": p.device if p is not None else "cpu"}
+    beta = norm(torch.zeros(1, d, **kw))[0].float()
+    center = bool(torch.allclose(norm(torch.full((1, d), 3.0, **kw))[0].float(), beta, atol=1e-4))
+    weight = getattr(norm, "weight", None)
+    gains = [torch.ones(d)] if weight is None else [weight.float(), 1 + weight.float(), torch.ones(d)]
+    for gain in gains:
+        gain = gain.detach().to(beta.device)
+        total, n, ok = 0.0, 0, True
+        for lo in range(0, len(tokens), batch_size):
+            x = capture(model, tokens[lo : lo + batch_size], norm, which="input").float().reshape(-1, d)
+            y = norm(x.to(kw["dtype"])).float() - beta
+            u = gain * (x - x.mean(dim=-1, keepdim=True) if center else x)
+            s = (y * u).sum(-1) / (u * u).sum(-1).clamp_min(1e-30)  # [tokens]: the scale each token got
+            resid = (y - s[:, None] * u).norm(dim=-1) / y.norm(dim=-1).clamp_min(1e-30)
+            if not bool((resid < 1e-3).all()):
+                ok = False
+                break
+            total, n = total + float(s.sum()), n + s.numel()
+        if ok:
+            return gain.cpu(), center, total / n
+    return None
 
 
 def median_shift(weights: Tensor, include: Tensor) -> Tensor:
@@ -91,3 +199,48 @@ def logit_records(
         }
         for i in range(len(w))
     ]
+
+
+def logit_path(model: nn.Module, site: HookSite, d: int, tokens: Tensor, vocab_size: int) -> LogitPath | None:
+    """The direct path from a `d`-wide activation at `site` to the first `vocab_size` logits, or None
+    (with a log line) where it is not generic; `tokens [n, T]` held-out contexts measure the norm's scale.
+
+    Our transformer: the MLP's W_out for a hook inside the MLP, the identity for a residual hook, then
+    ln_f. A Hugging Face model: the hooked activation must go straight into the residual stream (the
+    input of a linear map whose output is d_model wide, e.g. GPT-2's `mlp.c_proj:input` or Llama's
+    `mlp.down_proj:input`, or an output d_model wide); W_out is read off that map (`affine_map`), the
+    final norm is found and checked by `probe_final_norm`, W_U is the output embedding. In a deeper
+    model this is the *direct* path (the later layers are left out), as direct logit attribution.
+    """
+    from monosemantic.transformer.model import Transformer
+
+    device = next(model.parameters()).device
+    tokens = tokens.to(device)
+    if isinstance(model, Transformer):
+        W_out = model.blocks[0].mlp.W_out.detach().float().cpu()
+        if d != W_out.shape[0]:  # a residual-stream hook: the direction is written as is
+            W_out = torch.eye(W_out.shape[1])
+        gain, W_U = model.ln_f.weight.detach().float().cpu(), model.W_U.detach().float().cpu()
+        return LogitPath(W_out, gain, ln_inv_scale(model, tokens), W_U[:, :vocab_size])
+    hf = getattr(model, "hf", model)
+    unembed = hf.get_output_embeddings() if hasattr(hf, "get_output_embeddings") else None
+    if unembed is None or not isinstance(getattr(unembed, "weight", None), Tensor):
+        log.info("features: the model has no output embedding to read: logit weights skipped")
+        return None
+    W_U = unembed.weight.detach().float().cpu().T[:, :vocab_size]  # [d_model, vocab]
+    d_model = W_U.shape[0]
+    if site.which == "input":
+        m = affine_map(site.module, d)
+        W_out = m[0] if m is not None and m[0].shape[1] == d_model else None
+    else:
+        W_out = torch.eye(d) if d == d_model else None
+    if W_out is None:
+        log.info("features: %s is not written straight to the %d-wide residual stream: logit weights skipped",
+                 site.spec, d_model)  # fmt: skip
+        return None
+    norm = probe_final_norm(model, unembed, tokens)
+    if norm is None:
+        log.info("features: no LayerNorm or RMSNorm found right before the unembedding: logit weights skipped")
+        return None
+    gain, center, inv_scale = norm
+    return LogitPath(W_out, gain, inv_scale, W_U, center)

@@ -6,24 +6,36 @@ gets them from the dense activations `[n_ctx, ctx_len, F]`; it also appends each
 to a temporary file (`Spill`, 12 bytes per non-zero), so pass 2 reads them back instead of
 encoding again (the encoders are most of the build's compute; docs/LOG.md 2026-11-25). The
 neurons are not spilled: they are dense-ish (~10 % active) and cheap to recompute with the forward.
+
+`run_passes` runs both passes for every dictionary's `Records` over this process's contexts
+(`my_contexts`: all of them, or one torchrun rank's share in whole batches) and merges each
+pass's records over the ranks (merge.py).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from monosemantic.interp.records import sparse_entries, sparse_windows, windows_of
+from monosemantic import distributed
+from monosemantic.interp import merge
+from monosemantic.interp.records import BottomK, Samples, Stats, hist_edges, sparse_entries, sparse_windows, windows_of
 from monosemantic.interp.stream import Contexts, dictionary_activations
+from monosemantic.runtime import autocast
 from monosemantic.sae.model import SparseAutoencoder
+
+if TYPE_CHECKING:
+    from monosemantic.interp.build import FeaturesConfig
 
 
 @dataclass
@@ -107,32 +119,47 @@ class Spill:
         self._dir.cleanup()
 
 
+@dataclass(frozen=True)
+class Forward:
+    """What a pass runs per batch: the subject model to its hook, in a compute dtype."""
+
+    model: nn.Module
+    hook_module: nn.Module
+    which: Literal["output", "input"] = "output"
+    dtype: str = "float32"
+    """runtime.autocast: bfloat16 runs the forward and the encoders under autocast."""
+
+
 def stream(
     ctx: Contexts,
-    model: nn.Module | None,
-    hook_module: nn.Module | None,
+    forward: Forward | None,
     saes: dict[str, SparseAutoencoder],
     batch_size: int,
     progress: bool,
     desc: str,
     fn: Callable[[int, Tensor | None, dict[str, Tensor]], None],
+    rows: tuple[int, int] | None = None,
 ) -> None:
     """One pass over the contexts in batches: `fn(first, neurons [n, T, d] | None, {sae: [n, T, F]})`.
 
-    With `model=None` nothing is computed (`fn(first, None, {})`): pass 2 when every dictionary
-    comes from the spill. The per-batch records run with one torch thread (see docs/LOG.md
-    2026-11-25: a second OpenMP thread only spin-waits on their small ops); the forward and the
-    encoders keep every thread."""
+    `rows` = (first, end) restricts the pass to those contexts (one rank's share under torchrun);
+    `first` stays the global context index. With `forward=None` nothing is computed
+    (`fn(first, None, {})`): pass 2 when every dictionary comes from the spill. The per-batch
+    records run with one torch thread (see docs/LOG.md 2026-11-25: a second OpenMP thread only
+    spin-waits on their small ops); the forward and the encoders keep every thread."""
     threads = torch.get_num_threads()
-    bar = tqdm(total=ctx.n_tokens, desc=desc, disable=not progress, unit="tok", unit_scale=True)
+    first, end = rows or (0, len(ctx.tokens))
+    total = (end - first) * ctx.tokens.shape[1]
+    bar = tqdm(total=total, desc=desc, disable=not progress, unit="tok", unit_scale=True)
     try:
-        for lo, hi in ctx.batches(batch_size):
+        for lo, hi in ctx.batches(batch_size, (first, end)):
             acts, feats = None, {}
-            if model is not None and hook_module is not None:
-                device = next(model.parameters()).device
+            if forward is not None:
+                device = next(forward.model.parameters()).device
                 tokens = torch.from_numpy(ctx.tokens[lo:hi]).to(device)
-                with torch.inference_mode():
-                    acts, feats = dictionary_activations(model, hook_module, saes, tokens)
+                f = forward
+                with torch.inference_mode(), autocast(device, f.dtype):
+                    acts, feats = dictionary_activations(f.model, f.hook_module, saes, tokens, f.which)
             torch.set_num_threads(1)
             fn(lo, acts, feats)
             torch.set_num_threads(threads)
@@ -140,3 +167,97 @@ def stream(
     finally:
         torch.set_num_threads(threads)
         bar.close()
+
+
+@dataclass
+class Records:
+    """One dictionary (an SAE, or the neurons) while the database is built: its records from both passes."""
+
+    name: str
+    kind: str
+    architecture: str | None
+    n_features: int
+    directions: Tensor  # [n_features, d_mlp] decoder rows (the identity for neurons)
+    stats: Stats
+    top: BottomK
+    samples: Samples | None = None
+
+
+def my_contexts(n_ctx: int, batch_size: int) -> tuple[int, int]:
+    """This rank's contexts `[lo, hi)`: whole batches of a one-process build (`distributed.shard_range`
+    over the batches), so that every batch, and with it every activation, is the one-process one."""
+    lo, hi = distributed.shard_range(math.ceil(n_ctx / batch_size))
+    return min(lo * batch_size, n_ctx), min(hi * batch_size, n_ctx)
+
+
+def run_passes(
+    dicts: list[Records],
+    ctx: Contexts,
+    forward: Forward,
+    saes: dict[str, SparseAutoencoder],
+    spill_dir: Path,
+    cfg: FeaturesConfig,
+    progress: bool,
+    share: tuple[int, int],
+) -> float:
+    """Pass 1 (stats, top-k) and pass 2 (histogram, samples) over the contexts `share` into `dicts`,
+    each merged over the ranks (merge.py); returns this rank's spill's MB."""
+    b, a = cfg.window_before, cfg.window_after
+    spill = Spill(spill_dir) if cfg.spill and saes else None
+    try:
+
+        def stats_pass(first: int, acts: Tensor | None, feats: dict[str, Tensor]) -> None:
+            for d in dicts:
+                batch = dense_batch(acts if d.kind == "neurons" else feats[d.name], first, b, a)
+                d.stats.add(batch.feat, batch.value, batch.src(ctx))
+                d.top.offer(batch.feat, -batch.value.double(), batch.global_tok, batch.value, batch.window)
+                if spill is not None and d.kind == "sae":
+                    spill.write(d.name, batch)
+
+        desc = "features pass 1/2 (stats, top-k)"
+        stream(ctx, forward, saes, cfg.batch_size, progress, desc, stats_pass, share)
+        merge.merge_stats_([d.stats for d in dicts])  # every rank needs the global max for pass 2
+        for d in dicts:
+            d.top = merge.merge_keeper(d.top)
+            d.samples = _samples(d, cfg)
+        spilled = {d.name: spill.read(d.name) for d in dicts if d.kind == "sae"} if spill is not None else {}
+        T = ctx.tokens.shape[1]
+
+        def sample_pass(first: int, acts: Tensor | None, feats: dict[str, Tensor]) -> None:
+            for d in dicts:
+                if d.name in spilled:
+                    tok, feat, val = next(spilled[d.name])
+                    batch = sparse_batch(tok, feat, val, first, T, d.n_features, b, a)
+                else:
+                    batch = dense_batch(acts if d.kind == "neurons" else feats[d.name], first, b, a)
+                assert d.samples is not None
+                d.samples.add(batch.global_tok, batch.feat, batch.value, d.stats.max, batch.window)
+
+        # Pass 2 runs the forward only for the neurons, and the encoders only without a spill.
+        again = forward if cfg.neurons or spill is None else None
+        desc = "features pass 2/2 (intervals, samples)"
+        stream(ctx, again, {} if spill is not None else saes, cfg.batch_size, progress, desc, sample_pass, share)
+        for d in dicts:
+            assert d.samples is not None
+            merge.merge_samples_(d.samples)
+        return spill.nbytes() / 1e6 if spill is not None else 0.0
+    finally:
+        if spill is not None:
+            spill.close()
+
+
+def _samples(d: Records, cfg: FeaturesConfig) -> Samples:
+    """Empty pass-2 records of `d`, with histogram edges from its pass-1 extremes."""
+    return Samples(
+        edges=hist_edges(d.stats.min_nonzero, d.stats.max, cfg.hist_bins, cfg.hist_decades),
+        hist=torch.zeros(d.n_features, cfg.hist_bins, dtype=torch.int64),
+        interval_count=torch.zeros(d.n_features, cfg.n_intervals, dtype=torch.int64),
+        intervals=BottomK(d.n_features * cfg.n_intervals, cfg.interval_samples, cfg.width),
+        random=BottomK(d.n_features, cfg.random_samples, cfg.width),
+        seed=cfg.seed,
+    )
+
+
+def new_records(name: str, kind: str, arch: str | None, directions: Tensor, n_src: int, cfg: FeaturesConfig) -> Records:
+    n = directions.shape[0]
+    return Records(name, kind, arch, n, directions, Stats.zeros(n, n_src), BottomK(n, cfg.top_k, cfg.width))

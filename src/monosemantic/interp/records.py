@@ -13,6 +13,11 @@ Every "keep some examples" rule is one `BottomK` with a different key ([TM] §8 
   interval) — the k smallest of i.i.d. uniform keys are a uniform sample without replacement
   (a bottom-k sketch), so this is reservoir sampling without a Python loop;
 - random non-zero samples: the same with group = feature.
+
+The random keys are a hash of (seed, token, feature) (`uniform_keys`), not draws from a generator
+in stream order: a token's key is then the same whichever process sees it, so bottom-k states of
+disjoint shards of the tokens merge (`BottomK.merge`) into exactly the one-process state. That is
+how `features build` shards across torchrun ranks (build.py).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -84,6 +90,48 @@ class BottomK:
         self.token[g, rank] = all_tok[order]
         self.value[g, rank] = all_val[order]
         self.window[g, rank] = all_win[order]
+
+    def merge(self, other: BottomK) -> None:
+        """Fold in another keeper's entries (same groups, k and width), as if they had been offered after
+        this one's: merging the keepers of consecutive shards of a stream, in order, gives the keeper of
+        the whole stream (ties included: earlier entries win, as in `offer`)."""
+        g, slot = (other.token >= 0).nonzero(as_tuple=True)  # row-major: each group's slots in key order
+        key, token, value = other.key[g, slot], other.token[g, slot], other.value[g, slot]
+        self.offer(g, key, token, value, lambda sel: other.window[g[sel], slot[sel]])
+
+    def state(self) -> list[Tensor]:
+        """The state tensors (key, token, value, window), e.g. to send to another process."""
+        return [self.key, self.token, self.value, self.window]
+
+    @classmethod
+    def from_state(cls, state: list[Tensor]) -> BottomK:
+        keep = cls.__new__(cls)
+        keep.key, keep.token, keep.value, keep.window = state
+        keep.k = keep.key.shape[1]
+        return keep
+
+
+_M64 = (1 << 64) - 1
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on uint64 arrays (wrapping arithmetic): a bijection that scrambles every bit."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def uniform_keys(seed: int, salt: int, token: Tensor, feat: Tensor) -> Tensor:
+    """A uniform [0, 1) float64 per entry, a pure function of (seed, salt, token, feature).
+
+    Hash-based bottom-k sampling: distinct entries get independent-looking uniform keys, and the
+    same entry gets the same key in any process and batch order (see the module docstring)."""
+    base = np.uint64((seed * 0x9E3779B97F4A7C15 + salt * 0xD1B54A32D192ED03 + 0x632BE59BD9B4E019) & _M64)
+    t = token.numpy().astype(np.uint64)
+    f = feat.numpy().astype(np.uint64)
+    with np.errstate(over="ignore"):
+        z = _mix64(_mix64(t + base) ^ (f * np.uint64(0x9E3779B97F4A7C15)))
+    return torch.from_numpy((z >> np.uint64(11)).astype(np.float64) * 2.0**-53)
 
 
 def windows_of(f3: Tensor, rows: Tensor, pos: Tensor, feat: Tensor, before: int, after: int) -> Tensor:
@@ -170,24 +218,21 @@ class Samples:
     interval_count: Tensor  # int64 [F, n_intervals]
     intervals: BottomK  # groups feature * n_intervals + interval
     random: BottomK  # groups feature
+    seed: int = 0  # of the sample keys (`uniform_keys`)
 
     @property
     def n_intervals(self) -> int:
         return self.interval_count.shape[1]
 
-    def add(
-        self, tok: Tensor, feat: Tensor, value: Tensor, max_act: Tensor, gen: torch.Generator, window: Callable
-    ) -> None:
+    def add(self, tok: Tensor, feat: Tensor, value: Tensor, max_act: Tensor, window: Callable) -> None:
         """Fold in one batch's non-zeros; `tok` is the global token index, `window(sel)` as in BottomK."""
         F, B = self.hist.shape
         n = self.n_intervals
         self.hist += torch.bincount(feat * B + hist_bin(value, feat, self.edges), minlength=F * B).view(F, B)
         iv = interval_index(value, feat, max_act, n)
         self.interval_count += torch.bincount(feat * n + iv, minlength=F * n).view(F, n)
-        key = torch.rand(len(feat), generator=gen, dtype=torch.float64)
-        self.intervals.offer(feat * n + iv, key, tok, value, window)
-        key = torch.rand(len(feat), generator=gen, dtype=torch.float64)
-        self.random.offer(feat, key, tok, value, window)
+        self.intervals.offer(feat * n + iv, uniform_keys(self.seed, 1, tok, feat), tok, value, window)
+        self.random.offer(feat, uniform_keys(self.seed, 2, tok, feat), tok, value, window)
 
 
 def sparse_windows(

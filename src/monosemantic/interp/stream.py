@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -41,10 +42,11 @@ class Contexts:
     def n_tokens(self) -> int:
         return int(self.tokens.size)
 
-    def batches(self, batch_size: int) -> Iterator[tuple[int, int]]:
-        """`(lo, hi)` row ranges of at most `batch_size` contexts, in order."""
-        for lo in range(0, len(self.tokens), batch_size):
-            yield lo, min(lo + batch_size, len(self.tokens))
+    def batches(self, batch_size: int, rows: tuple[int, int] | None = None) -> Iterator[tuple[int, int]]:
+        """`(lo, hi)` row ranges of at most `batch_size` contexts, in order (of `rows` = (first, end) only)."""
+        first, end = rows or (0, len(self.tokens))
+        for lo in range(first, end, batch_size):
+            yield lo, min(lo + batch_size, end)
 
 
 def held_out_contexts(store: TokenStore, ctx_len: int, n_tokens: int) -> Contexts:
@@ -82,14 +84,19 @@ def _src_per_token(split: TokenSplit) -> np.ndarray:
 
 @torch.inference_mode()
 def dictionary_activations(
-    model: nn.Module, hook_module: nn.Module, saes: Mapping[str, SparseAutoencoder], tokens: Tensor
+    model: nn.Module,
+    hook_module: nn.Module,
+    saes: Mapping[str, SparseAutoencoder],
+    tokens: Tensor,
+    which: Literal["output", "input"] = "output",
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Neuron activations `[B, T, d]` at `hook_module` and each SAE's features `[B, T, n]` on them.
+    """Neuron activations `[B, T, d]` at `hook_module` (its output, or its input) and each SAE's
+    features `[B, T, n]` on them, float32 (also under bfloat16 autocast).
 
     The forward stops at the hook (`activations.capture`). SAEs map raw activations (a saved SAE
     has any input normalisation folded into its weights, `sae/normalize.py`).
     """
-    acts = capture(model, tokens, hook_module).float()
+    acts = capture(model, tokens, hook_module, which).float()
     flat = acts.reshape(-1, acts.shape[-1])
-    feats = {name: sae.encode(flat).view(*acts.shape[:-1], -1) for name, sae in saes.items()}
+    feats = {name: sae.encode(flat).float().view(*acts.shape[:-1], -1) for name, sae in saes.items()}
     return acts, feats

@@ -18,6 +18,10 @@ The unit-norm constraint, clipping, Adam, resampling and dead-feature tracking s
 are; they see ordinary dense `.grad` tensors. TopK's AuxK term (Gao et al. §2.4) is done the same
 way over the dead features.
 
+`dtype="bfloat16"` (the `--dtype` of every stage, `runtime.autocast`) runs the dense step under
+bfloat16 autocast and makes `matmul_dtype="auto"` pick bfloat16; either way the weights, their
+gradients and Adam stay float32 (mixed precision with float32 master weights).
+
 `matmul_dtype="bfloat16"` runs the encoder product in bfloat16 (AMX / AVX-512 BF16 make it ~3.6×
 faster here) only to *choose* the active set; the active values are then recomputed exactly in
 float32 (`sampled_matmul`), so weights, gradients and Adam stay float32. What can change is only
@@ -37,6 +41,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from monosemantic.runtime import autocast
 from monosemantic.sae import sparse_ops as ops
 from monosemantic.sae.loss import LossTerms
 from monosemantic.sae.model import SparseAutoencoder
@@ -68,9 +73,15 @@ def firing(f: Tensor) -> tuple[Tensor, Tensor]:
     return active.any(dim=0), active.sum(dim=-1).float().mean()
 
 
-def dense_gradients(sae: SparseAutoencoder, cfg: Any, x: Tensor, step: int, dead: Tensor) -> LossTerms:
-    """The reference step: the recipe's loss and autograd; leaves `.grad` on every parameter."""
-    terms = cfg.loss(sae, x, step, dead)
+def dense_gradients(
+    sae: SparseAutoencoder, cfg: Any, x: Tensor, step: int, dead: Tensor, dtype: str = "float32"
+) -> LossTerms:
+    """The reference step: the recipe's loss and autograd; leaves `.grad` on every parameter.
+
+    `dtype="bfloat16"` runs the loss under autocast (`runtime.autocast`): the encoder and decoder
+    products, and their backward, in bfloat16; the parameters and their `.grad` stay float32."""
+    with autocast(x.device, dtype):
+        terms = cfg.loss(sae, x, step, dead)
     for p in sae.parameters():
         p.grad = None
     terms.loss.backward()
@@ -158,11 +169,14 @@ def sparse_gradients(
     return LossTerms(loss, p.csr(f_vals), parts)
 
 
-def resolve_matmul_dtype(name: MatmulDtype, device: torch.device) -> MatmulDtype:
-    """`auto` → bfloat16 where the hardware multiplies it natively (AVX-512 BF16 or AMX on a CPU, a
-    CUDA device with bf16), else float32: emulated bfloat16 would make the selection slower, not faster."""
+def resolve_matmul_dtype(name: MatmulDtype, device: torch.device, dtype: str = "float32") -> MatmulDtype:
+    """`auto` → bfloat16 when the run's compute `dtype` is bfloat16, or where the hardware multiplies it
+    natively (AVX-512 BF16 or AMX on a CPU, a CUDA device with bf16), else float32: emulated bfloat16
+    would make the selection slower, not faster. An explicit float32 or bfloat16 is kept."""
     if name != "auto":
         return name
+    if dtype == "bfloat16":
+        return "bfloat16"
     if device.type == "cuda":
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
     if device.type == "cpu" and _cpu_has_native_bf16():
@@ -251,6 +265,7 @@ class Stepper:
     mode: StepMode = "auto"
     matmul_dtype: MatmulDtype = "float32"
     sparse: bool = False
+    dtype: str = "float32"  # the dense step's compute dtype (autocast)
     steps_since_check: int = 0
 
     @classmethod
@@ -262,8 +277,9 @@ class Stepper:
         if mode == "auto" and sae.architecture == "topk":  # L0 ≤ k from the first step
             sparse = sae.cfg.k <= SPARSE_L0_FRACTION * sae.cfg.n_features  # type: ignore[attr-defined]
         # a ReLU SAE's L0 is first measured after step 1, then every CHECK_EVERY dense steps
-        dtype = resolve_matmul_dtype(getattr(cfg, "matmul_dtype", "float32"), sae.W_enc.device)
-        return cls(mode, dtype, sparse, steps_since_check=CHECK_EVERY - 1)
+        dtype = getattr(cfg, "dtype", "float32")
+        matmul = resolve_matmul_dtype(getattr(cfg, "matmul_dtype", "float32"), sae.W_enc.device, dtype)
+        return cls(mode, matmul, sparse, dtype, steps_since_check=CHECK_EVERY - 1)
 
     def gradients(self, sae: SparseAutoencoder, cfg: Any, x: Tensor, step: int, dead: Tensor) -> LossTerms:
         """One step's loss terms, with `.grad` set on every parameter of `sae`."""
@@ -272,7 +288,7 @@ class Stepper:
             if self.mode == "auto" and terms.f.values().numel() > self._limit(sae, x):
                 self.sparse = False  # L0 rose again (e.g. after resampling)
             return terms
-        terms = dense_gradients(sae, cfg, x, step, dead)
+        terms = dense_gradients(sae, cfg, x, step, dead, self.dtype)
         self.steps_since_check += 1
         if self.mode == "auto" and self.steps_since_check >= CHECK_EVERY:
             self.steps_since_check = 0

@@ -37,6 +37,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
+from monosemantic.runtime import check_dtype
 from monosemantic.sae.constraints import normalize_rows_
 from monosemantic.sae.loss import LossTerms, squared_error
 from monosemantic.sae.model import SAEConfig, SparseAutoencoder
@@ -152,13 +153,17 @@ class TopKTrainConfig:
     `auto` (dense while L0 is high, sparse once it is low; `sparse_step.py`)."""
     matmul_dtype: MatmulDtype = "auto"
     """`bfloat16` picks the sparse step's active set with a bfloat16 encoder product (values stay float32);
-    `auto` where the hardware has native bfloat16 (`sparse_step.resolve_matmul_dtype`)."""
+    `auto` with --dtype bfloat16 or where the hardware has native bfloat16 (`sparse_step.resolve_matmul_dtype`)."""
+    dtype: str = "float32"
+    """Compute dtype: float32, or bfloat16 (autocast: the dense step's products in bfloat16, the sparse
+    step's active set chosen in bfloat16; weights, gradients and Adam stay float32, runtime.autocast)."""
     log_every: int = 100
     """Steps between log rows (means over the interval)."""
     progress: bool = False
     """Show a tqdm progress bar."""
 
     def __post_init__(self) -> None:
+        check_dtype(self.dtype)
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError("TopKTrainConfig.lr must be finite and > 0")
         if not (self.auxk_coeff >= 0 and math.isfinite(self.auxk_coeff)):

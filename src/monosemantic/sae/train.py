@@ -43,6 +43,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from monosemantic import distributed
+from monosemantic.runtime import check_dtype
 from monosemantic.sae import sparse_ops as ops
 from monosemantic.sae.constraints import optimizer_step_
 from monosemantic.sae.geometric_median import geometric_median
@@ -111,7 +112,11 @@ class SAETrainConfig:
     `auto` (dense while L0 is high early on, sparse once it is low; `sparse_step.py`)."""
     matmul_dtype: MatmulDtype = "auto"
     """`bfloat16` picks the sparse step's active set with a bfloat16 encoder product (values stay
-    float32); `auto` does so where the hardware has native bfloat16 (`sparse_step.resolve_matmul_dtype`)."""
+    float32); `auto` does so with --dtype bfloat16 or where the hardware has native bfloat16
+    (`sparse_step.resolve_matmul_dtype`)."""
+    dtype: str = "float32"
+    """Compute dtype: float32, or bfloat16 (autocast: the dense step's products in bfloat16, the sparse
+    step's active set chosen in bfloat16; weights, gradients and Adam stay float32, runtime.autocast)."""
     seed: int = 0
     """Seeds the resampling draws; weight init is seeded by the caller when it builds the SAE."""
     log_every: int = 100
@@ -134,6 +139,7 @@ class SAETrainConfig:
         _require(0 < self.dead_window_fraction <= 1, "dead_window_fraction", "must be in (0, 1]")
         _require(self.resample_encoder_scale > 0, "resample_encoder_scale", "must be > 0")
         _require(self.resample_direction in ("input", "centered"), "resample_direction", "must be input or centered")
+        check_dtype(self.dtype)
 
     @property
     def n_activations(self) -> int:

@@ -36,7 +36,7 @@ from monosemantic.io import (
     write_config,
     write_json,
 )
-from monosemantic.runtime import pick_device, pick_dtype, seed_everything
+from monosemantic.runtime import autocast, check_dtype, pick_device, seed_everything
 from monosemantic.transformer.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from monosemantic.transformer.model import Transformer, TransformerConfig
 
@@ -87,8 +87,7 @@ class LMTrainConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 < self.lr < 1:
             raise ValueError(f"lr must be in (0, 1), got {self.lr}")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype}")
+        check_dtype(self.dtype)
 
 
 @dataclass
@@ -125,14 +124,14 @@ def make_optimizer(model: Transformer, cfg: LMTrainConfig) -> torch.optim.AdamW:
 
 
 @torch.no_grad()
-def evaluate(model: Transformer, windows: torch.Tensor, batch_size: int, dtype: torch.dtype) -> float:
+def evaluate(model: Transformer, windows: torch.Tensor, batch_size: int, dtype: str) -> float:
     """Mean next-token loss (nats) over `windows [n, ctx+1]`, every target weighted equally."""
     model.eval()
     device = next(model.parameters()).device
     total = 0.0
     for i in range(0, len(windows), batch_size):
         w = windows[i : i + batch_size].to(device)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        with autocast(device, dtype):
             total += model.loss(w).item() * len(w)
     model.train()
     return total / len(windows)
@@ -155,7 +154,7 @@ def train_transformer(
     batch, computes on its own slice of sequences, and the gradients are averaged before clipping
     and the step; only rank 0 saves checkpoints and shows progress.
     """
-    device, dtype = next(model.parameters()).device, pick_dtype(cfg.dtype)
+    device, dtype = next(model.parameters()).device, cfg.dtype
     length = model.cfg.ctx_len + 1
     val = torch.from_numpy(store.val.windows(length, cfg.eval_tokens))
     opt = make_optimizer(model, cfg)
@@ -174,7 +173,7 @@ def train_transformer(
             group["lr"] = get_lr(step, cfg)
         batch = batch_for_step(store.train, cfg.seed, step, cfg.batch_size, length)
         x = distributed.shard(batch).to(device)  # this rank's sequences (all of them in one process)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        with autocast(device, dtype):  # bfloat16: autocast, float32 weights and Adam (runtime.py)
             loss_t = model.loss(x)
         loss_t.backward()
         distributed.average_grads_(model.parameters(), x.shape[0] / batch.shape[0])
@@ -251,7 +250,7 @@ def run(
     # Final evaluation on more validation tokens, and the n-gram baselines on the same targets.
     length = model_cfg.ctx_len + 1
     val = torch.from_numpy(store.val.windows(length, 16 * cfg.eval_tokens))
-    val_loss = evaluate(model, val, cfg.batch_size, torch.float32)
+    val_loss = evaluate(model, val, cfg.batch_size, "float32")
     base = ngram.baselines(store.train.all_tokens(), val.numpy(), store.vocab_size)
     metrics = {
         "val_loss": val_loss,
