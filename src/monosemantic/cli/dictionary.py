@@ -180,7 +180,11 @@ def train_saes(
     extra: dict[str, Any],
     checkpoint: tuple[Path, int, bool] | None = None,
 ) -> dict[str, Path]:
-    """Open the activations and train the ladder; `checkpoint` is (folder, every, resume)."""
+    """Open the activations and train the ladder; `checkpoint` is (folder, every, resume).
+
+    The batches come through `prefetch`: a thread reads batch t + 1 while step t trains.
+    """
+    from monosemantic.activations.prefetch import prefetch
     from monosemantic.activations.store import open_activations
     from monosemantic.runtime import pick_device
     from monosemantic.sae.ladder import train_ladder
@@ -190,7 +194,7 @@ def train_saes(
     seed = train.seed if hasattr(train, "seed") else 0
     ckpt_dir, every, resume = checkpoint or (None, 0, False)
     return train_ladder(
-        lambda skip: acts.batches(train.batch_size, seed=seed, skip_rows=skip),
+        lambda skip: prefetch(acts.batches(train.batch_size, seed=seed, skip_rows=skip)),
         acts.d,
         acts.n_rows,
         ladder,
