@@ -113,3 +113,25 @@ def test_depth_zero_is_the_plain_iterator_and_bad_depth_fails_at_the_call() -> N
     assert src.thread == threading.current_thread().name
     with pytest.raises(ValueError, match="depth"):
         prefetch([], depth=-1)
+
+
+def test_sae_training_through_prefetch_is_bit_identical(tmp_path) -> None:
+    """`train_saes` (the CLI's `sae train`) with the reader thread and without it: the same SAEs."""
+    from monosemantic.cli.dictionary import train_saes
+    from monosemantic.sae.ladder import LadderConfig
+    from monosemantic.sae.model import SparseAutoencoder
+    from monosemantic.sae.train import SAETrainConfig
+
+    acts = np.maximum(np.random.default_rng(0).normal(size=(1024, 16)), 0).astype(np.float16)
+    np.save(tmp_path / "acts.npy", acts)
+    train = SAETrainConfig(batch_size=64, lr=1e-3, b_dec_init_n_inputs=128, resample_n_batches=2, progress=False)
+    weights = []
+    for depth in (0, 2):
+        out = tmp_path / f"d{depth}"
+        folders = train_saes(
+            tmp_path / "acts.npy", out, LadderConfig(n_features="32"), train, "cpu", False, {}, None, depth
+        )
+        weights.append(SparseAutoencoder.load(folders["tm2023-32"]).state_dict())
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert _wait_until(lambda: not _prefetch_threads())

@@ -9,15 +9,18 @@ machine, most of it in one burst per 512 MB window (docs/benchmarks.md). `prefet
 iterator in a daemon thread and hands its items over through a bounded queue, so that work overlaps
 the step (NumPy's reads, conversions and copies release the GIL, as do torch's kernels). The
 tensors are the iterator's own, passed by reference: no copy is added. The trainer still sees a
-plain iterator and knows nothing of the thread.
+plain iterator and knows nothing of the thread. On 2 cores the thread competes with the step's
+own two threads: on the idle machine training was 2–17 % faster with it, under heavy load the
+measurements went both ways (`sae train --prefetch N`, 0 turns it off; docs/LOG.md 2026-12-06).
 
 - Order: one producer and a FIFO queue, so the items and their order are the iterator's.
 - Memory: at most `depth` items wait in the queue, plus the one the thread is making.
 - Errors: an exception raised by the iterator is re-raised in the consumer at the point where the
   item would have come (a `UserError` stays a `UserError`).
-- Early exit: closing the generator (a `break`, `close()`, garbage collection, or a
-  KeyboardInterrupt in the consumer) stops the thread, closes the source iterator in that thread
-  and waits for it, so no read outlives the loop.
+- Early exit: when the generator is closed (`close()`, or dropped after a `break`) or a
+  KeyboardInterrupt arrives while the consumer waits in it, the thread stops, the source iterator
+  is closed in that thread, and the consumer waits for both, so no read outlives the loop. A
+  consumer interrupted elsewhere should close it (`train_ladder` closes its stream in `finally`).
 """
 
 from __future__ import annotations
@@ -89,7 +92,7 @@ def _produce(source: Iterator[Any], handoff: queue.Queue[Any], stop: threading.E
 
     try:
         for item in source:
-            if not put(item):
+            if not put(item) or stop.is_set():  # the consumer's exit may have emptied the queue: read no more
                 return
         put(_END)
     except BaseException as e:  # handed to the consumer, which re-raises it

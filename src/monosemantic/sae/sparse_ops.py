@@ -109,26 +109,20 @@ def topk_columns(pre: Tensor, k: int) -> Tensor:
     entry (then `torch.topk` picks among equals in its own way, and so do we by redoing it), when
     group maxima tie at τ, when it holds a NaN (`torch.topk` ranks NaN highest), or when it has
     more than TOPK_WIDTH·k candidates. Every other row's top k is unique, so it is `torch.topk`'s.
-    Plain `torch.topk` where the pre-filter cannot pay: not a CPU float32 or bfloat16 tensor, or
-    fewer than 2k groups. After step 1 the work is NumPy's, on one thread (no OpenMP barriers to
-    wait at on a shared machine); bfloat16 is widened to float32 there, exactly.
+    Plain `torch.topk` where the pre-filter does not pay: fewer than 2k groups, or not a CPU float32
+    tensor (bfloat16 reductions and conversions ran ~9× slower than float32's on the 2-core
+    machine, so a bfloat16 pre-filter was 2× slower than `torch.topk`; docs/LOG.md 2026-12-06).
+    Steps 2-4 are NumPy's, on one thread: splitting the rows over two threads saved 2-15 % at
+    4,096 (measured, idle machine), not worth a thread pool.
     """
     pre = pre.detach()
     batch, n = pre.shape
     s = min(max(n // (4 * k), TOPK_GROUP[0]), TOPK_GROUP[1])  # columns per group
     g = n // s  # groups; the last n − g·s columns (the tail) belong to none and are always candidates
-    if (
-        pre.device.type != "cpu"
-        or pre.dtype not in (torch.float32, torch.bfloat16)
-        or batch == 0
-        or g < 2 * k
-        or not pre.is_contiguous()
-    ):
+    if pre.device.type != "cpu" or pre.dtype != torch.float32 or batch == 0 or g < 2 * k or not pre.is_contiguous():
         return plain_topk_columns(pre, k)
-    gmax, top_groups, tau, cand = _group_candidates(pre, k, s, g)
-    out, unique = _rank_candidates(cand, tau, top_groups, k, s, g)
-    unique &= (gmax >= tau[:, None]).sum(1) == k  # no group outside the k reaches τ
-    unique &= ~np.isnan(gmax).any(1)
+    gmax = pre.as_strided((batch, g, s), (n, s, 1)).amax(2).numpy()  # (batch, g): the first g·s columns
+    out, unique = _select_rows(pre.numpy(), gmax, k, s, g)
     redo = np.flatnonzero(~unique)
     if redo.size:
         out[redo] = pre[torch.from_numpy(redo)].topk(k, dim=-1, sorted=False).indices.numpy()
@@ -136,28 +130,22 @@ def topk_columns(pre: Tensor, k: int) -> Tensor:
     return torch.from_numpy(out)
 
 
-def _as_float32(a: np.ndarray) -> np.ndarray:
-    """float32 as is; bfloat16 bits (int16, NumPy has no bfloat16) widened to float32, exactly."""
-    return a if a.dtype == np.float32 else (a.astype(np.int32) << 16).view(np.float32)
-
-
-def _group_candidates(pre: Tensor, k: int, s: int, g: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Steps 1-3 of `topk_columns` (before the compare with τ): group maxima `[batch, g]`, the k
-    largest groups `[batch, k]`, τ `[batch]`, and the entries of those groups followed by the tail
-    `[batch, k·s + tail]` (float32)."""
-    batch, n = pre.shape
-    gmax_t = pre.as_strided((batch, g, s), (n, s, 1)).amax(2)  # (batch, g): the first g·s columns; NaN propagates
-    gmax = gmax_t.numpy() if pre.dtype == torch.float32 else gmax_t.float().numpy()
-    top_groups = np.argpartition(gmax, g - k, axis=1)[:, g - k :]  # (batch, k), NaN ranks highest
-    tau = np.take_along_axis(gmax, top_groups, 1).min(1)  # (batch,)
-    raw = pre.numpy() if pre.dtype == torch.float32 else pre.view(torch.int16).numpy()
-    first = np.arange(batch)[:, None] * n + top_groups * s  # (batch, k) flat index of each group's first entry
+def _select_rows(raw: np.ndarray, gmax: np.ndarray, k: int, s: int, g: int) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 2-4 of `topk_columns` for rows `raw [rows, n]` with group maxima `gmax [rows, g]`: the
+    top k's columns `[rows, k]` (unsorted) and whether each row's top k is unique `[rows]` bool."""
+    batch, n = raw.shape
+    top_groups = np.argpartition(gmax, g - k, axis=1)[:, g - k :]  # (rows, k); NaN ranks highest
+    tau = np.take_along_axis(gmax, top_groups, 1).min(1)  # (rows,)
+    first = np.arange(batch)[:, None] * n + top_groups * s  # (rows, k) flat index of each group's first entry
     if g * s == n:  # whole rows of s entries: the fastest gather
-        cand = np.take(raw.reshape(batch * g, s), first.ravel() // s, axis=0)
+        cand = np.take(raw.reshape(batch * g, s), first.ravel() // s, axis=0).reshape(batch, k * s)
     else:
-        cand = np.take(raw.reshape(-1), first[:, :, None] + np.arange(s))
-        cand = np.concatenate([cand.reshape(batch, k * s), raw[:, g * s :]], axis=1)
-    return gmax, top_groups, tau, _as_float32(cand.reshape(batch, -1))
+        cand = np.take(raw.reshape(-1), first[:, :, None] + np.arange(s)).reshape(batch, k * s)
+        cand = np.concatenate([cand, raw[:, g * s :]], axis=1)  # (rows, k·s + tail)
+    out, unique = _rank_candidates(cand, tau, top_groups, k, s, g)
+    unique &= (gmax >= tau[:, None]).sum(1) == k  # no group outside the k reaches τ
+    unique &= ~np.isnan(gmax).any(1)
+    return out, unique
 
 
 def _rank_candidates(
