@@ -3,4 +3,5 @@
 capture.py   capture(model, tokens, module): run the forward only as far as one module
 harvest.py   HarvestConfig, harvest(...), run(layout, ...): write the activation store
 store.py     ActivationStore(folder), open_activations(path): `.batches(n)` -> Iterator[Tensor]
+prefetch.py  prefetch(batches): the same iterator, read ahead by a background thread
 """

@@ -117,6 +117,14 @@ def add_parsers(sub: Any, common: Any) -> None:
     tr.add_argument("--out", type=Path, help="output folder with --activations")
     tr.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (cuda:N picks a GPU)")
     tr.add_argument("--resume", action="store_true", help=RESUME_HELP)
+    tr.add_argument(
+        "--prefetch",
+        type=int,
+        default=2,
+        metavar="N",
+        help="read the activations in a background thread up to N batches ahead of the training step "
+        "(default 2; 0: no thread, read between steps)",
+    )
     add_sae_args(tr)
     tr.set_defaults(func=cmd_sae_train)
 
@@ -179,18 +187,26 @@ def train_saes(
     force: bool,
     extra: dict[str, Any],
     checkpoint: tuple[Path, int, bool] | None = None,
+    prefetch_depth: int = 2,
 ) -> dict[str, Path]:
-    """Open the activations and train the ladder; `checkpoint` is (folder, every, resume)."""
+    """Open the activations and train the ladder; `checkpoint` is (folder, every, resume).
+
+    A thread reads the batches up to `prefetch_depth` ahead of the step (activations/prefetch.py;
+    0: read in the loop). On the idle 2-core machine it made training 2–17 % faster, under heavy
+    load the measurements went both ways (docs/LOG.md 2026-12-06).
+    """
+    from monosemantic.activations.prefetch import prefetch
     from monosemantic.activations.store import open_activations
     from monosemantic.runtime import pick_device
     from monosemantic.sae.ladder import train_ladder
 
+    dev = pick_device(device)
     acts = open_activations(source)
     acts.check_sample()  # NaN/inf stop the command before training starts
     seed = train.seed if hasattr(train, "seed") else 0
     ckpt_dir, every, resume = checkpoint or (None, 0, False)
     return train_ladder(
-        lambda skip: acts.batches(train.batch_size, seed=seed, skip_rows=skip),
+        lambda skip: prefetch(acts.batches(train.batch_size, seed=seed, skip_rows=skip), prefetch_depth),
         acts.d,
         acts.n_rows,
         ladder,
@@ -198,7 +214,7 @@ def train_saes(
         out_root,
         {"activations": str(source), **extra},
         force=force,
-        device=pick_device(device),
+        device=dev,
         checkpoint_dir=ckpt_dir,
         checkpoint_every=every,
         resume=resume,
@@ -246,11 +262,15 @@ def cmd_sae_train(args: argparse.Namespace) -> None:
     from monosemantic.config import load_preset
 
     ladder, train = sae_configs(load_preset(args.preset)["sae"], args)
+    if args.prefetch < 0:
+        raise UserError(f"--prefetch must be 0 or more, got {args.prefetch}")
     if args.activations is not None:
         if args.out is None:
             raise UserError("--activations needs --out DIR for the SAEs")
         ckpt = (args.out / CHECKPOINT_DIR, checkpoint_every(args), args.resume)
-        folders = train_saes(args.activations, args.out, ladder, train, args.device, args.force, {}, ckpt)
+        folders = train_saes(
+            args.activations, args.out, ladder, train, args.device, args.force, {}, ckpt, args.prefetch
+        )
     else:
         if args.run is None:
             raise UserError("give --run RUN (the run's harvested activations) or --activations PATH --out DIR")
@@ -271,6 +291,7 @@ def cmd_sae_train(args: argparse.Namespace) -> None:
             args.force,
             {"model": key, "hook": hook},
             (sae_checkpoints(layout, key, hook_dir), checkpoint_every(args), args.resume),
+            args.prefetch,
         )
     for name, folder in folders.items():
         print(f"{name:<16} {folder}")

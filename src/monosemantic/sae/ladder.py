@@ -173,7 +173,12 @@ def train_ladder(
         saes.append(arch.sae(arch.sae.config_class(**shape), generator=gen).to(device))
     names = [ladder.name(*m) for m in todo]
     log.info("training %s on %d rows (%d steps of %d)", ", ".join(names), n_rows, train.n_steps, train.batch_size)
-    results = train_sae(saes, stream, cfgs, logger=_FiniteGuard(names, out_root), checkpoint=ckpt)
+    try:
+        results = train_sae(saes, stream, cfgs, logger=_FiniteGuard(names, out_root), checkpoint=ckpt)
+    finally:  # a generator stream may hold files or a reader thread (activations/prefetch.py): release them now
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
     for name, sae in zip(names, saes, strict=True):  # never save a diverged SAE
         bad = [k for k, v in sae.named_parameters() if not torch.isfinite(v).all()]
         if bad:

@@ -70,12 +70,107 @@ def positive_pattern(xw: Tensor, threshold: Tensor | None = None) -> Pattern:
 
 
 def topk_pattern(pre: Tensor, k: int) -> Pattern:
-    """The k largest entries of each row of `pre [batch, n_features]`, columns sorted within a row."""
+    """The k largest entries of each row of `pre [batch, n_features]` (as `torch.topk`), columns sorted within a row."""
     batch, n = pre.shape
-    cols = pre.topk(k, dim=-1, sorted=False).indices.sort(dim=-1).values  # (batch, k)
+    cols = topk_columns(pre, k)  # (batch, k)
     crow = torch.arange(0, batch * k + 1, k, device=pre.device)
     row = torch.arange(batch, device=pre.device).repeat_interleave(k)
     return Pattern(crow, cols.reshape(-1), row, (batch, n))
+
+
+def plain_topk_columns(pre: Tensor, k: int) -> Tensor:
+    """`torch.topk`'s column indices `[batch, k]`, sorted within a row: the reference for `topk_columns`."""
+    return pre.topk(k, dim=-1, sorted=False).indices.sort(dim=-1).values
+
+
+TOPK_GROUP = (8, 64)
+"""`topk_columns` cuts a row into groups of this many columns (min, max); about 4k groups per row."""
+TOPK_WIDTH = 8
+"""`topk_columns` ranks at most this × k candidates per row; rows with more take the plain top-k."""
+
+
+def topk_columns(pre: Tensor, k: int) -> Tensor:
+    """Column indices `[batch, k]` of each row's k largest entries of `pre [batch, n_features]`, sorted.
+
+    The same set as `torch.topk(pre, k)` in every row, found without ranking every entry: where
+    `torch.topk` ranks all n_features entries of a row (~30 ms at 4,096 × 4,096 on the 2-core
+    machine, next to a 75 ms encoder product), a row's top k must lie in its k groups with the
+    largest maxima, and above the smallest of those maxima, τ:
+
+        1. cut the row into g ≈ 4k groups of s contiguous columns; group maxima `[batch, g]`
+           (one vectorised pass, the only one over the whole matrix)
+        2. τ = the k-th largest group maximum. It is ≤ the row's k-th largest entry (the k group
+           maxima are k entries ≥ τ), and every entry ≥ τ lies in one of those k groups, unless
+           another group's maximum equals τ (a tie, checked below)
+        3. gather those k groups (k·s ≈ n/4 entries), keep the entries ≥ τ (~40 per row for k 32)
+        4. rank the candidates of each row (padded to the longest row) and take the top k
+
+    Exact: a row is redone with `torch.topk` when its k-th largest value is tied with another
+    entry (then `torch.topk` picks among equals in its own way, and so do we by redoing it), when
+    group maxima tie at τ, when it holds a NaN (`torch.topk` ranks NaN highest), or when it has
+    more than TOPK_WIDTH·k candidates. Every other row's top k is unique, so it is `torch.topk`'s.
+    Plain `torch.topk` where the pre-filter does not pay: fewer than 2k groups, or not a CPU float32
+    tensor (bfloat16 reductions and conversions ran ~9× slower than float32's on the 2-core
+    machine, so a bfloat16 pre-filter was 2× slower than `torch.topk`; docs/LOG.md 2026-12-06).
+    Steps 2-4 are NumPy's, on one thread: splitting the rows over two threads saved 2-15 % at
+    4,096 (measured, idle machine), not worth a thread pool.
+    """
+    pre = pre.detach()
+    batch, n = pre.shape
+    s = min(max(n // (4 * k), TOPK_GROUP[0]), TOPK_GROUP[1])  # columns per group
+    g = n // s  # groups; the last n − g·s columns (the tail) belong to none and are always candidates
+    if pre.device.type != "cpu" or pre.dtype != torch.float32 or batch == 0 or g < 2 * k or not pre.is_contiguous():
+        return plain_topk_columns(pre, k)
+    gmax = pre.as_strided((batch, g, s), (n, s, 1)).amax(2).numpy()  # (batch, g): the first g·s columns
+    out, unique = _select_rows(pre.numpy(), gmax, k, s, g)
+    redo = np.flatnonzero(~unique)
+    if redo.size:
+        out[redo] = pre[torch.from_numpy(redo)].topk(k, dim=-1, sorted=False).indices.numpy()
+    out.sort(axis=1)
+    return torch.from_numpy(out)
+
+
+def _select_rows(raw: np.ndarray, gmax: np.ndarray, k: int, s: int, g: int) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 2-4 of `topk_columns` for rows `raw [rows, n]` with group maxima `gmax [rows, g]`: the
+    top k's columns `[rows, k]` (unsorted) and whether each row's top k is unique `[rows]` bool."""
+    batch, n = raw.shape
+    top_groups = np.argpartition(gmax, g - k, axis=1)[:, g - k :]  # (rows, k); NaN ranks highest
+    tau = np.take_along_axis(gmax, top_groups, 1).min(1)  # (rows,)
+    first = np.arange(batch)[:, None] * n + top_groups * s  # (rows, k) flat index of each group's first entry
+    if g * s == n:  # whole rows of s entries: the fastest gather
+        cand = np.take(raw.reshape(batch * g, s), first.ravel() // s, axis=0).reshape(batch, k * s)
+    else:
+        cand = np.take(raw.reshape(-1), first[:, :, None] + np.arange(s)).reshape(batch, k * s)
+        cand = np.concatenate([cand, raw[:, g * s :]], axis=1)  # (rows, k·s + tail)
+    out, unique = _rank_candidates(cand, tau, top_groups, k, s, g)
+    unique &= (gmax >= tau[:, None]).sum(1) == k  # no group outside the k reaches τ
+    unique &= ~np.isnan(gmax).any(1)
+    return out, unique
+
+
+def _rank_candidates(
+    cand: np.ndarray, tau: np.ndarray, top_groups: np.ndarray, k: int, s: int, g: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Step 4 of `topk_columns`: the top k of each row's candidates ≥ τ, as columns `[batch, k]`
+    (unsorted), and whether that top k is unique `[batch]` bool (no tie at the k-th value, and not
+    cut off at TOPK_WIDTH·k candidates)."""
+    batch, w = cand.shape[0], k * s
+    pos = np.flatnonzero(cand >= tau[:, None])  # row-major positions in cand
+    row, at = np.divmod(pos, cand.shape[1])
+    counts = np.bincount(row, minlength=batch)  # ≥ k in a row without NaN: its k group maxima
+    col = np.where(at < w, top_groups[row, np.minimum(at, w - 1) // s] * s + at % s, g * s + at - w)
+    width = max(k, int(min(counts.max(), TOPK_WIDTH * k)))
+    slot = np.arange(pos.size) - (np.cumsum(counts) - counts)[row]  # index of the candidate within its row
+    fits = slot < width
+    dest = row[fits] * width + slot[fits]
+    vals = np.full((batch, width), -np.inf, dtype=np.float32)
+    vals.ravel()[dest] = cand.ravel()[pos[fits]]
+    cols = np.zeros((batch, width), dtype=np.int64)
+    cols.ravel()[dest] = col[fits]
+    pick = np.argpartition(vals, width - k, axis=1)[:, width - k :]  # (batch, k)
+    kth = np.take_along_axis(vals, pick, 1).min(1)
+    unique = ((vals >= kth[:, None]).sum(1) == k) & (counts <= width)  # padding (−inf) counts as a tie
+    return np.take_along_axis(cols, pick, 1), unique
 
 
 def gather(dense: Tensor, p: Pattern) -> Tensor:
