@@ -29,7 +29,7 @@ Dictionary learning on a language model's MLP activations, after "Towards Monose
 whose folder is complete is skipped, so re-running a command resumes it (--force redoes it).
 
 pipeline:  corpus build -> tokenize -> lm train -> harvest -> sae train -> sae eval -> features build -> serve
-quick start:  monosemantic demo            (embedded corpus, about 45 min on 2 CPU cores)
+quick start:  monosemantic demo            (embedded corpus, about 1 hour on 2 CPU cores; --no-universality: 40 min)
               monosemantic demo --preset tiny --input my_texts/   (seconds)
 """
 
