@@ -137,6 +137,17 @@ def test_hostile_corpus_text_is_escaped_everywhere(client, dicts):
     assert seen > 0  # the hostile strings were there, escaped
 
 
+def test_overview_universality_table_has_medians_per_density_band(client):
+    html = client.get("/").text
+    table = html[html.index('<table class="universality">') :]
+    table = table[: table.index("</table>")]
+    for header in ("density ≤ 0.0001", "density 0.0001–0.001", "density &gt; 0.001", "paper"):
+        assert header in table
+    assert "0.72" in table and "0.46" in table  # the paper's feature and neuron medians beside ours
+    # synthetic.py's tm2023 best matches 0.1, 0.2, 0.8, 0.7, 0.9, dealt round-robin into the three bands
+    assert "<td>0.7</td>" in table and "0.4 (2)" in table and "0.55 (2)" in table and "0.8 (1)" in table
+
+
 def test_security_headers_and_text_limit(client):
     r = client.get("/")
     assert "script-src 'self'" in r.headers["content-security-policy"]

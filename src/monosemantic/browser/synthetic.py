@@ -16,6 +16,8 @@ import math
 import random
 from pathlib import Path
 
+import numpy as np
+
 from monosemantic.interp import db
 
 HOOK = "blocks.0.mlp.hook_post"
@@ -188,6 +190,26 @@ def _summaries(conn, dicts: list[tuple[int, int]], sizes: tuple[int, ...]) -> No
                                    "loss_recovered": 1 - 2 / math.log2(s + 2)} for s in sizes])  # fmt: skip
     db.set_summary(conn, "case_study", [{"proxy": "arabic", "feature_corr": 0.8, "neuron_corr": 0.3,
                                          "note": "<script>alert('summary')</script>"}])  # fmt: skip
-    db.set_summary(conn, "universality", {"mean_max_corr_A_B": 0.72, "mean_max_corr_neurons": 0.41})
+    from monosemantic.interp.universality import PAPER, distribution  # the real summary's shape
+
+    def pair(name: str, kind: str, best: list[float]) -> dict:
+        bands = [(0.0, 1e-4), (1e-4, 1e-3), (1e-3, 1.0)]
+        by = [{"lo": lo, "hi": hi, **distribution(np.array(best[i::3]), 20)} for i, (lo, hi) in enumerate(bands)]
+        return {"dictionary": name, "kind": kind, **distribution(np.array(best), 20), "by_density": by}
+
+    db.set_summary(
+        conn,
+        "universality",
+        {
+            "model": "A",
+            "other": "B",
+            "n_tokens": 262_144,
+            "paper": PAPER,
+            "pairs": [
+                pair("neurons", "neurons", [0.3, 0.4, 0.5, 0.45]),
+                pair(f"tm2023-{sizes[-1]}", "sae", [0.1, 0.2, 0.8, 0.7, 0.9]),
+            ],
+        },
+    )
     db.set_summary(conn, "interpretability", {"features": {"mean_score": 0.41, "n": 100},
                                               "neurons": {"mean_score": 0.12, "n": 100}})  # fmt: skip
