@@ -175,3 +175,15 @@ def test_stage_order_errors_name_the_missing_stage(tmp_path, capsys):
     assert "no activations yet" in capsys.readouterr().err
     assert run_cli("sae", "eval", "--run", tmp_path / "r") == 2
     assert "no SAEs to evaluate" in capsys.readouterr().err
+
+
+def test_sae_train_in_a_run_with_checkpoints_off(tiny_run, tmp_path, capsys):
+    """`--checkpoint-every 0` is the SAE's setting; it must not reach the LM's config (which needs > 0)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    args = ["sae", "train", "--run", run, "--preset", "tiny", "--no-progress", "--n-features", "24", "--n-steps", "4"]
+    assert run_cli(*args, "--checkpoint-every", "0") == 0, capsys.readouterr().err
+    assert (run / "sae/A/blocks.0.mlp.hook_post/tm2023-24/cfg.json").is_file()
+    assert not (run / "checkpoints").exists()

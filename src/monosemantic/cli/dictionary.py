@@ -258,7 +258,7 @@ def cmd_harvest(args: argparse.Namespace) -> None:
 
 
 def cmd_sae_train(args: argparse.Namespace) -> None:
-    from monosemantic.cli import configs
+    from monosemantic.activations.harvest import HarvestConfig
     from monosemantic.config import load_preset
 
     ladder, train = sae_configs(load_preset(args.preset)["sae"], args)
@@ -277,7 +277,9 @@ def cmd_sae_train(args: argparse.Namespace) -> None:
         from monosemantic.transformer.subject import hook_dirname, subject_key
 
         layout = paths.RunLayout(args.run)
-        hook = args.hook or configs(args)["harvest"].hook
+        # the preset's hook, without this command's flags: `--checkpoint-every 0` is an SAE setting, and
+        # applied to every section it would reach LMTrainConfig (which needs it > 0)
+        hook = args.hook or build(HarvestConfig, load_preset(args.preset)["harvest"], argparse.Namespace()).hook
         key, hook_dir = subject_key(layout, args.model), hook_dirname(hook)
         store = layout.activations(key, hook_dir)
         if not (store / paths.CONFIG).is_file():
