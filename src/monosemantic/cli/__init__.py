@@ -123,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="after model A's evaluation, train model B (the LM seed + 1), harvest it and train the ladder's largest "
-        "SAE on it, so the feature database gets the paper's universality analysis (TM §6; about 17 min here); "
+        "SAE on it, so the feature database gets the paper's universality analysis (TM §6; about 18 min here); "
         "--no-universality skips model B",
     )
     demo.set_defaults(func=cmd_demo)
