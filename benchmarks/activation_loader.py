@@ -22,7 +22,6 @@ temporary folder and reads that.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -36,6 +35,7 @@ import torch
 
 from monosemantic.activations.prefetch import prefetch
 from monosemantic.activations.store import ActivationSource, open_activations
+from monosemantic.io import write_json
 
 
 def read_only(src: ActivationSource, n_batches: int, batch_size: int) -> dict[str, float]:
@@ -164,10 +164,7 @@ def main() -> None:
         src = open_activations(path)
         result = train(src, args) if args.train else read_only(src, args.batches, args.batch_size)
     result["source"] = str(args.activations if args.activations.exists() else "synthetic float16 .npy")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".tmp")
-    tmp_out.write_text(json.dumps(result, indent=1))
-    tmp_out.replace(args.out)
+    write_json(args.out, result)  # atomic, as every artifact
 
 
 if __name__ == "__main__":

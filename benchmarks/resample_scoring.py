@@ -11,7 +11,6 @@ alternated, median over rounds; also the largest relative loss difference agains
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from monosemantic.activations.store import open_activations
+from monosemantic.io import write_json
 from monosemantic.sae.loss import per_example_loss
 from monosemantic.sae.model import SparseAutoencoder
 from monosemantic.sae.train import resample_losses
@@ -63,8 +63,7 @@ def main() -> None:
         diff = float(((losses[name] - ref).abs() / ref.abs().clamp(min=1e-12)).max())
         rows.append({"method": name, "median_s": med, "times": times[name], "max_rel_diff": diff})
         print(f"| {name} | {med:.2f} | {statistics.median(times['dense']) / med:.2f}× | {diff:.1e} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"sae": str(args.sae), "rows": rows}, indent=1))
+    write_json(args.out, {"sae": str(args.sae), "rows": rows})  # atomic, as every artifact
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ import sys
 import time
 from pathlib import Path
 
+from monosemantic.io import write_json
+
 DEFAULT_STORE = Path("runs/default/activations/A/blocks.0.mlp.hook_post")
 TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
 BATCH = 4096
@@ -106,8 +108,7 @@ def main() -> None:
                         results.append(r)
                         print(_one_line(r), flush=True)
     rows = _table(results, peaks, whole_run=args.start == "init")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"peaks": peaks, "runs": results, "rows": rows}, indent=1))
+    write_json(args.out, {"peaks": peaks, "runs": results, "rows": rows})  # atomic, as every artifact
     print(f"\nwall {time.time() - t_start:.0f} s; load average at end: {os.getloadavg()}; JSON: {args.out}")
 
 

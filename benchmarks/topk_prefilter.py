@@ -13,7 +13,6 @@ filter: above 1 means the pre-filter is faster) and writes JSON. Inputs: the har
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 from sae_bench_worker import BATCH, D_IN, load_batches
 
+from monosemantic.io import write_json
 from monosemantic.runtime import tune_allocator
 from monosemantic.sae import sparse_ops as ops
 from monosemantic.sae.sparse_step import sparse_gradients
@@ -98,10 +98,7 @@ def main() -> None:
             f"| {r['select_plain_ms']:.1f} | {r['select_prefilter_ms']:.1f} | {r['select_ratio']:.2f}× |"
         )
     out = {"source": source, "threads": torch.get_num_threads(), "load_average": [load0, load1], "k": K, "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    tmp.replace(args.out)
+    write_json(args.out, out)  # atomic, as every artifact
 
 
 if __name__ == "__main__":
