@@ -190,11 +190,11 @@ def _summaries(conn, dicts: list[tuple[int, int]], sizes: tuple[int, ...]) -> No
                                    "loss_recovered": 1 - 2 / math.log2(s + 2)} for s in sizes])  # fmt: skip
     db.set_summary(conn, "case_study", [{"proxy": "arabic", "feature_corr": 0.8, "neuron_corr": 0.3,
                                          "note": "<script>alert('summary')</script>"}])  # fmt: skip
-    from monosemantic.interp.universality import PAPER, distribution  # the real summary's shape
+    from monosemantic.interp.universality import PAPER, density_bands, distribution  # the real summary's shape
 
     def pair(name: str, kind: str, best: list[float]) -> dict:
-        bands = [(0.0, 1e-4), (1e-4, 1e-3), (1e-3, 1.0)]
-        by = [{"lo": lo, "hi": hi, **distribution(np.array(best[i::3]), 20)} for i, (lo, hi) in enumerate(bands)]
+        density = np.array([5e-5, 5e-4, 5e-3] * 2)[: len(best)]  # features dealt round-robin into the 3 bands
+        by = density_bands(np.array(best), density, [1e-4, 1e-3], 20)
         return {"dictionary": name, "kind": kind, **distribution(np.array(best), 20), "by_density": by}
 
     db.set_summary(

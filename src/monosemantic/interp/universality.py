@@ -104,6 +104,29 @@ def distribution(best: np.ndarray, n_bins: int) -> dict:
     }
 
 
+def density_bands(best: np.ndarray, density: np.ndarray, edges: list[float], n_bins: int) -> list[dict]:
+    """`distribution` of the best-match r [n] per band of the features' `density` [n], cut at `edges`.
+
+    Each band carries its `label`, which the text table and the browser show as the column head.
+    """
+    cuts = [0.0, *edges, 1.0]
+    return [
+        {
+            "lo": lo,
+            "hi": hi,
+            "label": _band_label(lo, hi),
+            **distribution(best[(density > lo) & (density <= hi)], n_bins),
+        }
+        for lo, hi in zip(cuts[:-1], cuts[1:], strict=True)
+    ]
+
+
+def _band_label(lo: float, hi: float) -> str:
+    if lo == 0:
+        return f"density ≤ {hi:g}"
+    return f"density > {lo:g}" if hi >= 1 else f"density {lo:g}–{hi:g}"
+
+
 def run_universality(
     conn: sqlite3.Connection, layout: paths.RunLayout, cfg: UniversalityConfig, progress: bool = True
 ) -> dict:
@@ -153,12 +176,7 @@ def run_universality(
                 if idx[i, rank] >= 0:
                     match_rows.append({"dictionary_id": a.id, "feature": i, "other_dictionary_id": b.id, "rank": rank,
                                        "other_feature": int(idx[i, rank]), "corr": float(r[i, rank])})  # fmt: skip
-        density = n_active[a.name] / max(ctx.n_tokens, 1)
-        edges = [0.0, *cfg.edges, 1.0]
-        bands = [
-            {"lo": lo, "hi": hi, **distribution(r[(density > lo) & (density <= hi), 0], cfg.n_bins)}
-            for lo, hi in zip(edges[:-1], edges[1:], strict=True)
-        ]
+        bands = density_bands(r[:, 0], n_active[a.name] / max(ctx.n_tokens, 1), cfg.edges, cfg.n_bins)
         summary_pairs.append(
             {"dictionary": a.name, "kind": a.kind, **distribution(r[:, 0], cfg.n_bins), "by_density": bands}
         )
@@ -181,7 +199,7 @@ def format_universality(summary: dict) -> str:
     then the median (and count) per band of A's feature density."""
     pairs = summary["pairs"]
     bands = next((p["by_density"] for p in pairs if "by_density" in p), [])  # absent before 2026-12-06
-    heads = "".join(f" {_band(b):>17}" for b in bands)
+    heads = "".join(f" {b['label']:>20}" for b in bands)
     lines = [
         f"universality (TM §6): each {summary['model']} feature's best match in {summary['other']} "
         f"over {summary['n_tokens']:,} tokens; median r (features) by density",
@@ -189,7 +207,7 @@ def format_universality(summary: dict) -> str:
     ]
     for p in pairs:
         paper = summary["paper"]["neurons" if p["kind"] == "neurons" else "features"]
-        by = "".join(f" {_med(b['median']):>9} ({b['n_alive']:>5})" for b in p.get("by_density", []))
+        by = "".join(f" {_med(b['median']):>12} ({b['n_alive']:>5})" for b in p.get("by_density", []))
         lines.append(
             f"{p['dictionary']:<16} {p['n_alive']:>6} {_med(p['median']):>9} {_med(p['mean']):>7} {paper:>6.2f}{by}"
         )
@@ -198,9 +216,3 @@ def format_universality(summary: dict) -> str:
 
 def _med(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
-
-
-def _band(b: dict) -> str:
-    if b["lo"] == 0:
-        return f"density ≤ {b['hi']:g}"
-    return f"> {b['lo']:g}" if b["hi"] >= 1 else f"{b['lo']:g}–{b['hi']:g}"
