@@ -66,6 +66,9 @@ def test_two_gloo_processes_train_the_same_saes_as_one(tmp_path):
     for cmd in (one, two):
         out = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        f"{n:<16} {tmp_path / 'two' / n}" for n in ("tm2023-32", "tm2023-512")
+    ]  # rank 0 only
     for name in ("tm2023-32", "tm2023-512"):
         a = load_file(str(tmp_path / f"one/{name}/sae.safetensors"))
         b = load_file(str(tmp_path / f"two/{name}/sae.safetensors"))

@@ -85,8 +85,18 @@ def init_from_env(backend: str | None = None) -> bool:
     return True
 
 
-def shutdown() -> None:
-    if dist.is_available() and dist.is_initialized():
+def shutdown(clean: bool = True) -> None:
+    """Leave the process group at the end of a command.
+
+    After a clean run every rank waits for the others first, so no rank tears its connections down
+    while a peer is still finishing (gloo's exit was seen to abort one rank in 1 of many CI runs).
+    After a failure nothing is waited for or destroyed: the other ranks may be inside a collective,
+    where a destroy would hang, and torchrun stops them anyway.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if clean:
+        barrier()
         dist.destroy_process_group()
 
 

@@ -7,6 +7,7 @@ stage's config from the preset plus overrides, and calls the stage's `run`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -406,9 +407,13 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(getattr(args, "verbose", False))
     tune_allocator()
+    clean = False
     try:
-        distributed.init_from_env()  # under torchrun: join the group (README "Scale")
-        args.func(args)
+        with contextlib.ExitStack() as quiet:
+            if distributed.init_from_env() and not distributed.is_main():  # one voice: rank 0 prints results
+                quiet.enter_context(contextlib.redirect_stdout(quiet.enter_context(open(os.devnull, "w"))))
+            args.func(args)
+        clean = True
     except UserError as e:
         print(f"monosemantic: error: {e}", file=sys.stderr)
         return 2
@@ -423,5 +428,5 @@ def main(argv: list[str] | None = None) -> int:
         print("monosemantic: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     finally:
-        distributed.shutdown()
+        distributed.shutdown(clean)
     return 0
