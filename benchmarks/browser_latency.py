@@ -14,7 +14,6 @@ Prints a table and writes benchmarks/results/browser_latency.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -29,6 +28,7 @@ from urllib.error import HTTPError, URLError
 from urllib.request import urlopen
 
 from monosemantic.browser.synthetic import WORDS, build_synthetic_db
+from monosemantic.io import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS_MS = {"feature page": 50, "list": 100, "search": 100}
@@ -139,11 +139,11 @@ def main() -> None:
         f"{c['client_p50_ms']:.0f} ms, p95 {c['client_p95_ms']:.0f} ms, {c['requests_per_s']:.0f} requests/s"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
+    write_json(args.out, {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "n_features_total": n_total, "n_features_dictionary": n, "sequential": rows, "concurrent": concurrent,
         "date": time.strftime("%Y-%m-%d"),
-    }, indent=2) + "\n")  # fmt: skip
+    })  # fmt: skip
     print(f"wrote {args.out}")
 
 

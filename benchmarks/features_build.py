@@ -16,7 +16,6 @@ benchmarks/results/features_build_<label>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sqlite3
@@ -26,6 +25,7 @@ from pathlib import Path
 import torch
 
 from monosemantic.interp.build import FeaturesConfig, build_features
+from monosemantic.io import write_json
 from monosemantic.paths import RunLayout
 from monosemantic.runtime import tune_allocator
 
@@ -85,7 +85,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"features_build_{args.label}.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out / f"features_build_{args.label}.json", result)
     print(f"{'dictionaries':<22} {', '.join(result['dictionaries'])}")
     for key, fmt in [
         ("n_features", ",d"), ("n_tokens", ",d"), ("wall_s", ".1f"), ("cpu_s", ".1f"), ("tokens_per_s", ",.0f"),

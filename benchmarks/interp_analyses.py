@@ -30,6 +30,7 @@ from monosemantic.interp.ablation import AblationConfig, run_ablation
 from monosemantic.interp.featuremap import MapConfig, run_map
 from monosemantic.interp.splitting import SplitConfig, run_split
 from monosemantic.interp.stream import dictionary_activations, held_out_contexts
+from monosemantic.io import write_json
 from monosemantic.paths import RunLayout
 from monosemantic.sae.model import SparseAutoencoder
 from monosemantic.transformer.hooks import MLP_POST
@@ -163,7 +164,7 @@ def main() -> None:
         "seconds": times,
         "results": results,
     }
-    args.out.write_text(json.dumps(record, indent=1))
+    write_json(args.out, record)
 
 
 if __name__ == "__main__":

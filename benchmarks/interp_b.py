@@ -12,12 +12,12 @@ and writes JSON under benchmarks/results/.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 from monosemantic.interp import db
 from monosemantic.interp.loading import ensure_dictionaries
+from monosemantic.io import write_json
 from monosemantic.paths import RunLayout
 from monosemantic.runtime import tune_allocator
 from monosemantic.transformer.hooks import MLP_POST
@@ -145,7 +145,7 @@ def main() -> None:
     seconds = time.perf_counter() - t0
     print(f"{seconds:.0f} s")
     out = args.out / f"{args.what.replace('-', '_')}.json"
-    out.write_text(json.dumps({"run": str(args.run), "seconds": seconds, "summary": summary}, indent=1))
+    write_json(out, {"run": str(args.run), "seconds": seconds, "summary": summary})
 
 
 if __name__ == "__main__":

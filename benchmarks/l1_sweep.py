@@ -15,7 +15,6 @@ Prints a table and writes JSON (benchmarks/results/l1_sweep.json). Used to choos
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 from monosemantic.activations.store import open_activations
 from monosemantic.data.tokens import TokenStore
 from monosemantic.eval.report import evaluate_saes
+from monosemantic.io import write_json
 from monosemantic.runtime import tune_allocator
 from monosemantic.sae.model import SAEConfig, SparseAutoencoder
 from monosemantic.sae.train import SAETrainConfig, train_sae
@@ -108,7 +108,7 @@ def main() -> None:
         "run": str(args.run),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    write_json(args.out, {"meta": meta, "rows": rows})
 
 
 if __name__ == "__main__":

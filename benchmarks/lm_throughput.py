@@ -9,13 +9,13 @@ reports the median step time after warm-up, and the ratio to float32.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
+from monosemantic.io import write_json
 from monosemantic.transformer.model import Transformer, TransformerConfig
 from monosemantic.transformer.train import LMTrainConfig, make_optimizer
 
@@ -77,7 +77,7 @@ def main() -> None:
         "steps": args.steps,
         "tuned_malloc": args.tuned_malloc,
     }
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    write_json(args.out, {"meta": meta, "rows": rows})
 
 
 if __name__ == "__main__":

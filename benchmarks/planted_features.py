@@ -26,13 +26,13 @@ that April's λ fixes needs d·λ constant. With λ = 0.1 at d = 64 the paper's 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
 
 import torch
 
+from monosemantic.io import write_json
 from monosemantic.sae import (
     AprilSAE,
     AprilTrainConfig,
@@ -142,7 +142,7 @@ def main() -> None:
         "total_seconds": sum(r["seconds"] for r in rows),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    write_json(args.out, {"meta": meta, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -467,9 +467,12 @@ def resample_losses(
     if sae.architecture != "tm2023" or x.device.type != "cpu":
         return per_example_loss(x, *sae(x), l1_coeff)
     x_bar = x - sae.b_dec  # TM §3.1: the pre-encoder bias
-    p, vals, _ = sparse_encode(x_bar, sae.W_enc, sae.b_enc, None, matmul_dtype)
+    p, vals, xw = sparse_encode(x_bar, sae.W_enc, sae.b_enc, None, matmul_dtype)
     if p.col.numel() > p.shape[0] * p.shape[1] // 8:  # dense early in training: the sparse product would not pay
-        return per_example_loss(x, *sae(x), l1_coeff)
+        if matmul_dtype == "bfloat16":  # xw is approximate (and has b_enc added): encode again exactly
+            return per_example_loss(x, *sae(x), l1_coeff)
+        f = torch.relu(xw + sae.b_enc)  # float32: reuse the exact encoder product
+        return per_example_loss(x, f @ sae.W_dec + sae.b_dec, f, l1_coeff)
     vals = vals.clamp(min=0)  # a bfloat16 pick can be a float32 -0.0001: ReLU's 0
     x_hat = ops.spmm(p, vals, sae.W_dec) + sae.b_dec
     l1 = torch.zeros(x.shape[0], dtype=vals.dtype, device=x.device).index_add_(0, p.row, vals)
