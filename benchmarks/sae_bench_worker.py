@@ -9,7 +9,7 @@ import math
 import resource
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,27 @@ def matmul_peaks(n: int = 4096, reps: int = 5) -> dict[str, float]:
             times.append(time.perf_counter() - t0)
         out[name] = 2 * n**3 / statistics.median(times) / 1e9
     return out
+
+
+PRELOAD_LIMIT = 4 << 30
+"""Bytes of training batches held in memory at most; a longer whole run streams from the store."""
+
+
+def stream_batches(path: str, n_train: int, n_eval: int) -> tuple[Iterator[torch.Tensor], list[torch.Tensor], str]:
+    """A long run's batches read from the store as training goes: (training stream, held-out, source).
+
+    1,708 preloaded batches (the demo's run) would be 14 GB. Both tools read the stream alike, so
+    each pays the store's reading (about 15 ms a batch, docs/benchmarks.md) in its wall time. The
+    held-out batches come first in the store's order here, and set the scale.
+    """
+    from monosemantic.activations.store import open_activations
+    from monosemantic.sae.normalize import Normalizer
+
+    it = open_activations(path).batches(BATCH, seed=0, drop_last=True)
+    held_out = [next(it) for _ in range(n_eval)]
+    scale = Normalizer.fit(held_out[0]).factor
+    train = ((x * scale).contiguous() for _, x in zip(range(n_train), it, strict=False))
+    return train, [(x * scale).contiguous() for x in held_out], f"{path} (harvested, streamed)"
 
 
 def load_batches(path: str, n: int) -> tuple[list[torch.Tensor], str]:
@@ -127,13 +148,18 @@ def run_worker(spec: dict) -> dict:
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     n_steps = spec["warmup"] + spec["steps"]
-    xs, source = load_batches(spec["activations"], n_steps + N_EVAL)
-    train, held_out = xs[:n_steps], xs[n_steps:]
-    ours, our_cfg = build_ours(spec["recipe"], spec["n_features"], n_steps, spec["start"], xs[0], spec)
+    train: Iterable[torch.Tensor]
+    if spec["start"] == "init" and Path(spec["activations"]).exists() and n_steps * BATCH * D_IN * 4 > PRELOAD_LIMIT:
+        train, held_out, source = stream_batches(spec["activations"], n_steps, N_EVAL)
+        first = held_out[0]  # the init start does not use it
+    else:
+        xs, source = load_batches(spec["activations"], n_steps + N_EVAL)
+        train, held_out, first = xs[:n_steps], xs[n_steps:], xs[0]
+    ours, our_cfg = build_ours(spec["recipe"], spec["n_features"], n_steps, spec["start"], first, spec)
     rss_before = _rss_mib()
     stamps: list[float] = []
 
-    def timed(batches: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+    def timed(batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
         for x in batches:
             stamps.append(time.perf_counter())
             yield x
