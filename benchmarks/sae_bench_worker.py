@@ -48,7 +48,10 @@ def stream_batches(path: str, n_train: int, n_eval: int) -> tuple[Iterator[torch
     from monosemantic.activations.store import open_activations
     from monosemantic.sae.normalize import Normalizer
 
-    it = open_activations(path).batches(BATCH, seed=0, drop_last=True)
+    store = open_activations(path)
+    if store.n_rows // BATCH < n_train + n_eval:
+        raise SystemExit(f"{path}: {store.n_rows // BATCH} batches of {BATCH}, need {n_train} + {n_eval} held out")
+    it = store.batches(BATCH, seed=0, drop_last=True)
     held_out = [next(it) for _ in range(n_eval)]
     scale = Normalizer.fit(held_out[0]).factor
     train = ((x * scale).contiguous() for _, x in zip(range(n_train), it, strict=False))
