@@ -10,6 +10,7 @@ import resource
 import statistics
 import time
 from collections.abc import Iterable, Iterator
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -87,25 +88,27 @@ def build_ours(recipe: str, m: int, steps: int, start: str, first: torch.Tensor,
 
     torch.manual_seed(0)
     common = {"batch_size": BATCH, "n_steps": steps, "log_every": 10**9, "matmul_dtype": spec["matmul_dtype"]}
-    keep = {"b_dec_init": "keep"} if start == "sparse" else {}
+    # b_dec is set here for both starts (below) and copied into SAELens, whose trainer has no data init:
+    # with our trainer's own init SAELens would start from b_dec = 0 and ours from the median
+    keep = {"b_dec_init": "keep"}
     if recipe == "paper":
         sae = SparseAutoencoder(SAEConfig(D_IN, m))
         cfg = SAETrainConfig(l1_coeff=0.008, lr=1e-3, n_resamples=0, **keep, **common)
     elif recipe == "april":
         sae = AprilSAE(SAEConfig(D_IN, m))
         cfg = AprilTrainConfig(normalize_inputs=False, **common)
-    else:
+    else:  # topk-clip: SAELens's trainer clips every gradient to norm 1 (docs/benchmarks.md); ours too here
         sae = TopKSAE(TopKSAEConfig(D_IN, m, k=32))
-        cfg = TopKTrainConfig(**keep, **common)
-    if start == "sparse":
-        with torch.no_grad():
-            if sae.pre_encoder_bias:
-                sae.b_dec.copy_(geometric_median(first))
-            if recipe != "topk":  # each feature fires on ~TARGET_L0 / m of the first batch
-                x_bar = first - sae.b_dec if sae.pre_encoder_bias else first
-                pre = x_bar @ sae.W_enc
-                q = 1 - TARGET_L0 / m
-                sae.b_enc.copy_(-torch.quantile(pre[:1024], q, dim=0))
+        clip = {"max_grad_norm": 1.0} if recipe == "topk-clip" else {}
+        cfg = TopKTrainConfig(**keep, **clip, **common)
+    with torch.no_grad():
+        if sae.pre_encoder_bias:  # both starts: b_dec at the geometric median of the first batch (TM §3.1)
+            sae.b_dec.copy_(geometric_median(first))
+        if start == "sparse" and not recipe.startswith("topk"):  # each feature fires on ~TARGET_L0 / m inputs
+            x_bar = first - sae.b_dec if sae.pre_encoder_bias else first
+            pre = x_bar @ sae.W_enc
+            q = 1 - TARGET_L0 / m
+            sae.b_enc.copy_(-torch.quantile(pre[:1024], q, dim=0))
     return sae, cfg
 
 
@@ -116,7 +119,7 @@ def saelens_copy(ours: Any, recipe: str, steps: int) -> tuple[Any, Any]:
     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 
     m = ours.cfg.n_features
-    if recipe == "topk":
+    if recipe.startswith("topk"):
         sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=D_IN, d_sae=m, k=32, apply_b_dec_to_input=True))
         lr, l1_warm, lr_decay = 1e-4, 0, 0
     elif recipe == "paper":  # λ on the mean MSE → d_in·λ on SAELens's summed MSE (our loss.py)
@@ -154,7 +157,7 @@ def run_worker(spec: dict) -> dict:
     train: Iterable[torch.Tensor]
     if spec["start"] == "init" and Path(spec["activations"]).exists() and n_steps * BATCH * D_IN * 4 > PRELOAD_LIMIT:
         train, held_out, source = stream_batches(spec["activations"], n_steps, N_EVAL)
-        first = held_out[0]  # the init start does not use it
+        first, train = _peek(train)
     else:
         xs, source = load_batches(spec["activations"], n_steps + N_EVAL)
         train, held_out, first = xs[:n_steps], xs[n_steps:], xs[0]
@@ -201,6 +204,11 @@ def run_worker(spec: dict) -> dict:
         "source": source,
         "threads": torch.get_num_threads(),
     }
+
+
+def _peek(it: Iterator[torch.Tensor]) -> tuple[torch.Tensor, Iterator[torch.Tensor]]:
+    first = next(it)
+    return first, chain([first], it)
 
 
 def _rss_mib() -> float:

@@ -21,9 +21,12 @@ initial weights, copied into SAELens's SAE. Two starts:
 
 Recipes ([ours] vs [SAELens]): `paper` tm2023 (λ 0.008 on the mean MSE, lr 1e-3: the demo's) vs
 `standard` with apply_b_dec_to_input and l1 = d_in·λ; `april` April 2024 vs `standard` with its
-April settings (the same recipe); `topk` TopK k=32 vs `topk` k=32. Activations/s is the median over
-steps after warm-up of the time between successive batch fetches. MSE (mean over elements) and L0
-are measured on 4 held-out batches with each tool's final weights.
+April settings (the same recipe); `topk` TopK k=32 vs `topk` k=32;
+`topk-clip` the same with our gradient clipped to norm 1 as SAELens's trainer always does.
+Both starts set b_dec to the geometric median of the first batch before the copy, so the two
+tools start equal (SAELens's trainer has no data init). Activations/s is the median over steps
+after warm-up of the time between successive batch fetches (`init`: steps × batch over the
+training wall time). MSE (mean over elements) and L0 are measured on 4 held-out batches with each tool's final weights.
 
 Without `--activations` (a fresh clone has no harvested store) the batches are planted sparse
 features (`sae/synthetic.py`) in d_in = 512.
@@ -51,7 +54,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--activations", type=Path, default=DEFAULT_STORE, help="harvested store (synthetic if missing)")
     p.add_argument("--features", type=int, nargs="+", default=[4096, 16384])
-    p.add_argument("--recipes", nargs="+", default=["paper", "topk", "april"], choices=["paper", "topk", "april"])
+    recipes = ["paper", "topk", "topk-clip", "april"]
+    p.add_argument("--recipes", nargs="+", default=["paper", "topk", "april"], choices=recipes)
     p.add_argument("--start", choices=["sparse", "init"], default="sparse")
     p.add_argument("--steps", type=int, default=10, help="measured steps (after warm-up)")
     p.add_argument("--warmup", type=int, default=2)
