@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import faulthandler
 import json
 import logging
 import os
@@ -407,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(getattr(args, "verbose", False))
     tune_allocator()
+    if distributed.launched_by_torchrun():  # a rank killed by a signal (gloo's SIGABRT) shows its Python stacks
+        faulthandler.enable()
     clean = False
     try:
         with contextlib.ExitStack() as quiet:
