@@ -472,7 +472,7 @@ def resample_losses(
         if matmul_dtype == "bfloat16":  # xw is approximate (and has b_enc added): encode again exactly
             return per_example_loss(x, *sae(x), l1_coeff)
         f = torch.relu(xw + sae.b_enc)  # float32: reuse the exact encoder product
-        return per_example_loss(x, f @ sae.W_dec + sae.b_dec, f, l1_coeff)
+        return per_example_loss(x, sae.decode(f), f, l1_coeff)
     vals = vals.clamp(min=0)  # a bfloat16 pick can be a float32 -0.0001: ReLU's 0
     x_hat = ops.spmm(p, vals, sae.W_dec) + sae.b_dec
     l1 = torch.zeros(x.shape[0], dtype=vals.dtype, device=x.device).index_add_(0, p.row, vals)
