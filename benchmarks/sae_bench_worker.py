@@ -185,25 +185,29 @@ def run_worker(spec: dict) -> dict:
         encode, decode = sae.encode, sae.decode
     wall = time.perf_counter() - t0
     steps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)][spec["warmup"] :]
-    with torch.no_grad():
-        mse, l0 = [], []
-        for x in held_out:
-            f = encode(x)
-            mse.append(float((decode(f) - x).pow(2).mean()))
-            l0.append(float((f > 0).sum(-1).float().mean()))
     step_s = statistics.median(steps) if steps else math.nan
     return {
         "act_per_s": BATCH / step_s,
         "median_step_s": step_s,
         "step_s": steps,
         "wall_s": wall,
-        "mse": statistics.mean(mse),
-        "l0": statistics.mean(l0),
+        **held_out_loss(encode, decode, held_out),
         "peak_mib": _rss_mib(),
         "rss_before_train_mib": rss_before,
         "source": source,
         "threads": torch.get_num_threads(),
     }
+
+
+@torch.no_grad()
+def held_out_loss(encode: Any, decode: Any, held_out: list[torch.Tensor]) -> dict[str, float]:
+    """MSE (mean over elements) and L0 of an SAE's `encode`/`decode`, averaged over the held-out batches."""
+    mse, l0 = [], []
+    for x in held_out:
+        f = encode(x)
+        mse.append(float((decode(f) - x).pow(2).mean()))
+        l0.append(float((f > 0).sum(-1).float().mean()))
+    return {"mse": statistics.mean(mse), "l0": statistics.mean(l0)}
 
 
 def _peek(it: Iterator[torch.Tensor]) -> tuple[torch.Tensor, Iterator[torch.Tensor]]:

@@ -37,7 +37,7 @@ from unittest import mock
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sae_bench_worker import BATCH, N_EVAL, build_ours, load_batches, saelens_copy  # noqa: E402
+from sae_bench_worker import BATCH, N_EVAL, build_ours, held_out_loss, load_batches, saelens_copy  # noqa: E402
 
 from monosemantic.io import write_json  # noqa: E402
 
@@ -60,6 +60,8 @@ def main() -> None:
     train, held_out = xs[: args.steps], xs[args.steps :]
     spec = {"matmul_dtype": "float32"}
     init, _ = build_ours("topk", args.features, args.steps, "init", train[0], spec)  # the shared initial weights
+    with torch.no_grad():  # b_dec 0, as the benchmark copied it then: `ours` re-inits it, `bdec0` and `saelens` keep it
+        init.b_dec.zero_()
     results: dict[str, dict] = {}
 
     ours = [v for v in args.variants if v.startswith("ours")]
@@ -111,7 +113,7 @@ def _train_ours(init, variants: list[str], steps: int, train, held_out) -> dict[
     print(f"ours: {len(saes)} variants trained in {time.time() - t0:.0f} s", flush=True)
     out = {}
     for v, sae, run in zip(variants, saes, runs, strict=True):
-        out[v] = _evaluate(sae.encode, sae.decode, held_out)
+        out[v] = held_out_loss(sae.encode, sae.decode, held_out)
         out[v]["train_mse"] = {int(row["step"]): row["mse"] for row in run.history}  # means over LOG_EVERY steps
         print(f"{v:20s} mse {out[v]['mse']:.4f}  L0 {out[v]['l0']:.1f}", flush=True)
     return out
@@ -145,19 +147,9 @@ def _train_saelens(init, variant: str, steps: int, train, held_out) -> dict:
     t0 = time.time()
     with mock.patch("torch.nn.utils.clip_grad_norm_", no_clip):
         SAETrainer(cfg=cfg, sae=sae, data_provider=iter(train)).fit()
-    result = _evaluate(sae.encode, sae.decode, held_out)
+    result = held_out_loss(sae.encode, sae.decode, held_out)
     result["train_s"] = time.time() - t0
     return result
-
-
-@torch.no_grad()
-def _evaluate(encode, decode, held_out) -> dict:
-    mse, l0 = [], []
-    for x in held_out:
-        f = encode(x)
-        mse.append(float((decode(f) - x).pow(2).mean()))
-        l0.append(float((f > 0).sum(-1).float().mean()))
-    return {"mse": sum(mse) / len(mse), "l0": sum(l0) / len(l0)}
 
 
 if __name__ == "__main__":
