@@ -88,6 +88,8 @@ def build_ours(recipe: str, m: int, steps: int, start: str, first: torch.Tensor,
 
     torch.manual_seed(0)
     common = {"batch_size": BATCH, "n_steps": steps, "log_every": 10**9, "matmul_dtype": spec["matmul_dtype"]}
+    if spec["matmul_dtype"] == "dense":  # the plain autograd step: what every fast path must match
+        common.update(matmul_dtype="float32", step="dense")
     # b_dec is set here for both starts (below) and copied into SAELens, whose trainer has no data init:
     # with our trainer's own init SAELens would start from b_dec = 0 and ours from the median
     keep = {"b_dec_init": "keep"}

@@ -64,8 +64,9 @@ def main() -> None:
         "--matmul-dtype",
         nargs="+",
         default=["float32", "bfloat16"],
-        choices=["float32", "bfloat16"],
-        help="our encoder product's dtype(s) (`matmul_dtype`); each is one more run of ours",
+        choices=["float32", "bfloat16", "dense"],
+        help="our encoder product's dtype(s) (`matmul_dtype`); each is one more run of ours. `dense`: our "
+        "plain autograd step in float32 (`step='dense'`), the reference the fast paths are checked against",
     )
     p.add_argument("--threads", type=int, default=None, help="torch threads in both tools (default: torch's)")
     p.add_argument("--tcmalloc", action="store_true", help="also run every pair with tcmalloc preloaded")

@@ -117,6 +117,28 @@ def test_run_ablation_writes_what_a_manual_forward_gives(tiny_run, tiny_db, mode
     assert base["prompt"] == "1,2,3,4,5,6,7,8,9,10" and len(base["samples"]) == 2
 
 
+def test_the_context_cache_gives_what_per_batch_forwards_give(tiny_run, tiny_db, tmp_path):
+    def ablate(cache_mb: int) -> tuple[list, list]:
+        path = tmp_path / f"cache{cache_mb}.sqlite"
+        path.write_bytes(tiny_db.read_bytes())
+        conn = sqlite3.connect(path)
+        cfg = AblationConfig(pinned=False, batch_contexts=8, cache_mb=cache_mb)
+        run_ablation(conn, RunLayout(tiny_run), cfg, progress=False)
+        abl = conn.execute("SELECT dictionary_id, feature, mean_loss_delta, promoted_json FROM ablations ORDER BY 1, 2")
+        ex = conn.execute("SELECT rowid, ablation_json FROM examples WHERE kind = 'top' ORDER BY rowid")
+        return abl.fetchall(), ex.fetchall()
+
+    (abl_c, ex_c), (abl_p, ex_p) = ablate(2048), ablate(0)
+    assert len(abl_c) == len(abl_p) > 0 and len(ex_c) == len(ex_p) > 0
+    for a, b in zip(abl_c, abl_p, strict=True):
+        assert a[:2] == b[:2] and a[2] == pytest.approx(b[2], abs=1e-5)
+        assert np.allclose([v for _, v in json.loads(a[3])], [v for _, v in json.loads(b[3])], atol=2e-4)
+    for (ra, ja), (rb, jb) in zip(ex_c, ex_p, strict=True):
+        va, vb = json.loads(ja), json.loads(jb)
+        assert ra == rb and [v is None for v in va] == [v is None for v in vb]
+        assert np.allclose([v for v in va if v is not None], [v for v in vb if v is not None], atol=2e-4)
+
+
 def test_pinning_the_last_position_equals_pinning_every_position(tiny_run, model):
     from monosemantic.data.tokenizer import load_tokenizer
     from monosemantic.interp.forward import to_resid
@@ -156,6 +178,28 @@ def test_pinned_sampling_is_reproducible_and_differs_from_unpinned(tiny_run, mod
         pinned.pin_edit(d, torch.tensor([3] * 4 + [7] * 4), torch.full((8,), 20.0), last_only=True),
     )
     assert torch.equal(both[:4], a)
+
+
+def test_cached_sampling_equals_rerunning_the_window(tiny_run, model):
+    from monosemantic.data.tokenizer import load_tokenizer
+    from monosemantic.interp.forward import to_resid
+
+    sae = SparseAutoencoder.load(tiny_run / f"sae/A/{HOOK}/tm2023-64")
+    d = Dictionary(1, "s", "sae", 64, sae.encode, sae.W_dec.detach())
+    prompt = prompt_ids(load_tokenizer(tiny_run / "tokenizer/tokenizer.json"), "1,2,3,4,5,6,7,8,9,10")
+    feats, vals = torch.tensor([3, 3, 7, 7]), torch.tensor([20.0, 20.0, 5.0, 5.0])
+    edit = pinned.pin_edit(d, feats, vals, last_only=True)
+    u = torch.cat([pinned.uniforms(0, 3, 2, 16), pinned.uniforms(0, 7, 2, 16)])
+    for e in (edit, None):
+        cached = pinned.sample(model, prompt, u, 1.0, e)
+        assert torch.equal(cached, pinned.sample_plain(model, prompt, u, 1.0, e))
+    # the cached residual stream at each new position is the full window's, edit included
+    seq = torch.cat([prompt.expand(4, -1), cached], dim=1)
+    cache = pinned._KVCache(model)
+    steps = [cache.extend(seq[:, : prompt.numel()], HOOK, edit)[:, -1]]
+    steps += [cache.extend(seq[:, p : p + 1], HOOK, edit)[:, -1] for p in range(prompt.numel(), seq.shape[1])]
+    for p, got in zip(range(prompt.numel(), seq.shape[1] + 1), steps, strict=True):
+        torch.testing.assert_close(got, to_resid(model, seq[:, :p], HOOK, edit)[1][:, -1], atol=1e-5, rtol=1e-5)
 
 
 def test_draw_is_inverse_cdf():

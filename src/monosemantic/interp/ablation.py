@@ -46,6 +46,10 @@ from monosemantic.transformer.train import load_transformer
 
 log = logging.getLogger(__name__)
 
+Forwards = tuple[Tensor, Tensor, Tensor, np.ndarray]
+"""Contexts already run: tokens `[C, T]`, activations `[C, T, d_mlp]`, residual stream `[C, T, d_model]`
+and, for each example, its context's row."""
+
 
 @dataclass(frozen=True)
 class AblationConfig:
@@ -63,6 +67,10 @@ class AblationConfig:
     """How many promoted and suppressed next tokens to store per feature."""
     batch_contexts: int = 64
     """Contexts per batch (whole features at a time; memory about batch_contexts × 256 × (d_mlp + d_model) floats)."""
+    cache_mb: int = 2048
+    """Run every distinct example context once and keep its activations for all batches and
+    dictionaries when that takes at most this many MB (float32); beyond it, each batch runs its own
+    contexts. 0 disables the cache."""
     pinned: bool = True
     """Also write pinned samples (`pinned` table, TM §4: the feature held at its max while sampling)."""
     prompt: str = "1,2,3,4,5,6,7,8,9,10"
@@ -80,6 +88,8 @@ class AblationConfig:
         for name in ("n_logit_tokens", "batch_contexts", "n_samples", "n_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.cache_mb < 0:
+            raise ValueError(f"cache_mb must be >= 0, got {self.cache_mb}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         bad = set(names(self.example_kinds)) - {"top", "interval", "random"}
@@ -160,24 +170,29 @@ def ablate_features(
     model: Transformer,
     dictionary: Dictionary,
     examples: list[Example],
-    contexts: np.ndarray,
+    contexts: np.ndarray | None,
     hook: str = hooks.MLP_POST,
+    forwards: Forwards | None = None,
 ) -> dict[int, FeatureAblation]:
     """Ablate each example's feature on its context (one forward for all of them).
 
     Args:
         examples: examples of any features of `dictionary`; `examples[k]` reads `contexts[k]`.
         contexts: int64 `[len(examples), T]` tokens of each example's context, T ≥ every window end.
+        forwards: the contexts already run (`ContextCache.forwards`); then `contexts` is not read.
 
     Returns: feature → its `FeatureAblation`.
     """
-    uniq, row_of = np.unique(contexts, axis=0, return_inverse=True)
-    row_of = row_of.reshape(-1)
-    tokens = torch.from_numpy(uniq)
-    ends = [0] * len(uniq)  # each context runs up to the end of its last window
-    for k, e in enumerate(examples):
-        ends[row_of[k]] = max(ends[row_of[k]], e.start + e.length)
-    acts, resid = _forward_by_length(model, tokens, ends, hook)  # [C, T, d_mlp], [C, T, d_model]
+    if forwards is None:
+        uniq, row_of = np.unique(contexts, axis=0, return_inverse=True)
+        row_of = row_of.reshape(-1)
+        ends = [0] * len(uniq)  # each context runs up to the end of its last window
+        for k, e in enumerate(examples):
+            ends[row_of[k]] = max(ends[row_of[k]], e.start + e.length)
+        tokens = torch.from_numpy(uniq)
+        acts, resid = _forward_by_length(model, tokens, ends, hook)  # [C, T, d_mlp], [C, T, d_model]
+    else:
+        tokens, acts, resid, row_of = forwards
     feats = sorted({e.feature for e in examples})
     col = {f: k for k, f in enumerate(feats)}
     fi = torch.tensor(feats)
@@ -239,6 +254,43 @@ def ablate_features(
     return out
 
 
+class ContextCache:
+    """Each distinct example context run once, shared by every batch and dictionary.
+
+    A dictionary's top examples come from a few contexts (the demo's 262,144 held-out tokens are
+    1,024 contexts, read by 20 examples of each of 8,192 features), so running the contexts per
+    batch repeats the same forwards many times over. The model is causal, so a context run to the
+    end of its last window gives the same activations as the shorter runs a batch would make.
+    """
+
+    def __init__(self, model: Transformer, split: TokenSplit, examples: list[Example], hook: str):
+        ends: dict[int, int] = {}
+        for e in examples:
+            ends[e.ctx_offset] = max(ends.get(e.ctx_offset, 0), e.start + e.length)
+        self.offsets = sorted(ends)
+        self.row = {off: r for r, off in enumerate(self.offsets)}
+        T, n_ctx = max(ends.values()), model.cfg.ctx_len
+        if n_ctx < T:
+            raise UserError(f"feature database: an example window ends at position {T}, past ctx_len {n_ctx}")
+        self.tokens = torch.from_numpy(stream_slices(split, np.array(self.offsets, dtype=np.int64), T))
+        self.acts, self.resid = _forward_by_length(model, self.tokens, [ends[o] for o in self.offsets], hook)
+
+    @staticmethod
+    def nbytes(model: Transformer, examples: list[Example]) -> int:
+        """What the cache of `examples`' contexts holds, in bytes (float32 activations and residuals)."""
+        n = len({e.ctx_offset for e in examples})
+        T = max((e.start + e.length for e in examples), default=0)
+        return n * T * (model.cfg.d_mlp + model.cfg.d_model) * 4
+
+    def forwards(self, examples: list[Example]) -> Forwards:
+        """`(tokens, acts, resid, row_of)` of the contexts `examples` read, for `ablate_features`."""
+        rows = sorted({self.row[e.ctx_offset] for e in examples})
+        local = {r: k for k, r in enumerate(rows)}
+        row_of = np.array([local[self.row[e.ctx_offset]] for e in examples])
+        idx, T = torch.tensor(rows), max(e.start + e.length for e in examples)  # as a batch of its own would
+        return self.tokens[idx, :T], self.acts[idx, :T], self.resid[idx, :T], row_of
+
+
 def _forward_by_length(
     model: Transformer, tokens: Tensor, ends: list[int], hook: str, group: int = 32
 ) -> tuple[Tensor, Tensor]:
@@ -289,9 +341,11 @@ def ablate_dictionary(
     vocab: list[str],
     cfg: AblationConfig,
     progress: bool = True,
+    cache: ContextCache | None = None,
 ) -> int:
     """Ablate every feature of `dictionary` with examples; write its `ablations` rows and
-    `examples.ablation_json`, replacing earlier ones. Returns the number of features ablated."""
+    `examples.ablation_json`, replacing earlier ones. Returns the number of features ablated.
+    With `cache` (holding every context the examples read), no context is run again."""
     examples = read_examples(conn, dictionary.id, names(cfg.example_kinds))
     if not examples:
         log.warning("%s: no examples in the feature database; nothing to ablate", dictionary.name)
@@ -306,9 +360,12 @@ def ablate_dictionary(
     n = 0
     batches = _batches(examples, cfg.batch_contexts)
     for batch in tqdm(batches, desc=f"ablate {dictionary.name}", unit="batch", disable=not progress):
-        T = max(e.start + e.length for e in batch)
-        contexts = stream_slices(split, np.array([e.ctx_offset for e in batch]), T)
-        results = ablate_features(model, dictionary, batch, contexts, cfg.hook)
+        if cache is not None:
+            results = ablate_features(model, dictionary, batch, None, cfg.hook, cache.forwards(batch))
+        else:
+            T = max(e.start + e.length for e in batch)
+            contexts = stream_slices(split, np.array([e.ctx_offset for e in batch]), T)
+            results = ablate_features(model, dictionary, batch, contexts, cfg.hook)
         rows, updates = [], []
         for f, r in results.items():
             rows.append(
@@ -392,9 +449,15 @@ def run_ablation(conn: sqlite3.Connection, layout: RunLayout, cfg: AblationConfi
     def decode(ids: list[int]) -> str:
         return tok.decode(ids, skip_special_tokens=False)
 
+    every = [e for d in dicts for e in read_examples(conn, d.id, names(cfg.example_kinds))]
+    cache = None
+    if every and ContextCache.nbytes(model, every) <= cfg.cache_mb * 1e6:
+        cache = ContextCache(model, split, every, cfg.hook)
+    elif every and cfg.cache_mb > 0:
+        log.info("ablations: the contexts' activations exceed --cache-mb %d; each batch runs its own", cfg.cache_mb)
     out: dict[str, dict[str, int]] = {}
     for d in dicts:
-        out[d.name] = {"ablated": ablate_dictionary(conn, model, d, split, vocab, cfg, progress)}
+        out[d.name] = {"ablated": ablate_dictionary(conn, model, d, split, vocab, cfg, progress, cache)}
         if cfg.pinned:
             out[d.name]["pinned"] = pin_dictionary(conn, model, d, prompt, decode, cfg, progress)
     if cfg.pinned:

@@ -198,14 +198,21 @@ def build_features(
             conn.execute("PRAGMA journal_mode = OFF")  # the whole file is the unit of atomicity
             conn.execute("PRAGMA synchronous = OFF")
             summary = _write_core(conn, layout, cfg, found, progress)
+            timings = {"passes": time.perf_counter() - t0}
             for name, step in steps:
                 log.info("features: %s", name)
+                t_step = time.perf_counter()
                 step(conn, layout, cfg, progress)
+                timings[name] = time.perf_counter() - t_step
+                log.info("features: %s took %.0f s", name, timings[name])
             db.finalize(conn)
         finally:
             conn.close()
     seconds = time.perf_counter() - t0
-    write_config(out / paths.CONFIG, KIND, {"features": asdict(cfg), **summary, "seconds": seconds})
+    step_seconds = {k: round(v, 1) for k, v in timings.items()}  # the passes, then each analysis
+    write_config(
+        out / paths.CONFIG, KIND, {"features": asdict(cfg), **summary, "seconds": seconds, "step_seconds": step_seconds}
+    )
     log.info("features: wrote %s in %.0f s", path, seconds)
     return path
 

@@ -17,6 +17,12 @@ step therefore edits only the last position; that is the same as editing every p
 prompt and the generated tokens (tests/interp/test_pinned.py checks it with the plain every-position
 hook).
 
+For the same reason keys and values can be cached: attention reads the residual stream before the
+MLP, so an edit at the MLP never reaches them, and each new token needs a forward over itself alone
+(`sample`; `sample_plain` re-runs the whole window at every step and is the reference, checked
+against it in tests/interp/test_ablation.py). Other hooks, other models and windows longer than
+the context take the plain path.
+
 Sampling is reproducible and independent of batching: each feature gets its own uniform numbers
 from a generator seeded by (seed, feature), and a token is drawn by inverse CDF. The unpinned
 baseline uses the same numbers, so a difference between the two is the pin's doing.
@@ -25,6 +31,7 @@ baseline uses the same numbers, so a difference between the two is the pin's doi
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from monosemantic.interp import forward
@@ -80,8 +87,32 @@ def sample(
 
     Returns the generated ids `[B, n_new]`. `edit` (from `pin_edit`, or None for plain sampling)
     edits the activation at `hook` at every step. Contexts longer than the model's keep the last
-    `ctx_len` tokens.
+    `ctx_len` tokens. Uses cached keys and values where that is exact (module docstring).
     """
+    if hook not in _AFTER_ATTENTION or len(model.blocks) != 1 or prompt.numel() + u.shape[1] > model.cfg.ctx_len:
+        return sample_plain(model, prompt, u, temperature, edit, hook)
+    B, n_new = u.shape
+    cache = _KVCache(model)
+    new = prompt.view(1, -1).expand(B, -1)
+    out = []
+    for s in range(n_new):
+        resid = cache.extend(new, hook, edit)  # [B, t, d_model]
+        logits = model.unembed(model.ln_f(resid[:, -1]))
+        new = draw(logits, u[:, s], temperature)[:, None]
+        out.append(new)
+    return torch.cat(out, dim=1)
+
+
+@torch.inference_mode()
+def sample_plain(
+    model: Transformer,
+    prompt: Tensor,
+    u: Tensor,
+    temperature: float = 1.0,
+    edit=None,
+    hook: str = hooks.MLP_POST,
+) -> Tensor:
+    """`sample` without the cache: the whole window runs again at every step."""
     B, n_new = u.shape
     seq = prompt.view(1, -1).expand(B, -1)
     for s in range(n_new):
@@ -90,3 +121,41 @@ def sample(
         logits = model.unembed(model.ln_f(resid[:, -1]))
         seq = torch.cat([seq, draw(logits, u[:, s], temperature)[:, None]], dim=1)
     return seq[:, prompt.numel() :]
+
+
+_AFTER_ATTENTION = (hooks.MLP_PRE, hooks.MLP_POST)
+"""Hooks whose edits never reach the attention's keys and values (the MLP's own activations)."""
+
+
+class _KVCache:
+    """The one block's forward, one chunk of new tokens at a time, with the keys and values so far."""
+
+    def __init__(self, model: Transformer):
+        self.model, self.block = model, model.blocks[0]
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+
+    def extend(self, tokens: Tensor, hook: str, edit) -> Tensor:
+        """Append `tokens [B, t]`; returns the residual stream after the block at those positions.
+        `edit` sees the hook's activation of the new positions only (`pin_edit` edits the last)."""
+        m, blk, attn = self.model, self.block, self.block.attn
+        B, t = tokens.shape
+        start = 0 if self.k is None else self.k.shape[2]
+        if start and t > 1:
+            raise ValueError("after the prompt, extend by one token at a time")
+        x = m.W_E(tokens) + m.W_pos(torch.arange(start, start + t, device=tokens.device))
+        nh, hs, D = attn.cfg.n_heads, attn.cfg.d_head, attn.cfg.d_model
+        q, k, v = (z.view(B, t, nh, hs).transpose(1, 2) for z in attn.qkv(blk.ln1(x)).split(D, dim=2))
+        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
+        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+        # the new queries see every cached position and, causally, each other
+        y = F.scaled_dot_product_attention(q, self.k, self.v, is_causal=start == 0)
+        x = x + attn.out(y.transpose(1, 2).reshape(B, t, D))
+        handle = None
+        if edit is not None:
+            handle = m.hook_point(hook).register_forward_hook(lambda _m, _i, out: edit(out))
+        try:
+            return x + blk.mlp(blk.ln2(x))
+        finally:
+            if handle is not None:
+                handle.remove()
