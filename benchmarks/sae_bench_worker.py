@@ -178,13 +178,13 @@ def run_worker(spec: dict) -> dict:
         from monosemantic.sae import train_sae
 
         train_sae([ours], timed(train), our_cfg)
-        encode, decode = ours.encode, ours.decode
+        encode, decode, W_dec = ours.encode, ours.decode, ours.W_dec
     else:
         from sae_lens.training.sae_trainer import SAETrainer
 
         sae, cfg = saelens_copy(ours, spec["recipe"], n_steps)
         SAETrainer(cfg=cfg, sae=sae, data_provider=timed(train)).fit()
-        encode, decode = sae.encode, sae.decode
+        encode, decode, W_dec = sae.encode, sae.decode, sae.W_dec
     wall = time.perf_counter() - t0
     steps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)][spec["warmup"] :]
     step_s = statistics.median(steps) if steps else math.nan
@@ -193,7 +193,7 @@ def run_worker(spec: dict) -> dict:
         "median_step_s": step_s,
         "step_s": steps,
         "wall_s": wall,
-        **held_out_loss(encode, decode, held_out),
+        **held_out_loss(encode, decode, held_out, W_dec),
         "peak_mib": _rss_mib(),
         "rss_before_train_mib": rss_before,
         "source": source,
@@ -202,14 +202,25 @@ def run_worker(spec: dict) -> dict:
 
 
 @torch.no_grad()
-def held_out_loss(encode: Any, decode: Any, held_out: list[torch.Tensor]) -> dict[str, float]:
-    """MSE (mean over elements) and L0 of an SAE's `encode`/`decode`, averaged over the held-out batches."""
-    mse, l0 = [], []
+def held_out_loss(
+    encode: Any, decode: Any, held_out: list[torch.Tensor], W_dec: torch.Tensor | None = None
+) -> dict[str, float]:
+    """MSE (mean over elements) and L0 of an SAE's `encode`/`decode`, averaged over the held-out batches.
+
+    With `W_dec [m, d_in]`, also `l1`: the mean over rows of Σ_i f_i ‖W_dec,i‖, the penalty both tools'
+    paper-recipe loss puts on the codes (ours keeps ‖W_dec,i‖ = 1, TM §3.1; SAELens's standard SAE
+    weights by the norm). MSE + λ·l1 is then the objective both minimise, on held-out data.
+    """
+    mse, l0, l1 = [], [], []
+    norms = W_dec.detach().float().norm(dim=1) if W_dec is not None else None
     for x in held_out:
         f = encode(x)
         mse.append(float((decode(f) - x).pow(2).mean()))
         l0.append(float((f > 0).sum(-1).float().mean()))
-    return {"mse": statistics.mean(mse), "l0": statistics.mean(l0)}
+        if norms is not None:
+            l1.append(float((f * norms).sum(-1).mean()))
+    out = {"mse": statistics.mean(mse), "l0": statistics.mean(l0)}
+    return out | ({"l1": statistics.mean(l1)} if l1 else {})
 
 
 def _peek(it: Iterator[torch.Tensor]) -> tuple[torch.Tensor, Iterator[torch.Tensor]]:

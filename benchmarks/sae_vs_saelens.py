@@ -48,6 +48,7 @@ from monosemantic.io import write_json
 DEFAULT_STORE = Path("runs/default/activations/A/blocks.0.mlp.hook_post")
 TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
 BATCH = 4096
+PAPER_L1 = 0.008  # λ of the paper recipe on the mean MSE (sae_bench_worker.build_ours)
 
 
 def main() -> None:
@@ -147,7 +148,7 @@ def _table(results: list[dict], peaks: dict, whole_run: bool = False) -> list[di
     With `whole_run` (`--start init`) activations/s is the whole run's (steps × batch / training
     wall time, the dense early phase and our switch to the sparse step included), not the median step.
     """
-    rows = []
+    rows, objectives = [], []
     keys = sorted({(r["n_features"], r["recipe"], r["alloc"]) for r in results})
     print(
         "\n| m | recipe | allocator | ours: encoder dtype | SAELens act/s | ours act/s | ratio | "
@@ -177,12 +178,22 @@ def _table(results: list[dict], peaks: dict, whole_run: bool = False) -> list[di
                 f"{s['peak_mib']:,.0f} / {o['peak_mib']:,.0f} | "
                 f"{100 * s['peak_fraction']:.0f} % / {100 * o['peak_fraction']:.0f} % |"
             )
+            if recipe == "paper" and "l1" in s and "l1" in o:  # the objective both tools minimise
+                obj = {k: v["mse"] + PAPER_L1 * v["l1"] for k, v in (("saelens", s), ("ours", o))}
+                rows[-1]["objective"] = obj
+                objectives.append(
+                    f"m={m} {dtype}: SAELens {obj['saelens']:.4f} (l1 {s['l1']:.2f}), "
+                    f"ours {obj['ours']:.4f} (l1 {o['l1']:.2f}): {100 * (obj['ours'] / obj['saelens'] - 1):+.2f} %"
+                )
+    if objectives:
+        print("\nHeld-out objective MSE + λ·Σ f_i‖W_dec,i‖ (λ = 0.008, the paper recipe's loss in both tools):")
+        print("\n".join(objectives))
     return rows
 
 
 def _summary(runs: list[dict], m: int, peaks: dict, whole_run: bool = False) -> dict:
     act = statistics.median(r["run_act_per_s" if whole_run else "act_per_s"] for r in runs)
-    return {
+    out = {
         "act_per_s": act,
         "wall_s": statistics.median(r["wall_s"] for r in runs),
         "mse": statistics.median(r["mse"] for r in runs),
@@ -191,6 +202,9 @@ def _summary(runs: list[dict], m: int, peaks: dict, whole_run: bool = False) -> 
         # dense-equivalent work: 6 products of batch × d_in × m multiply-adds per step
         "peak_fraction": 6 * 2 * 512 * m * act / (peaks["float32"] * 1e9),
     }
+    if all("l1" in r for r in runs):
+        out["l1"] = statistics.median(r["l1"] for r in runs)
+    return out
 
 
 if __name__ == "__main__":
