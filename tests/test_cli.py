@@ -1,6 +1,7 @@
 """The command line as a user meets it: the tiny demo, resumption, --help, and one-line errors."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -187,3 +188,28 @@ def test_sae_train_in_a_run_with_checkpoints_off(tiny_run, tmp_path, capsys):
     assert run_cli(*args, "--checkpoint-every", "0") == 0, capsys.readouterr().err
     assert (run / "sae/A/blocks.0.mlp.hook_post/tm2023-24/cfg.json").is_file()
     assert not (run / "checkpoints").exists()
+
+
+def test_a_presets_demo_section_sets_the_demos_defaults(tiny_run, tmp_path, capsys):
+    from importlib import resources
+
+    from monosemantic.config import load_preset
+
+    assert load_preset("quick")["demo"] == {"universality": False}
+    assert load_preset("default")["demo"] == {}
+    tiny = json.loads((resources.files("monosemantic.presets") / "tiny.json").read_text())
+    preset = tmp_path / "no_b.json"
+    preset.write_text(json.dumps({**tiny, "demo": {"universality": False}}))
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)  # model A's stages are done: the demo skips them
+    demo = ("demo", "--preset", preset, "--run", run, "--no-progress", "--features-analyses", "none")
+    assert run_cli(*demo) == 0
+    assert (run / "features/features.sqlite").is_file() and not (run / "transformer/B").exists()
+    shutil.rmtree(run / "features")
+    assert run_cli(*demo, "--universality") == 0  # the flag wins
+    assert (run / "transformer/B/model.safetensors").is_file()
+
+    preset.write_text(json.dumps({**tiny, "demo": {"universalty": False}}))
+    assert run_cli(*demo) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(preset) in err and "demo section may only set universality" in err

@@ -31,7 +31,8 @@ Dictionary learning on a language model's MLP activations, after "Towards Monose
 whose folder is complete is skipped, so re-running a command resumes it (--force redoes it).
 
 pipeline:  corpus build -> tokenize -> lm train -> harvest -> sae train -> sae eval -> features build -> serve
-quick start:  monosemantic demo            (embedded corpus, about 1 hour on 2 CPU cores; --no-universality: 40 min)
+quick start:  monosemantic demo                  (embedded corpus, about 50 min on 2 cores; --no-universality: 35)
+              monosemantic demo --preset quick   (the same pipeline on less data, without model B: about 16 min)
               monosemantic demo --preset tiny --input my_texts/   (seconds)
 """
 
@@ -123,10 +124,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--universality",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=None,
         help="after model A's evaluation, train model B (the LM seed + 1), harvest it and train the ladder's largest "
         "SAE on it, so the feature database gets the paper's universality analysis (TM §6; about 18 min here); "
-        "--no-universality skips model B",
+        "--no-universality skips model B (default: on, except where the preset's demo section says otherwise, "
+        "as `quick` does)",
     )
     demo.set_defaults(func=cmd_demo)
     for section, c in _section_classes().items():
@@ -265,6 +267,7 @@ def cmd_lm_train(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     from monosemantic import distributed
+    from monosemantic.config import load_preset
     from monosemantic.eval.report import format_table
     from monosemantic.io import read_json
 
@@ -297,7 +300,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
     evals = timed("evaluate A", lambda: distributed.main_first(evaluate))
     if distributed.is_main():
         print(format_table(evals), file=sys.stderr)
-    if args.universality:  # TM §6 "Universality": model B differs only in its seed, and gets the same SAE recipe
+    universality = args.universality
+    if universality is None:
+        universality = bool(load_preset(args.preset)["demo"].get("universality", True))
+    if universality:  # TM §6 "Universality": model B differs only in its seed, and gets the same SAE recipe
         lm_b = dataclasses.replace(cfgs["lm"], seed=cfgs["lm"].seed + 1)
         largest = dataclasses.replace(ladder, n_features=str(max(ladder.sizes)))  # the pair the paper compares
         _model_and_saes(layout, cfgs, args, "B", lm_b, largest, timed)
