@@ -14,7 +14,7 @@ counting; pinning the Arabic feature gives Arabic-looking text.
 One-layer shortcut (`forward.py`): the MLP output at position p reaches only the logits at p, so
 the next-token distribution after a sequence depends on the edit at its last position alone. Each
 step therefore edits only the last position; that is the same as editing every position of the
-prompt and the generated tokens (tests/interp/test_pinned.py checks it with the plain every-position
+prompt and the generated tokens (tests/interp/test_ablation.py checks it with the plain every-position
 hook).
 
 For the same reason keys and values can be cached: attention reads the residual stream before the
