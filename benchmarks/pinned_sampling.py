@@ -4,7 +4,7 @@
 
 What `features build` does per batch of 85 features x 3 samples (`ablation.pin_dictionary`):
 24 tokens after the paper's prompt, each feature pinned at a value. `plain` is
-`pinned.sample_plain` (the path before 2026-12-06), `cached` is `pinned.sample` (keys and values
+`pinned.sample(..., cache=False)` (the path before 2026-12-06), `cached` is `pinned.sample` (keys and values
 cached, one token per step). Same uniforms for both, methods alternated, median over rounds; also
 how many sequences differ (float rounding can move a draw whose uniform sits at a CDF boundary).
 """
@@ -12,6 +12,7 @@ how many sequences differ (float rounding can move a draw whose uniform sits at 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import time
@@ -50,7 +51,7 @@ def main() -> None:
         u = torch.cat([pinned.uniforms(0, int(f), n_samples, n_new) for f in feats])
         f3 = feats.repeat_interleave(n_samples)
         jobs.append((u, pinned.pin_edit(d, f3, torch.full((len(f3),), 10.0), last_only=True)))
-    methods = {"plain": pinned.sample_plain, "cached": pinned.sample}
+    methods = {"plain": functools.partial(pinned.sample, cache=False), "cached": pinned.sample}
     times: dict[str, list[float]] = {m: [] for m in methods}
     outs: dict[str, list[torch.Tensor]] = {}
     for _ in range(args.rounds):

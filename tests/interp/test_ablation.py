@@ -192,12 +192,12 @@ def test_cached_sampling_equals_rerunning_the_window(tiny_run, model):
     u = torch.cat([pinned.uniforms(0, 3, 2, 16), pinned.uniforms(0, 7, 2, 16)])
     for e in (edit, None):
         cached = pinned.sample(model, prompt, u, 1.0, e)
-        assert torch.equal(cached, pinned.sample_plain(model, prompt, u, 1.0, e))
+        assert torch.equal(cached, pinned.sample(model, prompt, u, 1.0, e, cache=False))
     # the cached residual stream at each new position is the full window's, edit included
     seq = torch.cat([prompt.expand(4, -1), cached], dim=1)
-    cache = pinned._KVCache(model)
-    steps = [cache.extend(seq[:, : prompt.numel()], HOOK, edit)[:, -1]]
-    steps += [cache.extend(seq[:, p : p + 1], HOOK, edit)[:, -1] for p in range(prompt.numel(), seq.shape[1])]
+    cache = pinned._KVCache(model, HOOK, edit)
+    steps = [cache(seq[:, : prompt.numel()])]
+    steps += [cache(seq[:, p : p + 1]) for p in range(prompt.numel(), seq.shape[1])]
     for p, got in zip(range(prompt.numel(), seq.shape[1] + 1), steps, strict=True):
         torch.testing.assert_close(got, to_resid(model, seq[:, :p], HOOK, edit)[1][:, -1], atol=1e-5, rtol=1e-5)
 

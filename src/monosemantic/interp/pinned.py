@@ -19,8 +19,8 @@ hook).
 
 For the same reason keys and values can be cached: attention reads the residual stream before the
 MLP, so an edit at the MLP never reaches them, and each new token needs a forward over itself alone
-(`sample`; `sample_plain` re-runs the whole window at every step and is the reference, checked
-against it in tests/interp/test_ablation.py). Other hooks, other models and windows longer than
+(`sample`; with `cache=False` it re-runs the whole window at every step, the reference it is
+checked against in tests/interp/test_ablation.py). Other hooks, other models and windows longer than
 the context take the plain path.
 
 Sampling is reproducible and independent of batching: each feature gets its own uniform numbers
@@ -29,6 +29,8 @@ baseline uses the same numbers, so a difference between the two is the pin's doi
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -82,62 +84,56 @@ def sample(
     temperature: float = 1.0,
     edit=None,
     hook: str = hooks.MLP_POST,
+    cache: bool = True,
 ) -> Tensor:
     """Sample `u.shape[1]` tokens after `prompt [P]` for each row of `u [B, n_new]`.
 
     Returns the generated ids `[B, n_new]`. `edit` (from `pin_edit`, or None for plain sampling)
     edits the activation at `hook` at every step. Contexts longer than the model's keep the last
-    `ctx_len` tokens. Uses cached keys and values where that is exact (module docstring).
+    `ctx_len` tokens. With `cache`, where that is exact (module docstring), each new token runs
+    alone against cached keys and values; otherwise the whole window runs again at every step
+    (the reference the cached path is tested against).
     """
-    if hook not in _AFTER_ATTENTION or len(model.blocks) != 1 or prompt.numel() + u.shape[1] > model.cfg.ctx_len:
-        return sample_plain(model, prompt, u, temperature, edit, hook)
     B, n_new = u.shape
-    cache = _KVCache(model)
+    exact = hook in _AFTER_ATTENTION and len(model.blocks) == 1 and prompt.numel() + n_new <= model.cfg.ctx_len
+    step = _KVCache(model, hook, edit) if cache and exact else _rerun_window(model, hook, edit)
     new = prompt.view(1, -1).expand(B, -1)
     out = []
     for s in range(n_new):
-        resid = cache.extend(new, hook, edit)  # [B, t, d_model]
-        logits = model.unembed(model.ln_f(resid[:, -1]))
-        new = draw(logits, u[:, s], temperature)[:, None]
+        resid = step(new)  # [B, d_model]: the residual stream after the block at the newest position
+        new = draw(model.unembed(model.ln_f(resid)), u[:, s], temperature)[:, None]
         out.append(new)
     return torch.cat(out, dim=1)
-
-
-@torch.inference_mode()
-def sample_plain(
-    model: Transformer,
-    prompt: Tensor,
-    u: Tensor,
-    temperature: float = 1.0,
-    edit=None,
-    hook: str = hooks.MLP_POST,
-) -> Tensor:
-    """`sample` without the cache: the whole window runs again at every step."""
-    B, n_new = u.shape
-    seq = prompt.view(1, -1).expand(B, -1)
-    for s in range(n_new):
-        window = seq[:, -model.cfg.ctx_len :]
-        _, resid = forward.to_resid(model, window, hook, edit)
-        logits = model.unembed(model.ln_f(resid[:, -1]))
-        seq = torch.cat([seq, draw(logits, u[:, s], temperature)[:, None]], dim=1)
-    return seq[:, prompt.numel() :]
 
 
 _AFTER_ATTENTION = (hooks.MLP_PRE, hooks.MLP_POST)
 """Hooks whose edits never reach the attention's keys and values (the MLP's own activations)."""
 
 
-class _KVCache:
-    """The one block's forward, one chunk of new tokens at a time, with the keys and values so far."""
+def _rerun_window(model: Transformer, hook: str, edit) -> Callable[[Tensor], Tensor]:
+    """A step that appends the new tokens and runs the whole window (the last `ctx_len` tokens) again."""
+    seq: Tensor | None = None
 
-    def __init__(self, model: Transformer):
-        self.model, self.block = model, model.blocks[0]
+    def step(new: Tensor) -> Tensor:
+        nonlocal seq
+        seq = new if seq is None else torch.cat([seq, new], dim=1)
+        return forward.to_resid(model, seq[:, -model.cfg.ctx_len :], hook, edit)[1][:, -1]
+
+    return step
+
+
+class _KVCache:
+    """A step of the one block's forward over the new tokens only, with the keys and values so far."""
+
+    def __init__(self, model: Transformer, hook: str, edit):
+        self.model, self.block, self.hook, self.edit = model, model.blocks[0], hook, edit
         self.k: Tensor | None = None
         self.v: Tensor | None = None
 
-    def extend(self, tokens: Tensor, hook: str, edit) -> Tensor:
-        """Append `tokens [B, t]`; returns the residual stream after the block at those positions.
-        `edit` sees the hook's activation of the new positions only (`pin_edit` edits the last)."""
+    def __call__(self, tokens: Tensor) -> Tensor:
+        """Append `tokens [B, t]` (the prompt, then one token at a time); returns the residual stream
+        after the block at the last of them. The edit sees the hook's activation of the new positions
+        only (`pin_edit` edits the last)."""
         m, blk, attn = self.model, self.block, self.block.attn
         B, t = tokens.shape
         start = 0 if self.k is None else self.k.shape[2]
@@ -152,10 +148,10 @@ class _KVCache:
         y = F.scaled_dot_product_attention(q, self.k, self.v, is_causal=start == 0)
         x = x + attn.out(y.transpose(1, 2).reshape(B, t, D))
         handle = None
-        if edit is not None:
-            handle = m.hook_point(hook).register_forward_hook(lambda _m, _i, out: edit(out))
+        if self.edit is not None:
+            handle = m.hook_point(self.hook).register_forward_hook(lambda _m, _i, out: self.edit(out))
         try:
-            return x + blk.mlp(blk.ln2(x))
+            return (x + blk.mlp(blk.ln2(x)))[:, -1]
         finally:
             if handle is not None:
                 handle.remove()
