@@ -139,6 +139,16 @@ def test_the_context_cache_gives_what_per_batch_forwards_give(tiny_run, tiny_db,
         assert np.allclose([v for v in va if v is not None], [v for v in vb if v is not None], atol=2e-4)
 
 
+def test_a_window_past_the_models_context_is_a_one_line_error(tiny_run, tiny_db):
+    from monosemantic.errors import UserError
+
+    conn = sqlite3.connect(tiny_db)
+    conn.execute("UPDATE examples SET ctx_pos = ctx_pos + 1000 WHERE rowid = (SELECT min(rowid) FROM examples)")
+    with pytest.raises(UserError, match="past ctx_len"):
+        run_ablation(conn, RunLayout(tiny_run), AblationConfig(pinned=False), progress=False)
+    assert conn.execute("SELECT count(*) FROM ablations").fetchone()[0] == 0  # nothing ablated first
+
+
 def test_pinning_the_last_position_equals_pinning_every_position(tiny_run, model):
     from monosemantic.data.tokenizer import load_tokenizer
     from monosemantic.interp.forward import to_resid

@@ -117,6 +117,13 @@ class Example:
     """Context position of the max token."""
 
 
+def check_windows(examples: list[Example], ctx_len: int) -> None:
+    """A one-line error if an example's window runs past the model's context (a database from another model)."""
+    ends = max((e.start + e.length for e in examples), default=0)
+    if ctx_len < ends:
+        raise UserError(f"feature database: an example window ends at position {ends}, past ctx_len {ctx_len}")
+
+
 def read_examples(conn: sqlite3.Connection, dictionary_id: int, kinds: tuple[str, ...]) -> list[Example]:
     """The dictionary's examples of `kinds`, ordered by feature."""
     q = ",".join("?" * len(kinds))
@@ -269,9 +276,7 @@ class ContextCache:
             ends[e.ctx_offset] = max(ends.get(e.ctx_offset, 0), e.start + e.length)
         self.offsets = sorted(ends)
         self.row = {off: r for r, off in enumerate(self.offsets)}
-        T, n_ctx = max(ends.values()), model.cfg.ctx_len
-        if n_ctx < T:
-            raise UserError(f"feature database: an example window ends at position {T}, past ctx_len {n_ctx}")
+        T = max(ends.values())
         self.tokens = torch.from_numpy(stream_slices(split, np.array(self.offsets, dtype=np.int64), T))
         self.acts, self.resid = _forward_by_length(model, self.tokens, [ends[o] for o in self.offsets], hook)
 
@@ -337,24 +342,20 @@ def ablate_dictionary(
     conn: sqlite3.Connection,
     model: Transformer,
     dictionary: Dictionary,
+    examples: list[Example],
     split: TokenSplit,
     vocab: list[str],
     cfg: AblationConfig,
     progress: bool = True,
     cache: ContextCache | None = None,
 ) -> int:
-    """Ablate every feature of `dictionary` with examples; write its `ablations` rows and
-    `examples.ablation_json`, replacing earlier ones. Returns the number of features ablated.
-    With `cache` (holding every context the examples read), no context is run again."""
-    examples = read_examples(conn, dictionary.id, names(cfg.example_kinds))
+    """Ablate every feature of `dictionary` that has `examples` (its `read_examples`, windows checked
+    by `check_windows`); write its `ablations` rows and `examples.ablation_json`, replacing earlier
+    ones. Returns the number of features ablated. With `cache` (holding every context the examples
+    read), no context is run again."""
     if not examples:
         log.warning("%s: no examples in the feature database; nothing to ablate", dictionary.name)
         return 0
-    ends = max(e.start + e.length for e in examples)
-    if ends > model.cfg.ctx_len:
-        raise UserError(
-            f"feature database: an example window ends at position {ends}, past ctx_len {model.cfg.ctx_len}"
-        )
     conn.execute("DELETE FROM ablations WHERE dictionary_id = ?", (dictionary.id,))
     conn.execute("UPDATE examples SET ablation_json = NULL WHERE dictionary_id = ?", (dictionary.id,))
     n = 0
@@ -449,7 +450,9 @@ def run_ablation(conn: sqlite3.Connection, layout: RunLayout, cfg: AblationConfi
     def decode(ids: list[int]) -> str:
         return tok.decode(ids, skip_special_tokens=False)
 
-    every = [e for d in dicts for e in read_examples(conn, d.id, names(cfg.example_kinds))]
+    examples = {d.id: read_examples(conn, d.id, names(cfg.example_kinds)) for d in dicts}
+    every = [e for ex in examples.values() for e in ex]
+    check_windows(every, model.cfg.ctx_len)
     cache = None
     if every and ContextCache.nbytes(model, every) <= cfg.cache_mb * 1e6:
         cache = ContextCache(model, split, every, cfg.hook)
@@ -457,7 +460,8 @@ def run_ablation(conn: sqlite3.Connection, layout: RunLayout, cfg: AblationConfi
         log.info("ablations: the contexts' activations exceed --cache-mb %d; each batch runs its own", cfg.cache_mb)
     out: dict[str, dict[str, int]] = {}
     for d in dicts:
-        out[d.name] = {"ablated": ablate_dictionary(conn, model, d, split, vocab, cfg, progress, cache)}
+        ablated = ablate_dictionary(conn, model, d, examples[d.id], split, vocab, cfg, progress, cache)
+        out[d.name] = {"ablated": ablated}
         if cfg.pinned:
             out[d.name]["pinned"] = pin_dictionary(conn, model, d, prompt, decode, cfg, progress)
     if cfg.pinned:
