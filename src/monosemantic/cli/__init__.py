@@ -201,6 +201,7 @@ def configs(args: argparse.Namespace) -> dict[str, Any]:
     out = {k: build(c, preset[k], args, prefix=k if prefixed else "") for k, c in classes.items()}
     if prefixed:
         out["sae"] = dictionary.sae_configs(preset["sae"], args, prefix="sae")
+        out["demo"] = preset["demo"]  # the demo command's own defaults (its flags win)
     return out
 
 
@@ -267,7 +268,6 @@ def cmd_lm_train(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     from monosemantic import distributed
-    from monosemantic.config import load_preset
     from monosemantic.eval.report import format_table
     from monosemantic.io import read_json
 
@@ -302,7 +302,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print(format_table(evals), file=sys.stderr)
     universality = args.universality
     if universality is None:
-        universality = bool(load_preset(args.preset)["demo"].get("universality", True))
+        universality = bool(cfgs["demo"].get("universality", True))
     if universality:  # TM §6 "Universality": model B differs only in its seed, and gets the same SAE recipe
         lm_b = dataclasses.replace(cfgs["lm"], seed=cfgs["lm"].seed + 1)
         largest = dataclasses.replace(ladder, n_features=str(max(ladder.sizes)))  # the pair the paper compares
