@@ -18,6 +18,7 @@ import torch
 
 BATCH, D_IN, N_EVAL = 4096, 512, 4
 TARGET_L0 = 32  # the sparse start's L0
+PAPER_L1 = 0.008  # λ of the paper recipe on the mean MSE (the demo's)
 
 
 def matmul_peaks(n: int = 4096, reps: int = 5) -> dict[str, float]:
@@ -95,7 +96,7 @@ def build_ours(recipe: str, m: int, steps: int, start: str, first: torch.Tensor,
     keep = {"b_dec_init": "keep"}
     if recipe == "paper":
         sae = SparseAutoencoder(SAEConfig(D_IN, m))
-        cfg = SAETrainConfig(l1_coeff=0.008, lr=1e-3, n_resamples=0, **keep, **common)
+        cfg = SAETrainConfig(l1_coeff=PAPER_L1, lr=1e-3, n_resamples=0, **keep, **common)
     elif recipe == "april":
         sae = AprilSAE(SAEConfig(D_IN, m))
         cfg = AprilTrainConfig(normalize_inputs=False, **common)
@@ -125,7 +126,8 @@ def saelens_copy(ours: Any, recipe: str, steps: int) -> tuple[Any, Any]:
         sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=D_IN, d_sae=m, k=32, apply_b_dec_to_input=True))
         lr, l1_warm, lr_decay = 1e-4, 0, 0
     elif recipe == "paper":  # λ on the mean MSE → d_in·λ on SAELens's summed MSE (our loss.py)
-        sae_cfg = StandardTrainingSAEConfig(d_in=D_IN, d_sae=m, l1_coefficient=0.008 * D_IN, apply_b_dec_to_input=True)
+        l1 = PAPER_L1 * D_IN
+        sae_cfg = StandardTrainingSAEConfig(d_in=D_IN, d_sae=m, l1_coefficient=l1, apply_b_dec_to_input=True)
         sae = StandardTrainingSAE(sae_cfg)
         lr, l1_warm, lr_decay = 1e-3, 0, 0
     else:  # April 2024: SAELens's standard SAE is this recipe

@@ -48,7 +48,6 @@ from monosemantic.io import write_json
 DEFAULT_STORE = Path("runs/default/activations/A/blocks.0.mlp.hook_post")
 TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
 BATCH = 4096
-PAPER_L1 = 0.008  # λ of the paper recipe on the mean MSE (sae_bench_worker.build_ours)
 
 
 def main() -> None:
@@ -148,6 +147,8 @@ def _table(results: list[dict], peaks: dict, whole_run: bool = False) -> list[di
     With `whole_run` (`--start init`) activations/s is the whole run's (steps × batch / training
     wall time, the dense early phase and our switch to the sparse step included), not the median step.
     """
+    from sae_bench_worker import PAPER_L1  # noqa: PLC0415
+
     rows, objectives = [], []
     keys = sorted({(r["n_features"], r["recipe"], r["alloc"]) for r in results})
     print(
@@ -186,7 +187,7 @@ def _table(results: list[dict], peaks: dict, whole_run: bool = False) -> list[di
                     f"ours {obj['ours']:.4f} (l1 {o['l1']:.2f}): {100 * (obj['ours'] / obj['saelens'] - 1):+.2f} %"
                 )
     if objectives:
-        print("\nHeld-out objective MSE + λ·Σ f_i‖W_dec,i‖ (λ = 0.008, the paper recipe's loss in both tools):")
+        print(f"\nHeld-out objective MSE + λ·Σ f_i‖W_dec,i‖ (λ = {PAPER_L1}, the paper recipe's loss in both tools):")
         print("\n".join(objectives))
     return rows
 
