@@ -5,6 +5,11 @@
 
 `--resampling` sweeps the resampling schedule too: each `N:EVERY:WINDOW` resamples N times, every
 EVERY of the run, with a dead window of WINDOW of the run (the paper's, scaled: 4:0.025:0.0125).
+`--directions input,centered` sweeps the resampled features' new decoder direction: the raw input
+x (the paper's words) or x − b_dec. `--max-grad-norm 0,0.002` sweeps gradient clipping (0: none,
+the paper's; on our loss scale, where SAELens's clip at 1 is 1/512). The table's "spike" is the
+largest rise of the logged training MSE (a mean over `--log-every` steps) over its lowest value so
+far, as a ratio: resampling that destabilises training shows there (1: the MSE never rose).
 
 Trains one SAE per (size, λ) on one shared pass over the activations (normalised inputs, as the
 CLI's default preset does), then evaluates all of them on the same held-out tokens in one pass.
@@ -42,16 +47,21 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4096)
     p.add_argument("--eval-tokens", type=int, default=65536)
     p.add_argument("--resampling", default="4:0.025:0.0125", help="N:EVERY:WINDOW[,...] (see the docstring)")
+    p.add_argument("--directions", default="input", help="input,centered: the resampled decoder direction(s)")
+    p.add_argument("--max-grad-norm", default="0", help="0,0.002: gradient clipping norm(s) (0: no clipping)")
+    p.add_argument("--log-every", type=int, default=0, help="steps per training log row (0: a quarter of the run)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/l1_sweep.json"))
     args = p.parse_args()
     tune_allocator()
 
     schedules = [tuple(float(v) for v in spec.split(":")) for spec in args.resampling.split(",")]
     keys = [
-        (int(n), float(l1), sched)
+        (int(n), float(l1), sched, direction, float(clip))
         for n in args.n_features.split(",")
         for l1 in args.l1.split(",")
         for sched in schedules
+        for direction in args.directions.split(",")
+        for clip in args.max_grad_norm.split(",")
     ]
     acts = open_activations(args.run / "activations" / args.model / MLP_POST)
     cfgs = [
@@ -61,33 +71,44 @@ def main() -> None:
             n_steps=args.steps,
             batch_size=args.batch,
             normalize_inputs=True,
-            log_every=max(args.steps // 4, 1),
+            log_every=args.log_every or max(args.steps // 4, 1),
             resample_n_batches=25,
             n_resamples=int(sched[0]),
             resample_every_fraction=sched[1],
             dead_window_fraction=sched[2],
+            resample_direction=direction,
+            max_grad_norm=clip or None,
         )
-        for _, l1, sched in keys
+        for _, l1, sched, direction, clip in keys
     ]
-    saes = [SparseAutoencoder(SAEConfig(acts.d, n), generator=torch.Generator().manual_seed(n)) for n, _, _ in keys]
+    saes = [SparseAutoencoder(SAEConfig(acts.d, n), generator=torch.Generator().manual_seed(n)) for n, *_ in keys]
     t0 = time.perf_counter()
-    train_sae(saes, acts.batches(args.batch, seed=0), cfgs)
+    results = train_sae(saes, acts.batches(args.batch, seed=0), cfgs)
     seconds = time.perf_counter() - t0
     model = load_transformer(args.run / "transformer" / args.model)
     windows = torch.from_numpy(TokenStore(args.run / "tokens").val.windows(model.cfg.ctx_len + 1, args.eval_tokens))
-    names = {f"{n}/{l1:g}/{':'.join(f'{v:g}' for v in sch)}": s for (n, l1, sch), s in zip(keys, saes, strict=True)}
+    names = {
+        f"{n}/{l1:g}/{':'.join(f'{v:g}' for v in sch)}/{d}/{c:g}": s
+        for (n, l1, sch, d, c), s in zip(keys, saes, strict=True)
+    }
     metrics = evaluate_saes(names, model, MLP_POST, windows)
 
     rows = []
-    head = f"{'features':>8} {'λ':>8} {'resampling':>16} {'steps':>6} {'L0':>8} {'FVU':>6} {'dead %':>7}"
-    print(f"{head} {'loss rec':>8}")
-    for (n, l1, _), (name, m) in zip(keys, metrics.items(), strict=True):
+    head = f"{'features':>8} {'λ':>8} {'resampling':>16} {'direction':>9} {'clip':>6} {'steps':>6} {'L0':>8}"
+    print(f"{head} {'FVU':>6} {'dead %':>7} {'loss rec':>8} {'spike':>6}")
+    for (n, l1, _, direction, clip), (name, m), result in zip(keys, metrics.items(), results, strict=True):
+        worst = spike(result.history)
         row = {
             "n_features": n,
             "l1_coeff": l1,
             "lr": args.lr,
             "steps": args.steps,
             "resampling": name.split("/")[2],
+            "direction": direction,
+            "max_grad_norm": clip or None,
+            "spike": worst,
+            "history": [{k: r[k] for k in ("step", "mse", "l0", "dead_fraction")} for r in result.history],
+            "resampled": result.resampled,
             "batch": args.batch,
             "l0": m["l0"],
             "fvu": m["fvu"],
@@ -97,8 +118,8 @@ def main() -> None:
         }
         rows.append(row)
         print(
-            f"{n:>8} {l1:>8g} {name.split('/')[2]:>16} {args.steps:>6} {m['l0']:>8.1f} {m['fvu']:>6.3f} "
-            f"{100 * m['dead_frac']:>7.2f} {m['loss_recovered']:>8.3f}"
+            f"{n:>8} {l1:>8g} {name.split('/')[2]:>16} {direction:>9} {clip:>6g} {args.steps:>6} {m['l0']:>8.1f} "
+            f"{m['fvu']:>6.3f} {100 * m['dead_frac']:>7.2f} {m['loss_recovered']:>8.3f} {worst:>6.2f}"
         )
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -109,6 +130,14 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, {"meta": meta, "rows": rows})
+
+
+def spike(history: list[dict[str, float]]) -> float:
+    """The largest ratio of a logged MSE to the lowest MSE logged before it (1.0 if it never rose)."""
+    worst, best = 1.0, float("inf")
+    for row in history:
+        worst, best = max(worst, row["mse"] / best), min(best, row["mse"])
+    return worst
 
 
 if __name__ == "__main__":

@@ -94,9 +94,10 @@ def build_ours(recipe: str, m: int, steps: int, start: str, first: torch.Tensor,
     # b_dec is set here for both starts (below) and copied into SAELens, whose trainer has no data init:
     # with our trainer's own init SAELens would start from b_dec = 0 and ours from the median
     keep = {"b_dec_init": "keep"}
-    if recipe == "paper":
+    if recipe.startswith("paper"):  # paper-clip: SAELens's clip at 1 on its summed MSE is 1 / d_in on our mean MSE
         sae = SparseAutoencoder(SAEConfig(D_IN, m))
-        cfg = SAETrainConfig(l1_coeff=PAPER_L1, lr=1e-3, n_resamples=0, **keep, **common)
+        clip = {"max_grad_norm": 1.0 / D_IN} if recipe == "paper-clip" else {}
+        cfg = SAETrainConfig(l1_coeff=PAPER_L1, lr=1e-3, n_resamples=0, **keep, **clip, **common)
     elif recipe == "april":
         sae = AprilSAE(SAEConfig(D_IN, m))
         cfg = AprilTrainConfig(normalize_inputs=False, **common)
@@ -125,7 +126,7 @@ def saelens_copy(ours: Any, recipe: str, steps: int) -> tuple[Any, Any]:
     if recipe.startswith("topk"):
         sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=D_IN, d_sae=m, k=32, apply_b_dec_to_input=True))
         lr, l1_warm, lr_decay = 1e-4, 0, 0
-    elif recipe == "paper":  # λ on the mean MSE → d_in·λ on SAELens's summed MSE (our loss.py)
+    elif recipe.startswith("paper"):  # λ on the mean MSE → d_in·λ on SAELens's summed MSE (our loss.py)
         l1 = PAPER_L1 * D_IN
         sae_cfg = StandardTrainingSAEConfig(d_in=D_IN, d_sae=m, l1_coefficient=l1, apply_b_dec_to_input=True)
         sae = StandardTrainingSAE(sae_cfg)

@@ -22,7 +22,8 @@ initial weights, copied into SAELens's SAE. Two starts:
 Recipes ([ours] vs [SAELens]): `paper` tm2023 (λ 0.008 on the mean MSE, lr 1e-3: the demo's) vs
 `standard` with apply_b_dec_to_input and l1 = d_in·λ; `april` April 2024 vs `standard` with its
 April settings (the same recipe); `topk` TopK k=32 vs `topk` k=32;
-`topk-clip` the same with our gradient clipped to norm 1 as SAELens's trainer always does.
+`topk-clip` and `paper-clip` the same with our gradient clipped as SAELens's trainer always clips
+its own (norm 1 on its loss; 1 / d_in on the paper recipe's mean MSE).
 Both starts set b_dec to the geometric median of the first batch before the copy, so the two
 tools start equal (SAELens's trainer has no data init). Activations/s is the median over steps
 after warm-up of the time between successive batch fetches (`init`: steps × batch over the
@@ -54,7 +55,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--activations", type=Path, default=DEFAULT_STORE, help="harvested store (synthetic if missing)")
     p.add_argument("--features", type=int, nargs="+", default=[4096, 16384])
-    recipes = ["paper", "topk", "topk-clip", "april"]
+    recipes = ["paper", "paper-clip", "topk", "topk-clip", "april"]
     p.add_argument("--recipes", nargs="+", default=["paper", "topk", "april"], choices=recipes)
     p.add_argument("--start", choices=["sparse", "init"], default="sparse")
     p.add_argument("--steps", type=int, default=10, help="measured steps (after warm-up)")
@@ -134,7 +135,7 @@ def _spawn(spec: dict) -> dict:
 
 def _one_line(r: dict) -> str:
     return (
-        f"round {r['round']} {r['tool']:8s} {r['matmul_dtype']:8s} {r['recipe']:6s} m={r['n_features']:<6d} "
+        f"round {r['round']} {r['tool']:8s} {r['matmul_dtype']:8s} {r['recipe']:10s} m={r['n_features']:<6d} "
         f"{r['alloc']:8s} "
         f"{r['act_per_s']:8.0f} act/s  mse {r['mse']:.4f}  L0 {r['l0']:.1f}  peak {r['peak_mib']:.0f} MiB  "
         f"(load {r['load']:.1f})"
@@ -179,7 +180,7 @@ def _table(results: list[dict], peaks: dict, whole_run: bool = False) -> list[di
                 f"{s['peak_mib']:,.0f} / {o['peak_mib']:,.0f} | "
                 f"{100 * s['peak_fraction']:.0f} % / {100 * o['peak_fraction']:.0f} % |"
             )
-            if recipe == "paper" and "l1" in s and "l1" in o:  # the objective both tools minimise
+            if recipe.startswith("paper") and "l1" in s and "l1" in o:  # the objective both tools minimise
                 obj = {k: v["mse"] + PAPER_L1 * v["l1"] for k, v in (("saelens", s), ("ours", o))}
                 rows[-1]["objective"] = obj
                 objectives.append(

@@ -31,6 +31,7 @@ from monosemantic.sae.synthetic import mean_max_cosine, planted_features
         ("resample_n_batches", 0),
         ("resample_encoder_scale", -0.2),
         ("resample_direction", "residual"),
+        ("max_grad_norm", 0.0),
         ("log_every", 0),
     ],
 )
@@ -63,6 +64,20 @@ def test_decoder_rows_unit_norm_after_a_step(tiny_sae_cfg, tiny_train_cfg) -> No
     train_sae([sae], iter([torch.randn(32, 8) * 5]), tiny_train_cfg(n_steps=1, lr=0.1))
     assert not torch.equal(sae.W_dec, W_before)
     assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(16), atol=1e-6)
+
+
+def test_gradient_clipping_changes_training_only_when_the_norm_is_exceeded(tiny_sae_cfg, tiny_train_cfg) -> None:
+    batches = list((torch.randn(32 * 6, 8) * 5).split(32))
+
+    def trained(clip: float | None) -> SparseAutoencoder:
+        sae = SparseAutoencoder(tiny_sae_cfg(), generator=torch.Generator().manual_seed(0))
+        train_sae([sae], iter(batches), tiny_train_cfg(n_steps=6, lr=1e-2, max_grad_norm=clip))
+        return sae
+
+    plain, loose, tight = trained(None), trained(1e9), trained(1e-4)
+    assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), loose.parameters(), strict=True))
+    # Adam's first step ignores the gradient's scale, so clipping shows from the second step on
+    assert not torch.allclose(plain.W_enc, tight.W_enc, atol=1e-6)
 
 
 def test_b_dec_starts_at_the_geometric_median(tiny_sae_cfg, tiny_train_cfg) -> None:

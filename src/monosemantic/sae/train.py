@@ -25,7 +25,8 @@ its inputs were normalised, the scale is folded back so the SAE takes raw activa
 The 2023 recipe (TM §3.2, §3.4, §3.5): MSE mean over elements + λ·L1 summed over features → remove
 the gradient parallel to decoder rows → Adam at constant LR → renormalise decoder rows.
 Choices the paper leaves open (ref §13), as defaults below: lr 1e-4; Adam (0.9, 0.999, 1e-8);
-no weight decay, no gradient clipping; float32; b_dec from Weiszfeld on the first 16,384 inputs.
+no weight decay, no gradient clipping (`max_grad_norm` adds it); float32; b_dec from Weiszfeld on
+the first 16,384 inputs.
 Section numbers (§n) refer to the method reference `towards-monosemanticity.md`.
 """
 
@@ -104,6 +105,12 @@ class SAETrainConfig:
     """New encoder norm as a multiple of the mean alive encoder norm (the paper: 0.2)."""
     resample_direction: Literal["input", "centered"] = "input"
     """New decoder direction: the raw input x (the paper's words) or x − b_dec."""
+    max_grad_norm: float | None = None
+    """Clip the gradient's global norm (over all the SAE's parameters) to this before each step; None:
+    no clipping, as in the paper (which does not mention clipping: ref §13). The norm is on this
+    recipe's loss scale (MSE mean over d_in): SAELens's trainer clips its summed-MSE gradient at 1,
+    which is 1 / d_in here. Clipping keeps the dense early steps from filling Adam's second moment
+    with gradients hundreds of times larger than later ones (docs/LOG.md, 2026-12-06 session 6)."""
     normalize_inputs: bool = False
     """Scale inputs so that E‖x‖ = √d_in (the 2024 normalisation, ref §10.3), estimated on the first
     b_dec_init_n_inputs inputs and folded back at the end; off in the paper, which used raw activations."""
@@ -138,6 +145,11 @@ class SAETrainConfig:
         _require(0 < self.resample_every_fraction <= 1, "resample_every_fraction", "must be in (0, 1]")
         _require(0 < self.dead_window_fraction <= 1, "dead_window_fraction", "must be in (0, 1]")
         _require(self.resample_encoder_scale > 0, "resample_encoder_scale", "must be > 0")
+        _require(
+            self.max_grad_norm is None or (self.max_grad_norm > 0 and math.isfinite(self.max_grad_norm)),
+            "max_grad_norm",
+            "must be finite and > 0, or None",
+        )
         _require(self.resample_direction in ("input", "centered"), "resample_direction", "must be input or centered")
         check_dtype(self.dtype)
 
@@ -168,10 +180,6 @@ class SAETrainConfig:
     def _schedule(self) -> tuple[list[int], int]:
         every, n, window = self.resample_every_fraction, self.n_resamples, self.dead_window_fraction
         return resample_schedule(self.n_steps, every, n, window)
-
-    @property
-    def max_grad_norm(self) -> float | None:
-        return None  # not in the paper (ref §3.5, §13)
 
     def lr_at(self, step: int) -> float:
         return self.lr  # TM §3.5: "annealing ... did not further increase performance"
