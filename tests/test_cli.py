@@ -213,3 +213,22 @@ def test_a_presets_demo_section_sets_the_demos_defaults(tiny_run, tmp_path, caps
     assert run_cli(*demo) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert str(preset) in err and "demo section may only set universality" in err
+
+
+def test_a_misspelt_sae_setting_in_a_preset_is_an_error(tiny_run, tmp_path, capsys):
+    """A key no SAE recipe knows must not be dropped silently (it would train with the default)."""
+    from importlib import resources
+
+    tiny = json.loads((resources.files("monosemantic.presets") / "tiny.json").read_text())
+    preset = tmp_path / "typo.json"
+    preset.write_text(json.dumps({**tiny, "sae": {**tiny["sae"], "resample_directon": "centered"}}))
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    args = ("sae", "train", "--run", run, "--preset", preset, "--no-progress", "--n-features", "24", "--n-steps", "4")
+    assert run_cli(*args) == 2
+    assert "unknown SAE settings in preset: resample_directon" in capsys.readouterr().err
+    out = run / "sae/A/blocks.0.mlp.hook_post/tm2023-24"
+    assert not out.exists()
+    preset.write_text(json.dumps({**tiny, "sae": {**tiny["sae"], "resample_direction": "centered"}}))
+    assert run_cli(*args) == 0
+    assert json.loads((out / "training.json").read_text())["train"]["resample_direction"] == "centered"

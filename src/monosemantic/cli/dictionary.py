@@ -65,7 +65,11 @@ def sae_configs(section: dict[str, Any], args: argparse.Namespace, prefix: str =
     ladder = build(LadderConfig, {k: v for k, v in section.items() if k in ladder_keys}, args, prefix)
     cls = train_config_classes()[ladder.arch]
     own = field_names(cls)
-    others = set().union(*(field_names(c) for c in train_config_classes().values())) - own - ladder_keys
+    every = set().union(*(field_names(c) for c in train_config_classes().values()))
+    typos = set(section) - every - ladder_keys  # a key no recipe knows would otherwise be dropped silently
+    if typos:
+        raise UserError(f"unknown SAE settings in preset: {', '.join(sorted(typos))}")
+    others = every - own - ladder_keys
     stray = given(args, others | ({"k"} if ladder.arch != "topk" else set()), prefix)
     if stray:
         flags = ", ".join("--" + n.replace("_", "-") for n in sorted(stray))
