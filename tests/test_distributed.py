@@ -44,10 +44,19 @@ def test_helpers_are_no_ops_in_one_process():
     assert torch.equal(p.grad, torch.full((2,), 3.0)) and torch.equal(x, torch.arange(6.0).reshape(3, 2))
 
 
-def test_two_gloo_processes_train_the_same_saes_as_one(tmp_path):
+# The paper's recipe (the tiny preset) must match to float rounding. The default preset clips every
+# step and seeds resampled features from x − b_dec, which carries the ranks' different summation
+# order further in 64 steps at lr 2e-2 (max |Δ| 2.4e-5 on unit-norm rows), so it gets a looser bound;
+# clipping each rank's gradient before averaging, the bug this guards against, is off by percents.
+@pytest.mark.parametrize(
+    "preset, tol",
+    [("tiny", TOLERANCE), ("default", {"atol": 1e-4, "rtol": 1e-3})],
+)
+def test_two_gloo_processes_train_the_same_saes_as_one(tmp_path, preset, tol):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "acts.npy", np.maximum(rng.normal(size=(128 * 64, 16)), 0).astype(np.float32))
-    args = ["sae", "train", "--activations", tmp_path / "acts.npy", "--n-features", "32,512", "--batch-size", 128]
+    args = ["sae", "train", "--activations", tmp_path / "acts.npy", "--preset", preset, "--n-features", "32,512"]
+    args += ["--batch-size", 128, "--n-steps", 64]
     args += ["--lr", 2e-2, "--b-dec-init-n-inputs", 512, "--resample-n-batches", 2, "--l1-coeff", 1.0]
     args += [
         "--normalize-inputs",
@@ -73,11 +82,11 @@ def test_two_gloo_processes_train_the_same_saes_as_one(tmp_path):
         a = load_file(str(tmp_path / f"one/{name}/sae.safetensors"))
         b = load_file(str(tmp_path / f"two/{name}/sae.safetensors"))
         for k in a:
-            torch.testing.assert_close(b[k], a[k], **TOLERANCE, msg=f"{name} {k}")
+            torch.testing.assert_close(b[k], a[k], **tol, msg=f"{name} {k}")
         ta, tb = (json.loads((tmp_path / f"{run}/{name}/training.json").read_text()) for run in ("one", "two"))
         assert sum(n for _, n in ta["resampled"]) > 0  # resampling ran, and alike on both ranks
         assert ta["resampled"] == tb["resampled"] and ta["n_activations"] == tb["n_activations"] == 128 * 64
-        assert tb["final"] == pytest.approx(ta["final"], rel=1e-4)  # logged means are over the global batch
+        assert tb["final"] == pytest.approx(ta["final"], rel=tol["rtol"])  # logged means are over the global batch
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
