@@ -21,6 +21,7 @@ from typing import Any
 from monosemantic import __version__, paths
 from monosemantic.cli import browser, dictionary, interp, interp_b
 from monosemantic.cli.args import add_dataclass_args, build
+from monosemantic.config import preset_names
 from monosemantic.errors import UserError
 
 log = logging.getLogger("monosemantic")
@@ -49,7 +50,7 @@ def _common(p: argparse.ArgumentParser, run_required: bool = True) -> None:
     p.add_argument(
         "--preset",
         default="default",
-        help="built-in preset (default, tiny) or a JSON file of the same shape; flags override it",
+        help=f"built-in preset ({', '.join(preset_names())}) or a JSON file of the same shape; flags override it",
     )
     p.add_argument("--force", action="store_true", help="redo stages whose artifacts already exist")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
