@@ -1,6 +1,6 @@
 """How fast the activation store feeds SAE training, and what the prefetching thread saves.
 
-    python benchmarks/activation_loader.py [--activations runs/default/activations/A/blocks.0.mlp.hook_post]
+    python benchmarks/activation_loader.py [--activations runs/full/activations/A/blocks.0.mlp.hook_post]
     python benchmarks/activation_loader.py --train --depths 0 2 --batches 40 --rounds 2 [--buffer-rows 32768]
 
 Read only (the default): `--batches` batches of 4,096 rows with `ActivationSource.batches` (the
@@ -138,7 +138,7 @@ def _synthetic(folder: Path, n_rows: int, d: int) -> Path:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--activations", type=Path, default=Path("runs/default/activations/A/blocks.0.mlp.hook_post"))
+    p.add_argument("--activations", type=Path, default=Path("runs/full/activations/A/blocks.0.mlp.hook_post"))
     p.add_argument("--batches", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--train", action="store_true", help="time a training loop with and without prefetch")

@@ -1,8 +1,8 @@
 """The feature-database build on a finished run: wall and CPU time, tokens/s, seconds per feature.
 
-    python benchmarks/features_build.py --source runs/default --work /tmp/features_bench \\
+    python benchmarks/features_build.py --source runs/full --work /tmp/features_bench \\
         --saes tm2023-4096 --no-neurons --label sae4096
-    python benchmarks/features_build.py --source runs/default --work /tmp/features_bench --label all
+    python benchmarks/features_build.py --source runs/full --work /tmp/features_bench --label all
 
 `--source` is only read: the script makes `--work` a run directory of symlinks to the source's
 tokens, tokenizer, transformer, sae and eval folders and writes the database there. The issue's
@@ -35,7 +35,7 @@ SAEDASHBOARD_S_PER_FEATURE = 0.17
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", type=Path, default=Path("runs/default"), help="finished run (read only)")
+    p.add_argument("--source", type=Path, default=Path("runs/full"), help="finished run (read only)")
     p.add_argument("--work", type=Path, default=Path("/tmp/features_bench"), help="scratch run dir (symlinks + DB)")
     p.add_argument("--n-tokens", type=int, default=1_048_576)
     p.add_argument("--saes", default="", help="SAE names to include (default: all)")

@@ -1,6 +1,6 @@
 """Time the three analyses (ablate + pinned, split + automata, map) on a full-size run.
 
-    PYTHONPATH=src python benchmarks/interp_analyses.py --run /work/main/runs/default --work /tmp/interp-a/bench
+    PYTHONPATH=src python benchmarks/interp_analyses.py --run /work/main/runs/full --work /tmp/interp-a/bench
 
 The source run is only read: the work folder gets symlinks to its tokenizer, tokens, transformer
 and SAEs plus a feature database of its own. Until the core `features build` is merged, that
@@ -110,7 +110,7 @@ def build_db(run: Path, path: Path, n_tokens: int, n_top: int, before: int = 20,
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", type=Path, default=Path("runs/default"))
+    p.add_argument("--run", type=Path, default=Path("runs/full"))
     p.add_argument("--work", type=Path, default=Path("/tmp/interp-bench"))
     p.add_argument("--db-tokens", type=int, default=262_144, help="held-out tokens of the brute-force DB")
     p.add_argument("--n-top", type=int, default=20, help="top examples per feature")

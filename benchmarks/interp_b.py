@@ -1,8 +1,8 @@
 """The paper's case-study, universality and automated-interpretability numbers on a finished run.
 
-    python benchmarks/interp_b.py case-study   --run runs/default --db /tmp/me/features.sqlite
-    python benchmarks/interp_b.py universality --run runs/default --db /tmp/me/features.sqlite
-    python benchmarks/interp_b.py autointerp   --run runs/default --db /tmp/me/features.sqlite
+    python benchmarks/interp_b.py case-study   --run runs/full --db /tmp/me/features.sqlite
+    python benchmarks/interp_b.py universality --run runs/full --db /tmp/me/features.sqlite
+    python benchmarks/interp_b.py autointerp   --run runs/full --db /tmp/me/features.sqlite
 
 Reads the run (never writes into it); the feature database `--db` is created if missing with the
 run's dictionaries registered (the core `features build` pass fills the rest). Prints each table
@@ -105,7 +105,7 @@ def collect_examples(
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["case-study", "universality", "autointerp"])
-    p.add_argument("--run", type=Path, default=Path("runs/default"))
+    p.add_argument("--run", type=Path, default=Path("runs/full"))
     p.add_argument("--db", type=Path, required=True)
     p.add_argument("--n-tokens", type=int, default=1_000_000)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))

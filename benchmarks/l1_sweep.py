@@ -1,7 +1,7 @@
 """λ sweep of the paper's SAE on a run's harvested activations: L0, FVU, dead and loss recovered.
 
     python benchmarks/l1_sweep.py --run runs/demo --n-features 4096 --l1 0.004,0.008 --lr 1e-3 --steps 400
-    python benchmarks/l1_sweep.py --run runs/default --l1 0.008 --steps 1708 --resampling 4:0.025:0.0125,9:0.1:0.05
+    python benchmarks/l1_sweep.py --run runs/full --l1 0.008 --steps 1708 --resampling 4:0.025:0.0125,9:0.1:0.05
 
 `--resampling` sweeps the resampling schedule too: each `N:EVERY:WINDOW` resamples N times, every
 EVERY of the run, with a dead window of WINDOW of the run (the paper's, scaled: 4:0.025:0.0125).

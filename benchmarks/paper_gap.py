@@ -1,6 +1,6 @@
 """Why the paper recipe ends behind SAELens from initialisation: one difference changed at a time.
 
-    python benchmarks/paper_gap.py --variants paper free eps clip      # 16,384 features, 300 steps each
+    python benchmarks/paper_gap.py --variants paper free eps clip clip-free   # 16,384 features, 300 steps each
 
 Each variant trains our paper recipe from the same start on the same batches as
 `sae_vs_saelens.py --recipes paper --start init` (its worker's `stream_batches`, `build_ours` and
@@ -11,7 +11,9 @@ bfloat16 active set), then reports the held-out MSE, L0 and the objective both t
 - `free`: SAELens's standard decoder: rows free, L1 weighted by their norms, no parallel-gradient
   removal (our April SAE class with the pre-encoder bias, and the paper's λ, lr and no warm-up);
 - `eps`: Adam ε divided by d_in, as if the loss were summed over d_in like SAELens's;
-- `clip`: the gradient clipped at 1 / d_in, SAELens's clip at 1 on its summed-MSE loss.
+- `clip`: the gradient clipped at 1 / d_in, SAELens's clip at 1 on its summed-MSE loss;
+- `clip-free`: both `clip` and `free`, i.e. SAELens's recipe in our trainer (what is left between
+  `clip` and SAELens, if this matches SAELens, is the paper's unit-norm decoder).
 
 SAELens's own number for the same start is `sae_vs_saelens.py`'s (docs/benchmarks.md). Prints a
 table and writes JSON (benchmarks/results/paper_gap.json). Results: docs/LOG.md, 2026-12-06 session 6.
@@ -33,8 +35,8 @@ from monosemantic.runtime import tune_allocator
 from monosemantic.sae import train_sae
 from monosemantic.sae.april import AprilSAE, AprilTrainConfig
 
-DEFAULT_STORE = Path("runs/default/activations/A/blocks.0.mlp.hook_post")
-VARIANTS = ["paper", "free", "eps", "clip"]
+DEFAULT_STORE = Path("runs/full/activations/A/blocks.0.mlp.hook_post")
+VARIANTS = ["paper", "free", "eps", "clip", "clip-free"]
 
 
 class _FreeDecoderSAE(AprilSAE):
@@ -45,7 +47,7 @@ class _FreeDecoderSAE(AprilSAE):
 
 def variant(name: str, sae: Any, cfg: Any, steps: int) -> tuple[Any, Any]:
     """The SAE and train config of one variant, from the paper recipe's `sae` and `cfg`."""
-    if name == "free":
+    if name in ("free", "clip-free"):
         free = _FreeDecoderSAE(sae.cfg)
         with torch.no_grad():
             for k in ("W_enc", "b_enc", "W_dec", "b_dec"):
@@ -55,7 +57,8 @@ def variant(name: str, sae: Any, cfg: Any, steps: int) -> tuple[Any, Any]:
             lr=cfg.lr,
             l1_warmup_fraction=0.0,
             lr_decay_fraction=0.0,
-            max_grad_norm=None,
+            # the April loss sums the MSE over d_in as SAELens's does, so SAELens's clip at 1 is 1 here
+            max_grad_norm=None if cfg.max_grad_norm is None else cfg.max_grad_norm * D_IN,
             normalize_inputs=False,
             batch_size=BATCH,
             n_steps=steps,
@@ -77,14 +80,14 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/paper_gap.json"))
     args = p.parse_args()
     if not args.activations.exists():
-        raise SystemExit(f"{args.activations}: no harvested store (run `monosemantic demo` first)")
+        raise SystemExit(f"{args.activations}: no harvested store (run `monosemantic demo --preset full` first)")
     tune_allocator()
     rows = []
-    print(f"{'variant':>8} {'MSE':>7} {'L0':>6} {'l1':>7} {'objective':>9} {'s':>6}")
+    print(f"{'variant':>9} {'MSE':>7} {'L0':>6} {'l1':>7} {'objective':>9} {'s':>6}")
     for name in args.variants:
         train, held_out, _ = stream_batches(str(args.activations), args.steps, N_EVAL)
         first, train = _peek(train)
-        recipe = "paper-clip" if name == "clip" else "paper"  # build_ours sets the clip equal to SAELens's
+        recipe = "paper-clip" if name.startswith("clip") else "paper"  # build_ours sets the clip equal to SAELens's
         sae, cfg = build_ours(recipe, args.features, args.steps, "init", first, {"matmul_dtype": "bfloat16"})
         sae, cfg = variant(name, sae, cfg, args.steps)
         t0 = time.perf_counter()
@@ -93,7 +96,7 @@ def main() -> None:
         row |= {"objective": row["mse"] + PAPER_L1 * row["l1"], "seconds": time.perf_counter() - t0}
         rows.append(row)
         print(
-            f"{name:>8} {row['mse']:>7.4f} {row['l0']:>6.1f} {row['l1']:>7.2f} {row['objective']:>9.4f} "
+            f"{name:>9} {row['mse']:>7.4f} {row['l0']:>6.1f} {row['l1']:>7.2f} {row['objective']:>9.4f} "
             f"{row['seconds']:>6.0f}"
         )
     meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "features": args.features, "steps": args.steps}

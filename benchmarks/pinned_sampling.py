@@ -1,6 +1,6 @@
 """Pinned sampling (TM §4): the cached sampler against re-running the whole window at every step.
 
-    python benchmarks/pinned_sampling.py [--run runs/default] [--sae tm2023-4096] [--features 255]
+    python benchmarks/pinned_sampling.py [--run runs/full] [--sae tm2023-4096] [--features 255]
 
 What `features build` does per batch of 85 features x 3 samples (`ablation.pin_dictionary`):
 24 tokens after the paper's prompt, each feature pinned at a value. `plain` is
@@ -32,7 +32,7 @@ from monosemantic.transformer.train import load_transformer
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", type=Path, default=Path("runs/default"))
+    p.add_argument("--run", type=Path, default=Path("runs/full"))
     p.add_argument("--sae", default="tm2023-4096")
     p.add_argument("--features", type=int, default=255, help="features per batch (3 samples each)")
     p.add_argument("--batches", type=int, default=2)

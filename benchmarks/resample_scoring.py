@@ -1,6 +1,6 @@
 """Resampling's scoring pass (TM §4): per-input loss of a trained SAE over 100 batches, three ways.
 
-    python benchmarks/resample_scoring.py --sae runs/default/sae/A/blocks.0.mlp.hook_post/tm2023-4096
+    python benchmarks/resample_scoring.py --sae runs/full/sae/A/blocks.0.mlp.hook_post/tm2023-4096
 
 `dense` is `per_example_loss(x, *sae(x))` (what resampling did before 2026-12-06); `sparse-float32`
 and `sparse-bfloat16` are `train.resample_losses` (decoder over the active features; bfloat16 picks
@@ -28,7 +28,7 @@ from monosemantic.sae.train import resample_losses
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sae", type=Path, required=True)
-    p.add_argument("--activations", type=Path, default=Path("runs/default/activations/A/blocks.0.mlp.hook_post"))
+    p.add_argument("--activations", type=Path, default=Path("runs/full/activations/A/blocks.0.mlp.hook_post"))
     p.add_argument("--batches", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--rounds", type=int, default=3)

@@ -46,7 +46,7 @@ from pathlib import Path
 
 from monosemantic.io import write_json
 
-DEFAULT_STORE = Path("runs/default/activations/A/blocks.0.mlp.hook_post")
+DEFAULT_STORE = Path("runs/full/activations/A/blocks.0.mlp.hook_post")
 TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
 BATCH = 4096
 

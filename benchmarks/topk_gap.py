@@ -48,7 +48,7 @@ SAELENS = ["saelens", "saelens:noclip", "saelens:norescale", "saelens:bdecmed"]
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--activations", type=Path, default=Path("runs/default/activations/A/blocks.0.mlp.hook_post"))
+    p.add_argument("--activations", type=Path, default=Path("runs/full/activations/A/blocks.0.mlp.hook_post"))
     p.add_argument("--features", type=int, default=1024)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--variants", nargs="+", default=OURS + SAELENS, choices=OURS + SAELENS)

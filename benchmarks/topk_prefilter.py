@@ -73,7 +73,7 @@ def measure(m: int, dtype: str, xs: list[torch.Tensor], steps: int) -> dict[str,
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--activations", default="runs/default/activations/A/blocks.0.mlp.hook_post")
+    p.add_argument("--activations", default="runs/full/activations/A/blocks.0.mlp.hook_post")
     p.add_argument("--features", type=int, nargs="+", default=[4096, 16384])
     p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
     p.add_argument("--steps", type=int, default=10)

@@ -1,8 +1,8 @@
 """Presets: named JSON files holding one section per stage config (STYLE P3).
 
-`default` is the demo on the embedded corpus; `quick` the same pipeline on less data, in under
-20 minutes on 2 CPU cores, without model B; `tiny` runs every stage in seconds and is what the
-tests use. A preset may also be given as a path to a JSON file of the same shape. CLI flags
+`default` is the demo on the embedded corpus, in under 20 minutes on 2 CPU cores, without model B;
+`full` the same pipeline on more data, with model B (about 47 minutes); `tiny` runs every stage in
+seconds and is what the tests use. A preset may also be given as a path to a JSON file of the same shape. CLI flags
 override single fields on top of the preset.
 """
 

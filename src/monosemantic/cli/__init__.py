@@ -32,8 +32,8 @@ Dictionary learning on a language model's MLP activations, after "Towards Monose
 whose folder is complete is skipped, so re-running a command resumes it (--force redoes it).
 
 pipeline:  corpus build -> tokenize -> lm train -> harvest -> sae train -> sae eval -> features build -> serve
-quick start:  monosemantic demo                  (embedded corpus, about 50 min on 2 cores; --no-universality: 35)
-              monosemantic demo --preset quick   (the same pipeline on less data, without model B: about 16 min)
+quick start:  monosemantic demo                  (embedded corpus, about 19 min on 2 cores; --universality: about 30)
+              monosemantic demo --preset full    (the same pipeline on more data, with model B: about 47 min)
               monosemantic demo --preset tiny --input my_texts/   (seconds)
 """
 
@@ -127,9 +127,9 @@ def _parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="after model A's evaluation, train model B (the LM seed + 1), harvest it and train the ladder's largest "
-        "SAE on it, so the feature database gets the paper's universality analysis (TM §6; about 18 min here); "
-        "--no-universality skips model B (default: on, except where the preset's demo section says otherwise, "
-        "as `quick` does)",
+        "SAE on it, so the feature database gets the paper's universality analysis (TM §6; about 11 min more with "
+        "the default preset, 17 with full); --no-universality skips model B (default: the preset's demo section, "
+        "off in `default`, on in `full`)",
     )
     demo.set_defaults(func=cmd_demo)
     for section, c in _section_classes().items():
