@@ -133,7 +133,7 @@ def test_auto_switches_to_sparse_once_l0_is_low() -> None:
     assert not stepper.sparse
     with torch.no_grad():
         sae.b_enc.fill_(-100.0)
-        sae.b_enc[0] = 100.0  # one feature fires: L0 = 1 < n_features / 32
+        sae.b_enc[0] = 100.0  # one feature fires: L0 = 1 < n_features × SPARSE_L0_FRACTION
     for step in range(21, 31):
         stepper.gradients(sae, cfg, x, step, dead)
     assert stepper.sparse

@@ -49,8 +49,10 @@ from monosemantic.sae.model import SparseAutoencoder
 StepMode = Literal["auto", "dense", "sparse"]
 MatmulDtype = Literal["float32", "bfloat16", "auto"]
 
-SPARSE_L0_FRACTION = 1 / 32
-"""`auto` uses the sparse step while L0 < n_features × this (measured crossover, docs/LOG.md)."""
+SPARSE_L0_FRACTION = 1 / 16
+"""`auto` uses the sparse step while L0 < n_features × this. Measured (benchmarks/step_crossover.py,
+docs/benchmarks.md): at 1/16 the sparse step is 1.3–2.0× faster than the dense one for 512 to 16,384
+features, at 1/8 it is 0.6–1.2×, so 1/16 is the largest power of two where it pays at every size."""
 CHECK_EVERY = 10
 """While dense, `auto` measures L0 every this many steps (a pass over `[batch, n_features]`)."""
 
