@@ -8,7 +8,7 @@ features firing per input (set through b_enc, as `sae_vs_saelens.py`'s sparse st
 of one paper-recipe gradient step (loss, backward, every `.grad`; no Adam) by the dense autograd
 step and by the sparse step with the float32 and the bfloat16 active set. The variants alternate
 step by step in one process (the machine is noisy) and the table gives medians and the ratio
-dense / sparse (above 1: sparse is faster). Batch 4,096, d_in 512, planted inputs (ReLU of
+dense / sparse (above 1: sparse is faster). Batch 4,096, d_in 512, synthetic inputs (ReLU of
 Gaussians: the cost depends on L0, not on what the features mean). Writes JSON
 (benchmarks/results/step_crossover.json). Results: docs/benchmarks.md.
 """
