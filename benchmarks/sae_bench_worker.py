@@ -108,12 +108,16 @@ def build_ours(recipe: str, m: int, steps: int, start: str, first: torch.Tensor,
     with torch.no_grad():
         if sae.pre_encoder_bias:  # both starts: b_dec at the geometric median of the first batch (TM §3.1)
             sae.b_dec.copy_(geometric_median(first))
-        if start == "sparse" and not recipe.startswith("topk"):  # each feature fires on ~TARGET_L0 / m inputs
-            x_bar = first - sae.b_dec if sae.pre_encoder_bias else first
-            pre = x_bar @ sae.W_enc
-            q = 1 - TARGET_L0 / m
-            sae.b_enc.copy_(-torch.quantile(pre[:1024], q, dim=0))
+        if start == "sparse" and not recipe.startswith("topk"):
+            fire_on(sae, first, TARGET_L0 / m)
     return sae, cfg
+
+
+@torch.no_grad()
+def fire_on(sae: Any, x: torch.Tensor, fraction: float) -> None:
+    """Set b_enc so that each feature fires on about `fraction` of the inputs `x` (its first 1,024)."""
+    x_bar = x[:1024] - sae.b_dec if sae.pre_encoder_bias else x[:1024]
+    sae.b_enc.copy_(-torch.quantile(x_bar @ sae.W_enc, 1 - fraction, dim=0))
 
 
 def saelens_copy(ours: Any, recipe: str, steps: int) -> tuple[Any, Any]:

@@ -4,11 +4,11 @@
 
 `step="auto"` trains dense while L0 is above `sparse_step.SPARSE_L0_FRACTION` of the features and
 sparse below it. This measures that crossover: for each dictionary size and each target fraction of
-features firing per input (set through b_enc, as `sae_vs_saelens.py`'s sparse start does), the time
-of one paper-recipe gradient step (loss, backward, every `.grad`; no Adam) by the dense autograd
-step and by the sparse step with the float32 and the bfloat16 active set. The variants alternate
-step by step in one process (the machine is noisy) and the table gives medians and the ratio
-dense / sparse (above 1: sparse is faster). Batch 4,096, d_in 512, synthetic inputs (ReLU of
+features firing per input (set through b_enc by `sae_bench_worker.fire_on`, as `sae_vs_saelens.py`'s
+sparse start does), the time of one paper-recipe gradient step (loss, backward, every `.grad`; no
+Adam) by the dense autograd step and by the sparse step with the float32 and the bfloat16 active
+set. The variants alternate step by step in one process (the machine is noisy) and the table gives
+medians and the ratio dense / sparse (above 1: sparse is faster). Batch 4,096, d_in 512, synthetic inputs (ReLU of
 Gaussians: the cost depends on L0, not on what the features mean). Writes JSON
 (benchmarks/results/step_crossover.json). Results: docs/benchmarks.md.
 """
@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from sae_bench_worker import fire_on
 
 from monosemantic.io import write_json
 from monosemantic.runtime import tune_allocator
@@ -37,8 +38,7 @@ def sae_at(m: int, fraction: float, x: torch.Tensor) -> SparseAutoencoder:
     sae = SparseAutoencoder(SAEConfig(D_IN, m))
     with torch.no_grad():
         sae.b_dec.copy_(x.mean(0))
-        pre = (x[:1024] - sae.b_dec) @ sae.W_enc
-        sae.b_enc.copy_(-torch.quantile(pre, 1 - fraction, dim=0))
+    fire_on(sae, x, fraction)
     return sae
 
 

@@ -2,8 +2,8 @@
 
 `default` is the demo on the embedded corpus, in under 20 minutes on 2 CPU cores, without model B;
 `full` the same pipeline on more data, with model B (about 47 minutes); `tiny` runs every stage in
-seconds and is what the tests use. A preset may also be given as a path to a JSON file of the same shape. CLI flags
-override single fields on top of the preset.
+seconds and is what the tests use. A preset may also be given as a path to a JSON file of the same
+shape. CLI flags override single fields on top of the preset.
 """
 
 from __future__ import annotations
