@@ -3,7 +3,7 @@
     python benchmarks/resample_scoring.py --sae runs/full/sae/A/blocks.0.mlp.hook_post/tm2023-4096
 
 `dense` is `per_example_loss(x, *sae(x))` (what resampling did before 2026-12-06); `sparse-float32`
-and `sparse-bfloat16` are `train.resample_losses` (decoder over the active features; bfloat16 picks
+and `sparse-bfloat16` are `resample.resample_losses` (decoder over the active features; bfloat16 picks
 the active set and recomputes its values in float32). Same inputs for all three, methods
 alternated, median over rounds; also the largest relative loss difference against `dense`.
 """
@@ -22,7 +22,7 @@ from monosemantic.activations.store import open_activations
 from monosemantic.io import write_json
 from monosemantic.sae.loss import per_example_loss
 from monosemantic.sae.model import SparseAutoencoder
-from monosemantic.sae.train import resample_losses
+from monosemantic.sae.resample import resample_losses
 
 
 def main() -> None:

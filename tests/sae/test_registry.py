@@ -1,8 +1,13 @@
-"""The architecture registry: one dict, load dispatch, shared properties, mixed architectures in one pass."""
+"""The architecture registry: one table, load dispatch, shared properties, mixed architectures in one pass."""
 
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +17,7 @@ from monosemantic.io import read_json, write_json
 from monosemantic.paths import SAE_CONFIG
 from monosemantic.sae import (
     ARCHITECTURES,
+    SAE_CLASSES,
     AprilSAE,
     AprilTrainConfig,
     SAEConfig,
@@ -22,22 +28,57 @@ from monosemantic.sae import (
     TopKTrainConfig,
     train_sae,
 )
+from monosemantic.sae.model import register_sae
+from monosemantic.sae.recipe import TRAIN_CONFIGS
 from monosemantic.sae.registry import DEFAULT_ARCHITECTURE
 
 
 def build(name: str, d_in: int = 8, n_features: int = 16) -> SparseAutoencoder:
-    cls = ARCHITECTURES[name].sae
+    cls = SAE_CLASSES[name]
     cfg = TopKSAEConfig(d_in, n_features, k=3) if cls.config_class is TopKSAEConfig else SAEConfig(d_in, n_features)
     return cls(cfg)
 
 
 def test_registry_keys_are_the_class_tags() -> None:
-    assert set(ARCHITECTURES) == {"tm2023", "april2024", "topk"} and DEFAULT_ARCHITECTURE == "tm2023"
-    for name, arch in ARCHITECTURES.items():
+    assert list(SAE_CLASSES) == ["tm2023", "april2024", "topk"] and DEFAULT_ARCHITECTURE == "tm2023"
+    assert {"tm2023": SparseAutoencoder, "april2024": AprilSAE, "topk": TopKSAE} == SAE_CLASSES
+    assert {"tm2023": SAETrainConfig, "april2024": AprilTrainConfig, "topk": TopKTrainConfig} == TRAIN_CONFIGS
+    for name, arch in ARCHITECTURES.items():  # the pairs the CLI reads
+        assert arch.sae is SAE_CLASSES[name] and arch.train_config is TRAIN_CONFIGS[name]
         assert arch.sae.architecture == name == arch.train_config.architecture
 
 
-@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_a_tag_registers_once() -> None:
+    class Clash(SparseAutoencoder):  # same tag as its base, as a benchmark's variant of a recipe has
+        pass
+
+    with pytest.raises(ValueError, match="'tm2023' is taken by"):
+        register_sae(Clash)
+    assert SAE_CLASSES["tm2023"] is SparseAutoencoder
+
+
+def test_loading_imports_no_trainer(tmp_path: Path) -> None:
+    """Loading a saved SAE of every architecture imports the models only, never train.py."""
+    for name in SAE_CLASSES:
+        build(name).save(tmp_path / name)
+    code = textwrap.dedent(
+        f"""
+        import json, sys
+        from pathlib import Path
+        from monosemantic.sae.model import SparseAutoencoder
+        for name in ("tm2023", "april2024", "topk"):
+            sae = SparseAutoencoder.load(Path({str(tmp_path)!r}) / name)
+            assert sae.architecture == name, (name, type(sae))
+        print(json.dumps(sorted(m for m in sys.modules if m.startswith("monosemantic.sae"))))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = json.loads(out)
+    assert "monosemantic.sae.model" in loaded and "monosemantic.sae.topk" in loaded
+    assert "monosemantic.sae.train" not in loaded
+
+
+@pytest.mark.parametrize("name", sorted(SAE_CLASSES))
 def test_forward_is_decode_of_encode_without_side_effects(name) -> None:
     sae = build(name)
     with torch.no_grad():
@@ -51,7 +92,7 @@ def test_forward_is_decode_of_encode_without_side_effects(name) -> None:
     assert all(torch.equal(v, before[k]) for k, v in sae.state_dict().items())
 
 
-@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("name", sorted(SAE_CLASSES))
 def test_load_dispatches_on_the_architecture(tmp_path, name) -> None:
     sae = build(name)
     loaded = SparseAutoencoder.load(sae.save(tmp_path / name))

@@ -134,7 +134,7 @@ def test_trainer_resamples_a_deliberately_dead_feature(tiny_train_cfg) -> None:
 @pytest.mark.parametrize("density", [0.04, 0.5])
 def test_resample_losses_match_the_dense_per_example_loss(density: float) -> None:
     """The sparse-decoder scoring equals `per_example_loss(x, *sae(x))` (sparse and dense branches)."""
-    from monosemantic.sae.train import resample_losses
+    from monosemantic.sae.resample import resample_losses
 
     torch.manual_seed(0)
     sae = SparseAutoencoder(SAEConfig(d_in=16, n_features=64))

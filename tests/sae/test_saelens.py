@@ -16,7 +16,7 @@ import torch
 from monosemantic.errors import UserError
 from monosemantic.io import save_tensors, write_json
 from monosemantic.sae import (
-    ARCHITECTURES,
+    SAE_CLASSES,
     AprilSAE,
     SAEConfig,
     SparseAutoencoder,
@@ -31,7 +31,7 @@ HOOK = "blocks.0.mlp.hook_post"
 def trained_like(name: str, d_in: int = 12, n_features: int = 40, seed: int = 0) -> SparseAutoencoder:
     """An SAE of architecture `name` with nonzero biases and, for April, free decoder norms."""
     g = torch.Generator().manual_seed(seed)
-    cls = ARCHITECTURES[name].sae
+    cls = SAE_CLASSES[name]
     cfg = TopKSAEConfig(d_in, n_features, k=5) if cls.config_class is TopKSAEConfig else SAEConfig(d_in, n_features)
     sae = cls(cfg, generator=g)
     with torch.no_grad():
@@ -55,7 +55,7 @@ def exported(tmp_path):
     return make
 
 
-@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("name", sorted(SAE_CLASSES))
 def test_export_writes_the_saelens_layout(exported, name) -> None:
     sae, out = exported(name)
     assert sorted(p.name for p in out.iterdir()) == sorted([SAELENS_CONFIG, SAELENS_WEIGHTS])
@@ -70,7 +70,7 @@ def test_export_writes_the_saelens_layout(exported, name) -> None:
         assert cfg["k"] == 5 and cfg["rescale_acts_by_decoder_norm"] is False
 
 
-@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("name", sorted(SAE_CLASSES))
 def test_import_of_export_is_the_original(exported, name) -> None:
     sae, out = exported(name)
     back = import_saelens(out)
@@ -153,7 +153,7 @@ def sae_lens():
     return pytest.importorskip("sae_lens")
 
 
-@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("name", sorted(SAE_CLASSES))
 def test_saelens_loads_the_export_with_the_same_encode_and_decode(sae_lens, exported, name) -> None:
     sae, out = exported(name)
     theirs = sae_lens.SAE.load_from_disk(str(out), device="cpu")

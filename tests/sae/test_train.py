@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import ast
 import copy
-from pathlib import Path
+import dataclasses
+import inspect
+import textwrap
 
 import pytest
 import torch
 
-import monosemantic.sae
-from monosemantic.sae import SAEConfig, SAETrainConfig, SparseAutoencoder, train_sae
+from monosemantic.sae import (
+    AprilTrainConfig,
+    SAEConfig,
+    SAETrainConfig,
+    SparseAutoencoder,
+    TopKTrainConfig,
+    train_sae,
+)
 from monosemantic.sae.geometric_median import geometric_median
 from monosemantic.sae.synthetic import mean_max_cosine, planted_features
 
@@ -47,15 +55,16 @@ def test_config_defaults_are_the_paper() -> None:
     assert cfg.resample_n_batches * cfg.batch_size == 819_200
 
 
-def test_every_config_field_has_a_docstring() -> None:
-    # CLI flags get their help text from these attribute docstrings (STYLE P3)
-    tree = ast.parse(Path(monosemantic.sae.train.__file__).read_text())
-    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SAETrainConfig")
-    body = cls.body
-    for i, node in enumerate(body):
-        if isinstance(node, ast.AnnAssign):
-            nxt = body[i + 1]
-            assert isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant), node.target.id
+@pytest.mark.parametrize("cls", [SAETrainConfig, AprilTrainConfig, TopKTrainConfig], ids=lambda c: c.__name__)
+def test_every_config_field_has_a_docstring(cls) -> None:
+    # CLI flags get their help text from these attribute docstrings (STYLE P3), inherited ones included
+    documented = set()
+    for klass in filter(dataclasses.is_dataclass, cls.__mro__):
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body  # type: ignore[attr-defined]
+        for node, nxt in zip(body, body[1:], strict=False):
+            if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+                documented.add(node.target.id)
+    assert {f.name for f in dataclasses.fields(cls)} <= documented
 
 
 def test_decoder_rows_unit_norm_after_a_step(tiny_sae_cfg, tiny_train_cfg) -> None:

@@ -21,7 +21,17 @@ from monosemantic.errors import UserError
 
 @cache
 def field_docs(cls: type) -> dict[str, str]:
-    """Attribute docstrings: the string literal right after each annotated field."""
+    """Attribute docstrings: the string literal right after each annotated field.
+
+    Inherited fields keep their base dataclass's docstring; a class that re-declares a field wins."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs.update(_own_field_docs(klass))
+    return docs
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs = {}

@@ -39,12 +39,13 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from monosemantic.runtime import check_dtype
+from monosemantic.sae import sparse_ops as ops
 from monosemantic.sae.constraints import fold_decoder_norms_
 from monosemantic.sae.loss import LossTerms, squared_error
-from monosemantic.sae.model import SparseAutoencoder
+from monosemantic.sae.model import SparseAutoencoder, register_sae
+from monosemantic.sae.recipe import TrainConfig, register_recipe
 from monosemantic.sae.schedule import linear_decay_tail, linear_warmup
-from monosemantic.sae.sparse_step import MatmulDtype, StepMode
+from monosemantic.sae.sparse_step import SparseForward, SparseTerms
 
 # [APR24] *(confirm)*: "random directions and fixed L2 norm"; SAELens decoder_init_norm=0.1, DL 0.1.
 DECODER_INIT_NORM = 0.1
@@ -61,6 +62,7 @@ def decoder_weighted_l1(f: Tensor, W_dec: Tensor) -> Tensor:
     return (f.abs() * W_dec.norm(dim=1)).sum(dim=-1).mean()
 
 
+@register_sae
 class AprilSAE(SparseAutoencoder):
     """ReLU SAE without pre-encoder bias and with free decoder norms (Anthropic, April 2024).
 
@@ -91,69 +93,46 @@ class AprilSAE(SparseAutoencoder):
         return self
 
 
+@register_recipe
 @dataclass(frozen=True)
-class AprilTrainConfig:
-    """How to train an `AprilSAE` (Anthropic, April 2024). Defaults follow the update (module docstring)."""
+class AprilTrainConfig(TrainConfig):
+    """How to train an `AprilSAE` (Anthropic, April 2024). Defaults follow the update (module docstring).
+
+    From `TrainConfig`: Adam β (0.9, 0.999) ([APR24]) and ε 1e-8 (PyTorch's; not stated).
+    """
 
     architecture: ClassVar[str] = "april2024"
 
-    l1_coeff: float = 5.0
-    """λ after warm-up, on normalised inputs (E‖x‖ = √d_in) with the MSE summed over d_in ([SM]: 5)."""
     lr: float = 5e-5
     """Adam learning rate before the final decay ([APR24]: "5e-5 is a reasonable default")."""
     batch_size: int = 4096
     """Inputs per step ([APR24]: 2048 or 4096)."""
     n_steps: int = 200_000
     """Optimizer steps ([APR24]: "200k is a reasonable default")."""
-    adam_beta1: float = 0.9
-    """Adam β1 ([APR24])."""
-    adam_beta2: float = 0.999
-    """Adam β2 ([APR24])."""
-    adam_eps: float = 1e-8
-    """Adam ε (PyTorch default; not stated)."""
-    l1_warmup_fraction: float = 0.05
-    """λ rises linearly from 0 over this fraction of the steps (SAELens: total // 20; confirm)."""
-    lr_decay_fraction: float = 0.2
-    """The learning rate falls linearly to 0 over this last fraction of the steps ([APR24])."""
     max_grad_norm: float | None = 1.0
     """Clip the total gradient norm to this ([APR24]: 1); None turns clipping off."""
     normalize_inputs: bool = True
     """Scale inputs by one constant so that E‖x‖ = √d_in (`Normalizer`), folded back at the end."""
+    l1_coeff: float = 5.0
+    """λ after warm-up, on normalised inputs (E‖x‖ = √d_in) with the MSE summed over d_in ([SM]: 5)."""
+    l1_warmup_fraction: float = 0.05
+    """λ rises linearly from 0 over this fraction of the steps (SAELens: total // 20; confirm)."""
+    lr_decay_fraction: float = 0.2
+    """The learning rate falls linearly to 0 over this last fraction of the steps ([APR24])."""
     normalize_n_inputs: int = 16_384
     """How many of the first inputs the scale is estimated on (not stated)."""
     dead_n_inputs: int = 10_000_000
     """Dead = no activation on this many inputs, for the logged dead_fraction ([APR24]: 10M samples)."""
-    step: StepMode = "auto"
-    """Training step: `dense` (autograd), `sparse` (hand-written, over the active features only), or
-    `auto` (dense while L0 is high, sparse once it is low; `sparse_step.py`)."""
-    matmul_dtype: MatmulDtype = "auto"
-    """`bfloat16` picks the sparse step's active set with a bfloat16 encoder product (values stay float32);
-    `auto` with --dtype bfloat16 or where the hardware has native bfloat16 (`sparse_step.resolve_matmul_dtype`)."""
-    dtype: str = "float32"
-    """Compute dtype: float32, or bfloat16 (autocast: the dense step's products in bfloat16, the sparse
-    step's active set chosen in bfloat16; weights, gradients and Adam stay float32, runtime.autocast)."""
-    log_every: int = 100
-    """Steps between log rows (means over the interval)."""
-    progress: bool = False
-    """Show a tqdm progress bar."""
 
     def __post_init__(self) -> None:
-        check_dtype(self.dtype)
-        if not (self.l1_coeff >= 0 and math.isfinite(self.l1_coeff)):
-            raise ValueError("AprilTrainConfig.l1_coeff must be finite and >= 0")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError("AprilTrainConfig.lr must be finite and > 0")
-        for name in ("batch_size", "n_steps", "normalize_n_inputs", "dead_n_inputs", "log_every"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-                raise ValueError(f"AprilTrainConfig.{name} must be an int >= 1")
-        for name in ("adam_beta1", "adam_beta2", "l1_warmup_fraction", "lr_decay_fraction"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"AprilTrainConfig.{name} must be in [0, 1)")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise ValueError("AprilTrainConfig.max_grad_norm must be > 0 or None")
+        super().__post_init__()
+        self._require(self.l1_coeff >= 0 and math.isfinite(self.l1_coeff), "l1_coeff", "must be finite and >= 0")
+        for name in ("normalize_n_inputs", "dead_n_inputs"):
+            self._require_count(name)
+        for name in ("l1_warmup_fraction", "lr_decay_fraction"):
+            self._require(0 <= getattr(self, name) < 1, name, "must be in [0, 1)")
 
-    # -- the recipe: what train_sae asks of a train config (train.TrainRecipe) ------------------
+    # -- the recipe: what train_sae asks of a train config (recipe.TrainRecipe) -----------------
 
     @property
     def n_init_inputs(self) -> int:
@@ -185,3 +164,23 @@ class AprilTrainConfig:
         sse, l1 = squared_error(x, x_hat), decoder_weighted_l1(f, sae.W_dec)
         loss = sse + self.l1_coeff_at(step) * l1
         return LossTerms(loss, f, {"mse": sse.detach() / x.shape[1], "l1": l1})  # mse logged per element
+
+    def sparse_terms(self, sae: SparseAutoencoder, fwd: SparseForward) -> SparseTerms:
+        """`loss` for the sparse step (`sparse_step.py`), with the gradients of λ Σ_i f_i ‖W_dec[i]‖.
+
+        ∂/∂f_bi = λ/B · ‖W_dec[i]‖ at the active entries, and the norm's own decoder gradient
+        ∂/∂W_dec[i] = λ/B · Σ_b f_bi · W_dec[i] / ‖W_dec[i]‖ (the decoder is free here).
+        """
+        batch, d_in = fwd.e.shape
+        p, f_vals, W_dec = fwd.p, fwd.f_vals, sae.W_dec
+        lam = self.l1_coeff_at(fwd.step)
+        norms = W_dec.norm(dim=1)  # (n_features,)
+        l1 = (f_vals * norms[p.col]).sum() / batch
+        col_f = ops.column_sums(p, f_vals)  # (n_features,)
+        return SparseTerms(
+            fwd.sse + lam * l1,
+            {"mse": fwd.sse / d_in, "l1": l1},
+            grad_scale=2 / batch,
+            grad_f=norms[p.col] * (lam / batch),
+            grad_W_dec=(lam / batch) * (col_f / norms.clamp_min(1e-12))[:, None] * W_dec,
+        )

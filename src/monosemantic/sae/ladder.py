@@ -32,8 +32,9 @@ from monosemantic.errors import UserError
 from monosemantic.io import is_complete, stage_dir, write_json
 from monosemantic.paths import SAE_CONFIG, TRAIN_LOG, TRAINING_JSON
 from monosemantic.sae.checkpoint import SAECheckpointer
-from monosemantic.sae.registry import ARCHITECTURES
-from monosemantic.sae.train import TrainRecipe, train_sae
+from monosemantic.sae.recipe import TRAIN_CONFIGS, TrainRecipe
+from monosemantic.sae.registry import SAE_CLASSES
+from monosemantic.sae.train import train_sae
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,8 @@ class LadderConfig:
     """Seed of the weight initialisation (the size is added, so each size differs)."""
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHITECTURES:
-            raise ValueError(f"arch must be one of {', '.join(ARCHITECTURES)}, got {self.arch}")
+        if self.arch not in SAE_CLASSES:
+            raise ValueError(f"arch must be one of {', '.join(SAE_CLASSES)}, got {self.arch}")
         try:
             sizes = self.sizes
         except ValueError:
@@ -133,7 +134,7 @@ def train_ladder(
 ) -> dict[str, Path]:
     """Train every size of `ladder` not yet on disk under `out_root`; returns name -> folder.
 
-    `train` is the arch's train config (`ARCHITECTURES[ladder.arch].train_config`); its n_steps is
+    `train` is the arch's train config (`TRAIN_CONFIGS[ladder.arch]`); its n_steps is
     capped at one pass over `n_rows`. `source` (where the activations came from) is recorded.
 
     Checkpoints (sae/checkpoint.py): with `checkpoint_dir`, the state is saved there every
@@ -142,9 +143,9 @@ def train_ladder(
     a function of the number of rows to skip (`lambda skip: store.batches(bs, seed, skip_rows=skip)`).
     In a data-parallel run only rank 0 writes; the others wait for it.
     """
-    arch = ARCHITECTURES[ladder.arch]
-    if not isinstance(train, arch.train_config):
-        raise TypeError(f"{ladder.arch} trains with {arch.train_config.__name__}, got {type(train).__name__}")
+    sae_class, config_class = SAE_CLASSES[ladder.arch], TRAIN_CONFIGS[ladder.arch]
+    if not isinstance(train, config_class):
+        raise TypeError(f"{ladder.arch} trains with {config_class.__name__}, got {type(train).__name__}")
     train = steps_for(train, n_rows)
     if ladder.sweep and not hasattr(train, "l1_coeff"):
         raise UserError(f"--l1-coeffs: --arch {ladder.arch} has no L1 coefficient")
@@ -170,7 +171,7 @@ def train_ladder(
         if ladder.arch == "topk":
             shape["k"] = ladder.k
         gen = torch.Generator().manual_seed(ladder.init_seed + n)
-        saes.append(arch.sae(arch.sae.config_class(**shape), generator=gen).to(device))
+        saes.append(sae_class(sae_class.config_class(**shape), generator=gen).to(device))
     names = [ladder.name(*m) for m in todo]
     log.info("training %s on %d rows (%d steps of %d)", ", ".join(names), n_rows, train.n_steps, train.batch_size)
     try:

@@ -19,7 +19,7 @@ from torch import Tensor
 
 
 class LossTerms(NamedTuple):
-    """What a training recipe's `loss` returns for one batch (`train.TrainRecipe`)."""
+    """What a training recipe's `loss` returns for one batch (`recipe.TrainRecipe`)."""
 
     loss: Tensor
     """Scalar to minimise."""

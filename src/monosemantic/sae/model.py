@@ -13,7 +13,7 @@ Layout (SAELens's, so export needs no transposition): `W_enc [d_in, n_features]`
 `sae/train.py`; this file knows nothing about optimisers. Later recipes are subclasses in their own
 files (`sae/april.py`, `sae/topk.py`) that override a class attribute or one step of `encode`
 (`pre_activations`, `activation`); each has its own `architecture` tag in `cfg.json`, and `load`
-finds the class through `sae/registry.py`.
+finds the class in `SAE_CLASSES`, which each class joins with `@register_sae` where it is defined.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +35,23 @@ from monosemantic.paths import SAE_CONFIG, SAE_WEIGHTS
 from monosemantic.sae.constraints import normalize_rows_
 
 CONFIG_KIND = "monosemantic.sae"
+
+SAE_CLASSES: dict[str, type[SparseAutoencoder]] = {}
+"""Every SAE class by its `architecture` tag: the registry `load` dispatches through (STYLE P14).
+
+A class adds itself with `@register_sae`, so this module needs no import of the subclasses (they
+import it). The package `__init__` imports april.py and topk.py, so the table is complete as soon
+as any `monosemantic.sae` module is imported; `sae/registry.py` documents the entries."""
+
+S = TypeVar("S", bound="type[SparseAutoencoder]")
+
+
+def register_sae(cls: S) -> S:
+    """Class decorator: add an SAE class to `SAE_CLASSES` under its `architecture`."""
+    if SAE_CLASSES.setdefault(cls.architecture, cls) is not cls:
+        taken = SAE_CLASSES[cls.architecture].__qualname__
+        raise ValueError(f"{cls.__name__}: architecture {cls.architecture!r} is taken by {taken}")
+    return cls
 
 
 @dataclass(frozen=True)
@@ -53,6 +70,7 @@ class SAEConfig:
                 raise ValueError(f"SAEConfig.{name} must be a positive int, got {value!r}")
 
 
+@register_sae
 class SparseAutoencoder(nn.Module):
     """ReLU sparse autoencoder with a tied pre-encoder / decoder bias and unit-norm decoder rows.
 
@@ -71,7 +89,7 @@ class SparseAutoencoder(nn.Module):
     """
 
     architecture: ClassVar[str] = "tm2023"
-    """The tag in cfg.json and the key in `registry.ARCHITECTURES`."""
+    """The tag in cfg.json and the key in `SAE_CLASSES`."""
     config_class: ClassVar[type[SAEConfig]] = SAEConfig
     """The shape config this class is built from (TopK adds k)."""
     pre_encoder_bias: ClassVar[bool] = True
@@ -118,6 +136,11 @@ class SparseAutoencoder(nn.Module):
         """The nonlinearity, `[batch, n_features]` → `[batch, n_features]`: ReLU here (TopK overrides it)."""
         return torch.relu(pre)
 
+    @property
+    def top_k(self) -> int | None:
+        """How many features `activation` keeps per input when it keeps a fixed number (TopK); None for ReLU."""
+        return None
+
     def encode(self, x: Tensor) -> Tensor:
         """`x [batch, d_in]` → feature activations `f [batch, n_features]`, f ≥ 0."""
         return self.activation(self.pre_activations(x))
@@ -160,28 +183,26 @@ class SparseAutoencoder(nn.Module):
     def load(cls, folder: str | os.PathLike[str], device: torch.device | str | None = None) -> SparseAutoencoder:
         """Read a folder written by `save`, of any architecture; returns an instance of its class.
 
-        The class comes from cfg.json's `architecture` through `registry.ARCHITECTURES`. Any missing,
-        corrupt or mismatched file is a UserError, and so is a folder holding another architecture
-        when called on a subclass (`TopKSAE.load` of an April SAE).
+        The class comes from cfg.json's `architecture` through `SAE_CLASSES`. Any missing, corrupt
+        or mismatched file is a UserError, and so is a folder holding another architecture when
+        called on a subclass (`TopKSAE.load` of an April SAE).
         """
-        from monosemantic.sae.registry import ARCHITECTURES  # the registry imports this module
-
         folder = Path(folder)
         raw = read_config(folder / SAE_CONFIG, CONFIG_KIND)
         name = raw.get("architecture")
-        arch = ARCHITECTURES.get(name) if isinstance(name, str) else None
-        if arch is None:
-            known = ", ".join(sorted(ARCHITECTURES))
+        sae_class = SAE_CLASSES.get(name) if isinstance(name, str) else None
+        if sae_class is None:
+            known = ", ".join(sorted(SAE_CLASSES))
             raise UserError(f"{folder / SAE_CONFIG}: architecture {raw.get('architecture')!r} is not one of {known}")
-        if not issubclass(arch.sae, cls):
-            raise UserError(f"{folder / SAE_CONFIG}: holds a {arch.sae.__name__}, not a {cls.__name__}")
+        if not issubclass(sae_class, cls):
+            raise UserError(f"{folder / SAE_CONFIG}: holds a {sae_class.__name__}, not a {cls.__name__}")
         try:
-            cfg = arch.sae.config_class(**{f.name: raw[f.name] for f in dataclasses.fields(arch.sae.config_class)})
+            cfg = sae_class.config_class(**{f.name: raw[f.name] for f in dataclasses.fields(sae_class.config_class)})
         except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"{folder / SAE_CONFIG}: bad SAE shape ({e})") from None
         tensors = load_tensors(folder / SAE_WEIGHTS)
         check_tensors(tensors, cfg, folder / SAE_WEIGHTS)
-        sae = arch.sae(cfg, device=device, dtype=tensors["W_enc"].dtype)
+        sae = sae_class(cfg, device=device, dtype=tensors["W_enc"].dtype)
         sae.load_state_dict(tensors)
         return sae
 

@@ -1,24 +1,33 @@
-"""The SAE architectures by the name written in cfg.json: one dict, in one place (STYLE P14).
+"""The SAE architectures by the name written in cfg.json: model classes, one table (STYLE P14).
 
-    tm2023     model.SparseAutoencoder + train.SAETrainConfig    Towards Monosemanticity (2023): the default
-    april2024  april.AprilSAE + april.AprilTrainConfig           Anthropic's April 2024 update (ref §10.5)
-    topk       topk.TopKSAE + topk.TopKTrainConfig               Gao et al. 2024: TopK + AuxK
+    tm2023     model.SparseAutoencoder   Towards Monosemanticity (2023): the default
+    april2024  april.AprilSAE            Anthropic's April 2024 update (ref §10.5)
+    topk       topk.TopKSAE              Gao et al. 2024: TopK + AuxK
 
-`SparseAutoencoder.load` dispatches through this dict, and a CLI `--arch` flag picks from its keys:
+`SAE_CLASSES` is that table. It lives in model.py, where `SparseAutoencoder.load` dispatches
+through it, and each class joins it with `@register_sae` where it is defined; importing this module
+(the package `__init__` does) imports every architecture's file, so the table is complete. No
+trainer is imported: each recipe's train config joins `recipe.TRAIN_CONFIGS` the same way, from
+train.py, april.py and topk.py.
 
-    arch = ARCHITECTURES["topk"]
-    sae = arch.sae(arch.sae.config_class(d_in=512, n_features=4096))
-    train_sae([sae], batches, arch.train_config(n_steps=1000))
+    cls = SAE_CLASSES["topk"]
+    sae = cls(cls.config_class(d_in=512, n_features=4096))
+    train_sae([sae], batches, TRAIN_CONFIGS["topk"](n_steps=1000))
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from monosemantic.sae.april import AprilSAE, AprilTrainConfig
-from monosemantic.sae.model import SparseAutoencoder
-from monosemantic.sae.topk import TopKSAE, TopKTrainConfig
-from monosemantic.sae.train import SAETrainConfig, TrainRecipe
+from monosemantic.sae.april import AprilSAE
+from monosemantic.sae.model import SAE_CLASSES, SparseAutoencoder
+from monosemantic.sae.recipe import TRAIN_CONFIGS, TrainConfig
+from monosemantic.sae.topk import TopKSAE
+
+__all__ = ["ARCHITECTURES", "DEFAULT_ARCHITECTURE", "SAE_CLASSES", "AprilSAE", "Architecture", "TopKSAE"]
+
+DEFAULT_ARCHITECTURE = "tm2023"  # the paper's recipe
 
 
 @dataclass(frozen=True)
@@ -27,13 +36,27 @@ class Architecture:
 
     sae: type[SparseAutoencoder]
     """The model class; its shape config is `sae.config_class`."""
-    train_config: type[TrainRecipe]
+    train_config: type[TrainConfig]
     """Its frozen train-config dataclass; `train_sae` takes an instance."""
 
 
-ARCHITECTURES: dict[str, Architecture] = {
-    "tm2023": Architecture(SparseAutoencoder, SAETrainConfig),
-    "april2024": Architecture(AprilSAE, AprilTrainConfig),
-    "topk": Architecture(TopKSAE, TopKTrainConfig),
-}
-DEFAULT_ARCHITECTURE = "tm2023"  # the paper's recipe
+class _Architectures(Mapping[str, Architecture]):
+    """`SAE_CLASSES` paired with `TRAIN_CONFIGS`, read when asked (tm2023's joins when train.py is imported)."""
+
+    def __getitem__(self, name: str) -> Architecture:
+        if name in SAE_CLASSES and name not in TRAIN_CONFIGS:
+            raise LookupError(f"no train config registered for {name!r}: import monosemantic.sae.train first")
+        return Architecture(SAE_CLASSES[name], TRAIN_CONFIGS[name])
+
+    def __contains__(self, name: object) -> bool:
+        return name in SAE_CLASSES
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(SAE_CLASSES)
+
+    def __len__(self) -> int:
+        return len(SAE_CLASSES)
+
+
+ARCHITECTURES: Mapping[str, Architecture] = _Architectures()
+"""{name: Architecture(model class, train config)}, kept for callers that want both at once (the CLI)."""

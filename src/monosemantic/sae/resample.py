@@ -7,8 +7,8 @@ The paper's procedure, and where each step lives:
    the trainer keeps `last_fired` (the model's forward has no side effects).
 2. "Compute the loss for the current model on a random subset of 819,200 inputs" (100 batches of
    8192). → the trainer peeks `resample_n_batches` batches of the (shuffled) stream, computes
-   `loss.per_example_loss` with the current SAE, and then trains on those batches as usual, so no
-   input is dropped or repeated.
+   `loss.per_example_loss` with the current SAE (`resample_losses`, over the active features),
+   and then trains on those batches as usual, so no input is dropped or repeated.
 3. "Assign each input vector a probability of being picked that is proportional to the square of
    the autoencoder's loss on that input." → `sample_by_loss`.
 4. "For each dead neuron sample an input according to these probabilities. Renormalize the input
@@ -39,8 +39,11 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from monosemantic.sae import sparse_ops as ops
 from monosemantic.sae.constraints import EPS
+from monosemantic.sae.loss import per_example_loss
 from monosemantic.sae.model import SparseAutoencoder
+from monosemantic.sae.sparse_step import MatmulDtype, sparse_encode
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,32 @@ def dead_mask(last_fired: Tensor, step: int, window: int) -> Tensor:
         `[n_features]` bool.
     """
     return (step - last_fired) >= window
+
+
+@torch.no_grad()
+def resample_losses(
+    sae: SparseAutoencoder, x: Tensor, l1_coeff: float, matmul_dtype: MatmulDtype = "float32"
+) -> Tensor:
+    """`per_example_loss(x, *sae(x))`, with the decoder product over the active features only.
+
+    Resampling scores 100 batches per SAE each time (TM §4): with dense products that was about
+    half of the demo ladder's time. As in the sparse step, `matmul_dtype="bfloat16"` picks the
+    active set with a bfloat16 encoder product and recomputes those values exactly, so the loss
+    differs only by the features within bfloat16 rounding of 0 (it only weights a random draw).
+    """
+    if sae.architecture != "tm2023" or x.device.type != "cpu":
+        return per_example_loss(x, *sae(x), l1_coeff)
+    x_bar = x - sae.b_dec  # TM §3.1: the pre-encoder bias
+    p, vals, xw = sparse_encode(x_bar, sae.W_enc, sae.b_enc, None, matmul_dtype)
+    if p.col.numel() > p.shape[0] * p.shape[1] // 8:  # dense early in training: the sparse product would not pay
+        if matmul_dtype == "bfloat16":  # xw is approximate (and has b_enc added): encode again exactly
+            return per_example_loss(x, *sae(x), l1_coeff)
+        f = torch.relu(xw + sae.b_enc)  # float32: reuse the exact encoder product
+        return per_example_loss(x, sae.decode(f), f, l1_coeff)
+    vals = vals.clamp(min=0)  # a bfloat16 pick can be a float32 -0.0001: ReLU's 0
+    x_hat = ops.spmm(p, vals, sae.W_dec) + sae.b_dec
+    l1 = torch.zeros(x.shape[0], dtype=vals.dtype, device=x.device).index_add_(0, p.row, vals)
+    return (x - x_hat).pow(2).mean(dim=-1) + l1_coeff * l1
 
 
 def sample_by_loss(loss: Tensor, n: int, generator: torch.Generator | None, eligible: Tensor | None = None) -> Tensor:

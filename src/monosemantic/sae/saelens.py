@@ -43,7 +43,7 @@ from monosemantic.errors import UserError
 from monosemantic.io import load_tensors, read_json, save_tensors, write_json
 from monosemantic.sae.constraints import fold_decoder_norms_
 from monosemantic.sae.model import SparseAutoencoder, check_tensors
-from monosemantic.sae.registry import ARCHITECTURES
+from monosemantic.sae.registry import SAE_CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def import_saelens(folder: str | os.PathLike[str], device: torch.device | str | 
     saelens_arch, apply_b_dec = raw.get("architecture", "standard"), bool(raw.get("apply_b_dec_to_input", True))
     if raw.get("normalize_activations", "none") != "none":
         raise UserError(f"{where}: normalize_activations {raw['normalize_activations']!r} is not supported")
-    candidates = [a.sae for a in ARCHITECTURES.values() if a.sae.saelens_architecture == saelens_arch]
+    candidates = [c for c in SAE_CLASSES.values() if c.saelens_architecture == saelens_arch]
     if not candidates:
         raise UserError(f"{where}: SAELens architecture {saelens_arch!r} has no counterpart here")
     exact = [c for c in candidates if c.pre_encoder_bias == apply_b_dec]

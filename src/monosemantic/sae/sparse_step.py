@@ -14,9 +14,11 @@ active entries of `f [batch, n_features]` (`sparse_ops`):
     ∂W_dec  = Fᵀ g  (+ April: λ/B · Σ_b F_bi · W_dec[i] / ‖W_dec[i]‖)
     ∂W_enc  = x̄ᵀ G ,  ∂b_enc = Σ_b G ,  ∂b_dec = Σ_b g − W_enc ∂b_enc   (the last term only with x̄)
 
-The unit-norm constraint, clipping, Adam, resampling and dead-feature tracking stay where they
-are; they see ordinary dense `.grad` tensors. TopK's AuxK term (Gao et al. §2.4) is done the same
-way over the dead features.
+What differs between recipes (c, the penalty and its gradients, TopK's AuxK term over the dead
+features, Gao et al. §2.4) is the recipe's `sparse_terms` method, next to its dense `loss`
+(train.py, april.py, topk.py): this file computes the shared forward, asks the recipe for
+`SparseTerms`, and backpropagates them. The unit-norm constraint, clipping, Adam, resampling and
+dead-feature tracking stay where they are; they see ordinary dense `.grad` tensors.
 
 `dtype="bfloat16"` (the `--dtype` of every stage, `runtime.autocast`) runs the dense step under
 bfloat16 autocast and makes `matmul_dtype="auto"` pick bfloat16; either way the weights, their
@@ -34,9 +36,9 @@ would cost more than dense ones) and switches to sparse once the measured L0 is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -75,6 +77,55 @@ def firing(f: Tensor) -> tuple[Tensor, Tensor]:
     return active.any(dim=0), active.sum(dim=-1).float().mean()
 
 
+@dataclass(frozen=True)
+class SparseForward:
+    """The sparse step's forward pass, as a recipe's `sparse_terms` sees it."""
+
+    x_bar: Tensor
+    """`[batch, d_in]`: the encoder's input, x − b_dec (or x where the SAE has no pre-encoder bias)."""
+    p: ops.Pattern
+    """The active entries of f, `[batch, n_features]`."""
+    f_vals: Tensor
+    """`[nnz]`: f at those entries (ReLU'd, so ≥ 0)."""
+    e: Tensor
+    """`[batch, d_in]`: x̂ − x."""
+    sse: Tensor
+    """Scalar: Σ_j e², mean over the batch."""
+    step: int
+    """The step (1-based), for schedules such as April's λ warm-up."""
+    dead: Tensor
+    """`[n_features]` bool: dead before this step (TopK's AuxK)."""
+
+
+@dataclass
+class SparseTerms:
+    """A recipe's loss on the sparse step, with its gradients beyond the reconstruction's Fᵀg.
+
+    The sparse step adds them as follows: ∂L/∂x̂ = `grad_scale` · e; ∂L/∂F = (g W_decᵀ)|F + `grad_f`;
+    ∂W_dec = Fᵀ g + `grad_W_dec`; each (pattern, ∂L/∂pre there) in `grad_pre` reaches the encoder
+    through x̄ like the main pattern's (TopK's AuxK).
+    """
+
+    loss: Tensor
+    """Scalar: the same loss as the recipe's dense `loss`."""
+    parts: dict[str, Tensor]
+    """Scalars to log, with the same keys as the dense `loss` gives."""
+    grad_scale: float
+    """c in ∂L/∂x̂ = c·e: 2 / (batch·d_in) for a mean MSE, 2 / batch for a summed one."""
+    grad_f: Tensor | None = None
+    """`[nnz]`: the penalty's gradient at the active entries, or None without one."""
+    grad_W_dec: Tensor | None = None
+    """`[n_features, d_in]`: a decoder gradient besides the reconstruction's, or None."""
+    grad_pre: list[tuple[ops.Pattern, Tensor]] = field(default_factory=list)
+    """More encoder gradients: (pattern in `[batch, n_features]`, ∂L/∂pre at it `[nnz']`)."""
+
+
+class SparseRecipe(Protocol):
+    """A train config with a hand-written sparse step (`Stepper` uses the dense step for any other)."""
+
+    def sparse_terms(self, sae: SparseAutoencoder, fwd: SparseForward) -> SparseTerms: ...
+
+
 def dense_gradients(
     sae: SparseAutoencoder, cfg: Any, x: Tensor, step: int, dead: Tensor, dtype: str = "float32"
 ) -> LossTerms:
@@ -92,75 +143,47 @@ def dense_gradients(
 
 @torch.no_grad()
 def sparse_gradients(
-    sae: SparseAutoencoder, cfg: Any, x: Tensor, step: int, dead: Tensor, matmul_dtype: MatmulDtype = "float32"
+    sae: SparseAutoencoder,
+    cfg: SparseRecipe,
+    x: Tensor,
+    step: int,
+    dead: Tensor,
+    matmul_dtype: MatmulDtype = "float32",
 ) -> LossTerms:
     """The same loss and gradients as `dense_gradients`, computed over the active features only.
 
-    Supports the three recipes by their `architecture` tag: tm2023 (TM §3.2: mean MSE + λ·L1),
-    april2024 (summed MSE + λ(step)·Σ f‖W_dec‖), topk (summed MSE + α·AuxK). Returns `LossTerms`
+    The recipe's loss terms come from `cfg.sparse_terms` (tm2023: mean MSE + λ·L1, TM §3.2;
+    april2024: summed MSE + λ(step)·Σ f‖W_dec‖; topk: summed MSE + α·AuxK). Returns `LossTerms`
     whose `f` is a sparse CSR tensor `[batch, n_features]` (use `firing` on it).
     """
-    arch = cfg.architecture
     batch, d_in = x.shape
     W_enc, b_enc, W_dec, b_dec = sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec
     x_bar = x - b_dec if sae.pre_encoder_bias else x  # (batch, d_in)
 
     # encoder forward (the one dense product), then the active set
-    k = sae.cfg.k if arch == "topk" else None  # type: ignore[attr-defined]
-    p, pre_vals, pre = sparse_encode(x_bar, W_enc, b_enc, k, matmul_dtype)
+    p, pre_vals, _ = sparse_encode(x_bar, W_enc, b_enc, sae.top_k, matmul_dtype)
     f_vals = pre_vals.relu()  # (nnz,)
 
-    # decoder forward and loss
+    # decoder forward and the recipe's loss
     x_hat = torch.addmm(b_dec, p.csr(f_vals), W_dec) if f_vals.numel() else b_dec.expand(batch, d_in).clone()
     e = x_hat - x  # (batch, d_in)
     sse = e.pow(2).sum(dim=-1).mean()
-    if arch == "tm2023":
-        recon, scale = sse / d_in, 2 / (batch * d_in)
-        lam = cfg.l1_coeff
-        l1 = f_vals.sum() / batch
-        l1_grad = torch.full_like(f_vals, lam / batch)
-        loss, parts = recon + lam * l1, {"mse": recon, "l1": l1}
-    elif arch == "april2024":
-        scale = 2 / batch
-        lam = cfg.l1_coeff_at(step)
-        norms = W_dec.norm(dim=1)  # (n_features,)
-        l1 = (f_vals * norms[p.col]).sum() / batch
-        l1_grad = norms[p.col] * (lam / batch)
-        loss, parts = sse + lam * l1, {"mse": sse / d_in, "l1": l1}
-    elif arch == "topk":
-        scale, l1_grad = 2 / batch, None
-        parts = {"mse": sse / d_in}
-        loss = sse
-    else:
-        raise ValueError(f"sparse step: no sparse path for architecture {arch!r}")
+    terms = cfg.sparse_terms(sae, SparseForward(x_bar, p, f_vals, e, sse, step, dead))
 
     # backward through the decoder and the ReLU, at the active entries only
-    g = e * scale  # (batch, d_in) = ∂L/∂x̂
-    grad_f = ops.sampled_matmul(p, g, W_dec.T, l1_grad)  # (nnz,)
+    g = e * terms.grad_scale  # (batch, d_in) = ∂L/∂x̂
+    grad_f = ops.sampled_matmul(p, g, W_dec.T, terms.grad_f)  # (nnz,)
     grad_pre = grad_f * (pre_vals > 0)
     pt = ops.transpose(p)
     grad_W_dec = ops.spmm_t(pt, f_vals, g)  # (n_features, d_in)
-    if arch == "april2024":
-        col_f = ops.column_sums(p, f_vals)  # (n_features,)
-        grad_W_dec += (lam / batch) * (col_f / norms.clamp_min(1e-12))[:, None] * W_dec
+    if terms.grad_W_dec is not None:
+        grad_W_dec += terms.grad_W_dec
     grad_b_dec = g.sum(dim=0)
-
-    # TopK: AuxK over the dead features (Gao et al. §2.4)
-    aux_parts: list[tuple[ops.Pattern, Tensor]] = []
-    if arch == "topk":
-        aux = torch.zeros((), dtype=x.dtype, device=x.device)
-        if cfg.auxk_coeff > 0 and bool(dead.any()):
-            k_aux = cfg.k_aux if cfg.k_aux is not None else max(1, d_in // 2)
-            aux, pa, grad_pa, grad_W_aux = _auxk(x_bar, W_enc, b_enc, W_dec, pre, dead, k_aux, -e, cfg.auxk_coeff)
-            grad_W_dec += grad_W_aux
-            aux_parts.append((pa, grad_pa))
-        loss = loss + cfg.auxk_coeff * aux
-        parts["auxk"] = aux
 
     # backward through the encoder
     grad_b_enc = ops.column_sums(p, grad_pre)  # (n_features,)
     grad_W_enc_t = ops.spmm_t(pt, grad_pre, x_bar)  # (n_features, d_in)
-    for pa, grad_pa in aux_parts:
+    for pa, grad_pa in terms.grad_pre:
         grad_b_enc += ops.column_sums(pa, grad_pa)
         grad_W_enc_t += ops.spmm_t(ops.transpose(pa), grad_pa, x_bar)
     if sae.pre_encoder_bias:
@@ -168,7 +191,7 @@ def sparse_gradients(
 
     W_enc.grad = grad_W_enc_t.T.contiguous()  # contiguous: Adam(fused=True) mishandles transposed grads
     b_enc.grad, W_dec.grad, b_dec.grad = grad_b_enc, grad_W_dec, grad_b_dec
-    return LossTerms(loss, p.csr(f_vals), parts)
+    return LossTerms(terms.loss, p.csr(f_vals), terms.parts)
 
 
 def resolve_matmul_dtype(name: MatmulDtype, device: torch.device, dtype: str = "float32") -> MatmulDtype:
@@ -220,46 +243,6 @@ def _pattern(xw: Tensor, b_enc: Tensor, k: int | None) -> ops.Pattern:
     return ops.positive_pattern(xw, -b_enc)
 
 
-def _auxk(
-    x_bar: Tensor,
-    W_enc: Tensor,
-    b_enc: Tensor,
-    W_dec: Tensor,
-    pre: Tensor,
-    dead: Tensor,
-    k_aux: int,
-    residual: Tensor,
-    coeff: float,
-) -> tuple[Tensor, ops.Pattern, Tensor, Tensor]:
-    """AuxK's loss and gradients: the top-k_aux dead latents reconstruct the detached residual.
-
-    Matches `topk.auxk_loss`: live latents never win, so only the dead columns of `pre` are ranked
-    (exactly, in float32). Returns (aux, its pattern in `[batch, n_features]`, ∂(coeff·aux)/∂pre at
-    the pattern, ∂(coeff·aux)/∂W_dec).
-    """
-    batch, n = pre.shape
-    dead_idx = dead.nonzero().squeeze(1)  # (n_dead,)
-    pre_dead = torch.addmm(b_enc[dead_idx], x_bar, W_enc[:, dead_idx])  # (batch, n_dead), float32
-    kk = min(k_aux, n, dead_idx.numel())
-    top = pre_dead.topk(kk, dim=-1, sorted=False)
-    cols = dead_idx[top.indices]  # (batch, kk)
-    order = cols.argsort(dim=-1)
-    cols, vals = cols.gather(1, order), top.values.gather(1, order)
-    pa = ops.Pattern(
-        torch.arange(0, batch * kk + 1, kk, device=pre.device),
-        cols.reshape(-1),
-        torch.arange(batch, device=pre.device).repeat_interleave(kk),
-        (batch, n),
-    )
-    vals = vals.reshape(-1)
-    z = vals.relu()
-    u = residual - ops.spmm(pa, z, W_dec)  # (batch, d_in)
-    aux = u.pow(2).sum(dim=-1).mean()
-    ga = u * (-2 * coeff / batch)  # ∂(coeff·aux)/∂ê
-    grad_pre = ops.sampled_matmul(pa, ga, W_dec.T) * (vals > 0)
-    return aux, pa, grad_pre, ops.spmm_t(ops.transpose(pa), z, ga)
-
-
 @dataclass
 class Stepper:
     """Chooses the dense or the sparse step for one SAE and remembers the last L0 it measured."""
@@ -273,11 +256,11 @@ class Stepper:
     @classmethod
     def for_recipe(cls, sae: SparseAutoencoder, cfg: Any) -> Stepper:
         mode: StepMode = getattr(cfg, "step", "dense")
-        if sae.architecture not in ("tm2023", "april2024", "topk"):
-            mode = "dense"  # an architecture without a hand-written backward
+        if not callable(getattr(cfg, "sparse_terms", None)):
+            mode = "dense"  # a recipe without a hand-written backward (not a SparseRecipe)
         sparse = mode == "sparse"
-        if mode == "auto" and sae.architecture == "topk":  # L0 ≤ k from the first step
-            sparse = sae.cfg.k <= SPARSE_L0_FRACTION * sae.cfg.n_features  # type: ignore[attr-defined]
+        if mode == "auto" and sae.top_k is not None:  # L0 ≤ k from the first step
+            sparse = sae.top_k <= SPARSE_L0_FRACTION * sae.cfg.n_features
         # a ReLU SAE's L0 is first measured after step 1, then every CHECK_EVERY dense steps
         dtype = getattr(cfg, "dtype", "float32")
         matmul = resolve_matmul_dtype(getattr(cfg, "matmul_dtype", "float32"), sae.W_enc.device, dtype)

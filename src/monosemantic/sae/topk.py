@@ -37,11 +37,12 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
-from monosemantic.runtime import check_dtype
+from monosemantic.sae import sparse_ops as ops
 from monosemantic.sae.constraints import normalize_rows_
 from monosemantic.sae.loss import LossTerms, squared_error
-from monosemantic.sae.model import SAEConfig, SparseAutoencoder
-from monosemantic.sae.sparse_step import MatmulDtype, StepMode
+from monosemantic.sae.model import SAEConfig, SparseAutoencoder, register_sae
+from monosemantic.sae.recipe import TrainConfig, register_recipe
+from monosemantic.sae.sparse_step import SparseForward, SparseTerms
 
 AUXK_COEFF = 1 / 32  # [GAO] §2.4; [OA] auxk_coef
 DEAD_N_INPUTS = 10_000_000  # [GAO]; [OA] dead_toks_threshold
@@ -88,6 +89,45 @@ def auxk_loss(pre: Tensor, dead: Tensor, k_aux: int, W_dec: Tensor, residual: Te
     return torch.where(dead.any(), loss, torch.zeros_like(loss))  # no host sync
 
 
+def auxk_gradients(
+    x_bar: Tensor, W_enc: Tensor, b_enc: Tensor, W_dec: Tensor, dead: Tensor, k_aux: int, residual: Tensor, coeff: float
+) -> tuple[Tensor, ops.Pattern, Tensor, Tensor]:
+    """AuxK's loss and gradients over the active set (the sparse step's counterpart of `auxk_loss`).
+
+    Live latents never win, so only the dead columns of the encoder are computed and ranked
+    (exactly, in float32).
+    Args:
+        x_bar: `[batch, d_in]` encoder input. W_enc `[d_in, n_features]`, b_enc `[n_features]`,
+        W_dec `[n_features, d_in]`. dead: `[n_features]` bool, at least one True. k_aux: as in
+        `auxk_loss`. residual: `[batch, d_in]`, x − x̂. coeff: α.
+    Returns:
+        (aux scalar, its pattern in `[batch, n_features]`, ∂(coeff·aux)/∂pre at the pattern `[nnz]`,
+        ∂(coeff·aux)/∂W_dec `[n_features, d_in]`).
+    """
+    batch, n = x_bar.shape[0], W_enc.shape[1]
+    dead_idx = dead.nonzero().squeeze(1)  # (n_dead,)
+    pre_dead = torch.addmm(b_enc[dead_idx], x_bar, W_enc[:, dead_idx])  # (batch, n_dead), float32
+    kk = min(k_aux, n, dead_idx.numel())
+    top = pre_dead.topk(kk, dim=-1, sorted=False)
+    cols = dead_idx[top.indices]  # (batch, kk)
+    order = cols.argsort(dim=-1)
+    cols, vals = cols.gather(1, order), top.values.gather(1, order)
+    pa = ops.Pattern(
+        torch.arange(0, batch * kk + 1, kk, device=x_bar.device),
+        cols.reshape(-1),
+        torch.arange(batch, device=x_bar.device).repeat_interleave(kk),
+        (batch, n),
+    )
+    vals = vals.reshape(-1)
+    z = vals.relu()
+    u = residual - ops.spmm(pa, z, W_dec)  # (batch, d_in)
+    aux = u.pow(2).sum(dim=-1).mean()
+    ga = u * (-2 * coeff / batch)  # ∂(coeff·aux)/∂ê
+    grad_pre = ops.sampled_matmul(pa, ga, W_dec.T) * (vals > 0)
+    return aux, pa, grad_pre, ops.spmm_t(ops.transpose(pa), z, ga)
+
+
+@register_sae
 class TopKSAE(SparseAutoencoder):
     """TopK SAE: the paper's tied pre-encoder bias and unit-norm decoder, with TopK in place of ReLU.
 
@@ -112,26 +152,29 @@ class TopKSAE(SparseAutoencoder):
         self.b_enc.zero_()
         self.b_dec.zero_()
 
+    @property
+    def top_k(self) -> int | None:
+        return self.cfg.k
+
     def activation(self, pre: Tensor) -> Tensor:
         return topk_relu(pre, self.cfg.k)
 
 
+@register_recipe
 @dataclass(frozen=True)
-class TopKTrainConfig:
-    """How to train a `TopKSAE` (Gao et al. 2024). Defaults follow the paper's reference code where it gives one."""
+class TopKTrainConfig(TrainConfig):
+    """How to train a `TopKSAE` (Gao et al. 2024). Defaults follow the paper's reference code where it gives one.
+
+    From `TrainConfig`: lr 1e-4, constant, Adam β (0.9, 0.999) and no clipping as [OA] (which the
+    paper's lr scales with the number of latents); inputs not normalised, as in [OA].
+    """
 
     architecture: ClassVar[str] = "topk"
 
-    lr: float = 1e-4
-    """Adam learning rate, constant ([OA] default; [GAO] scales it with the number of latents)."""
     batch_size: int = 4096
     """Inputs per step (not from [GAO]; the April 2024 default, so the two recipes compare)."""
     n_steps: int = 200_000
     """Optimizer steps (not from [GAO]; as for April 2024)."""
-    adam_beta1: float = 0.9
-    """Adam β1 (PyTorch default, as [OA])."""
-    adam_beta2: float = 0.999
-    """Adam β2 (PyTorch default, as [OA])."""
     adam_eps: float = 6.25e-10
     """Adam ε ([OA])."""
     k_aux: int | None = None
@@ -144,45 +187,17 @@ class TopKTrainConfig:
     """`geometric_median` sets b_dec from the first inputs of the stream ([GAO], [OA]); `keep` leaves it."""
     b_dec_init_n_inputs: int = 16_384
     """How many inputs the geometric median is computed on ([OA]: 32,768)."""
-    normalize_inputs: bool = False
-    """Scale inputs so that E‖x‖ = √d_in (`Normalizer`), folded back at the end; off as in [OA]."""
-    max_grad_norm: float | None = None
-    """Clip the total gradient norm to this; None = no clipping ([OA] default)."""
-    step: StepMode = "auto"
-    """Training step: `dense` (autograd), `sparse` (hand-written, over the active features only), or
-    `auto` (dense while L0 is high, sparse once it is low; `sparse_step.py`)."""
-    matmul_dtype: MatmulDtype = "auto"
-    """`bfloat16` picks the sparse step's active set with a bfloat16 encoder product (values stay float32);
-    `auto` with --dtype bfloat16 or where the hardware has native bfloat16 (`sparse_step.resolve_matmul_dtype`)."""
-    dtype: str = "float32"
-    """Compute dtype: float32, or bfloat16 (autocast: the dense step's products in bfloat16, the sparse
-    step's active set chosen in bfloat16; weights, gradients and Adam stay float32, runtime.autocast)."""
-    log_every: int = 100
-    """Steps between log rows (means over the interval)."""
-    progress: bool = False
-    """Show a tqdm progress bar."""
 
     def __post_init__(self) -> None:
-        check_dtype(self.dtype)
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError("TopKTrainConfig.lr must be finite and > 0")
-        if not (self.auxk_coeff >= 0 and math.isfinite(self.auxk_coeff)):
-            raise ValueError("TopKTrainConfig.auxk_coeff must be finite and >= 0")
-        for name in ("batch_size", "n_steps", "dead_n_inputs", "b_dec_init_n_inputs", "log_every"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-                raise ValueError(f"TopKTrainConfig.{name} must be an int >= 1")
-        if self.k_aux is not None and not (isinstance(self.k_aux, int) and self.k_aux >= 1):
-            raise ValueError("TopKTrainConfig.k_aux must be an int >= 1 or None")
-        for name in ("adam_beta1", "adam_beta2"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"TopKTrainConfig.{name} must be in [0, 1)")
-        if self.b_dec_init not in ("geometric_median", "keep"):
-            raise ValueError("TopKTrainConfig.b_dec_init must be geometric_median or keep")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise ValueError("TopKTrainConfig.max_grad_norm must be > 0 or None")
+        super().__post_init__()
+        self._require(self.auxk_coeff >= 0 and math.isfinite(self.auxk_coeff), "auxk_coeff", "must be finite and >= 0")
+        for name in ("dead_n_inputs", "b_dec_init_n_inputs"):
+            self._require_count(name)
+        k_aux = self.k_aux
+        self._require(k_aux is None or (isinstance(k_aux, int) and k_aux >= 1), "k_aux", "must be an int >= 1 or None")
+        self._require(self.b_dec_init in ("geometric_median", "keep"), "b_dec_init", "must be geometric_median or keep")
 
-    # -- the recipe: what train_sae asks of a train config (train.TrainRecipe) ------------------
+    # -- the recipe: what train_sae asks of a train config (recipe.TrainRecipe) -----------------
 
     @property
     def init_b_dec(self) -> bool:
@@ -209,6 +224,24 @@ class TopKTrainConfig:
         f = sae.activation(pre)
         x_hat = sae.decode(f)
         sse = squared_error(x, x_hat)
-        k_aux = self.k_aux if self.k_aux is not None else max(1, sae.cfg.d_in // 2)
-        aux = auxk_loss(pre, dead, k_aux, sae.W_dec, (x - x_hat).detach())
+        aux = auxk_loss(pre, dead, self.k_aux_for(sae), sae.W_dec, (x - x_hat).detach())
         return LossTerms(sse + self.auxk_coeff * aux, f, {"mse": sse.detach() / x.shape[1], "auxk": aux})
+
+    def sparse_terms(self, sae: SparseAutoencoder, fwd: SparseForward) -> SparseTerms:
+        """`loss` for the sparse step (`sparse_step.py`): summed MSE, plus AuxK over the dead features."""
+        batch, d_in = fwd.e.shape
+        terms = SparseTerms(fwd.sse, {"mse": fwd.sse / d_in}, grad_scale=2 / batch)
+        aux = torch.zeros((), dtype=fwd.e.dtype, device=fwd.e.device)
+        if self.auxk_coeff > 0 and bool(fwd.dead.any()):
+            W_enc, b_enc, W_dec, k_aux = sae.W_enc, sae.b_enc, sae.W_dec, self.k_aux_for(sae)
+            aux, pa, grad_pa, terms.grad_W_dec = auxk_gradients(
+                fwd.x_bar, W_enc, b_enc, W_dec, fwd.dead, k_aux, -fwd.e, self.auxk_coeff
+            )
+            terms.grad_pre.append((pa, grad_pa))
+        terms.loss = terms.loss + self.auxk_coeff * aux
+        terms.parts["auxk"] = aux
+        return terms
+
+    def k_aux_for(self, sae: SparseAutoencoder) -> int:
+        """`k_aux`, or its default d_in // 2 for this SAE."""
+        return self.k_aux if self.k_aux is not None else max(1, sae.cfg.d_in // 2)

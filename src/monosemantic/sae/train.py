@@ -11,11 +11,13 @@ One pass over the stream can train several SAEs at once (a ladder of sizes, an L
 config per SAE, or different architectures); each SAE has its own Adam and its own resampling
 generator, so training it in a group gives the same result as training it alone on the same stream.
 
-What differs between architectures is in the train config, the *recipe* (`TrainRecipe` below):
+What differs between architectures is in the train config, the *recipe* (`recipe.TrainRecipe`):
 `SAETrainConfig` here is the paper's 2023 recipe and the default; `AprilTrainConfig` is in
 april.py, `TopKTrainConfig` in topk.py (STYLE P14: one file per variant). A recipe gives the loss,
-the learning rate at each step, gradient clipping, the data-dependent init and the resampling
-schedule; the decoder constraint follows the SAE class (`constraints.optimizer_step_`).
+the learning rate at each step, gradient clipping, the data-dependent init, the resampling
+schedule and its loss terms for the sparse step (`sparse_terms`); the decoder constraint follows
+the SAE class (`constraints.optimizer_step_`). The settings every recipe shares are
+`recipe.TrainConfig`'s.
 
 Per step, for each SAE: loss (recipe) → backward → learning rate for the step → optimizer step
 with the decoder constraint → dead-feature counter. Once in a while: resample dead features (the
@@ -44,13 +46,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from monosemantic import distributed
-from monosemantic.runtime import check_dtype
-from monosemantic.sae import sparse_ops as ops
 from monosemantic.sae.constraints import optimizer_step_
 from monosemantic.sae.geometric_median import geometric_median
-from monosemantic.sae.loss import LossTerms, l1_penalty, per_example_loss, reconstruction_mse
+from monosemantic.sae.loss import LossTerms, l1_penalty, reconstruction_mse
 from monosemantic.sae.model import SparseAutoencoder
 from monosemantic.sae.normalize import Normalizer
+from monosemantic.sae.recipe import TrainConfig, TrainRecipe, register_recipe
 from monosemantic.sae.resample import (
     PAPER_DEAD_WINDOW_FRACTION,
     PAPER_ENCODER_SCALE,
@@ -58,37 +59,29 @@ from monosemantic.sae.resample import (
     PAPER_RESAMPLE_EVERY_FRACTION,
     dead_mask,
     resample_dead_,
+    resample_losses,
     resample_schedule,
 )
-from monosemantic.sae.sparse_step import MatmulDtype, StepMode, Stepper, firing, sparse_encode
+from monosemantic.sae.sparse_step import SparseForward, SparseTerms, Stepper, firing
 
 log = logging.getLogger(__name__)
 
 
+@register_recipe
 @dataclass(frozen=True)
-class SAETrainConfig:
-    """How to train one SAE with the 2023 recipe. Defaults follow the paper where it gives a value."""
+class SAETrainConfig(TrainConfig):
+    """How to train one SAE with the 2023 recipe. Defaults follow the paper where it gives a value.
+
+    The optimiser, step and logging settings, with the paper's defaults, are `TrainConfig`'s.
+    """
 
     architecture: ClassVar[str] = "tm2023"
-    """The SAE class this recipe trains (`registry.ARCHITECTURES`)."""
 
     l1_coeff: float = 0.004
     """λ, on the scale of §3.2 (MSE mean over d_in elements, L1 sum over features). The paper's A/0–A/5
     use 0.004 on raw MLP activations; λ depends on the data scale (λ on c·x ≡ λ/c on x). With
     normalize_inputs (E‖x‖ = √d_in) the scale is fixed and λ ≈ 4 / d_in gave L0 ≈ 20 on the demo's 512
     neurons (the CLI's default preset: 0.008; docs/LOG.md)."""
-    lr: float = 1e-4
-    """Adam learning rate, constant (TM found annealing did not help). Not stated in the paper."""
-    batch_size: int = 8192
-    """Inputs per step (the paper: 8192). The stream is built with this size; a smaller last batch is fine."""
-    n_steps: int = 1_000_000
-    """Optimizer steps (the paper: 1M, ~8.19B inputs). Training stops early if the stream runs out."""
-    adam_beta1: float = 0.9
-    """Adam β1 (PyTorch default; not stated in the paper)."""
-    adam_beta2: float = 0.999
-    """Adam β2 (PyTorch default; not stated in the paper)."""
-    adam_eps: float = 1e-8
-    """Adam ε (PyTorch default; not stated in the paper)."""
     b_dec_init: Literal["geometric_median", "keep"] = "geometric_median"
     """`geometric_median` sets b_dec from the first inputs of the stream (TM §3.3); `keep` leaves it."""
     b_dec_init_n_inputs: int = 16_384
@@ -105,53 +98,22 @@ class SAETrainConfig:
     """New encoder norm as a multiple of the mean alive encoder norm (the paper: 0.2)."""
     resample_direction: Literal["input", "centered"] = "input"
     """New decoder direction: the raw input x (the paper's words) or x − b_dec."""
-    max_grad_norm: float | None = None
-    """Clip the gradient's global norm (over all the SAE's parameters) to this before each step; None:
-    no clipping, as in the paper (which does not mention clipping: ref §13). The norm is on this
-    recipe's loss scale (MSE mean over d_in): SAELens's trainer clips its summed-MSE gradient at 1,
-    which is 1 / d_in here. Clipping keeps the dense early steps from filling Adam's second moment
-    with gradients hundreds of times larger than later ones (docs/LOG.md, 2026-12-06 session 6)."""
-    normalize_inputs: bool = False
-    """Scale inputs so that E‖x‖ = √d_in (the 2024 normalisation, ref §10.3), estimated on the first
-    b_dec_init_n_inputs inputs and folded back at the end; off in the paper, which used raw activations."""
-    step: StepMode = "auto"
-    """Training step: `dense` (autograd), `sparse` (hand-written, over the active features only), or
-    `auto` (dense while L0 is high early on, sparse once it is low; `sparse_step.py`)."""
-    matmul_dtype: MatmulDtype = "auto"
-    """`bfloat16` picks the sparse step's active set with a bfloat16 encoder product (values stay
-    float32); `auto` does so with --dtype bfloat16 or where the hardware has native bfloat16
-    (`sparse_step.resolve_matmul_dtype`)."""
-    dtype: str = "float32"
-    """Compute dtype: float32, or bfloat16 (autocast: the dense step's products in bfloat16, the sparse
-    step's active set chosen in bfloat16; weights, gradients and Adam stay float32, runtime.autocast)."""
     seed: int = 0
     """Seeds the resampling draws; weight init is seeded by the caller when it builds the SAE."""
-    log_every: int = 100
-    """Steps between log rows (means over the interval); the last, partial interval is logged too."""
-    progress: bool = False
-    """Show a tqdm progress bar."""
 
     def __post_init__(self) -> None:
-        _require(self.l1_coeff >= 0 and math.isfinite(self.l1_coeff), "l1_coeff", "must be finite and >= 0")
-        _require(self.lr > 0 and math.isfinite(self.lr), "lr", "must be finite and > 0")
-        for name in ("batch_size", "n_steps", "b_dec_init_n_inputs", "resample_n_batches", "log_every"):
-            value = getattr(self, name)
-            _require(isinstance(value, int) and value >= 1, name, "must be an int >= 1")
-        for name in ("adam_beta1", "adam_beta2"):
-            _require(0 <= getattr(self, name) < 1, name, "must be in [0, 1)")
-        _require(self.adam_eps > 0, "adam_eps", "must be > 0")
-        _require(self.b_dec_init in ("geometric_median", "keep"), "b_dec_init", "must be geometric_median or keep")
-        _require(isinstance(self.n_resamples, int) and self.n_resamples >= 0, "n_resamples", "must be an int >= 0")
-        _require(0 < self.resample_every_fraction <= 1, "resample_every_fraction", "must be in (0, 1]")
-        _require(0 < self.dead_window_fraction <= 1, "dead_window_fraction", "must be in (0, 1]")
-        _require(self.resample_encoder_scale > 0, "resample_encoder_scale", "must be > 0")
-        _require(
-            self.max_grad_norm is None or (self.max_grad_norm > 0 and math.isfinite(self.max_grad_norm)),
-            "max_grad_norm",
-            "must be finite and > 0, or None",
-        )
-        _require(self.resample_direction in ("input", "centered"), "resample_direction", "must be input or centered")
-        check_dtype(self.dtype)
+        super().__post_init__()
+        self._require(self.l1_coeff >= 0 and math.isfinite(self.l1_coeff), "l1_coeff", "must be finite and >= 0")
+        for name in ("b_dec_init_n_inputs", "resample_n_batches"):
+            self._require_count(name)
+        self._require(self.b_dec_init in ("geometric_median", "keep"), "b_dec_init", "must be geometric_median or keep")
+        n = self.n_resamples
+        self._require(isinstance(n, int) and not isinstance(n, bool) and n >= 0, "n_resamples", "must be an int >= 0")
+        self._require(0 < self.resample_every_fraction <= 1, "resample_every_fraction", "must be in (0, 1]")
+        self._require(0 < self.dead_window_fraction <= 1, "dead_window_fraction", "must be in (0, 1]")
+        self._require(self.resample_encoder_scale > 0, "resample_encoder_scale", "must be > 0")
+        directions = ("input", "centered")
+        self._require(self.resample_direction in directions, "resample_direction", "must be input or centered")
 
     @property
     def n_activations(self) -> int:
@@ -190,38 +152,13 @@ class SAETrainConfig:
         mse, l1 = reconstruction_mse(x, x_hat), l1_penalty(f)
         return LossTerms(mse + self.l1_coeff * l1, f, {"mse": mse, "l1": l1})
 
-
-def _require(ok: bool, name: str, what: str) -> None:
-    if not ok:
-        raise ValueError(f"SAETrainConfig.{name} {what}")
-
-
-class TrainRecipe(Protocol):
-    """What `train_sae` asks of a train config. `SAETrainConfig`, `AprilTrainConfig`, `TopKTrainConfig`."""
-
-    architecture: ClassVar[str]  # must equal the SAE's `architecture`
-    lr: float
-    batch_size: int
-    n_steps: int
-    adam_beta1: float
-    adam_beta2: float
-    adam_eps: float
-    normalize_inputs: bool  # scale inputs to E‖x‖ = √d_in, estimated on the first n_init_inputs
-    log_every: int
-    progress: bool
-
-    @property
-    def n_init_inputs(self) -> int: ...  # inputs to peek for the data-dependent init (0: none)
-    @property
-    def init_b_dec(self) -> bool: ...  # set b_dec to the geometric median of those inputs
-    @property
-    def dead_window(self) -> int: ...  # dead = not fired in this many steps
-    @property
-    def resample_steps(self) -> list[int]: ...  # steps at which to resample (SAETrainConfig only)
-    @property
-    def max_grad_norm(self) -> float | None: ...
-    def lr_at(self, step: int) -> float: ...
-    def loss(self, sae: SparseAutoencoder, x: Tensor, step: int, dead: Tensor) -> LossTerms: ...
+    def sparse_terms(self, sae: SparseAutoencoder, fwd: SparseForward) -> SparseTerms:
+        """`loss` for the sparse step (`sparse_step.py`): ∂/∂x̂ of the mean MSE is 2e / (B·d), of λ·L1 λ/B per entry."""
+        batch, d_in = fwd.e.shape
+        mse, lam = fwd.sse / d_in, self.l1_coeff
+        l1 = fwd.f_vals.sum() / batch
+        grad_l1 = torch.full_like(fwd.f_vals, lam / batch)
+        return SparseTerms(mse + lam * l1, {"mse": mse, "l1": l1}, grad_scale=2 / (batch * d_in), grad_f=grad_l1)
 
 
 class Checkpointer(Protocol):
@@ -459,32 +396,6 @@ def _init_from_data(runs: Sequence[_Run], batches: Iterator[Tensor]) -> Iterator
                 medians[n] = geometric_median(sample)
             r.sae.b_dec.copy_(medians[n] * r.scale)  # the median is scale-equivariant
     return chain(peeked, batches)
-
-
-@torch.no_grad()
-def resample_losses(
-    sae: SparseAutoencoder, x: Tensor, l1_coeff: float, matmul_dtype: MatmulDtype = "float32"
-) -> Tensor:
-    """`per_example_loss(x, *sae(x))`, with the decoder product over the active features only.
-
-    Resampling scores 100 batches per SAE each time (TM §4): with dense products that was about
-    half of the demo ladder's time. As in the sparse step, `matmul_dtype="bfloat16"` picks the
-    active set with a bfloat16 encoder product and recomputes those values exactly, so the loss
-    differs only by the features within bfloat16 rounding of 0 (it only weights a random draw).
-    """
-    if sae.architecture != "tm2023" or x.device.type != "cpu":
-        return per_example_loss(x, *sae(x), l1_coeff)
-    x_bar = x - sae.b_dec  # TM §3.1: the pre-encoder bias
-    p, vals, xw = sparse_encode(x_bar, sae.W_enc, sae.b_enc, None, matmul_dtype)
-    if p.col.numel() > p.shape[0] * p.shape[1] // 8:  # dense early in training: the sparse product would not pay
-        if matmul_dtype == "bfloat16":  # xw is approximate (and has b_enc added): encode again exactly
-            return per_example_loss(x, *sae(x), l1_coeff)
-        f = torch.relu(xw + sae.b_enc)  # float32: reuse the exact encoder product
-        return per_example_loss(x, sae.decode(f), f, l1_coeff)
-    vals = vals.clamp(min=0)  # a bfloat16 pick can be a float32 -0.0001: ReLU's 0
-    x_hat = ops.spmm(p, vals, sae.W_dec) + sae.b_dec
-    l1 = torch.zeros(x.shape[0], dtype=vals.dtype, device=x.device).index_add_(0, p.row, vals)
-    return (x - x_hat).pow(2).mean(dim=-1) + l1_coeff * l1
 
 
 @torch.no_grad()

@@ -1,0 +1,134 @@
+"""What every SAE training recipe shares: the settings, the interface `train_sae` uses, the table of recipes.
+
+    TrainConfig        frozen base of every train config: optimiser, steps, step kind, dtype, logging
+    TrainRecipe        what `train.train_sae` asks of a train config (a Protocol)
+    TRAIN_CONFIGS      {"tm2023": train.SAETrainConfig, "april2024": april.AprilTrainConfig, "topk": ...}
+
+A recipe is a `TrainConfig` subclass in its architecture's file that adds its own settings (λ,
+resampling, AuxK) and the methods of `TrainRecipe`; it joins `TRAIN_CONFIGS` with `@register_recipe`.
+The table runs one way, from the trainer side to the models: a model file never needs it, so loading
+a saved SAE (`SparseAutoencoder.load`) imports no trainer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, TypeVar
+
+from torch import Tensor
+
+from monosemantic.runtime import check_dtype
+from monosemantic.sae.loss import LossTerms
+from monosemantic.sae.model import SparseAutoencoder
+from monosemantic.sae.sparse_step import MatmulDtype, StepMode
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings every recipe has. The defaults are the 2023 paper's; a recipe re-declares a field to change it."""
+
+    architecture: ClassVar[str]
+    """The SAE class this recipe trains (its key in `registry.SAE_CLASSES` and `TRAIN_CONFIGS`)."""
+
+    lr: float = 1e-4
+    """Adam learning rate, constant (TM found annealing did not help). Not stated in the paper."""
+    batch_size: int = 8192
+    """Inputs per step (the paper: 8192). The stream is built with this size; a smaller last batch is fine."""
+    n_steps: int = 1_000_000
+    """Optimizer steps (the paper: 1M, ~8.19B inputs). Training stops early if the stream runs out."""
+    adam_beta1: float = 0.9
+    """Adam β1 (PyTorch default; not stated in the paper)."""
+    adam_beta2: float = 0.999
+    """Adam β2 (PyTorch default; not stated in the paper)."""
+    adam_eps: float = 1e-8
+    """Adam ε (PyTorch default; not stated in the paper)."""
+    max_grad_norm: float | None = None
+    """Clip the gradient's global norm (over all the SAE's parameters) to this before each step; None:
+    no clipping, as in the paper (which does not mention clipping: ref §13). The norm is on the
+    recipe's loss scale: with the paper's MSE (mean over d_in), SAELens's clip at 1 on its summed MSE
+    is 1 / d_in. Clipping keeps the dense early steps from filling Adam's second moment with gradients
+    hundreds of times larger than later ones (docs/LOG.md, 2026-12-06 session 6)."""
+    normalize_inputs: bool = False
+    """Scale inputs so that E‖x‖ = √d_in (the 2024 normalisation, ref §10.3), estimated on the first
+    b_dec_init_n_inputs inputs and folded back at the end; off in the paper, which used raw activations."""
+    step: StepMode = "auto"
+    """Training step: `dense` (autograd), `sparse` (hand-written, over the active features only), or
+    `auto` (dense while L0 is high early on, sparse once it is low; `sparse_step.py`)."""
+    matmul_dtype: MatmulDtype = "auto"
+    """`bfloat16` picks the sparse step's active set with a bfloat16 encoder product (values stay
+    float32); `auto` does so with --dtype bfloat16 or where the hardware has native bfloat16
+    (`sparse_step.resolve_matmul_dtype`)."""
+    dtype: str = "float32"
+    """Compute dtype: float32, or bfloat16 (autocast: the dense step's products in bfloat16, the sparse
+    step's active set chosen in bfloat16; weights, gradients and Adam stay float32, runtime.autocast)."""
+    log_every: int = 100
+    """Steps between log rows (means over the interval); the last, partial interval is logged too."""
+    progress: bool = False
+    """Show a tqdm progress bar."""
+
+    def __post_init__(self) -> None:
+        """Validate the shared fields; a recipe's own `__post_init__` calls this, then checks its fields."""
+        self._require(self.lr > 0 and math.isfinite(self.lr), "lr", "must be finite and > 0")
+        for name in ("batch_size", "n_steps", "log_every"):
+            self._require_count(name)
+        for name in ("adam_beta1", "adam_beta2"):
+            self._require(0 <= getattr(self, name) < 1, name, "must be in [0, 1)")
+        self._require(self.adam_eps > 0, "adam_eps", "must be > 0")
+        grad_norm = self.max_grad_norm
+        ok = grad_norm is None or (grad_norm > 0 and math.isfinite(grad_norm))
+        self._require(ok, "max_grad_norm", "must be finite and > 0, or None")
+        check_dtype(self.dtype)
+
+    def _require(self, ok: bool, name: str, what: str) -> None:
+        """Raise a ValueError naming the field (`AprilTrainConfig.lr must be ...`) unless `ok`."""
+        if not ok:
+            raise ValueError(f"{type(self).__name__}.{name} {what}")
+
+    def _require_count(self, name: str) -> None:
+        """Raise a ValueError unless field `name` is an int >= 1 (not a bool)."""
+        value = getattr(self, name)
+        self._require(
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1, name, "must be an int >= 1"
+        )
+
+
+class TrainRecipe(Protocol):
+    """What `train_sae` asks of a train config. `SAETrainConfig`, `AprilTrainConfig`, `TopKTrainConfig`."""
+
+    architecture: ClassVar[str]  # must equal the SAE's `architecture`
+    lr: float
+    batch_size: int
+    n_steps: int
+    adam_beta1: float
+    adam_beta2: float
+    adam_eps: float
+    normalize_inputs: bool  # scale inputs to E‖x‖ = √d_in, estimated on the first n_init_inputs
+    log_every: int
+    progress: bool
+
+    @property
+    def n_init_inputs(self) -> int: ...  # inputs to peek for the data-dependent init (0: none)
+    @property
+    def init_b_dec(self) -> bool: ...  # set b_dec to the geometric median of those inputs
+    @property
+    def dead_window(self) -> int: ...  # dead = not fired in this many steps
+    @property
+    def resample_steps(self) -> list[int]: ...  # steps at which to resample (SAETrainConfig only)
+    @property
+    def max_grad_norm(self) -> float | None: ...
+    def lr_at(self, step: int) -> float: ...
+    def loss(self, sae: SparseAutoencoder, x: Tensor, step: int, dead: Tensor) -> LossTerms: ...
+
+
+TRAIN_CONFIGS: dict[str, type[TrainConfig]] = {}
+"""Each architecture's train config by its tag; a recipe adds itself where it is defined (`register_recipe`)."""
+
+C = TypeVar("C", bound=type[TrainConfig])
+
+
+def register_recipe(cls: C) -> C:
+    """Class decorator: add a train config to `TRAIN_CONFIGS` under its `architecture`."""
+    if TRAIN_CONFIGS.setdefault(cls.architecture, cls) is not cls:
+        raise ValueError(f"{cls.__name__}: architecture {cls.architecture!r} already has a train config")
+    return cls
