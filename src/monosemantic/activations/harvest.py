@@ -51,10 +51,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
 from monosemantic import distributed, paths
+from monosemantic.activations import parallel
 from monosemantic.activations.capture import capture
 from monosemantic.activations.store import ACTS_FILE, KIND, ROW_DTYPE, ROWS_FILE
 from monosemantic.data.tokens import TokenSplit, TokenStore
@@ -241,8 +243,8 @@ def harvest(
         which: read the module's "output" or its first positional "input" (`capture`).
         share: (rank, world size): harvest only this rank's disjoint share of the contexts
             (`distributed.shard_range` of the seeded context order) into `out`; positions and
-            shard shuffles then draw from a generator seeded by (seed, rank). `parallel.py` merges
-            the shares into one store.
+            shard shuffles then draw from a generator seeded by (seed, rank). `harvest_sharded`
+            merges the shares into one store.
 
     Returns:
         The body of config.json (see the module docstring), with `tokens_per_s`: tokens run
@@ -309,6 +311,35 @@ def harvest(
     return body
 
 
+def harvest_sharded(
+    model: nn.Module,
+    split: TokenSplit,
+    module: nn.Module,
+    ctx_len: int,
+    cfg: HarvestConfig,
+    out: Path,
+    progress: bool = True,
+    force: bool = False,
+    extra: Mapping[str, Any] | None = None,
+    which: Literal["output", "input"] = "output",
+) -> dict[str, Any]:
+    """`harvest` split across the ranks of the process group; every rank returns the merged config body.
+
+    Each rank harvests its share into `parallel.rank_folder`, then rank 0 merges them (`parallel.merge`)."""
+    rank, world = distributed.rank(), distributed.world_size()
+    n_ctx = math.ceil(cfg.n_tokens / positions_per_context(cfg, ctx_len))
+    if n_ctx < world:
+        raise UserError(f"{out}: {n_ctx} contexts cannot be shared by {world} processes; harvest more rows")
+    mine = parallel.rank_folder(out, rank)
+    body = harvest(model, split, module, ctx_len, cfg, mine, progress and rank == 0, True, extra, which, (rank, world))
+    bodies: list[Any] = [None] * world
+    dist.all_gather_object(bodies, body)
+    if rank == 0:
+        parallel.merge(out, bodies, force)
+    distributed.barrier()  # the store is complete
+    return read_config(out / paths.CONFIG, KIND)
+
+
 def _pick(acts: torch.Tensor, ci: np.ndarray, p: np.ndarray, dtype: str) -> np.ndarray:
     """`acts (B, T, d)` at (context `ci`, position `p`) pairs -> NumPy `[len(ci), d]` in `dtype`."""
     if acts.dim() != 3:
@@ -350,8 +381,6 @@ def run(
         "which": s.site.which,
     }
     if distributed.is_enabled():  # under torchrun: each rank harvests its share of the contexts
-        from monosemantic.activations.parallel import harvest_sharded
-
         return harvest_sharded(
             s.model, store.train, s.site.module, s.ctx_len, cfg, out, progress, force, extra, s.site.which
         )
