@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from monosemantic.interp.build import FeaturesConfig, build_features
+from monosemantic.features.build import build_features
+from monosemantic.features.config import FeaturesConfig
 from monosemantic.io import write_json
 from monosemantic.paths import RunLayout
 from monosemantic.runtime import tune_allocator

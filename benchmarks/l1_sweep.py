@@ -33,7 +33,7 @@ from monosemantic.runtime import tune_allocator
 from monosemantic.sae.model import SAEConfig, SparseAutoencoder
 from monosemantic.sae.train import SAETrainConfig, train_sae
 from monosemantic.transformer.hooks import MLP_POST
-from monosemantic.transformer.train import load_transformer
+from monosemantic.transformer.model import load_transformer
 
 
 def main() -> None:

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import torch
 
+from monosemantic.analyses import pinned
+from monosemantic.analyses.ablation import prompt_ids
+from monosemantic.analyses.loader import Dictionary
 from monosemantic.data.tokenizer import load_tokenizer
-from monosemantic.interp import pinned
-from monosemantic.interp.ablation import prompt_ids
-from monosemantic.interp.loaded import Dictionary
 from monosemantic.io import write_json
 from monosemantic.sae.model import SparseAutoencoder
 from monosemantic.transformer import hooks
-from monosemantic.transformer.train import load_transformer
+from monosemantic.transformer.model import load_transformer
 
 
 def main() -> None:

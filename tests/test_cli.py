@@ -239,22 +239,23 @@ def test_a_misspelt_sae_setting_in_a_preset_is_an_error(tiny_run, tmp_path, caps
 def test_every_built_in_preset_builds_every_stage_config(name):
     # a preset's values are only checked when a stage builds its config, so a typo or a bad value in a
     # preset the tests never run (full takes 47 min) would first show at the user's demo
-    from monosemantic.cli import _parser, configs
+    from monosemantic.cli import _parser
+    from monosemantic.cli.common import run_config
 
-    cfgs = configs(_parser().parse_args(["demo", "--preset", name]))
-    ladder, train = cfgs["sae"]
-    assert ladder.sizes and train.l1_coeff > 0
-    assert cfgs["lm"].n_steps > 0 and cfgs["harvest"].n_tokens > 0
+    cfg = run_config(_parser().parse_args(["demo", "--preset", name]), prefixed=True)
+    assert cfg.ladder.sizes and cfg.sae.l1_coeff > 0
+    assert cfg.lm.n_steps > 0 and cfg.harvest.n_tokens > 0
 
 
 def test_the_default_demo_is_the_20_minute_workload_and_full_the_longer_one():
-    # issue 6: `monosemantic demo` with no flags must finish in 20 min on 2 cores (README "What the
-    # demo measures"); full keeps the workload issue 3's and issue 4's numbers were measured on
-    from monosemantic.cli import _parser, configs
+    # `monosemantic demo` with no flags must finish in 20 min on 2 cores (docs/results.md); full is the
+    # longer workload on more data, with model B
+    from monosemantic.cli import _parser
+    from monosemantic.cli.common import run_config
 
-    default = configs(_parser().parse_args(["demo"]))
-    full = configs(_parser().parse_args(["demo", "--preset", "full"]))
-    assert default["lm"].n_steps < full["lm"].n_steps
-    assert default["harvest"].n_tokens < full["harvest"].n_tokens
-    assert default["demo"]["universality"] is False and full["demo"]["universality"] is True
-    assert default["sae"][0].sizes == full["sae"][0].sizes  # the same ladder, so feature splitting still runs
+    default = run_config(_parser().parse_args(["demo"]), prefixed=True)
+    full = run_config(_parser().parse_args(["demo", "--preset", "full"]), prefixed=True)
+    assert default.lm.n_steps < full.lm.n_steps
+    assert default.harvest.n_tokens < full.harvest.n_tokens
+    assert default.universality is False and full.universality is True
+    assert default.ladder.sizes == full.ladder.sizes  # the same ladder, so feature splitting still runs

@@ -67,11 +67,12 @@ def test_every_stage_takes_dtype(stage, capsys):
 
 
 def test_demo_dtype_sets_every_stage_unless_a_stage_sets_its_own():
-    from monosemantic.cli import _parser, configs
+    from monosemantic.cli import _parser
+    from monosemantic.cli.common import run_config
 
     args = _parser().parse_args(["demo", "--preset", "tiny", "--dtype", "float32", "--sae-dtype", "bfloat16"])
-    cfgs = configs(args)
-    assert [cfgs[k].dtype for k in ("lm", "harvest", "eval", "features")] == ["float32"] * 4
-    assert cfgs["sae"][1].dtype == "bfloat16"
-    plain = configs(_parser().parse_args(["demo", "--preset", "tiny"]))
-    assert (plain["lm"].dtype, plain["harvest"].dtype, plain["sae"][1].dtype) == ("bfloat16", "float32", "float32")
+    cfg = run_config(args, prefixed=True)
+    assert [c.dtype for c in (cfg.lm, cfg.harvest, cfg.eval, cfg.features)] == ["float32"] * 4
+    assert cfg.sae.dtype == "bfloat16"
+    plain = run_config(_parser().parse_args(["demo", "--preset", "tiny"]), prefixed=True)
+    assert (plain.lm.dtype, plain.harvest.dtype, plain.sae.dtype) == ("bfloat16", "float32", "float32")

@@ -86,13 +86,13 @@ def loaders(run: Path) -> dict[str, tuple[Path, Callable[[Path], object]]]:
     from monosemantic.data.tokenizer import load_tokenizer
     from monosemantic.data.tokens import TokenStore
     from monosemantic.sae.model import SparseAutoencoder
-    from monosemantic.transformer.subject import load_run_transformer
+    from monosemantic.transformer.model import load_transformer
 
     return {
         "corpus": (run / "corpus", lambda p: list(iter_documents(p))),
         "tokenizer": (run / "tokenizer", lambda p: load_tokenizer(p / paths.TOKENIZER_JSON)),
         "tokens": (run / "tokens", lambda p: TokenStore(p).val.windows(65, 4096)),
-        "transformer": (run / "transformer" / "A", load_run_transformer),
+        "transformer": (run / "transformer" / "A", load_transformer),
         "activations": (run / "activations" / "A" / HOOK, lambda p: list(open_activations(p).batches(4096))),
         "sae": (sae_folder(run), SparseAutoencoder.load),
     }

@@ -8,12 +8,25 @@ shape. CLI flags override single fields on top of the preset.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monosemantic.errors import UserError
 from monosemantic.io import read_json
+
+if TYPE_CHECKING:  # the stage configs live beside their stages, which import torch
+    from monosemantic.activations.harvest import HarvestConfig
+    from monosemantic.data.corpus import CorpusConfig
+    from monosemantic.data.tokenizer import TokenizerConfig
+    from monosemantic.data.tokens import TokensConfig
+    from monosemantic.eval.report import EvalConfig
+    from monosemantic.features.config import FeaturesConfig
+    from monosemantic.sae.ladder import LadderConfig
+    from monosemantic.sae.train import TrainRecipe
+    from monosemantic.transformer.model import TransformerConfig
+    from monosemantic.transformer.train import LMTrainConfig
 
 SECTIONS = ("corpus", "tokenizer", "tokens", "transformer", "lm", "harvest", "sae", "eval", "features")
 DEMO_KEYS = {"universality"}
@@ -42,3 +55,26 @@ def load_preset(name: str) -> dict[str, dict[str, Any]]:
     if not isinstance(demo, dict) or set(demo) - DEMO_KEYS:
         raise UserError(f"{path}: the demo section may only set {', '.join(sorted(DEMO_KEYS))}")
     return {s: dict(raw.get(s, {})) for s in SECTIONS} | {"demo": dict(demo)}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every stage's config for one run: a preset's sections with the user's flags on top.
+
+    The CLI builds it once per command (cli/common.py); `monosemantic.pipeline` reads it.
+    """
+
+    corpus: CorpusConfig
+    tokenizer: TokenizerConfig
+    tokens: TokensConfig
+    transformer: TransformerConfig
+    lm: LMTrainConfig
+    harvest: HarvestConfig
+    ladder: LadderConfig
+    """The `sae` section's ladder: sizes, architecture, l1 sweep."""
+    sae: TrainRecipe
+    """The `sae` section's train config, of the ladder's architecture."""
+    eval: EvalConfig
+    features: FeaturesConfig
+    universality: bool = False
+    """The `demo` section: also train model B and run the universality analysis."""

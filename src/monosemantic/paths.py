@@ -10,7 +10,7 @@
       activations/<model>/<hook>/     config.json  acts_0000.npy  rows_0000.npy ...
       sae/<model>/<hook>/<arch>-<n>/  sae.safetensors  cfg.json  training.json  train_log.jsonl
       eval/<model>/<hook>/<arch>-<n>/ metrics.json  density.png  config.json
-      features/                       features.sqlite (interp/db.py), read by the browser  config.json
+      features/                       features.sqlite (features/db.py), read by the browser  config.json
 
 Every file name is a constant here, so no other module spells one.
 """
@@ -32,6 +32,7 @@ RUN_CONFIG = "run_config.json"
 # A saved SAE folder: sparsify's names, and SAELens's tensor names inside (sae/model.py).
 SAE_WEIGHTS = "sae.safetensors"
 SAE_CONFIG = "cfg.json"
+FEATURES_DB = "features.sqlite"  # the feature database (features/db.py), read by the browser
 TRAINING_JSON = "training.json"  # beside a trained SAE: the recipe, the data, what happened
 
 
@@ -82,5 +83,10 @@ class RunLayout:
 
     @property
     def features(self) -> Path:
-        """The feature database folder (`features.sqlite`, interp/db.py), read by the browser."""
+        """The feature database's stage folder (`config.json`, the database, the LLM cache)."""
         return self.root / "features"
+
+    @property
+    def features_db(self) -> Path:
+        """The feature database (features/db.py), read by the browser."""
+        return self.features / FEATURES_DB

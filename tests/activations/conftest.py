@@ -38,6 +38,6 @@ def tokens(layout) -> TokenStore:
 
 @pytest.fixture(scope="module")
 def model(layout) -> Transformer:
-    from monosemantic.transformer.train import load_transformer
+    from monosemantic.transformer.model import load_transformer
 
     return load_transformer(layout.transformer("A"))

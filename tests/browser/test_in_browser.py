@@ -16,6 +16,7 @@ import pytest
 
 from monosemantic.browser.app import create_app
 from monosemantic.browser.export import export_html
+from monosemantic.features.textview import TextView
 from tests.browser.conftest import LiveServer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -39,7 +40,7 @@ def chromium():
 
 @pytest.fixture(scope="module")
 def server(browser_run):
-    with LiveServer(create_app(browser_run)) as s:
+    with LiveServer(create_app(browser_run, text_view=TextView)) as s:
         yield s
 
 

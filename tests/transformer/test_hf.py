@@ -127,9 +127,9 @@ def test_feature_database_of_a_gpt2_by_hand(gpt2_dir, tmp_path, caplog):
     from transformers import AutoModelForCausalLM
 
     from monosemantic.data.tokens import TokenStore
-    from monosemantic.interp import db
-    from monosemantic.interp.logits import token_counts
-    from monosemantic.interp.stream import held_out_contexts
+    from monosemantic.features import db
+    from monosemantic.features.logits import token_counts
+    from monosemantic.features.stream import held_out_contexts
     from monosemantic.sae.model import SparseAutoencoder
 
     run = corpus_run(tmp_path)
@@ -202,7 +202,7 @@ def test_the_logit_path_is_found_generically_or_skipped(gpt2_dir):
     """GPT-2: Conv1D c_proj, LayerNorm ln_f; a Llama: nn.Linear down_proj, RMSNorm (no mean removal)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from monosemantic.interp.logits import logit_path
+    from monosemantic.features.logits import logit_path
     from monosemantic.transformer.hf import HFSubject, load_hf
     from monosemantic.transformer.subject import find_hook
 

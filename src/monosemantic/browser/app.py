@@ -38,7 +38,7 @@ from starlette.staticfiles import StaticFiles
 from monosemantic import paths
 from monosemantic.browser import queries, views
 from monosemantic.browser.render import CSP, Links, environment, plain_visible
-from monosemantic.interp import db
+from monosemantic.features import db
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -57,8 +57,10 @@ class TextLimits:
 class Browser:
     """State shared by the routes: the database path, per-thread connections, templates."""
 
-    def __init__(self, db_path: Path, run: Path | None, limits: TextLimits) -> None:
-        self.db_path, self.run, self.limits = db_path, run, limits
+    def __init__(
+        self, db_path: Path, run: Path | None, limits: TextLimits, text_view: Callable[[Path], Any] | None
+    ) -> None:
+        self.db_path, self.run, self.limits, self._make_textview = db_path, run, limits, text_view
         self._local = threading.local()
         self.env = environment()
         self.links = Links(export=False)
@@ -77,13 +79,14 @@ class Browser:
         return HTMLResponse(html, status_code=status)
 
     def textview(self) -> Any:
-        """The model and SAEs for the text view, loaded on first use (imports torch)."""
+        """The model and SAEs for the text view, made on first use by the factory the caller passed in
+        (`features.textview.TextView`, which imports torch: the browser itself never does)."""
         if self._textview is None:
-            from monosemantic.interp.textview import TextView
-
+            if self._make_textview is None:
+                raise HTTPException(503, "the text view is not available in this server (no model runner)")
             if self.run is None:
                 raise HTTPException(503, "the text view needs a run directory (model and SAEs)")
-            self._textview = TextView(self.run)
+            self._textview = self._make_textview(self.run)
         return self._textview
 
 
@@ -274,17 +277,22 @@ class _Headers:
         await self.app(scope, receive, wrapped)
 
 
-def create_app(run_or_db: Path, limits: TextLimits = TextLimits()) -> Any:
+def create_app(
+    run_or_db: Path, limits: TextLimits = TextLimits(), text_view: Callable[[Path], Any] | None = None
+) -> Any:
     """The app for a run directory (its features/features.sqlite) or a database file directly.
+
+    `text_view(run)` makes the live text view's model runner (the CLI passes `features.textview.TextView`);
+    without it the text view answers 503, and the app never imports torch.
 
     Raises `db.DatabaseError` (one line naming the file) when there is no readable database.
     """
     run_or_db = Path(run_or_db)
     if run_or_db.is_dir():
-        run, db_path = run_or_db, paths.RunLayout(run_or_db).features / db.FILENAME
+        run, db_path = run_or_db, paths.RunLayout(run_or_db).features_db
     else:
         run, db_path = None, run_or_db
-    b = Browser(db_path, run, limits)
+    b = Browser(db_path, run, limits, text_view)
 
     async def error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from monosemantic.browser import queries, views
 from monosemantic.browser.render import Links, environment
-from monosemantic.interp import db
+from monosemantic.features import db
 
 STATIC = Path(__file__).parent / "static"
 EXPORT_CSP = (

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monosemantic.interp import db
+from monosemantic.features import db
 
 HOOK = "blocks.0.mlp.hook_post"
 SOURCES = ("prose/story", "code/python", "multi/mixed", "synthetic/count")
@@ -190,7 +190,7 @@ def _summaries(conn, dicts: list[tuple[int, int]], sizes: tuple[int, ...]) -> No
                                    "loss_recovered": 1 - 2 / math.log2(s + 2)} for s in sizes])  # fmt: skip
     db.set_summary(conn, "case_study", [{"proxy": "arabic", "feature_corr": 0.8, "neuron_corr": 0.3,
                                          "note": "<script>alert('summary')</script>"}])  # fmt: skip
-    from monosemantic.interp.universality import PAPER, density_bands, distribution  # the real summary's shape
+    from monosemantic.analyses.bands import PAPER, density_bands, distribution  # the real summary's shape
 
     def pair(name: str, kind: str, best: list[float]) -> dict:
         density = np.array([5e-5, 5e-4, 5e-3] * 2)[: len(best)]  # features dealt round-robin into the 3 bands

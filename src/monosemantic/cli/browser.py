@@ -20,11 +20,9 @@ DEFAULT_PORT = 8000
 
 def database(run: Path) -> Path:
     """The feature database of a run directory (or `run` itself when it is a .sqlite file)."""
-    from monosemantic.interp import db
-
-    path = run if run.is_file() else paths.RunLayout(run).features / db.FILENAME
+    path = run if run.is_file() else paths.RunLayout(run).features_db
     if not path.is_file():
-        raise UserError(f"{path}: no feature database here (run the interp stage first: `monosemantic features`)")
+        raise UserError(f"{path}: no feature database here (run `monosemantic features build` first)")
     return path
 
 
@@ -33,7 +31,7 @@ def serve_command(run: Path, port: int = DEFAULT_PORT) -> str:
     return f"monosemantic serve {run}" + ("" if port == DEFAULT_PORT else f" --port {port}")
 
 
-def add_parsers(sub: Any, common: Any) -> None:
+def add_parsers(sub: Any) -> None:
     sv = sub.add_parser(
         "serve",
         help="browse a run's features in a web browser (local, offline)",
@@ -71,11 +69,13 @@ def serve(run: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT, open_bro
     import uvicorn
 
     from monosemantic.browser.app import TextLimits, create_app
-    from monosemantic.interp.db import DatabaseError
+    from monosemantic.features.db import DatabaseError
+    from monosemantic.features.textview import TextView
 
     path = database(run)
     try:
-        app = create_app(run if run.is_dir() else path, TextLimits(max_chars=max_chars, timeout_s=text_timeout))
+        limits = TextLimits(max_chars=max_chars, timeout_s=text_timeout)
+        app = create_app(run if run.is_dir() else path, limits, text_view=TextView)
     except DatabaseError as e:
         raise UserError(str(e)) from None
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
@@ -94,7 +94,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 def cmd_export_html(args: argparse.Namespace) -> None:
     from monosemantic.browser.export import export_html
-    from monosemantic.interp.db import DatabaseError
+    from monosemantic.features.db import DatabaseError
 
     try:
         n = export_html(database(args.run), args.out, force=args.force, progress=args.progress)

@@ -22,11 +22,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from monosemantic import paths
+from monosemantic.errors import UserError
+from monosemantic.io import load_tensors, read_config
 from monosemantic.transformer import hooks
 from monosemantic.transformer.hooks import HookPoint
 
@@ -186,3 +190,33 @@ class Transformer(nn.Module):
             for h in handles:
                 h.remove()
         return logits, cache
+
+
+KIND = "monosemantic.transformer"
+"""The `kind` of a trained model's config.json (`lm train` writes it)."""
+
+
+def load_transformer(folder: str | Path, device: str = "cpu") -> Transformer:
+    """The one loader of a trained model's stage folder (`RUN/transformer/<model>/`).
+
+    Every missing or corrupt file is a one-line UserError naming it; the weights are checked for NaN/inf.
+    """
+    folder = Path(folder)
+    cfg_path = folder / paths.CONFIG
+    if not cfg_path.is_file():
+        raise UserError(f"{folder}: no trained model here (run `monosemantic lm train`)")
+    cfg = read_config(cfg_path, KIND)
+    try:
+        model = Transformer(TransformerConfig(**cfg["model"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{cfg_path}: bad model shape ({type(e).__name__}: {e})") from None
+    weights = folder / paths.MODEL_WEIGHTS
+    tensors = load_tensors(weights)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise UserError(f"{weights}: does not match {cfg_path} ({str(e).splitlines()[0]}...)") from None
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise UserError(f"{weights}: NaN or inf in {', '.join(bad[:3])}")
+    return model.to(device)

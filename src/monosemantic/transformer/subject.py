@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import torch
 from tokenizers import Tokenizer
 from torch import Tensor, nn
 
@@ -36,7 +35,7 @@ from monosemantic.data.tokenizer import eot_id, load_tokenizer
 from monosemantic.errors import UserError
 from monosemantic.io import read_config
 from monosemantic.transformer import hooks
-from monosemantic.transformer.model import Transformer, TransformerConfig
+from monosemantic.transformer.model import Transformer, load_transformer
 
 log = logging.getLogger(__name__)
 
@@ -120,29 +119,6 @@ def subject_key(layout: paths.RunLayout, model: str) -> str:
     return "hf-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def load_run_transformer(folder: Path, device: str = "cpu") -> Transformer:
-    """`transformer.train.load_transformer`, with every corrupt file a one-line UserError."""
-    from monosemantic.io import load_tensors
-    from monosemantic.transformer.train import KIND
-
-    cfg_path = folder / paths.CONFIG
-    cfg = read_config(cfg_path, KIND)
-    try:
-        model = Transformer(TransformerConfig(**cfg["model"]))
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{cfg_path}: bad model shape ({type(e).__name__}: {e})") from None
-    weights = folder / paths.MODEL_WEIGHTS
-    tensors = load_tensors(weights)
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as e:
-        raise UserError(f"{weights}: does not match {cfg_path} ({str(e).splitlines()[0]}...)") from None
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise UserError(f"{weights}: NaN or inf in {', '.join(bad[:3])}")
-    return model.to(device)
-
-
 def _is_our_folder(folder: Path) -> bool:
     """A folder written by `lm train` (a HF folder has a config.json and model.safetensors too)."""
     import json
@@ -156,7 +132,7 @@ def _is_our_folder(folder: Path) -> bool:
 def load_model(ref: str | Path, device: str = "cpu", ctx_len: int | None = None) -> nn.Module:
     """A run's transformer folder, or a Hugging Face model (see `hf.load_hf`)."""
     if _is_our_folder(Path(ref)):
-        return load_run_transformer(Path(ref), device)
+        return load_transformer(Path(ref), device)
     from monosemantic.transformer.hf import load_hf
 
     return load_hf(str(ref), device, ctx_len)[0]
@@ -196,7 +172,7 @@ def load_subject(
             raise UserError(
                 f"{folder}: model not found (no model yet); run `monosemantic lm train --run {layout.root}`"
             )
-        m = load_run_transformer(folder, device)
+        m = load_transformer(folder, device)
         if ctx_len is not None and ctx_len != m.cfg.ctx_len:
             raise UserError(f"--ctx-len {ctx_len}: {folder} was trained with {m.cfg.ctx_len}")
         tok_path = layout.tokenizer / paths.TOKENIZER_JSON

@@ -29,7 +29,6 @@ from monosemantic.data.tokens import TokenSplit, TokenStore
 from monosemantic.errors import UserError
 from monosemantic.io import (
     is_complete,
-    load_tensors,
     read_config,
     save_tensors,
     stage_dir,
@@ -38,11 +37,9 @@ from monosemantic.io import (
 )
 from monosemantic.runtime import autocast, check_dtype, pick_device, seed_everything
 from monosemantic.transformer.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from monosemantic.transformer.model import Transformer, TransformerConfig
+from monosemantic.transformer.model import KIND, Transformer, TransformerConfig
 
 log = logging.getLogger(__name__)
-
-KIND = "monosemantic.transformer"
 
 
 @dataclass(frozen=True)
@@ -207,15 +204,6 @@ def train_transformer(
     tokens = (step - start_step) * cfg.batch_size * model.cfg.ctx_len
     val_loss = history[-1]["val_loss"] if history else float("nan")
     return TrainResult(step, loss, val_loss, tokens / max(seconds, 1e-9), seconds, history)
-
-
-def load_transformer(folder: str | Path, device: str = "cpu") -> Transformer:
-    """Load a trained model from its stage folder (`transformer/<model>/`)."""
-    folder = Path(folder)
-    cfg = read_config(folder / paths.CONFIG, KIND)
-    model = Transformer(TransformerConfig(**cfg["model"]))
-    model.load_state_dict(load_tensors(folder / paths.MODEL_WEIGHTS))
-    return model.to(device)
 
 
 def run(

@@ -1,0 +1,187 @@
+"""Explainers and simulators (TM §4 "Automated Interpretability", reference §8.8): the offline pair.
+
+The paper's protocol: an explainer reads a feature's examples and writes a short explanation; a
+simulator, in a fresh context and on *other* examples, predicts each token's activation from the
+explanation alone (quantised 0–9, as Bills et al.); the score is the correlation of predicted and
+true activations. `Explainer` and `Simulator` are the two halves; `autointerp.py` runs them, and
+`llm.py` has the language-model pair for any OpenAI-compatible endpoint.
+
+The offline pair needs no language model. Its explanation is a short text made only of evidence
+the simulator can check token by token:
+
+    tokens "AC" (9), "GT" (7); after "A": "CG" (6); Arabic script (8); mostly synthetic/dna
+
+- *tokens*: the token strings with the most activation mass in the explanation examples, each with
+  its mean activation when present, scaled so the largest activation seen is 9;
+- *after*: bigrams whose mean activation beats the second token alone by >= 2 levels (the
+  feature needs the context, not just the token);
+- *script*: a script (proxy_defs' Unicode blocks) holding >= half of the activation mass, with
+  the mean level of its tokens;
+- *mostly*: the dominant corpus source (>= half of the mass), informational only.
+
+The offline simulator parses that text back and predicts, for each token, the largest level among
+the clauses that apply (its token, its bigram, its script), else 0: the explanation is a
+token-level lookup model, so a wrong or vague explanation predicts badly and scores low.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from monosemantic.analyses.proxy_defs import BUILTIN, in_script
+
+SCRIPTS = {n: BUILTIN[n] for n in ("arabic", "hebrew", "cyrillic", "cjk")}
+
+
+@dataclass(frozen=True)
+class Example:
+    """A window of text: token strings and the feature's activation on each."""
+
+    tokens: list[str]
+    acts: list[float]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What an explainer may read about one feature."""
+
+    examples: list[Example]
+    sources: dict[str, float] = field(default_factory=dict)
+    """Share of the feature's activation per corpus source (features.source_json)."""
+    top_logits: list[str] = field(default_factory=list)
+
+
+class Explainer(Protocol):
+    name: str
+
+    def explain(self, evidence: Evidence) -> str: ...
+
+
+class Simulator(Protocol):
+    name: str
+
+    def simulate(self, explanation: str, windows: Sequence[Sequence[str]]) -> list[list[float]]: ...
+
+
+def simulation_score(predicted: Sequence[Sequence[float]], true: Sequence[Sequence[float]]) -> float:
+    """Pearson correlation of predicted and true activations over all tokens (the paper's score).
+
+    A constant prediction (or constant truth) has no correlation: scored 0, as in the paper.
+    """
+    p = np.concatenate([np.asarray(x, dtype=np.float64) for x in predicted]) if predicted else np.zeros(0)
+    t = np.concatenate([np.asarray(x, dtype=np.float64) for x in true]) if true else np.zeros(0)
+    if len(p) != len(t):
+        raise ValueError(f"{len(p)} predictions for {len(t)} tokens")
+    if len(p) < 2 or p.std() == 0 or t.std() == 0:
+        return 0.0
+    return float(np.corrcoef(p, t)[0, 1])
+
+
+def quantize(acts: np.ndarray, top: float) -> np.ndarray:
+    """Activations scaled so that `top` is 9, rounded to integers 0–9 (Bills et al.; TM §4)."""
+    if top <= 0:
+        return np.zeros_like(acts, dtype=np.int64)
+    return np.clip(np.rint(9 * np.asarray(acts) / top), 0, 9).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class OfflineExplainer:
+    """Explanations from token statistics of the examples (module docstring)."""
+
+    name: str = "offline"
+    max_tokens: int = 8
+    max_bigrams: int = 4
+
+    def explain(self, evidence: Evidence) -> str:
+        top = max((max(e.acts) for e in evidence.examples if e.acts), default=0.0)
+        if top <= 0:
+            return "never fires"
+        one: dict[str, list[float]] = defaultdict(list)
+        two: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for e in evidence.examples:
+            for i, (t, a) in enumerate(zip(e.tokens, e.acts, strict=True)):
+                one[t].append(a)
+                if i:
+                    two[e.tokens[i - 1], t].append(a)
+        level = {t: int(quantize(np.array([np.mean(a)]), top)[0]) for t, a in one.items()}
+        mass = {t: float(np.sum(a)) for t, a in one.items()}
+        tokens = [t for t in sorted(mass, key=lambda t: -mass[t]) if level[t] >= 1][: self.max_tokens]
+        bigrams = []
+        for (p, t), a in sorted(two.items(), key=lambda kv: -float(np.sum(kv[1]))):
+            lv = int(quantize(np.array([np.mean(a)]), top)[0])
+            if lv >= level[t] + 2 and len(bigrams) < self.max_bigrams:
+                bigrams.append((p, t, lv))
+        parts = []
+        if tokens:
+            parts.append("tokens " + ", ".join(f"{json.dumps(t, ensure_ascii=False)} ({level[t]})" for t in tokens))
+        if bigrams:
+            parts.append(
+                "; ".join(
+                    f"after {json.dumps(p, ensure_ascii=False)}: {json.dumps(t, ensure_ascii=False)} ({lv})"
+                    for p, t, lv in bigrams
+                )  # fmt: skip
+            )
+        total = sum(mass.values())
+        for name, proxy in SCRIPTS.items():
+            members = [t for t in one if in_script(t, proxy.ranges)]
+            share = sum(mass[t] for t in members) / total
+            if share >= 0.5:
+                acts = np.concatenate([one[t] for t in members])
+                parts.append(f"{name.capitalize()} script ({int(quantize(np.array([acts.mean()]), top)[0])})")
+        if evidence.sources:
+            src, share = max(evidence.sources.items(), key=lambda kv: kv[1])
+            if share >= 0.5:
+                parts.append(f"mostly {src}")
+        return "; ".join(parts) if parts else "no consistent pattern"
+
+
+_STR = r'"(?:[^"\\]|\\.)*"'
+_TOKEN = re.compile(rf"({_STR}) \((\d)\)")
+_AFTER = re.compile(rf"after ({_STR}): ({_STR}) \((\d)\)")
+_SCRIPT = re.compile(r"(\w+) script \((\d)\)")
+
+
+@dataclass(frozen=True)
+class ParsedExplanation:
+    tokens: dict[str, int]
+    bigrams: dict[tuple[str, str], int]
+    scripts: dict[str, int]
+
+
+def parse_offline(explanation: str) -> ParsedExplanation:
+    """The clauses of an offline explanation (unknown text is ignored: it predicts nothing)."""
+    bigrams = {(json.loads(p), json.loads(t)): int(lv) for p, t, lv in _AFTER.findall(explanation)}
+    rest = _AFTER.sub("", explanation)
+    tokens = {json.loads(t): int(lv) for t, lv in _TOKEN.findall(rest)}
+    scripts = {s.lower(): int(lv) for s, lv in _SCRIPT.findall(rest) if s.lower() in SCRIPTS}
+    return ParsedExplanation(tokens, bigrams, scripts)
+
+
+@dataclass(frozen=True)
+class OfflineSimulator:
+    """Predicts each token's level from the clauses of an offline explanation that apply to it."""
+
+    name: str = "offline"
+
+    def simulate(self, explanation: str, windows: Sequence[Sequence[str]]) -> list[list[float]]:
+        ex = parse_offline(explanation)
+        out = []
+        for w in windows:
+            pred = []
+            for i, t in enumerate(w):
+                lv = ex.tokens.get(t, 0)
+                if i:
+                    lv = max(lv, ex.bigrams.get((w[i - 1], t), 0))
+                for s, slv in ex.scripts.items():
+                    if in_script(t, SCRIPTS[s].ranges):
+                        lv = max(lv, slv)
+                pred.append(float(lv))
+            out.append(pred)
+        return out

@@ -1,0 +1,96 @@
+"""The analyses that run inside `features build`, in order, after the core records (build.py).
+
+Each is a `Step(name, run)` with `run(conn, layout, cfg, progress)`: it reads what it needs from the open
+database (examples carry `ctx_offset`/`ctx_pos` to re-run a forward) and the run directory, and
+writes its own tables (db.py). Each analysis keeps its own defaults; the build passes on its
+model and hook, and its token budget where the analysis streams tokens. `FeaturesConfig.analyses`
+picks a subset (`--analyses ablations,map`, or `none`); the caller passes the
+selection to `build_features(..., steps=...)`. Each one also runs alone on a finished database: `monosemantic features
+ablate|split|map ...`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+
+from monosemantic.errors import UserError
+from monosemantic.features.build import find_saes
+from monosemantic.features.config import FeaturesConfig, Step
+from monosemantic.paths import CONFIG, RunLayout
+
+log = logging.getLogger(__name__)
+
+
+def _ablations(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progress: bool) -> None:
+    from monosemantic.analyses.ablation import AblationConfig, run_ablation
+
+    run_ablation(conn, layout, AblationConfig(model=cfg.model, hook=cfg.hook), progress=progress)
+
+
+def _split(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progress: bool) -> None:
+    from monosemantic.analyses.splitting import SplitConfig, run_split
+
+    split = SplitConfig(model=cfg.model, hook=cfg.hook, n_tokens=min(cfg.n_tokens, SplitConfig.n_tokens))
+    run_split(conn, layout, split, progress=progress)
+
+
+def _map(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progress: bool) -> None:
+    from monosemantic.analyses.featuremap import MapConfig, run_map
+    from monosemantic.transformer.subject import subject_key
+
+    model = subject_key(layout, cfg.model)  # the database's name of the model (hf-<name> for a HF model)
+    run_map(conn, layout, MapConfig(model=model, hook=cfg.hook, seed=cfg.seed), progress=progress)
+
+
+def _explain(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progress: bool) -> None:
+    from monosemantic.analyses.autointerp import AutoInterpConfig, run_autointerp
+
+    run_autointerp(conn, layout, AutoInterpConfig(seed=cfg.seed), progress=progress)
+
+
+def _proxies(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progress: bool) -> None:
+    from monosemantic.analyses.proxies import ProxyConfig, run_proxies
+
+    proxies = ProxyConfig(model=cfg.model, n_tokens=min(cfg.n_tokens, ProxyConfig.n_tokens))
+    run_proxies(conn, layout, proxies, progress=progress)
+
+
+def _universality(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progress: bool) -> None:
+    from monosemantic.analyses.universality import UniversalityConfig, run_universality
+
+    other = UniversalityConfig.other
+    if not (layout.transformer(other) / CONFIG).is_file() or not find_saes(layout, other, cfg.hook):
+        log.info("features: no model %s with SAEs in %s: universality skipped", other, layout.root)
+        return
+    uni = UniversalityConfig(model=cfg.model, n_tokens=min(cfg.n_tokens, UniversalityConfig.n_tokens))
+    run_universality(conn, layout, uni, progress=progress)
+
+
+STEPS: tuple[Step, ...] = (
+    Step("explain", _explain, any_subject=True),  # TM "Automated Interpretability": explanations and scores
+    Step("ablations", _ablations),  # TM §4: ablations on top contexts, pinned samples
+    Step("split", _split),  # TM "Feature Splitting": family links across sizes, automata links
+    Step("map", _map, any_subject=True),  # TM "Feature Splitting" UMAP view: 2-D map and clusters
+    Step("proxies", _proxies),  # TM §5 case studies: proxies, specificity and sensitivity
+    Step("universality", _universality),  # TM "Universality": A's features against B's (only when B exists)
+)
+"""The registry of analyses, in the order `features build` runs them."""
+
+NAMES = [s.name for s in STEPS]
+
+
+def selected(spec: str) -> list[Step]:
+    """The steps named in `spec` ('all', 'none', or a comma-separated subset of NAMES), in STEPS order.
+
+    Raises a UserError naming `--analyses` on an unknown name.
+    """
+    if spec.strip() == "all":
+        return list(STEPS)
+    if spec.strip() in ("", "none"):
+        return []
+    wanted = {s.strip() for s in spec.split(",") if s.strip()}
+    unknown = wanted - set(NAMES)
+    if unknown:
+        raise UserError(f"--analyses: unknown {', '.join(sorted(unknown))}; known: all, none, {', '.join(NAMES)}")
+    return [s for s in STEPS if s.name in wanted]

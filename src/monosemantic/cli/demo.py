@@ -1,0 +1,100 @@
+"""`monosemantic demo`: every stage into one run directory (`monosemantic.pipeline.run_demo`), then the summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from monosemantic import paths, pipeline
+from monosemantic.cli import browser
+from monosemantic.cli.args import add_dataclass_args
+from monosemantic.cli.common import add_common, add_sae_args, checkpoint_every, run_config, section_classes
+
+
+def add_parsers(sub: Any) -> None:
+    demo = sub.add_parser(
+        "demo",
+        help="run the pipeline end to end (corpus → model A → SAEs → eval → feature database)",
+        description="Run every stage on the embedded corpus (or --input) into one run directory. "
+        "Interrupted? Run the same command again: finished stages are skipped and LM training "
+        "resumes from its last checkpoint.",
+    )
+    add_common(demo, run_required=False)
+    demo.add_argument(
+        "--input",
+        nargs="*",
+        default=None,
+        metavar="INPUT",
+        help="use these texts instead of the embedded corpus (files, folders, globs, hf:NAME)",
+    )
+    demo.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the training stage an interrupted demo left a checkpoint for (an error if there is none); "
+        "without it the same command resumes too, and --force starts over",
+    )
+    demo.add_argument("--open", action="store_true", help="at the end, serve the feature browser and open it")
+    demo.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default=None,
+        help="compute dtype of every stage at once: bfloat16 autocast (float32 weights and optimizer state) or "
+        "float32; a stage's own --lm-dtype, --harvest-dtype, --sae-dtype, --eval-dtype, --features-dtype wins "
+        "(default: each stage's own, bfloat16 for the LM and float32 for the others)",
+    )
+    demo.add_argument(
+        "--universality",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="after model A's evaluation, train model B (the LM seed + 1), harvest it and train the ladder's largest "
+        "SAE on it, so the feature database gets the paper's universality analysis (TM §6; about 11 min more with "
+        "the default preset, 17 with full); --no-universality skips model B (default: the preset's demo section, "
+        "off in `default`, on in `full`)",
+    )
+    demo.set_defaults(func=cmd_demo)
+    for section, c in section_classes().items():
+        add_dataclass_args(demo, c, skip=("vocab_size",) if section == "transformer" else (), prefix=section)
+    add_sae_args(demo, prefix="sae")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from monosemantic import distributed
+    from monosemantic.eval.report import format_table
+    from monosemantic.io import read_json
+
+    run = args.run or Path("runs") / Path(args.preset).stem
+    layout = paths.RunLayout(run)
+    cfg = run_config(args, prefixed=True)
+    print(f"monosemantic demo: run directory {run}", file=sys.stderr)
+    options = pipeline.DemoOptions(
+        inputs=tuple(args.input or ()),
+        force=args.force,
+        resume=args.resume,
+        progress=args.progress,
+        checkpoint_every=checkpoint_every(args, "sae"),
+    )
+    result = pipeline.run_demo(layout, cfg, options, on_eval=lambda evals: print(format_table(evals), file=sys.stderr))
+    if not distributed.is_main():
+        return  # rank 0 prints the summary
+    m = read_json(layout.transformer("A") / paths.METRICS)
+    split, manifest, acts = result.tokens["splits"], result.manifest, result.activations
+    rows = [
+        ("corpus", f"{manifest.get('n_documents', '?')} documents, {manifest.get('n_bytes', 0) / 1e6:.1f} MB"),
+        ("tokens", f"{split['train']['n_tokens']:,} train, {split['val']['n_tokens']:,} validation"),
+        ("model A", f"val loss {m['val_loss']:.3f} nats/token on {m['val_tokens']:,} tokens"),
+        ("baselines", f"bigram {m['bigram_loss']:.3f}, unigram {m['unigram_loss']:.3f}"),
+        ("training", f"{m['train_tokens']:,} tokens in {m['train_seconds']:.0f} s ({m['tokens_per_s']:,.0f} tokens/s)"),
+        ("harvest", f"{acts['n_rows']:,} activations of {cfg.harvest.hook} ({acts['d']}-d)"),
+        ("features", f"{result.database}"),
+        ("time", ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())),
+    ]
+    for k, v in rows:
+        print(f"{k:<10} {v}")
+    print()
+    print(format_table(result.evals))
+    print(pipeline.interp_summary(result.database))
+    print(f"\nbrowse the features:  {browser.serve_command(run)}")
+    if args.open:
+        browser.serve(run, open_browser=True)

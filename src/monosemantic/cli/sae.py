@@ -1,0 +1,147 @@
+"""`monosemantic sae train|eval|export|import`: dictionary learning, its evaluation, and SAELens's format.
+
+`sae train` takes a run's harvested store (`--run`) or any (N, d) array (`--activations`, `--out`);
+`pipeline.train_saes` hands the trainer a plain iterator of batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from monosemantic import paths, pipeline
+from monosemantic.cli.args import add_dataclass_args
+from monosemantic.cli.common import MODEL_HELP, RESUME_HELP, add_common, add_sae_args, checkpoint_every, run_config
+from monosemantic.errors import UserError
+
+CHECKPOINT_DIR = ".checkpoint"  # inside `sae train --out DIR` while training runs
+
+
+def add_parsers(sub: Any) -> None:
+    from monosemantic.eval.report import EvalConfig
+
+    sae = sub.add_parser("sae", help="sparse autoencoder stage").add_subparsers(dest="action", required=True)
+    tr = sae.add_parser(
+        "train",
+        help="train a ladder of SAEs in one pass",
+        description="Train one SAE per size in --n-features on one pass over the activations (the paper's "
+        "recipe by default; --arch april2024 or topk for the later ones). With --run: the run's harvested "
+        "store, writing RUN/sae/MODEL/HOOK/<arch>-<n>. With --activations PATH (a harvested folder, or any "
+        "(N, d) float array in .npy or .safetensors) and --out DIR: writes DIR/<arch>-<n>. n_steps is capped "
+        "at one pass over the data: rows are never repeated ([TM] §2).",
+    )
+    add_common(tr, run_required=False)
+    tr.add_argument("--model", default="A", help=MODEL_HELP)
+    tr.add_argument("--hook", default=None, help="hook of the run's store (default: the harvest preset's)")
+    tr.add_argument("--activations", type=Path, help="train on this store or array instead of a run's")
+    tr.add_argument("--out", type=Path, help="output folder with --activations")
+    tr.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (cuda:N picks a GPU)")
+    tr.add_argument("--resume", action="store_true", help=RESUME_HELP)
+    tr.add_argument(
+        "--prefetch",
+        type=int,
+        default=2,
+        metavar="N",
+        help="read the activations in a background thread up to N batches ahead of the training step "
+        "(default 2; 0: no thread, read between steps)",
+    )
+    add_sae_args(tr)
+    tr.set_defaults(func=cmd_sae_train)
+
+    ev = sae.add_parser(
+        "eval",
+        help="evaluate a run's SAEs",
+        description="For every SAE under RUN/sae/MODEL/HOOK: MSE, FVU, L0, L1, dead and dense features, the "
+        "density histogram (PNG), and loss recovered with the reconstruction spliced into the model, against "
+        "zero and mean ablation, with KL divergence ([TM] §7). Writes RUN/eval/MODEL/HOOK/<name>/metrics.json.",
+    )
+    add_common(ev)
+    ev.add_argument("--model", default="A", help=MODEL_HELP)
+    ev.add_argument("--ctx-len", type=int, default=None, help="context length of a Hugging Face model (default 256)")
+    add_dataclass_args(ev, EvalConfig)
+    ev.set_defaults(func=cmd_sae_eval)
+
+    ex = sae.add_parser(
+        "export",
+        help="write an SAE in another tool's format",
+        description="Write SAE_DIR in SAELens's folder format (sae_weights.safetensors + cfg.json "
+        "that sae_lens.SAE.load_from_disk reads), input scaling and decoder norms folded in.",
+    )
+    ex.add_argument("sae_dir", type=Path)
+    ex.add_argument("out", type=Path)
+    ex.add_argument("--format", choices=["saelens"], default="saelens")
+    ex.add_argument("--hook", default=None, help="hook name to record in SAELens's metadata")
+    ex.set_defaults(func=cmd_sae_export)
+
+    im = sae.add_parser(
+        "import",
+        help="read an SAE from another tool's format",
+        description="Read a SAELens folder (standard or topk) into OUT as a monosemantic SAE.",
+    )
+    im.add_argument("saelens_dir", type=Path)
+    im.add_argument("out", type=Path)
+    im.add_argument("--format", choices=["saelens"], default="saelens")
+    im.set_defaults(func=cmd_sae_import)
+
+
+def cmd_sae_train(args: argparse.Namespace) -> None:
+    cfg = run_config(args, ("sae",))
+    ladder, train = cfg.ladder, cfg.sae
+    if args.prefetch < 0:
+        raise UserError(f"--prefetch must be 0 or more, got {args.prefetch}")
+    if args.activations is not None:
+        if args.out is None:
+            raise UserError("--activations needs --out DIR for the SAEs")
+        ckpt = (args.out / CHECKPOINT_DIR, checkpoint_every(args), args.resume)
+        folders = pipeline.train_saes(
+            args.activations, args.out, ladder, train, args.device, args.force, {}, ckpt, args.prefetch
+        )
+    else:
+        if args.run is None:
+            raise UserError("give --run RUN (the run's harvested activations) or --activations PATH --out DIR")
+        from monosemantic.transformer.subject import hook_dirname, subject_key
+
+        layout = paths.RunLayout(args.run)
+        hook = args.hook or cfg.harvest.hook  # the preset's hook
+        key, hook_dir = subject_key(layout, args.model), hook_dirname(hook)
+        store = layout.activations(key, hook_dir)
+        if not (store / paths.CONFIG).is_file():
+            raise UserError(f"{store}: no activations yet; run `monosemantic harvest --run {layout.root}`")
+        folders = pipeline.train_saes(
+            store,
+            layout.saes(key, hook_dir),
+            ladder,
+            train,
+            args.device,
+            args.force,
+            {"model": key, "hook": hook},
+            (pipeline.sae_checkpoints(layout, key, hook_dir), checkpoint_every(args), args.resume),
+            args.prefetch,
+        )
+    for name, folder in folders.items():
+        print(f"{name:<16} {folder}")
+
+
+def cmd_sae_eval(args: argparse.Namespace) -> None:
+    from monosemantic.eval.report import format_table
+
+    cfg = run_config(args, ("eval",))
+    layout = paths.RunLayout(args.run)
+    print(format_table(pipeline.evaluate(layout, args.model, cfg.eval, args.force, args.progress, args.ctx_len)))
+
+
+def cmd_sae_export(args: argparse.Namespace) -> None:
+    from monosemantic.sae.saelens import export_saelens
+
+    print(export_saelens(args.sae_dir, args.out, hook_name=args.hook))
+
+
+def cmd_sae_import(args: argparse.Namespace) -> None:
+    from monosemantic.io import stage_dir
+    from monosemantic.sae.saelens import import_saelens
+
+    sae = import_saelens(args.saelens_dir)
+    with stage_dir(args.out) as tmp:
+        sae.save(tmp)
+    print(args.out)

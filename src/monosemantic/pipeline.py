@@ -1,0 +1,314 @@
+"""The pipeline as library functions: each stage from a `RunConfig`, and the demo that runs them all.
+
+    from monosemantic.pipeline import DemoOptions, run_demo
+    summary = run_demo(RunLayout("runs/default"), run_config, DemoOptions())
+
+The CLI parses flags into a `RunConfig` and calls these; each function skips a stage whose folder
+is complete (unless `force`), so re-running resumes. Stage modules are imported where they are
+used: importing this module stays cheap for `monosemantic --help`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from monosemantic import paths
+from monosemantic.config import RunConfig
+from monosemantic.errors import UserError
+
+if TYPE_CHECKING:
+    from monosemantic.activations.harvest import HarvestConfig
+    from monosemantic.data.corpus import CorpusConfig
+    from monosemantic.data.tokenizer import TokenizerConfig
+    from monosemantic.data.tokens import TokensConfig
+    from monosemantic.eval.report import EvalConfig
+    from monosemantic.features.config import FeaturesConfig, Step
+    from monosemantic.sae.ladder import LadderConfig
+    from monosemantic.sae.train import TrainRecipe
+    from monosemantic.transformer.train import LMTrainConfig
+
+log = logging.getLogger("monosemantic")
+T = TypeVar("T")
+
+
+# ----- the stages -----
+
+
+def corpus(layout: paths.RunLayout, inputs: Sequence[str], cfg: CorpusConfig, force: bool, progress: bool) -> dict:
+    """RUN/corpus from `inputs` (files, folders, globs, hf:NAME) or the embedded corpus; returns the manifest."""
+    from monosemantic.data.corpus import build_corpus
+    from monosemantic.io import is_complete, read_json
+
+    if is_complete(layout.corpus) and not force:
+        log.info("%s exists: skipping (use --force to rebuild)", layout.corpus)
+        return read_json(layout.corpus / paths.MANIFEST)
+    return build_corpus(list(inputs), layout.corpus, cfg, force=force, progress=progress)
+
+
+def tokenize(
+    layout: paths.RunLayout, tokenizer_cfg: TokenizerConfig, tokens_cfg: TokensConfig, force: bool, progress: bool
+) -> dict:
+    """RUN/tokenizer and RUN/tokens from RUN/corpus; returns the tokens' config.json."""
+    from monosemantic.data import tokenizer, tokens
+    from monosemantic.data.corpus import iter_documents
+    from monosemantic.io import is_complete, read_config, read_json
+
+    if not is_complete(layout.corpus, paths.MANIFEST):
+        raise UserError(f"{layout.corpus}: no corpus yet; run `monosemantic corpus build --run {layout.root}`")
+    tok = tokenizer.run(
+        lambda: (t for _, t in iter_documents(layout.corpus)), layout.tokenizer, tokenizer_cfg, force=force
+    )
+    if is_complete(layout.tokens) and not force:
+        log.info("%s exists: skipping (use --force to redo)", layout.tokens)
+        return read_config(layout.tokens / paths.CONFIG, tokens.KIND)
+    n_docs = read_json(layout.corpus / paths.MANIFEST).get("n_documents")
+    return tokens.write_tokens(
+        iter_documents(layout.corpus), tok, layout.tokens, tokens_cfg, force=force, progress=progress, total_docs=n_docs
+    )
+
+
+def harvest(
+    layout: paths.RunLayout,
+    model: str,
+    cfg: HarvestConfig,
+    force: bool,
+    progress: bool,
+    ctx_len: int | None = None,
+    tokens_cfg: TokensConfig | None = None,
+) -> dict[str, Any]:
+    """RUN/activations/MODEL/HOOK; returns the store's config."""
+    from monosemantic.activations import harvest as stage
+
+    return stage.run(layout, model, cfg, force=force, progress=progress, ctx_len=ctx_len, tokens_cfg=tokens_cfg)
+
+
+def sae_checkpoints(layout: paths.RunLayout, model: str, hook: str) -> Path:
+    """A run's SAE-training checkpoint folder: RUN/checkpoints/sae-MODEL-HOOK."""
+    return layout.checkpoints(f"sae-{model}-{hook}")
+
+
+def train_saes(
+    source: Path,
+    out_root: Path,
+    ladder: LadderConfig,
+    train: TrainRecipe,
+    device: str,
+    force: bool,
+    extra: dict[str, Any],
+    checkpoint: tuple[Path, int, bool] | None = None,
+    prefetch_depth: int = 2,
+) -> dict[str, Path]:
+    """Open the activations at `source` and train the ladder into `out_root`; `checkpoint` is (folder, every, resume).
+
+    This is where an activation store meets the trainer: `train_ladder` gets a plain iterator of
+    batches (the trainer never learns where they came from). A thread reads the batches up to
+    `prefetch_depth` ahead of the step (activations/prefetch.py; 0: read in the loop). On the idle
+    2-core machine it made training 2–17 % faster (docs/decisions.md, 2026-12-06).
+    """
+    from monosemantic.activations.prefetch import prefetch
+    from monosemantic.activations.store import open_activations
+    from monosemantic.runtime import pick_device
+    from monosemantic.sae.ladder import train_ladder
+
+    dev = pick_device(device)
+    acts = open_activations(source)
+    acts.check_sample()  # NaN/inf stop the command before training starts
+    seed = getattr(train, "seed", 0)
+    ckpt_dir, every, resume = checkpoint or (None, 0, False)
+    return train_ladder(
+        lambda skip: prefetch(acts.batches(train.batch_size, seed=seed, skip_rows=skip), prefetch_depth),
+        acts.d,
+        acts.n_rows,
+        ladder,
+        train,
+        out_root,
+        {"activations": str(source), **extra},
+        force=force,
+        device=dev,
+        checkpoint_dir=ckpt_dir,
+        checkpoint_every=every,
+        resume=resume,
+    )
+
+
+def evaluate(
+    layout: paths.RunLayout, model: str, cfg: EvalConfig, force: bool, progress: bool, ctx_len: int | None = None
+) -> dict[str, Any]:
+    """RUN/eval/MODEL/HOOK: every SAE of the model at the eval config's hook; returns the metrics by SAE."""
+    from monosemantic.eval import report
+    from monosemantic.transformer.subject import HF_PREFIX, hook_dirname, is_run_model, subject_key
+
+    key, hook_dir = subject_key(layout, model), hook_dirname(cfg.hook)
+    own = is_run_model(layout, model)
+    root = layout.saes(key, hook_dir)
+    found = [p for p in root.glob("*") if (p / paths.SAE_CONFIG).is_file()]
+    # natural order: tm2023-512 before tm2023-1024
+    found.sort(key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)])
+    folders = {p.name: p for p in found}
+    if not folders:
+        raise UserError(f"{root}: no SAEs to evaluate; run `monosemantic sae train --run {layout.root}`")
+    return report.run(
+        layout.transformer(model) if own else model.removeprefix(HF_PREFIX),
+        folders,
+        layout.tokens if own else layout.root / f"tokens-{key}",
+        layout.eval(key, hook_dir),
+        cfg,
+        force=force,
+        progress=progress,
+        ctx_len=ctx_len,
+    )
+
+
+def analysis_steps(cfg: FeaturesConfig) -> list[Step]:
+    """The analyses `cfg.analyses` names, from the registry (analyses/steps.py)."""
+    from monosemantic.analyses.steps import selected
+
+    return selected(cfg.analyses)
+
+
+def features(layout: paths.RunLayout, cfg: FeaturesConfig, force: bool, progress: bool) -> Path:
+    """The feature database with the analyses `cfg.analyses` names; returns its path."""
+    from monosemantic.features.build import build_features
+
+    return build_features(layout, cfg, force=force, progress=progress, steps=analysis_steps(cfg))
+
+
+# ----- the demo -----
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """How the demo runs, beside what it computes (the RunConfig)."""
+
+    inputs: tuple[str, ...] = ()
+    """Texts instead of the embedded corpus (files, folders, globs, hf:NAME)."""
+    force: bool = False
+    """Redo every stage."""
+    resume: bool = False
+    """Require a checkpoint to continue from."""
+    progress: bool = True
+    checkpoint_every: int = 0
+    """SAE checkpoints every this many steps (0: none)."""
+
+
+@dataclass
+class DemoResult:
+    """What the demo made: enough for the summary it prints."""
+
+    manifest: dict[str, Any]
+    tokens: dict[str, Any]
+    activations: dict[str, Any]
+    evals: dict[str, Any]
+    database: Path
+    seconds: dict[str, float]
+
+
+def run_demo(
+    layout: paths.RunLayout, cfg: RunConfig, opt: DemoOptions = DemoOptions(), on_eval: Callable[[dict], None] = print
+) -> DemoResult:
+    """Every stage into one run directory: corpus → tokens → model A → harvest → ladder → eval → database.
+
+    `on_eval` gets model A's evaluation as soon as it exists (the demo prints its table there,
+    before the slower database). With `cfg.universality`, model B (the LM seed + 1, TM "Universality")
+    gets the same harvest and the ladder's largest SAE before the database. Under torchrun the unsplit
+    stages run on rank 0 first and the other ranks find them done; every rank builds the database,
+    whose passes are sharded (rank 0 writes). Per-stage seconds go to RUN/demo_timings.json.
+    """
+    from monosemantic import distributed
+    from monosemantic.io import write_json
+
+    t0 = time.perf_counter()
+    seconds: dict[str, float] = {}
+
+    def timed(stage: str, fn: Callable[[], T]) -> T:
+        start = time.perf_counter()
+        out = fn()
+        seconds[stage] = round(time.perf_counter() - start, 1)
+        log.info("demo: %s took %.0f s (%.0f s so far)", stage, seconds[stage], time.perf_counter() - t0)
+        return out
+
+    once = opt.force and distributed.is_main()  # --force redoes a stage once, not once per rank
+    p = opt.progress
+    manifest = timed("corpus", lambda: distributed.main_first(lambda: corpus(layout, opt.inputs, cfg.corpus, once, p)))
+    tokens = timed(
+        "tokenize", lambda: distributed.main_first(lambda: tokenize(layout, cfg.tokenizer, cfg.tokens, once, p))
+    )
+    if opt.resume and not any(layout.checkpoints("").glob("*/ckpt.json")):
+        raise UserError(f"--resume: no checkpoint in {layout.checkpoints('')}")
+    acts = _model_and_saes(layout, cfg, opt, "A", cfg.lm, cfg.ladder, timed)
+    # model A's table first, then what only the database needs
+    evals = timed("evaluate A", lambda: distributed.main_first(lambda: evaluate(layout, "A", cfg.eval, once, p)))
+    if distributed.is_main():
+        on_eval(evals)
+    if cfg.universality:  # TM "Universality": model B differs only in its seed, and gets the same SAE recipe
+        lm_b = dataclasses.replace(cfg.lm, seed=cfg.lm.seed + 1)
+        largest = dataclasses.replace(cfg.ladder, n_features=str(max(cfg.ladder.sizes)))  # the pair the paper compares
+        _model_and_saes(layout, cfg, opt, "B", lm_b, largest, timed)
+    database = timed("feature database", lambda: features(layout, cfg.features, once, p))
+    seconds["total"] = round(time.perf_counter() - t0, 1)
+    if distributed.is_main():
+        write_json(layout.root / "demo_timings.json", {"version": 1, "seconds": seconds})
+    return DemoResult(manifest, tokens, acts, evals, database, seconds)
+
+
+def _model_and_saes(
+    layout: paths.RunLayout,
+    cfg: RunConfig,
+    opt: DemoOptions,
+    model: str,
+    lm: LMTrainConfig,
+    ladder: LadderConfig,
+    timed: Callable[[str, Callable[[], Any]], Any],
+) -> dict[str, Any]:
+    """Train subject model `model`, harvest it and train `ladder` on it; returns the harvest's config."""
+    from monosemantic.transformer import train
+
+    p = opt.progress
+    timed(f"lm train {model}", lambda: train.run(layout, cfg.transformer, lm, model, force=opt.force, progress=p))
+    hook = cfg.harvest.hook
+    acts = timed(f"harvest {model}", lambda: harvest(layout, model, cfg.harvest, opt.force, p))
+    ckpt = (sae_checkpoints(layout, model, hook), opt.checkpoint_every, False)
+    timed(
+        f"sae train {model}",
+        lambda: train_saes(
+            layout.activations(model, hook),
+            layout.saes(model, hook),
+            ladder,
+            cfg.sae,
+            cfg.eval.device,
+            opt.force,
+            {"model": model, "hook": hook},
+            ckpt,
+        ),
+    )
+    return acts
+
+
+def interp_summary(db_path: Path) -> str:
+    """The case-study table and the interpretability and universality medians, from the database."""
+    from monosemantic.analyses.autointerp import format_interpretability
+    from monosemantic.analyses.proxies import format_case_study
+    from monosemantic.analyses.universality import format_universality
+    from monosemantic.features import db
+
+    conn = db.open_readonly(db_path)
+    try:
+        parts = []
+        for key, fmt in (
+            ("case_study", format_case_study),
+            ("interpretability", format_interpretability),
+            ("universality", format_universality),
+        ):
+            value = db.get_summary(conn, key)
+            if value:
+                parts.append(fmt(value))
+        return "\n\n".join(["", *parts]) if parts else ""
+    finally:
+        conn.close()

@@ -1,0 +1,180 @@
+"""Proxies (TM §5): the LLR by hand on crafted vocabularies, and the case-study pass on the tiny run."""
+
+import math
+import shutil
+import sqlite3
+
+import numpy as np
+import pytest
+import torch
+
+from monosemantic.analyses.correlate import PearsonAccumulator
+from monosemantic.analyses.proxies import ProxyConfig, format_case_study, run_proxies
+from monosemantic.analyses.proxy_defs import BUILTIN, ProxySet, max_suffix_sum, parse_custom, select
+from monosemantic.data.tokens import TokenStore
+from monosemantic.errors import UserError
+from monosemantic.features import db
+from monosemantic.features.stream import dictionary_activations, held_out_contexts
+from monosemantic.features.tokentext import char_spans, vocab_bytes
+from monosemantic.paths import RunLayout
+from monosemantic.sae.model import SparseAutoencoder
+from monosemantic.transformer import hooks
+from monosemantic.transformer.model import load_transformer
+
+
+def test_max_suffix_sum_matches_brute_force():
+    rng = np.random.default_rng(0)
+    l = rng.normal(size=(3, 9))
+    for k in (1, 2, 3):
+        got = max_suffix_sum(l, k)
+        for r in range(3):
+            for i in range(9):
+                sums = [l[r, j : i + 1].sum() for j in range(0, i - k + 2)]
+                assert got[r, i] == pytest.approx(max(sums)) if sums else got[r, i] == -np.inf
+
+
+def test_dna_llr_by_hand():
+    # vocab: EOT, "AC", "GT", "x", "AC" is 2 chars of 1/4 each.
+    vocab = [b"", b"AC", b"GT", b"x"]
+    sample = np.array([1, 1, 2, 3, 3, 3, 3, 0])  # counts 1,2,1,4 (+1 smoothing): 2,3,2,5 of 12
+    ps = ProxySet([BUILTIN["dna"]], vocab, sample)
+    logp = np.log(np.array([2, 3, 2, 5]) / 12)
+    np.testing.assert_allclose(ps.logp, logp)
+    l_ac, l_gt = 2 * math.log(1 / 4) - logp[1], 2 * math.log(1 / 4) - logp[2]
+    l_x = math.log(1e-10) - logp[3]
+    llr = ps.llr(np.array([[1, 2, 3, 1]]))[0, 0]
+    # DNA looks at groups of at least two tokens: position 0 has none.
+    assert llr[0] == -np.inf
+    assert llr[1] == pytest.approx(l_ac + l_gt)
+    assert llr[2] == pytest.approx(l_x + max(l_ac + l_gt, l_gt))
+    assert llr[3] == pytest.approx(l_ac + l_x + max(0, l_gt, l_gt + l_ac))
+    assert llr[2] < llr[1] < 0  # frequent tokens: likelier as unigram text than as random DNA
+    np.testing.assert_array_equal(ps.values(llr[None, None])[0, 0], (llr > 0).astype(float))
+
+
+def test_script_table_counts_fragments_by_their_use_in_context():
+    # "\xa8" completes Arabic ب after \xd8 and Hebrew ר after \xd7.
+    vocab = [b"", b"\xd8", b"\xa8", b"\xd7", " ب".encode()]
+    sample = np.array([1, 2, 3, 2])
+    ps = ProxySet([BUILTIN["arabic"], BUILTIN["hebrew"]], vocab, sample)
+    np.testing.assert_allclose(ps.table["arabic"][:4], [0, 1, 0.5, 0])
+    np.testing.assert_allclose(ps.table["hebrew"][:4], [0, 0, 0.5, 1])
+    assert ps.table["arabic"][4] == 1  # unseen: judged alone; the space belongs to no script
+    assert ps.base_rate["arabic"] == pytest.approx(0.5)
+    llr = ps.llr(np.array([[1, 2, 4, 3]]))
+    np.testing.assert_allclose(llr[0, 0], [math.log(2), 0, math.log(2), math.log(1e-10) - math.log(0.5)])
+
+
+def test_char_spans_cover_split_characters():
+    vocab = [b"", b"a", b"\xd8", b"\xa8", b" b"]
+    text, first, stop = char_spans(vocab, np.array([1, 2, 3, 0, 4]))
+    assert text == "aب b"
+    assert list(zip(first, stop, strict=True)) == [(0, 1), (1, 2), (1, 2), (0, 0), (2, 4)]
+
+
+def caps(tokens: list[str]) -> list[float]:
+    """A user proxy: LLR 1 on all-caps tokens, 0 elsewhere."""
+    return [float(t.isupper()) for t in tokens]
+
+
+def test_regex_and_user_proxies():
+    vocab = [b"", b"<b", b">", b"HI", b"&amp;"]
+    custom = ["caps=py:tests.analyses.test_proxies:caps", "his=regex:HI+"]
+    ps = ProxySet(select("html", custom), vocab, np.array([1, 2, 3, 3, 4, 3]))
+    assert ps.base_rate["html"] == pytest.approx(3 / 6) and ps.base_rate["his"] == pytest.approx(3 / 6)
+    llr = ps.llr(np.array([[1, 2, 3, 4]]))
+    np.testing.assert_allclose(llr[0, 0], np.where([1, 1, 0, 1], 0, math.log(1e-10)) - math.log(0.5))
+    np.testing.assert_array_equal(llr[1, 0], [0, 0, 1, 0])
+    assert (ps.values(llr)[2, 0] > 0).tolist() == [False, False, True, False]
+    with pytest.raises(UserError, match="NAME=regex"):
+        parse_custom("oops")
+    with pytest.raises(UserError, match="bad regular expression"):
+        parse_custom("x=regex:(")
+    with pytest.raises(UserError, match="cannot import"):
+        parse_custom("x=py:no_such_module_here:f")
+
+
+def want_kept(x, y):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.corrcoef(x.T, y.T)[: x.shape[1], x.shape[1] :]
+
+
+def test_pearson_accumulator_sparse_and_dense_paths_match_numpy():
+    rng = np.random.default_rng(0)
+    x = np.maximum(rng.normal(size=(500, 7)) - 1.5, 0)
+    x[:, 3] = 0  # dead: NaN
+    y = rng.normal(size=(500, 2))
+    for sparse_below in (0.0, 1.0):
+        acc = PearsonAccumulator(7, 2, sparse_below=sparse_below)
+        for lo in range(0, 500, 128):
+            acc.update(torch.from_numpy(x[lo : lo + 128]), torch.from_numpy(y[lo : lo + 128]))
+        r = acc.corr()
+        kept = PearsonAccumulator(7, 2, sparse_below=sparse_below)
+        keep = rng.random(500) < 0.5
+        kept.update(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(keep))
+        np.testing.assert_allclose(np.nan_to_num(kept.corr()), np.nan_to_num(want_kept(x[keep], y[keep])), atol=1e-10)
+        assert np.isnan(r[3]).all()
+        with np.errstate(invalid="ignore", divide="ignore"):  # the dead column
+            want = np.corrcoef(x.T, y.T)[:7, 7:]
+        np.testing.assert_allclose(np.delete(r, 3, 0), np.delete(want, 3, 0), atol=1e-10)
+
+
+def _db_with_dictionaries(conn, run, names=("tm2023-64",), model="A"):
+    hook = hooks.MLP_POST
+    db.add_dictionary(conn, name="neurons", model=model, hook=hook, kind="neurons", n_features=128, n_tokens=0)
+    for n in names:
+        sae = SparseAutoencoder.load(run / f"sae/{model}/{hook}/{n}")
+        db.add_dictionary(conn, name=n, model=model, hook=hook, kind="sae", n_features=sae.cfg.n_features, n_tokens=0)
+
+
+def test_case_study_pass_matches_a_direct_computation(tiny_run, tmp_path):
+    conn = db.create(tmp_path / "f.sqlite")
+    _db_with_dictionaries(conn, tiny_run)
+    cfg = ProxyConfig(proxies="arabic,hebrew,cjk,dna", n_tokens=2048, sample_tokens=20000, batch_size=3)
+    summary = run_proxies(conn, RunLayout(tiny_run), cfg, progress=False)
+
+    # Recompute by hand: activations of every feature on the same contexts, Pearson with the proxy.
+    hook = hooks.MLP_POST
+    model = load_transformer(tiny_run / "transformer/A")
+    sae = SparseAutoencoder.load(tiny_run / f"sae/A/{hook}/tm2023-64")
+    store = TokenStore(tiny_run / "tokens")
+    ctx = held_out_contexts(store, model.cfg.ctx_len, 2048)
+    tok_bytes = vocab_bytes(__import__("monosemantic.data.tokenizer", fromlist=["x"]).load_tokenizer(
+        tiny_run / "tokenizer/tokenizer.json"))  # fmt: skip
+    ps = ProxySet(select(cfg.proxies), tok_bytes, store.train.all_tokens(cfg.sample_tokens))
+    neurons, feats = dictionary_activations(model, model.hook_point(hook), {"s": sae}, torch.from_numpy(ctx.tokens))
+    f = feats["s"].reshape(-1, 64).numpy().astype(np.float64)
+    v = ps.values(ps.llr(ctx.tokens)).reshape(4, -1)
+    rows = {(r["name"], r["with_synthetic"]): r for r in summary["rows"]}
+    arabic = rows["arabic", 1]
+    assert arabic["n_tokens"] == int((v[0] > 0).sum()) > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.array([np.corrcoef(f[:, j], v[0])[0, 1] for j in range(64)])
+    assert arabic["feature"] == int(np.nanargmax(corr))
+    assert arabic["feature_corr"] == pytest.approx(np.nanmax(corr), abs=1e-5)
+    nrn = neurons.reshape(-1, 128).numpy().astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ncorr = np.array([np.corrcoef(nrn[:, j], v[0])[0, 1] for j in range(128)])
+    assert arabic["neuron_corr"] == pytest.approx(np.nanmax(ncorr), abs=1e-5)
+    # Specificity: share of the best feature's activation mass on Arabic tokens.
+    a = f[:, arabic["feature"]]
+    assert arabic["specificity"] == pytest.approx((a * (v[0] > 0)).sum() / a.sum(), rel=1e-5)
+    assert arabic["sensitivity"] == pytest.approx((v[0] * (a > 0)).sum() / v[0].sum(), rel=1e-5)
+    assert arabic["paper_corr"] == 0.74
+    # Without the synthetic slice (the tiny corpus's synthetic/count docs) fewer tokens count.
+    assert summary["n_tokens"]["without synthetic/"] < summary["n_tokens"]["all tokens"]
+    stored = conn.execute("SELECT count(*) FROM proxies").fetchone()[0]
+    assert stored == 4 * 2
+    spec = db.get_summary(conn, "case_study")
+    assert spec["rows"] == summary["rows"]
+    table = format_case_study(summary)
+    assert "arabic" in table and "0.74" in table
+
+
+def test_missing_dictionaries_is_a_user_error(tiny_run, tmp_path):
+    conn = db.create(tmp_path / "f.sqlite")
+    with pytest.raises(UserError, match="features build"):
+        run_proxies(conn, RunLayout(tiny_run), ProxyConfig(), progress=False)
+
+
+_ = (shutil, sqlite3)
