@@ -135,8 +135,9 @@ def main() -> None:
     path.parent.mkdir(exist_ok=True)
     shutil.copy(template, path)
     layout, results = RunLayout(work), {}
+    ablate_dicts = tuple(d for d in args.ablate_dicts.split(",") if d)
     steps = {
-        "ablate": lambda c: run_ablation(c, layout, AblationConfig(dictionaries=args.ablate_dicts), progress=True),
+        "ablate": lambda c: run_ablation(c, layout, AblationConfig(dictionaries=ablate_dicts), progress=True),
         "split": lambda c: run_split(c, layout, SplitConfig(n_tokens=args.split_tokens), progress=True),
         "map": lambda c: run_map(c, layout, MapConfig(), progress=True),
     }

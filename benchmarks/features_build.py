@@ -52,7 +52,9 @@ def main() -> None:
         link = args.work / name
         if not link.is_symlink():
             link.symlink_to((args.source / name).resolve(), target_is_directory=True)
-    cfg = FeaturesConfig(n_tokens=args.n_tokens, saes=args.saes, neurons=args.neurons, spill=args.spill)
+    cfg = FeaturesConfig(
+        n_tokens=args.n_tokens, saes=tuple(s for s in args.saes.split(",") if s), neurons=args.neurons, spill=args.spill
+    )
     load0 = os.getloadavg()[0]
     wall0, cpu0 = time.perf_counter(), time.process_time()
     path = build_features(RunLayout(args.work), cfg, force=True, progress=True)

@@ -130,7 +130,7 @@ def test_sae_training_through_prefetch_is_bit_identical(tmp_path) -> None:
     for depth in (0, 2):
         out = tmp_path / f"d{depth}"
         folders = train_saes(
-            tmp_path / "acts.npy", out, LadderConfig(n_features="32"), train, "cpu", False, {}, None, depth
+            tmp_path / "acts.npy", out, LadderConfig(n_features=(32,)), train, "cpu", False, {}, None, depth
         )
         weights.append(SparseAutoencoder.load(folders["tm2023-32"]).state_dict())
     assert weights[0].keys() == weights[1].keys()

@@ -60,7 +60,7 @@ def test_ablate_on_the_database_that_features_build_writes(tiny_run, tmp_path, c
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     path = build_features(
-        RunLayout(run), FeaturesConfig(n_tokens=4096, top_k=4, n_intervals=2, analyses="none"), progress=False
+        RunLayout(run), FeaturesConfig(n_tokens=4096, top_k=4, n_intervals=2, analyses=("none",)), progress=False
     )
     assert (
         main(["features", "ablate", "--run", str(run), "--no-progress", "--n-samples", "1", "--n-new-tokens", "3"]) == 0

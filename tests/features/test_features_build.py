@@ -19,7 +19,7 @@ from monosemantic.transformer import hooks
 from monosemantic.transformer.model import Transformer, TransformerConfig, load_transformer
 
 CFG = FeaturesConfig(
-    n_tokens=4096, top_k=8, n_intervals=4, interval_samples=3, random_samples=5, hist_bins=12, analyses="none"
+    n_tokens=4096, top_k=8, n_intervals=4, interval_samples=3, random_samples=5, hist_bins=12, analyses=("none",)
 )
 
 
@@ -183,7 +183,7 @@ def test_stored_logit_weights_of_a_neuron(built):
 def test_stage_is_atomic_and_skips_when_complete(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    layout, cfg = RunLayout(run), FeaturesConfig(n_tokens=640, saes="tm2023-64", neurons=False)
+    layout, cfg = RunLayout(run), FeaturesConfig(n_tokens=640, saes=("tm2023-64",), neurons=False)
 
     def interrupted(conn, layout, cfg, progress):
         raise KeyboardInterrupt

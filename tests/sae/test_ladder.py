@@ -19,7 +19,7 @@ def stream(n_rows=640, d=16, seed=0):
 
 
 def test_ladder_trains_each_size_once_and_records_training(tmp_path):
-    ladder = LadderConfig(n_features="16,32")
+    ladder = LadderConfig(n_features=(16, 32))
     folders = train_ladder(stream(), 16, 640, ladder, TRAIN, tmp_path, {"activations": "x"})
     assert sorted(folders) == ["tm2023-16", "tm2023-32"]
     for name, n in (("tm2023-16", 16), ("tm2023-32", 32)):
@@ -35,7 +35,7 @@ def test_ladder_trains_each_size_once_and_records_training(tmp_path):
 
 
 def test_l1_sweep_names_and_coefficients(tmp_path):
-    ladder = LadderConfig(n_features="16", l1_coeffs="0.001,0.1")
+    ladder = LadderConfig(n_features=(16,), l1_coeffs=(0.001, 0.1))
     folders = train_ladder(stream(), 16, 640, ladder, TRAIN, tmp_path, {})
     assert sorted(folders) == ["tm2023-16-l1_0.001", "tm2023-16-l1_0.1"]
     l1 = {n: json.loads((f / "training.json").read_text())["train"]["l1_coeff"] for n, f in folders.items()}
@@ -45,7 +45,7 @@ def test_l1_sweep_names_and_coefficients(tmp_path):
             stream(),
             16,
             640,
-            LadderConfig(arch="topk", l1_coeffs="0.1", k=4),
+            LadderConfig(arch="topk", l1_coeffs=(0.1,), k=4),
             TopKTrainConfig(batch_size=64),
             tmp_path,
             {},
@@ -53,11 +53,11 @@ def test_l1_sweep_names_and_coefficients(tmp_path):
 
 
 def test_bad_ladder_configs():
-    with pytest.raises(ValueError, match="comma-separated integers"):
-        LadderConfig(n_features="16,abc")
+    with pytest.raises(ValueError, match="tuple of positive integers"):
+        LadderConfig(n_features=(16, "abc"))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="distinct"):
-        LadderConfig(n_features="16,16")
+        LadderConfig(n_features=(16, 16))
     with pytest.raises(ValueError, match="arch"):
         LadderConfig(arch="nope")  # type: ignore[arg-type]
     with pytest.raises(UserError, match="fewer than one batch"):
-        train_ladder(stream(), 16, 10, LadderConfig(n_features="16"), TRAIN, None, {})  # type: ignore[arg-type]
+        train_ladder(stream(), 16, 10, LadderConfig(n_features=(16,)), TRAIN, None, {})  # type: ignore[arg-type]

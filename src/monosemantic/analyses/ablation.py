@@ -35,7 +35,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from monosemantic.analyses import forward, pinned
-from monosemantic.analyses.examples import Example, check_windows, names, read_examples, stream_slices
+from monosemantic.analyses.examples import Example, check_windows, read_examples, stream_slices
 from monosemantic.analyses.loader import Dictionary, column_encoder, load_dictionaries
 from monosemantic.data.tokenizer import EOT, load_tokenizer
 from monosemantic.data.tokens import TokenSplit, TokenStore
@@ -59,10 +59,10 @@ class AblationConfig:
     """Model whose dictionaries are analysed (the folder under RUN/transformer)."""
     hook: str = hooks.MLP_POST
     """Hook the dictionaries read."""
-    dictionaries: str = ""
-    """Comma-separated dictionary names (as in the database); empty = all of the model's at the hook."""
-    example_kinds: str = "top"
-    """Comma-separated example kinds to ablate ('top', 'interval', 'random')."""
+    dictionaries: tuple[str, ...] = ()
+    """Dictionary names (as in the database); empty = all of the model's at the hook."""
+    example_kinds: tuple[str, ...] = ("top",)
+    """Example kinds to ablate ('top', 'interval', 'random')."""
     n_logit_tokens: int = 10
     """How many promoted and suppressed next tokens to store per feature."""
     batch_contexts: int = 64
@@ -92,7 +92,7 @@ class AblationConfig:
             raise ValueError(f"cache_mb must be >= 0, got {self.cache_mb}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
-        bad = set(names(self.example_kinds)) - {"top", "interval", "random"}
+        bad = set(self.example_kinds) - {"top", "interval", "random"}
         if bad:
             raise ValueError(f"example_kinds: unknown kind {', '.join(sorted(bad))}")
 
@@ -381,13 +381,13 @@ def run_ablation(conn: sqlite3.Connection, layout: RunLayout, cfg: AblationConfi
     tok = load_tokenizer(layout.tokenizer / TOKENIZER_JSON)
     vocab = [tok.decode([i], skip_special_tokens=False) for i in range(model.cfg.vocab_size)]
     split = TokenStore(layout.tokens).val
-    dicts = load_dictionaries(conn, layout, cfg.model, cfg.hook, names=names(cfg.dictionaries))
+    dicts = load_dictionaries(conn, layout, cfg.model, cfg.hook, names=cfg.dictionaries)
     prompt = prompt_ids(tok, cfg.prompt)
 
     def decode(ids: list[int]) -> str:
         return tok.decode(ids, skip_special_tokens=False)
 
-    examples = {d.id: read_examples(conn, d.id, names(cfg.example_kinds)) for d in dicts}
+    examples = {d.id: read_examples(conn, d.id, cfg.example_kinds) for d in dicts}
     every = [e for ex in examples.values() for e in ex]
     check_windows(every, model.cfg.ctx_len)
     cache = None

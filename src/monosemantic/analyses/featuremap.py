@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from monosemantic.analyses.examples import names
 from monosemantic.analyses.loader import load_dictionaries
 from monosemantic.features import db
 from monosemantic.paths import RunLayout
@@ -44,8 +43,8 @@ class MapConfig:
     """Model whose dictionaries are mapped."""
     hook: str = hooks.MLP_POST
     """Hook the dictionaries read."""
-    dictionaries: str = ""
-    """Comma-separated dictionary names to co-embed; empty = every SAE of the model at the hook."""
+    dictionaries: tuple[str, ...] = ()
+    """Dictionary names to co-embed; empty = every SAE of the model at the hook."""
     min_density: float = 0.0
     """Map only features with density above this (0: every feature that ever fired)."""
     n_neighbors: int = 15
@@ -101,7 +100,7 @@ def cluster_label(top_tokens: list[str | None], explanations: list[str | None], 
 def run_map(conn: sqlite3.Connection, layout: RunLayout, cfg: MapConfig, progress: bool = True) -> dict:
     """Co-embed the chosen dictionaries; write umap_x/umap_y/cluster and `clusters` (replacing any
     earlier map). Returns {"n_features", "n_clusters", "n_noise"}."""
-    dicts = load_dictionaries(conn, layout, cfg.model, cfg.hook, kinds=("sae",), names=names(cfg.dictionaries))
+    dicts = load_dictionaries(conn, layout, cfg.model, cfg.hook, kinds=("sae",), names=cfg.dictionaries)
     keys, dirs, tops, expl = [], [], [], []
     for d in dicts:
         rows = conn.execute(

@@ -31,7 +31,6 @@ from torch import Tensor
 from tqdm import tqdm
 
 from monosemantic.analyses import automata
-from monosemantic.analyses.examples import names
 from monosemantic.analyses.forward import to_resid
 from monosemantic.analyses.loader import Dictionary, column_encoder, load_dictionaries
 from monosemantic.data.tokens import TokenStore
@@ -52,8 +51,8 @@ class SplitConfig:
     """Model whose dictionaries are matched."""
     hook: str = hooks.MLP_POST
     """Hook the dictionaries read."""
-    dictionaries: str = ""
-    """Comma-separated SAE names forming the ladder; empty = every SAE of the model at the hook."""
+    dictionaries: tuple[str, ...] = ()
+    """SAE names forming the ladder; empty = every SAE of the model at the hook."""
     n_tokens: int = 1_000_000
     """Held-out tokens the masked cosines are computed on."""
     ctx_len: int = 256
@@ -211,7 +210,7 @@ def match_ladder(
 
 def run_split(conn: sqlite3.Connection, layout: RunLayout, cfg: SplitConfig, progress: bool = True) -> dict:
     """Splits across the ladder of SAEs, and the automata links of every dictionary; returns counts."""
-    saes = load_dictionaries(conn, layout, cfg.model, cfg.hook, kinds=("sae",), names=names(cfg.dictionaries))
+    saes = load_dictionaries(conn, layout, cfg.model, cfg.hook, kinds=("sae",), names=cfg.dictionaries)
     out = {"splits": match_ladder(conn, layout, saes, cfg, progress) if len(saes) > 1 else 0}
     if len(saes) < 2:
         log.warning("feature splitting needs two dictionaries or more; found %d", len(saes))

@@ -46,14 +46,16 @@ def _map(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progr
 def _explain(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progress: bool) -> None:
     from monosemantic.analyses.autointerp import AutoInterpConfig, run_autointerp
 
-    run_autointerp(conn, layout, AutoInterpConfig(seed=cfg.seed), progress=progress)
+    # every live feature explained, a sample scored; the run's model re-run on held-out contexts where it has one
+    run_autointerp(conn, layout, AutoInterpConfig(seed=cfg.seed, device=cfg.device), progress=progress)
 
 
 def _proxies(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progress: bool) -> None:
     from monosemantic.analyses.proxies import ProxyConfig, run_proxies
 
-    proxies = ProxyConfig(model=cfg.model, n_tokens=min(cfg.n_tokens, ProxyConfig.n_tokens))
-    run_proxies(conn, layout, proxies, progress=progress)
+    # The case studies take their own budget (ProxyConfig.n_tokens, spread over the validation split),
+    # not the database's: a rare proxy needs ~1M tokens to have a few thousand (paper §8.2).
+    run_proxies(conn, layout, ProxyConfig(model=cfg.model), progress=progress)
 
 
 def _universality(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progress: bool) -> None:
@@ -80,16 +82,15 @@ STEPS: tuple[Step, ...] = (
 NAMES = [s.name for s in STEPS]
 
 
-def selected(spec: str) -> list[Step]:
-    """The steps named in `spec` ('all', 'none', or a comma-separated subset of NAMES), in STEPS order.
+def selected(spec: tuple[str, ...]) -> list[Step]:
+    """The steps named in `spec` (("all",), ("none",) or () for none, or a subset of NAMES), in STEPS order.
 
     Raises a UserError naming `--analyses` on an unknown name.
     """
-    if spec.strip() == "all":
+    wanted = {s.strip() for s in spec if s.strip()}
+    if "all" in wanted:
         return list(STEPS)
-    if spec.strip() in ("", "none"):
-        return []
-    wanted = {s.strip() for s in spec.split(",") if s.strip()}
+    wanted.discard("none")
     unknown = wanted - set(NAMES)
     if unknown:
         raise UserError(f"--analyses: unknown {', '.join(sorted(unknown))}; known: all, none, {', '.join(NAMES)}")

@@ -83,13 +83,46 @@ def add_dataclass_args(
         typ = _base_type(hints[f.name])
         flag = "--" + (f"{prefix}-" if prefix else "") + f.name.replace("_", "-")
         help_ = f"{docs.get(f.name, '')} (default: {f.default})"
-        if typ is bool:
-            kw: dict[str, Any] = {"action": argparse.BooleanOptionalAction}
+        if typing.get_origin(typ) is tuple:  # a list-valued field: one flag, comma-separated values
+            elem = _element_type(typ)
+            shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+            help_ = f"{docs.get(f.name, '')} (comma-separated; default: {shown or 'none'})"
+            kw: dict[str, Any] = {"type": _csv(elem), "metavar": f"{elem.__name__.upper()},..."}
+        elif typ is bool:
+            kw = {"action": argparse.BooleanOptionalAction}
         elif typing.get_origin(typ) is typing.Literal:
             kw = {"choices": typing.get_args(typ), "type": str}
         else:
             kw = {"type": typ, "metavar": typ.__name__.upper()}
         group.add_argument(flag, dest=_dest(f.name, prefix), default=None, help=help_, **kw)
+
+
+def _element_type(tuple_type: Any) -> type:
+    """`tuple[int, ...]` -> int."""
+    return typing.get_args(tuple_type)[0]
+
+
+def _csv(elem: type) -> Any:
+    """An argparse `type` that reads "a,b,c" into a tuple of `elem` (empty parts dropped)."""
+
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(elem(part.strip()) for part in str(text).split(",") if part.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {elem.__name__} values, got {text!r}") from None
+
+    parse.__name__ = f"comma-separated {elem.__name__}"
+    return parse
+
+
+def as_tuple(tuple_type: Any, value: Any, where: str) -> tuple:
+    """A preset's value for a list-valued field: a JSON list, or a comma-separated string, as a typed tuple."""
+    elem = _element_type(tuple_type)
+    parts = value if isinstance(value, list | tuple) else [p for p in str(value).split(",") if p.strip()]
+    try:
+        return tuple(elem(p.strip() if isinstance(p, str) else p) for p in parts)
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: expected a list of {elem.__name__} values, got {value!r}") from None
 
 
 def field_names(cls: type) -> set[str]:
@@ -115,6 +148,11 @@ def build(cls: type, base: dict[str, Any], ns: argparse.Namespace, prefix: str =
     unknown = set(values) - field_names(cls)
     if unknown:
         raise UserError(f"unknown {cls.__name__} settings in preset: {', '.join(sorted(unknown))}")
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        typ = _base_type(hints[name])
+        if typing.get_origin(typ) is tuple and not isinstance(value, tuple):
+            values[name] = as_tuple(typ, value, f"{cls.__name__}.{name}")
     try:
         return cls(**values)
     except (ValueError, TypeError) as e:

@@ -142,7 +142,7 @@ def _select_saes(layout: paths.RunLayout, cfg: FeaturesConfig) -> dict[str, Path
     found = find_saes(layout, cfg.model, cfg.hook)
     root = layout.saes(subject_key(layout, cfg.model), hook_dirname(cfg.hook))
     if cfg.saes:
-        wanted = [s.strip() for s in cfg.saes.split(",") if s.strip()]
+        wanted = list(cfg.saes)
         missing = [s for s in wanted if s not in found]
         if missing:
             raise UserError(f"{root}: no SAE {', '.join(missing)} (found: {', '.join(found) or 'none'})")

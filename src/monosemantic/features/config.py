@@ -55,8 +55,8 @@ class FeaturesConfig:
     model: MODULE.PATH[:input|:output], e.g. transformer.h.1.mlp.c_proj:input (GPT-2's neurons)."""
     ctx_len: int | None = None
     """Context length of a Hugging Face model (default 256, at most the model's); a run model uses its own."""
-    saes: str = ""
-    """Comma-separated SAE folder names under RUN/sae/MODEL/HOOK to include; empty = all."""
+    saes: tuple[str, ...] = ()
+    """SAE folder names under RUN/sae/MODEL/HOOK to include; empty = all."""
     neurons: bool = True
     """Also write the same records for the model's neurons (dictionary 'neurons')."""
     seed: int = 0
@@ -66,9 +66,9 @@ class FeaturesConfig:
     dtype: str = "float32"
     """Compute dtype of the forward and encoders: float32, or bfloat16 (autocast, runtime.autocast; faster on
     GPUs, activations then carry bfloat16 rounding). Records are float32 / float64 either way."""
-    analyses: str = "all"
-    """The analyses to run after the core records (`interp/analyses.py`): all, none, or a
-    comma-separated subset such as ablations,split,map."""
+    analyses: tuple[str, ...] = ("all",)
+    """The analyses to run after the core records (analyses/steps.py): all, none, or a subset such as
+    ablations,split,map."""
     spill: bool = True
     """Keep pass 1's SAE non-zeros in a temporary file (about 12 bytes each) so pass 2 need not
     encode again; --no-spill re-encodes instead (no extra disk)."""

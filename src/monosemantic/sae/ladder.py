@@ -45,10 +45,10 @@ class LadderConfig:
 
     arch: Literal["tm2023", "april2024", "topk"] = "tm2023"
     """tm2023 (the paper's recipe, default), april2024 (Anthropic's April 2024 update) or topk."""
-    n_features: str = "512,1024,2048,4096"
-    """Dictionary sizes, comma-separated; all train on the same stream (1x to 8x the 512 neurons)."""
-    l1_coeffs: str = ""
-    """An L1 sweep: comma-separated λ values, each trained at every size (empty: the recipe's l1_coeff)."""
+    n_features: tuple[int, ...] = (512, 1024, 2048, 4096)
+    """Dictionary sizes; all train on the same stream (1x to 8x the 512 neurons)."""
+    l1_coeffs: tuple[float, ...] = ()
+    """An L1 sweep: λ values, each trained at every size (empty: the recipe's l1_coeff)."""
     k: int = 32
     """Active features per row (topk only)."""
     init_seed: int = 0
@@ -57,30 +57,20 @@ class LadderConfig:
     def __post_init__(self) -> None:
         if self.arch not in SAE_CLASSES:
             raise ValueError(f"arch must be one of {', '.join(SAE_CLASSES)}, got {self.arch}")
-        try:
-            sizes = self.sizes
-        except ValueError:
-            raise ValueError(f"n_features must be comma-separated integers, got {self.n_features!r}") from None
-        if not sizes or any(n <= 0 for n in sizes) or len(set(sizes)) != len(sizes):
-            raise ValueError(f"n_features must be distinct positive integers, got {self.n_features!r}")
-        try:
-            l1s = self.sweep
-        except ValueError:
-            raise ValueError(f"l1_coeffs must be comma-separated numbers, got {self.l1_coeffs!r}") from None
-        if any(not x >= 0 for x in l1s) or len(set(l1s)) != len(l1s):
-            raise ValueError(f"l1_coeffs must be distinct numbers >= 0, got {self.l1_coeffs!r}")
-
-    @property
-    def sizes(self) -> list[int]:
-        return [int(n) for n in str(self.n_features).split(",") if n.strip()]
-
-    @property
-    def sweep(self) -> list[float]:
-        return [float(x) for x in str(self.l1_coeffs).split(",") if x.strip()]
+        sizes, l1s = self.n_features, self.l1_coeffs
+        if not isinstance(sizes, tuple) or not sizes or any(type(n) is not int or n <= 0 for n in sizes):
+            raise ValueError(f"n_features must be a tuple of positive integers, got {sizes!r}")
+        if len(set(sizes)) != len(sizes):
+            raise ValueError(f"n_features must be distinct, got {sizes!r}")
+        if not isinstance(l1s, tuple) or any(not isinstance(x, int | float) or not x >= 0 for x in l1s):
+            raise ValueError(f"l1_coeffs must be a tuple of numbers >= 0, got {l1s!r}")
+        if len(set(l1s)) != len(l1s):
+            raise ValueError(f"l1_coeffs must be distinct, got {l1s!r}")
 
     def members(self) -> list[tuple[int, float | None]]:
         """(n_features, λ or None for the recipe's) of every SAE, sizes outermost."""
-        return [(n, l1) for n in self.sizes for l1 in (self.sweep or [None])]
+        sweep: tuple[float | None, ...] = self.l1_coeffs or (None,)
+        return [(n, l1) for n in self.n_features for l1 in sweep]
 
     def name(self, n_features: int, l1: float | None = None) -> str:
         return f"{self.arch}-{n_features}" + (f"-l1_{l1:g}" if l1 is not None else "")
@@ -147,7 +137,7 @@ def train_ladder(
     if not isinstance(train, config_class):
         raise TypeError(f"{ladder.arch} trains with {config_class.__name__}, got {type(train).__name__}")
     train = steps_for(train, n_rows)
-    if ladder.sweep and not hasattr(train, "l1_coeff"):
+    if ladder.l1_coeffs and not hasattr(train, "l1_coeff"):
         raise UserError(f"--l1-coeffs: --arch {ladder.arch} has no L1 coefficient")
     folders = {ladder.name(*m): out_root / ladder.name(*m) for m in ladder.members()}
     todo = [m for m in ladder.members() if force or not is_complete(folders[ladder.name(*m)], SAE_CONFIG)]
