@@ -249,7 +249,7 @@ def run_demo(
         on_eval(evals)
     if cfg.universality:  # TM "Universality": model B differs only in its seed, and gets the same SAE recipe
         lm_b = dataclasses.replace(cfg.lm, seed=cfg.lm.seed + 1)
-        largest = dataclasses.replace(cfg.ladder, n_features=str(max(cfg.ladder.sizes)))  # the pair the paper compares
+        largest = dataclasses.replace(cfg.ladder, n_features=(max(cfg.ladder.n_features),))  # the pair the paper compares
         _model_and_saes(layout, cfg, opt, "B", lm_b, largest, timed)
     database = timed("feature database", lambda: features(layout, cfg.features, once, p))
     seconds["total"] = round(time.perf_counter() - t0, 1)
