@@ -1,8 +1,8 @@
 """Presets: named JSON files holding one section per stage config (STYLE P3).
 
-`default` is the demo on the embedded corpus, in under 20 minutes on 2 CPU cores, without model B;
-`full` the same pipeline on more data, with model B (about 47 minutes); `tiny` runs every stage in
-seconds and is what the tests use. A preset may also be given as a path to a JSON file of the same
+`default` is the demo on the embedded corpus on 2 CPU cores, with model B and the universality analysis;
+`full` the same pipeline on more data (about 47 minutes); `tiny` runs every stage in seconds and is what
+the tests use. A preset may also be given as a path to a JSON file of the same
 shape. CLI flags override single fields on top of the preset.
 """
 
@@ -77,4 +77,5 @@ class RunConfig:
     eval: EvalConfig
     features: FeaturesConfig
     universality: bool = False
-    """The `demo` section: also train model B and run the universality analysis."""
+    """The `demo` section: also train model B (`pipeline.model_b_config`) and run the universality analysis
+    (paper §8.12); on in the built-in presets."""

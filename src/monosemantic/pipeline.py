@@ -216,8 +216,8 @@ def run_demo(
     """Every stage into one run directory: corpus → tokens → model A → harvest → ladder → eval → database.
 
     `on_eval` gets model A's evaluation as soon as it exists (the demo prints its table there,
-    before the slower database). With `cfg.universality`, model B (the LM seed + 1, TM "Universality")
-    gets the same harvest and the ladder's largest SAE before the database. Under torchrun the unsplit
+    before the slower database). With `cfg.universality`, model B (`model_b_config`: A's settings with every
+    seed + 1) gets its own harvest and the ladder's largest SAE before the database. Under torchrun the unsplit
     stages run on rank 0 first and the other ranks find them done; every rank builds the database,
     whose passes are sharded (rank 0 writes). Per-stage seconds go to RUN/demo_timings.json.
     """
@@ -247,15 +247,35 @@ def run_demo(
     evals = timed("evaluate A", lambda: distributed.main_first(lambda: evaluate(layout, "A", cfg.eval, once, p)))
     if distributed.is_main():
         on_eval(evals)
-    if cfg.universality:  # TM "Universality": model B differs only in its seed, and gets the same SAE recipe
-        lm_b = dataclasses.replace(cfg.lm, seed=cfg.lm.seed + 1)
-        largest = dataclasses.replace(cfg.ladder, n_features=(max(cfg.ladder.n_features),))  # the pair the paper compares
-        _model_and_saes(layout, cfg, opt, "B", lm_b, largest, timed)
+    if cfg.universality:  # paper §8.12: model B, A's settings with other seeds, and A's SAE recipe
+        b = model_b_config(cfg)
+        _model_and_saes(layout, b, opt, "B", b.lm, b.ladder, timed)
     database = timed("feature database", lambda: features(layout, cfg.features, once, p))
     seconds["total"] = round(time.perf_counter() - t0, 1)
     if distributed.is_main():
         write_json(layout.root / "demo_timings.json", {"version": 1, "seconds": seconds})
     return DemoResult(manifest, tokens, acts, evals, database, seconds)
+
+
+def model_b_config(cfg: RunConfig) -> RunConfig:
+    """Model B of the universality analysis (paper §1, §8.12): model A's settings with every seed + 1.
+
+    The paper's twins differ in their initialisation and their dictionaries are trained on activations of
+    different tokens. So B differs from A in its weight initialisation (LM `seed`), the order it reads its
+    training windows (LM `data_seed`), the contexts and positions it harvests (harvest `seed`), its SAE's
+    initialisation (ladder `init_seed`) and the SAE's read order and resampling draws (the recipe's `seed`,
+    where it has one); every other setting is A's. Only the ladder's largest size is trained: the pair the
+    paper compares (A/1 with B/1).
+    """
+    lm = dataclasses.replace(cfg.lm, seed=cfg.lm.seed + 1, data_seed=cfg.lm.order_seed + 1)
+    harvest = dataclasses.replace(cfg.harvest, seed=cfg.harvest.seed + 1)
+    ladder = dataclasses.replace(
+        cfg.ladder, n_features=(max(cfg.ladder.n_features),), init_seed=cfg.ladder.init_seed + 1
+    )
+    sae = cfg.sae
+    if "seed" in {f.name for f in dataclasses.fields(sae)}:  # type: ignore[arg-type]
+        sae = dataclasses.replace(sae, seed=sae.seed + 1)  # type: ignore[attr-defined,type-var]
+    return dataclasses.replace(cfg, lm=lm, harvest=harvest, ladder=ladder, sae=sae)
 
 
 def _model_and_saes(

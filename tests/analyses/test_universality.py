@@ -6,12 +6,15 @@ import numpy as np
 import pytest
 import torch
 
+from monosemantic.analyses.correlate import PearsonAccumulator
 from monosemantic.analyses.loader import ensure_dictionaries
 from monosemantic.analyses.universality import (
     UniversalityConfig,
     best_matches,
     distribution,
     format_universality,
+    live_best,
+    merged,
     run_universality,
 )
 from monosemantic.errors import UserError
@@ -117,3 +120,63 @@ def test_medians_by_density_band_count_features_computed_directly(twin_run, tmp_
     assert "density" in format_universality(summary)
     with pytest.raises(ValueError):
         UniversalityConfig(density_edges="1e-3,1e-4")
+
+
+def test_live_best_counts_every_live_feature_and_no_dead_one():
+    best = np.array([0.9, np.nan, np.nan, 0.4])
+    n_active = np.array([3, 0, 2, 1])  # feature 1 is dead; feature 2 fired but nothing in B varied with it
+    out = live_best(best, n_active)
+    np.testing.assert_array_equal(np.isnan(out), [False, True, False, False])
+    np.testing.assert_allclose(out[[0, 2, 3]], [0.9, 0.0, 0.4])
+    d = distribution(out, 10)
+    assert d["n_alive"] == 3 and d["median"] == pytest.approx(0.4)
+
+
+def test_merged_halves_equal_one_accumulator_over_all_tokens():
+    g = torch.Generator().manual_seed(0)
+    x = torch.relu(torch.randn(200, 6, generator=g) - 1.0)  # sparse-ish, f >= 0
+    y = torch.relu(torch.randn(200, 5, generator=g))
+    whole, halves = PearsonAccumulator(6, 5), [PearsonAccumulator(6, 5), PearsonAccumulator(6, 5)]
+    for k, lo in enumerate(range(0, 200, 30)):
+        whole.update(x[lo : lo + 30], y[lo : lo + 30])
+        halves[k % 2].update(x[lo : lo + 30], y[lo : lo + 30])
+    np.testing.assert_allclose(merged(*halves).corr(), whole.corr(), rtol=1e-12, atol=1e-12)
+    assert merged(*halves).n == 200
+
+
+def test_summary_and_table_give_live_counts_both_medians_the_papers_and_the_bands(twin_run, tmp_path):
+    run, _ = twin_run
+    layout = RunLayout(run)
+    conn = db.create(tmp_path / "f.sqlite")
+    ensure_dictionaries(conn, layout, "A", HOOK)
+    summary = run_universality(conn, layout, UniversalityConfig(n_tokens=2048, batch_size=4), progress=False)
+    assert summary["largest"] == "tm2023-128"
+    by_name = {p["dictionary"]: p for p in summary["pairs"]}
+    for p in by_name.values():
+        assert p["n_live"] == p["n_alive"] > 0  # the median runs over every live feature
+        assert p["halves"][0] == pytest.approx(1.0, abs=1e-6) and p["halves"][1] == pytest.approx(1.0, abs=1e-6)
+    text = format_universality(summary)
+    largest, neurons = by_name["tm2023-128"], by_name["neurons"]
+    assert f"tm2023-128: median 1.00 over all {largest['n_live']:,} live features (paper 0.72)" in text
+    assert f"neurons: median 1.00 over all {neurons['n_live']:,} live neurons (paper 0.46)" in text
+    assert "on each half of the tokens 1.00 / 1.00" in text
+    for band in largest["by_density"]:
+        assert band["label"] in text
+
+
+def test_model_b_differs_from_a_in_every_seed_and_keeps_a_s_settings():
+    from monosemantic.cli import _parser
+    from monosemantic.cli.common import run_config
+    from monosemantic.pipeline import model_b_config
+
+    a = run_config(_parser().parse_args(["demo", "--preset", "tiny"]), prefixed=True)
+    b = model_b_config(a)
+    assert (a.lm.seed, a.lm.data_seed, a.lm.order_seed) == (0, None, 0)  # A as before: one seed for both
+    assert (b.lm.seed, b.lm.order_seed) == (1, 1)  # B: another initialisation and another data order
+    assert b.harvest.seed == a.harvest.seed + 1  # other contexts and positions harvested
+    assert b.ladder.init_seed == a.ladder.init_seed + 1 and b.sae.seed == a.sae.seed + 1
+    assert b.ladder.n_features == (max(a.ladder.n_features),)  # only the largest dictionary: A/1 against B/1
+    same = ("n_steps", "batch_size", "lr", "warmup_steps")
+    assert [getattr(b.lm, f) for f in same] == [getattr(a.lm, f) for f in same]
+    assert b.harvest.n_tokens == a.harvest.n_tokens and b.sae.l1_coeff == a.sae.l1_coeff
+    assert b.transformer == a.transformer and b.features == a.features

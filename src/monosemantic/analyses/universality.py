@@ -3,17 +3,22 @@
     summary = run_universality(conn, RunLayout(run), UniversalityConfig())
     print(format_universality(summary))
 
-Models A and B differ only in the seed (`monosemantic lm train --model B --seed 1`); B's SAEs are
-trained with the same configuration on B's own activations (`harvest --model B`, `sae train
---model B`). Both models read the same held-out tokens; for each pair of same-named dictionaries
-(e.g. tm2023-4096 of A and of B) every A feature is correlated with every B feature,
+Models A and B differ in their seeds (`monosemantic lm train --model B --seed 1` seeds both the
+initialisation and the data order; the demo's B is `pipeline.model_b_config`); B's SAEs are trained
+with the same configuration on B's own activations of other tokens (`harvest --model B --seed 1`,
+`sae train --model B`). Both models read the same held-out tokens (`stream.held_out_contexts`, at
+most the build's `--n-tokens`); for each pair of same-named dictionaries (e.g. tm2023-4096 of A and
+of B) every A feature is correlated with every B feature,
 
     r_ij = Pearson(f^A_i, f^B_j) over the same tokens,      match(i) = argmax_j r_ij,
 
-and the headline is the median of max_j r_ij over A's alive features: the paper reports **0.72**
-for A/1 vs B/1 and **0.46** for the same analysis on the neurons (A's neurons vs B's neurons).
-Only sums are kept (`correlate.PearsonAccumulator`): a dense [n_A, n_B] float64 matrix (128 MiB
-for 4096 × 4096), with A's sparse features multiplied through a sparse copy.
+and the headline is the median of max_j r_ij over all of A's live features (those that fire at least
+once on these tokens; no sample): the paper reports **0.72** for A/1 vs B/1 and **0.46** for the same
+analysis on the neurons (A's neurons vs B's neurons). The median is also given per band of A's
+feature density, and on each half of the tokens (alternate batches): the gap between the two halves
+says whether the token budget is enough for a stable median. Only sums are kept
+(`correlate.PearsonAccumulator`): a dense [n_A, n_B] float64 matrix per half (128 MiB each for
+4096 × 4096), with A's sparse features multiplied through a sparse copy.
 """
 
 from __future__ import annotations
@@ -90,6 +95,25 @@ def best_matches(corr: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
     return idx, r
 
 
+def live_best(best: np.ndarray, n_active: np.ndarray) -> np.ndarray:
+    """Best-match r [n] of the live features (`n_active` [n] > 0), NaN for the others.
+
+    A live feature with no finite correlation (every feature of the other model constant on these
+    tokens) has no match: r 0, so that the median runs over every live feature.
+    """
+    live = n_active > 0
+    return np.where(live, np.nan_to_num(best, nan=0.0), np.nan)
+
+
+def merged(a: PearsonAccumulator, b: PearsonAccumulator) -> PearsonAccumulator:
+    """One accumulator holding the sums of `a` and `b` (two disjoint sets of tokens)."""
+    out = PearsonAccumulator(len(a.sx), len(a.sy), a.sparse_below)
+    out.n = a.n + b.n
+    for name in ("sx", "sxx", "sy", "syy", "sxy"):
+        setattr(out, name, getattr(a, name) + getattr(b, name))
+    return out
+
+
 def run_universality(
     conn: sqlite3.Connection, layout: paths.RunLayout, cfg: UniversalityConfig, progress: bool = True
 ) -> dict:
@@ -118,37 +142,44 @@ def run_universality(
         cfg.other: load_saes(layout, [b for _, b in pairs]),
     }
     ctx = held_out_contexts(TokenStore(layout.tokens), models[cfg.model].cfg.ctx_len, cfg.n_tokens)
-    acc = {a.name: PearsonAccumulator(a.n_features, b.n_features) for a, b in pairs}
-    n_active = {a.name: np.zeros(a.n_features, dtype=np.int64) for a, _ in pairs}
-    for lo, hi in tqdm(list(ctx.batches(cfg.batch_size)), desc="universality", disable=not progress):
+    # one accumulator per half of the tokens (alternate batches); their sums together give the whole
+    halves = {a.name: [PearsonAccumulator(a.n_features, b.n_features) for _ in range(2)] for a, b in pairs}
+    n_active = {a.name: np.zeros((2, a.n_features), dtype=np.int64) for a, _ in pairs}  # per half
+    for k, (lo, hi) in enumerate(tqdm(list(ctx.batches(cfg.batch_size)), desc="universality", disable=not progress)):
         tokens = torch.from_numpy(ctx.tokens[lo:hi])
         out = {}
         for m, model in models.items():
             acts, feats = dictionary_activations(model, model.hook_point(hook_name), saes[m], tokens)
             out[m] = {n: f.reshape(-1, f.shape[-1]) for n, f in feats.items()}
             out[m]["neurons"] = acts.reshape(-1, acts.shape[-1])
-        for name, a in acc.items():
-            a.update(out[cfg.model][name], out[cfg.other][name])
-            n_active[name] += (out[cfg.model][name] > 0).sum(0).numpy()
+        for name, acc in halves.items():
+            acc[k % 2].update(out[cfg.model][name], out[cfg.other][name])
+            n_active[name][k % 2] += (out[cfg.model][name] > 0).sum(0).numpy()
 
     match_rows, summary_pairs = [], []
     for a, b in pairs:
-        idx, r = best_matches(acc[a.name].corr(), cfg.top_k)
+        idx, r = best_matches(merged(*halves[a.name]).corr(), cfg.top_k)
         for i in range(len(idx)):
             for rank in range(idx.shape[1]):
                 if idx[i, rank] >= 0:
                     match_rows.append({"dictionary_id": a.id, "feature": i, "other_dictionary_id": b.id, "rank": rank,
                                        "other_feature": int(idx[i, rank]), "corr": float(r[i, rank])})  # fmt: skip
-        bands = density_bands(r[:, 0], n_active[a.name] / max(ctx.n_tokens, 1), cfg.edges, cfg.n_bins)
-        summary_pairs.append(
-            {"dictionary": a.name, "kind": a.kind, **distribution(r[:, 0], cfg.n_bins), "by_density": bands}
-        )
+        active = n_active[a.name].sum(0)
+        best = live_best(r[:, 0], active)
+        bands = density_bands(best, active / max(ctx.n_tokens, 1), cfg.edges, cfg.n_bins)
+        # each half on its own tokens: its own live features and best matches
+        by_half = [_half_median(h, n) for h, n in zip(halves[a.name], n_active[a.name], strict=True)]
+        summary_pairs.append({"dictionary": a.name, "kind": a.kind, "n_features": a.n_features,
+                              "n_live": int((active > 0).sum()), **distribution(best, cfg.n_bins),
+                              "halves": by_half, "by_density": bands})  # fmt: skip
         conn.execute("DELETE FROM matches WHERE dictionary_id = ? AND other_dictionary_id = ?", (a.id, b.id))
     db.insert_rows(conn, "matches", match_rows)
+    saes_a = [p for p in summary_pairs if p["kind"] == "sae"]
     summary = {
         "model": cfg.model,
         "other": cfg.other,
         "n_tokens": ctx.n_tokens,
+        "largest": max(saes_a, key=lambda p: p["n_features"])["dictionary"],
         "pairs": summary_pairs,
         "paper": PAPER,
     }
@@ -157,23 +188,43 @@ def run_universality(
     return json.loads(db.dumps(summary))
 
 
+def _half_median(acc: PearsonAccumulator, n_active: np.ndarray) -> float | None:
+    """Median best-match r over the features live in one half's tokens (None when it has none)."""
+    if acc.n == 0:
+        return None
+    corr = acc.corr()
+    best = np.where(np.isnan(corr), -np.inf, corr).max(1, initial=-np.inf)
+    return distribution(live_best(np.where(np.isinf(best), np.nan, best), n_active), 1)["median"]
+
+
 def format_universality(summary: dict) -> str:
-    """One line per dictionary: median and mean best-match correlation, alive features; the paper's;
-    then the median (and count) per band of A's feature density."""
+    """The headline (the largest dictionary's median best-match r over its live features, the neurons'
+    median, the paper's 0.72 / 0.46), then one line per dictionary with the median per density band."""
     pairs = summary["pairs"]
+    paper = summary["paper"]
     bands = next((p["by_density"] for p in pairs if "by_density" in p), [])  # absent before 2026-12-06
-    heads = "".join(f" {b['label']:>20}" for b in bands)
+    by_name = {p["dictionary"]: p for p in pairs}
     lines = [
-        f"universality (TM §6): each {summary['model']} feature's best match in {summary['other']} "
-        f"over {summary['n_tokens']:,} tokens; median r (features) by density",
-        f"{'dictionary':<16} {'alive':>6} {'median r':>9} {'mean r':>7} {'paper':>6}{heads}",
+        f"universality (paper §8.12): each {summary['model']} feature's best match in {summary['other']} by "
+        f"activation correlation, over {summary['n_tokens']:,} held-out tokens"
     ]
-    for p in pairs:
-        paper = summary["paper"]["neurons" if p["kind"] == "neurons" else "features"]
-        by = "".join(f" {_med(b['median']):>12} ({b['n_alive']:>5})" for b in p.get("by_density", []))
+    largest, neurons = by_name.get(summary.get("largest", "")), by_name.get("neurons")
+    for p, unit, ref in ((largest, "features", paper["features"]), (neurons, "neurons", paper["neurons"])):
+        if p is None:
+            continue
+        halves = p.get("halves")
+        half = f"; on each half of the tokens {_med(halves[0])} / {_med(halves[1])}" if halves else ""
         lines.append(
-            f"{p['dictionary']:<16} {p['n_alive']:>6} {_med(p['median']):>9} {_med(p['mean']):>7} {paper:>6.2f}{by}"
+            f"  {p['dictionary']}: median {_med(p['median'])} over all {p.get('n_live', p['n_alive']):,} live "
+            f"{unit} (paper {ref:.2f}){half}"
         )
+    heads = "".join(f" {b['label']:>20}" for b in bands)
+    lines.append(f"{'dictionary':<16} {'live':>6} {'median r':>9} {'mean r':>7} {'paper':>6}{heads}")
+    for p in pairs:
+        ref = paper["neurons" if p["kind"] == "neurons" else "features"]
+        by = "".join(f" {_med(b['median']):>12} ({b['n_alive']:>5})" for b in p.get("by_density", []))
+        live = p.get("n_live", p["n_alive"])
+        lines.append(f"{p['dictionary']:<16} {live:>6} {_med(p['median']):>9} {_med(p['mean']):>7} {ref:>6.2f}{by}")
     return "\n".join(lines)
 
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from monosemantic.browser.family import Link, Node, family_tree, nodes_of
 
 SORTS = {"feature": "feature", "density": "density", "max_act": "max_act", "score": "score"}
 """List sort keys -> column (the only way a user's word becomes part of SQL text)."""
@@ -273,3 +276,83 @@ def feature_map(conn: sqlite3.Connection, d: int) -> dict[str, Any]:
         cols["label"].append((r[6] or "")[:80])
     clusters = _rows(conn.execute("SELECT id, label, size FROM clusters ORDER BY id"))
     return {"points": cols, "clusters": clusters}
+
+
+# -- feature families (paper §8.11): the splits table as a tree, family.py ------------------------
+
+
+def split_ladder(conn: sqlite3.Connection, d: int) -> list[dict[str, Any]]:
+    """The SAE dictionaries of `d`'s model and hook that the splits table links, smallest first."""
+    return _rows(
+        conn.execute(
+            "SELECT o.id, o.name, o.n_features FROM dictionaries d JOIN dictionaries o"
+            " ON o.model = d.model AND o.hook = d.hook WHERE d.id = ? AND o.kind = 'sae'"
+            " AND (EXISTS (SELECT 1 FROM splits s WHERE s.parent_dictionary_id = o.id)"
+            " OR EXISTS (SELECT 1 FROM splits s WHERE s.child_dictionary_id = o.id)) ORDER BY o.n_features, o.name",
+            (d,),
+        )
+    )
+
+
+def _by_dictionary(nodes: Sequence[Node], chunk: int = 500) -> list[tuple[int, list[int]]]:
+    """`nodes` as (dictionary, features) groups of at most `chunk` features (SQLite's parameter limit)."""
+    groups: dict[int, list[int]] = {}
+    for d, f in nodes:
+        groups.setdefault(d, []).append(f)
+    return [(d, fs[lo : lo + chunk]) for d, fs in groups.items() for lo in range(0, len(fs), chunk)]
+
+
+def split_links(conn: sqlite3.Connection, nodes: Sequence[Node], side: str) -> list[Link]:
+    """The `splits` rows whose `side` ("parent" or "child") is one of `nodes`."""
+    if side not in ("parent", "child"):
+        raise ValueError(f"side must be 'parent' or 'child', got {side!r}")
+    out = []
+    for d, fs in _by_dictionary(nodes):
+        rows = conn.execute(
+            "SELECT parent_dictionary_id, parent_feature, child_dictionary_id, child_feature, act_cosine FROM splits"
+            f" WHERE {side}_dictionary_id = ? AND {side}_feature IN ({','.join('?' * len(fs))})",
+            [d, *fs],
+        )
+        out += [Link((r[0], r[1]), (r[2], r[3]), r[4]) for r in rows]
+    return out
+
+
+def has_splits(conn: sqlite3.Connection, d: int, f: int) -> bool:
+    """Whether feature `f` of dictionary `d` has a parent or a child in `splits`."""
+    return bool(
+        conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM splits WHERE parent_dictionary_id = ? AND parent_feature = ?)"
+            " OR EXISTS (SELECT 1 FROM splits WHERE child_dictionary_id = ? AND child_feature = ?)",
+            (d, f, d, f),
+        ).fetchone()[0]
+    )
+
+
+def feature_family(conn: sqlite3.Connection, d: int, f: int, max_nodes: int = 60) -> dict[str, Any] | None:
+    """The family tree of feature `f` of dictionary `d` (family.family_tree) across the ladder, each node with
+    its dictionary's name and size, explanation, top tokens and density; None when it has no family."""
+    ladder = split_ladder(conn, d)
+    tree = family_tree(
+        [x["id"] for x in ladder],
+        (d, f),
+        lambda nodes: split_links(conn, nodes, "child"),
+        lambda nodes: split_links(conn, nodes, "parent"),
+        max_nodes,
+    )
+    if tree is None:
+        return None
+    nodes = nodes_of(tree)
+    info: dict[Node, dict[str, Any]] = {}
+    for di, fs in _by_dictionary(sorted({(n["dictionary_id"], n["feature"]) for n in nodes})):
+        rows = conn.execute(
+            "SELECT feature, explanation, top_tokens, density FROM features"
+            f" WHERE dictionary_id = ? AND feature IN ({','.join('?' * len(fs))})",
+            [di, *fs],
+        )
+        info.update({(di, r[0]): {"explanation": r[1], "top_tokens": r[2], "density": r[3]} for r in rows})
+    size = {x["id"]: x for x in ladder}
+    for n in nodes:
+        key = (n["dictionary_id"], n["feature"])
+        n.update(name=size[key[0]]["name"], n_features=size[key[0]]["n_features"])
+        n.update(info.get(key, {"explanation": None, "top_tokens": None, "density": None}))
+    return {"ladder": ladder, **tree}

@@ -26,11 +26,15 @@ def overview(conn: sqlite3.Connection) -> dict[str, Any]:
             v = (d.get("metrics") or {}).get(m)
             if d["kind"] == "sae" and isinstance(v, int | float):
                 series[m].setdefault(f"{d['model']} {d['architecture'] or ''}".strip(), []).append((d["n_features"], v))
+    proxies = queries.proxies(conn)
+    for p in proxies:  # a link to the case-study feature's family tree (paper §8.11) where it has one
+        d, f = p.get("dictionary_id"), p.get("feature")
+        p["has_family"] = d is not None and f is not None and queries.has_splits(conn, d, f)
     return {
         "models": sorted({d["model"] for d in dicts}),
         "dictionaries": dicts,
         "scaling": series,
-        "proxies": queries.proxies(conn),
+        "proxies": proxies,
         "summary": summary,
     }
 
@@ -55,6 +59,7 @@ def feature_page(conn: sqlite3.Connection, d: int, f: int) -> dict[str, Any] | N
     feat = queries.feature(conn, d, f) if info else None
     if feat is None:
         return None
+    feat["family"] = queries.feature_family(conn, d, f)  # paper §8.11: the splitting tree across sizes
     return {"dictionary": info, "feature": feat, "n_features": info["n_features"]}
 
 

@@ -65,7 +65,10 @@ class LMTrainConfig:
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0 disables)."""
     seed: int = 0
-    """Seeds initialisation and data order; [TM]'s twin models A and B differ only in this."""
+    """Seeds the weight initialisation, and the data order unless `data_seed` is set."""
+    data_seed: int | None = None
+    """Seeds the data order (which training windows each step reads); None: `seed`. Model B of the demo
+    takes both seeds + 1, so it differs from A in its initialisation and in the order it reads the data."""
     eval_every: int = 250
     """Validate every this many steps (and at the end)."""
     eval_tokens: int = 65_536
@@ -85,6 +88,11 @@ class LMTrainConfig:
         if not 0 < self.lr < 1:
             raise ValueError(f"lr must be in (0, 1), got {self.lr}")
         check_dtype(self.dtype)
+
+    @property
+    def order_seed(self) -> int:
+        """The seed of the data order: `data_seed`, or `seed` when it is None."""
+        return self.seed if self.data_seed is None else self.data_seed
 
 
 @dataclass
@@ -168,7 +176,7 @@ def train_transformer(
     while step < cfg.n_steps:
         for group in opt.param_groups:
             group["lr"] = get_lr(step, cfg)
-        batch = batch_for_step(store.train, cfg.seed, step, cfg.batch_size, length)
+        batch = batch_for_step(store.train, cfg.order_seed, step, cfg.batch_size, length)
         x = distributed.shard(batch).to(device)  # this rank's sequences (all of them in one process)
         with autocast(device, dtype):  # bfloat16: autocast, float32 weights and Adam (runtime.py)
             loss_t = model.loss(x)
