@@ -273,8 +273,8 @@ def model_b_config(cfg: RunConfig) -> RunConfig:
         cfg.ladder, n_features=(max(cfg.ladder.n_features),), init_seed=cfg.ladder.init_seed + 1
     )
     sae = cfg.sae
-    if "seed" in {f.name for f in dataclasses.fields(sae)}:  # type: ignore[arg-type]
-        sae = dataclasses.replace(sae, seed=sae.seed + 1)  # type: ignore[attr-defined,type-var]
+    if "seed" in {f.name for f in dataclasses.fields(sae)}:
+        sae = dataclasses.replace(sae, seed=sae.seed + 1)  # type: ignore[attr-defined]
     return dataclasses.replace(cfg, lm=lm, harvest=harvest, ladder=ladder, sae=sae)
 
 

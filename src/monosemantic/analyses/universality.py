@@ -202,7 +202,7 @@ def format_universality(summary: dict) -> str:
     median, the paper's 0.72 / 0.46), then one line per dictionary with the median per density band."""
     pairs = summary["pairs"]
     paper = summary["paper"]
-    bands = next((p["by_density"] for p in pairs if "by_density" in p), [])  # absent before 2026-12-06
+    bands: list[dict] = next((p["by_density"] for p in pairs if "by_density" in p), [])  # absent before 2026-12-06
     by_name = {p["dictionary"]: p for p in pairs}
     lines = [
         f"universality (paper §8.12): each {summary['model']} feature's best match in {summary['other']} by "

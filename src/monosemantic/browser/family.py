@@ -101,8 +101,9 @@ def family_tree(
     drawn: set[Node] = set()
 
     def node(n: Node, cosine: float | None) -> dict[str, Any]:
-        out = {"dictionary_id": n[0], "feature": n[1], "cosine": cosine, "focus": n == focus, "line": n in line,
-               "repeat": n in drawn, "more": 0 if n in drawn else more.get(n, 0), "children": []}  # fmt: skip
+        out: dict[str, Any] = {"dictionary_id": n[0], "feature": n[1], "cosine": cosine, "focus": n == focus,
+                               "line": n in line, "repeat": n in drawn, "more": 0 if n in drawn else more.get(n, 0),
+                               "children": []}  # fmt: skip
         if n in drawn:
             return out
         drawn.add(n)

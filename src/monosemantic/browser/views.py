@@ -28,8 +28,8 @@ def overview(conn: sqlite3.Connection) -> dict[str, Any]:
                 series[m].setdefault(f"{d['model']} {d['architecture'] or ''}".strip(), []).append((d["n_features"], v))
     proxies = queries.proxies(conn)
     for p in proxies:  # a link to the case-study feature's family tree (paper §8.11) where it has one
-        d, f = p.get("dictionary_id"), p.get("feature")
-        p["has_family"] = d is not None and f is not None and queries.has_splits(conn, d, f)
+        pd, pf = p.get("dictionary_id"), p.get("feature")
+        p["has_family"] = pd is not None and pf is not None and queries.has_splits(conn, pd, pf)
     return {
         "models": sorted({d["model"] for d in dicts}),
         "dictionaries": dicts,
