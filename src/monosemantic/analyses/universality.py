@@ -125,8 +125,8 @@ def run_universality(
     if not (layout.transformer(cfg.other) / paths.CONFIG).is_file():
         raise UserError(
             f"{layout.transformer(cfg.other)}: no model {cfg.other}; train it with another seed: "
-            f"`monosemantic lm train --run {layout.root} --model {cfg.other} --seed 1`, then `harvest` and "
-            f"`sae train` with --model {cfg.other}"
+            f"`monosemantic lm train --run {layout.root} --model {cfg.other} --seed 1`, then `harvest --model "
+            f"{cfg.other} --seed 1` (other tokens than {cfg.model}'s) and `sae train --model {cfg.other}`"
         )
     rows_b = {r.name: r for r in ensure_dictionaries(conn, layout, cfg.other, hook_name)}
     pairs = [(a, rows_b[a.name]) for a in rows_a if a.name in rows_b]
