@@ -26,7 +26,7 @@ Dictionary learning on a language model's MLP activations, after "Towards Monose
 whose folder is complete is skipped, so re-running a command resumes it (--force redoes it).
 
 pipeline:  corpus build -> tokenize -> lm train -> harvest -> sae train -> sae eval -> features build -> serve
-quick start:  monosemantic demo                  (embedded corpus, about 19 min on 2 cores; --universality: about 30)
+quick start:  monosemantic demo                  (embedded corpus, with model B; see docs/results.md for the time)
               monosemantic demo --preset full    (the same pipeline on more data, with model B: about 47 min)
               monosemantic demo --preset tiny --input my_texts/   (seconds)
 """

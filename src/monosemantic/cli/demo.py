@@ -48,10 +48,10 @@ def add_parsers(sub: Any) -> None:
         "--universality",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="after model A's evaluation, train model B (the LM seed + 1), harvest it and train the ladder's largest "
-        "SAE on it, so the feature database gets the paper's universality analysis (TM §6; about 11 min more with "
-        "the default preset, 17 with full); --no-universality skips model B (default: the preset's demo section, "
-        "off in `default`, on in `full`)",
+        help="after model A's evaluation, train model B (A's settings with every seed + 1: init, data order, "
+        "harvest, SAE), harvest it and train the ladder's largest SAE on it, so the feature database gets the "
+        "paper's universality analysis (paper §8.12; about 10 min with the default preset); --no-universality skips "
+        "model B (default: the preset's demo section, on in the built-in presets)",
     )
     demo.set_defaults(func=cmd_demo)
     for section, c in section_classes().items():
