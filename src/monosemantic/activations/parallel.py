@@ -37,7 +37,8 @@ def merge(out: Path, bodies: list[dict[str, Any]], force: bool) -> dict[str, Any
     """Rank 0: move every rank's shards into the store `out` and write its config.json; returns its body.
 
     `bodies` are the ranks' config bodies, in rank order; their folders are removed afterwards."""
-    shards, seconds = [], max(b["seconds"] for b in bodies)
+    shards: list[dict[str, Any]] = []
+    seconds = max(b["seconds"] for b in bodies)
     with stage_dir(out, force) as tmp:
         for rank, body in enumerate(bodies):
             src = rank_folder(out, rank)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from monosemantic import paths
 from monosemantic.activations.capture import capture
@@ -140,7 +140,7 @@ class _RecordingSplice:
 @torch.no_grad()
 def evaluate_saes(
     saes: Mapping[str, SparseAutoencoder],
-    model: Transformer,
+    model: nn.Module,
     hook: str,
     windows: Tensor,
     batch_size: int = 16,
@@ -152,7 +152,7 @@ def evaluate_saes(
 
     Args:
         saes: name → SAE reading `hook` (raw activations in, raw reconstructions out).
-        model: the subject transformer; SAEs and model on the same device.
+        model: the subject model (ours or an `HFSubject`); SAEs and model on the same device.
         windows: `[n, ctx+1]` int64 held-out windows (`TokenStore.val.windows`).
         acts_for_stats: optional `[batch, d_in]` batches, read once; if given, reconstruction,
             sparsity and density come from them instead of the hook activations of `windows`.
@@ -202,7 +202,7 @@ def _metrics(r: _RecordingSplice, splice: SpliceResult, hook: str, hist_bins: in
 
 def evaluate_sae(
     sae: SparseAutoencoder,
-    model: Transformer,
+    model: nn.Module,
     hook: str,
     windows: Tensor,
     batch_size: int = 16,
@@ -245,7 +245,7 @@ def run(
     store = TokenStore(tokens_folder)
     model = load_model(model_folder, device=str(device), ctx_len=ctx_len)
     n_ctx = context_length(model)
-    if store.vocab_size > int(model.cfg.vocab_size if hasattr(model, "cfg") else model.vocab_size):
+    if store.vocab_size > (model.cfg.vocab_size if isinstance(model, Transformer) else model.vocab_size):
         raise UserError(f"{tokens_folder}: vocabulary {store.vocab_size} is larger than the model's ({model_folder})")
     windows = torch.from_numpy(store.val.windows(n_ctx + 1, cfg.eval_tokens))
     site = find_hook(model, cfg.hook)

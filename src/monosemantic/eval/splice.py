@@ -223,9 +223,16 @@ def evaluate_splices(
         model.train(was_training)
 
     n = windows.shape[0] * (windows.shape[1] - 1)
-    shared = {"loss_clean": loss["clean"] / n, "loss_zero": loss["zero"] / n, "loss_mean": loss["mean"] / n}
-    shared |= {"kl_zero": kl["zero"] / n, "kl_mean": kl["mean"] / n, "n_tokens": n}
     return {
-        name: SpliceResult(**shared, loss_sae=loss[f"sae:{name}"] / n, kl_sae=kl[f"sae:{name}"] / n)
+        name: SpliceResult(
+            loss_clean=loss["clean"] / n,
+            loss_sae=loss[f"sae:{name}"] / n,
+            loss_zero=loss["zero"] / n,
+            loss_mean=loss["mean"] / n,
+            kl_sae=kl[f"sae:{name}"] / n,
+            kl_zero=kl["zero"] / n,
+            kl_mean=kl["mean"] / n,
+            n_tokens=n,
+        )
         for name in replacements
     }

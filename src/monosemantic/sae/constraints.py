@@ -21,6 +21,7 @@ out). Section numbers (§n) refer to the method reference `towards-monosemantici
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Protocol
 
 import torch
@@ -58,10 +59,15 @@ def normalize_rows_(W_dec: Tensor) -> None:
 
 
 class _HasDecoder(Protocol):
-    unit_norm_decoder: bool
-    W_dec: Tensor
+    """What `optimizer_step_` reads of an SAE (read-only, so a class attribute and a Parameter fit)."""
 
-    def parameters(self) -> object: ...
+    @property
+    def unit_norm_decoder(self) -> bool: ...
+
+    @property
+    def W_dec(self) -> Tensor: ...
+
+    def parameters(self) -> Iterator[Tensor]: ...
 
 
 def optimizer_step_(opt: torch.optim.Optimizer, sae: _HasDecoder, max_grad_norm: float | None = None) -> None:
@@ -74,7 +80,7 @@ def optimizer_step_(opt: torch.optim.Optimizer, sae: _HasDecoder, max_grad_norm:
     if sae.unit_norm_decoder:
         remove_parallel_grad(sae.W_dec)
     if max_grad_norm is not None:
-        torch.nn.utils.clip_grad_norm_(sae.parameters(), max_grad_norm)  # type: ignore[arg-type]
+        torch.nn.utils.clip_grad_norm_(sae.parameters(), max_grad_norm)
     opt.step()
     if sae.unit_norm_decoder:
         normalize_rows_(sae.W_dec)

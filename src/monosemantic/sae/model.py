@@ -109,11 +109,10 @@ class SparseAutoencoder(nn.Module):
     ) -> None:
         super().__init__()
         self.cfg = cfg
-        kw = {"device": device, "dtype": dtype}
-        self.W_enc = nn.Parameter(torch.empty(cfg.d_in, cfg.n_features, **kw))
-        self.b_enc = nn.Parameter(torch.empty(cfg.n_features, **kw))
-        self.W_dec = nn.Parameter(torch.empty(cfg.n_features, cfg.d_in, **kw))
-        self.b_dec = nn.Parameter(torch.empty(cfg.d_in, **kw))
+        self.W_enc = nn.Parameter(torch.empty(cfg.d_in, cfg.n_features, device=device, dtype=dtype))
+        self.b_enc = nn.Parameter(torch.empty(cfg.n_features, device=device, dtype=dtype))
+        self.W_dec = nn.Parameter(torch.empty(cfg.n_features, cfg.d_in, device=device, dtype=dtype))
+        self.b_dec = nn.Parameter(torch.empty(cfg.d_in, device=device, dtype=dtype))
         self.reset_parameters(generator)
 
     @torch.no_grad()

@@ -13,8 +13,8 @@ a saved SAE (`SparseAutoencoder.load`) imports no trainer.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import ClassVar, Protocol, TypeVar
+from dataclasses import Field, dataclass
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from torch import Tensor
 
@@ -96,6 +96,7 @@ class TrainConfig:
 class TrainRecipe(Protocol):
     """What `train_sae` asks of a train config. `SAETrainConfig`, `AprilTrainConfig`, `TopKTrainConfig`."""
 
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]  # a dataclass: the ladder copies it with `replace`
     architecture: ClassVar[str]  # must equal the SAE's `architecture`
     lr: float
     batch_size: int

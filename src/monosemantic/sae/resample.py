@@ -88,6 +88,12 @@ def dead_mask(last_fired: Tensor, step: int, window: int) -> Tensor:
     return (step - last_fired) >= window
 
 
+def _dense_loss(sae: SparseAutoencoder, x: Tensor, l1_coeff: float) -> Tensor:
+    """`per_example_loss` of the plain forward (the reference the sparse path below matches)."""
+    x_hat, f = sae(x)
+    return per_example_loss(x, x_hat, f, l1_coeff)
+
+
 @torch.no_grad()
 def resample_losses(
     sae: SparseAutoencoder, x: Tensor, l1_coeff: float, matmul_dtype: MatmulDtype = "float32"
@@ -100,12 +106,12 @@ def resample_losses(
     differs only by the features within bfloat16 rounding of 0 (it only weights a random draw).
     """
     if sae.architecture != "tm2023" or x.device.type != "cpu":
-        return per_example_loss(x, *sae(x), l1_coeff)
+        return _dense_loss(sae, x, l1_coeff)
     x_bar = x - sae.b_dec  # TM §3.1: the pre-encoder bias
     p, vals, xw = sparse_encode(x_bar, sae.W_enc, sae.b_enc, None, matmul_dtype)
     if p.col.numel() > p.shape[0] * p.shape[1] // 8:  # dense early in training: the sparse product would not pay
         if matmul_dtype == "bfloat16":  # xw is approximate (and has b_enc added): encode again exactly
-            return per_example_loss(x, *sae(x), l1_coeff)
+            return _dense_loss(sae, x, l1_coeff)
         f = torch.relu(xw + sae.b_enc)  # float32: reuse the exact encoder product
         return per_example_loss(x, sae.decode(f), f, l1_coeff)
     vals = vals.clamp(min=0)  # a bfloat16 pick can be a float32 -0.0001: ReLU's 0

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from monosemantic.errors import UserError
+
+if TYPE_CHECKING:  # transformers stays a lazy import (the hf extra)
+    from transformers import PreTrainedModel
 
 DEFAULT_CTX_LEN = 256
 """Context length used for an HF model unless asked otherwise: our model's, and short enough that a
@@ -32,7 +35,7 @@ DEFAULT_CTX_LEN = 256
 class HFSubject(nn.Module):
     """A Hugging Face causal LM with our subject interface: `forward(tokens) -> logits`."""
 
-    def __init__(self, hf: nn.Module, ctx_len: int, source: str):
+    def __init__(self, hf: PreTrainedModel, ctx_len: int, source: str):
         super().__init__()
         self.hf, self.source = hf, source
         self.vocab_size = int(hf.config.vocab_size)

@@ -35,6 +35,7 @@ from monosemantic.data.tokenizer import eot_id, load_tokenizer
 from monosemantic.errors import UserError
 from monosemantic.io import read_config
 from monosemantic.transformer import hooks
+from monosemantic.transformer.hf import HFSubject, document_separator, load_hf
 from monosemantic.transformer.model import Transformer, load_transformer
 
 log = logging.getLogger(__name__)
@@ -89,13 +90,18 @@ def find_hook(model: nn.Module, spec: str) -> HookSite:
 
 
 def _some_paths(model: nn.Module) -> list[str]:
-    names = model.module_paths() if hasattr(model, "module_paths") else [n for n, _ in model.named_modules() if n]
+    names = model.module_paths() if isinstance(model, HFSubject) else [n for n, _ in model.named_modules() if n]
     mlp = [n for n in names if "mlp" in n]
     return (mlp or names)[:8]
 
 
 def context_length(model: nn.Module) -> int:
-    return int(model.cfg.ctx_len) if isinstance(model, Transformer) else int(model.ctx_len)
+    """The longest context `model` takes: our transformer's `ctx_len`, or the one an HF subject was loaded with."""
+    if isinstance(model, Transformer):
+        return model.cfg.ctx_len
+    if isinstance(model, HFSubject):
+        return model.ctx_len
+    raise TypeError(f"{type(model).__name__} is neither our Transformer nor an HFSubject")
 
 
 # -- which model -----------------------------------------------------------------------------
@@ -129,12 +135,10 @@ def _is_our_folder(folder: Path) -> bool:
         return False
 
 
-def load_model(ref: str | Path, device: str = "cpu", ctx_len: int | None = None) -> nn.Module:
+def load_model(ref: str | Path, device: str = "cpu", ctx_len: int | None = None) -> Transformer | HFSubject:
     """A run's transformer folder, or a Hugging Face model (see `hf.load_hf`)."""
     if _is_our_folder(Path(ref)):
         return load_transformer(Path(ref), device)
-    from monosemantic.transformer.hf import load_hf
-
     return load_hf(str(ref), device, ctx_len)[0]
 
 
@@ -179,13 +183,12 @@ def load_subject(
         tok = load_tokenizer(tok_path) if tok_path.exists() else None  # the harvest needs only the tokens
         eot = eot_id(tok) if tok is not None else 0
         return LoadedSubject(key, m, find_hook(m, hook), tok, eot, m.cfg.ctx_len, layout.tokens, str(folder))
-    from monosemantic.transformer.hf import document_separator, load_hf
-
     model = model.removeprefix(HF_PREFIX)
-    m, hf_tok = load_hf(model, device, ctx_len)
+    hf_model, hf_tok = load_hf(model, device, ctx_len)
     eot = document_separator(hf_tok, model)
     tokens = layout.root / f"tokens-{key}"
-    return LoadedSubject(key, m, find_hook(m, hook), hf_tok.backend_tokenizer, eot, m.ctx_len, tokens, model)
+    site = find_hook(hf_model, hook)
+    return LoadedSubject(key, hf_model, site, hf_tok.backend_tokenizer, eot, hf_model.ctx_len, tokens, model)
 
 
 def ensure_tokens(layout: paths.RunLayout, s: LoadedSubject, cfg: Any = None, progress: bool = True) -> Path:
