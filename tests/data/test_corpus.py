@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from monosemantic.data import embedded, sources
+from monosemantic.data import embedded, mix, sources
 from monosemantic.data.corpus import CorpusConfig, build_corpus, iter_documents
+from monosemantic.data.mix import Budget, Take
 from monosemantic.errors import UserError
 from monosemantic.io import sha256_file
 
@@ -82,8 +83,11 @@ def unpacked(tmp_path) -> Path:
 
 @pytest.fixture
 def small_synthetic(monkeypatch):
-    # The real caps (2.9 MB) cost ~1 s per build; 1/50 of them exercises the same generators.
-    monkeypatch.setattr(embedded, "SYNTHETIC", tuple((n, f, cap / 50) for n, f, cap in embedded.SYNTHETIC))
+    # The recipe's caps (2.9 MB in all) cost ~1 s per build; 20 kB each exercises the same generators.
+    for name, takes in mix.MIXES.items():
+        small = {src: Take(min(t.cap_mb, 0.02), t.chunk_chars, t.budgets) if src.startswith("synthetic/") else t
+                 for src, t in takes.items()}  # fmt: skip
+        monkeypatch.setitem(mix.MIXES, name, small)
 
 
 @pytest.fixture
@@ -106,7 +110,7 @@ def test_embedded_corpus_is_deterministic_and_labelled(tmp_path, fake_fetch):
     assert (tmp_path / "a/corpus.jsonl").read_bytes() == (tmp_path / "b/corpus.jsonl").read_bytes()
     assert hashlib.sha256((tmp_path / "a/corpus.jsonl").read_bytes()).hexdigest() == a["sha256"]
     core = {s.src for s in embedded.SLICES if not s.extra}
-    synthetic = {f"synthetic/{n}" for n, _, _ in embedded.SYNTHETIC}
+    synthetic = {f"synthetic/{n}" for n, _ in embedded.SYNTHETIC}
     assert set(a["bytes_by_source"]) == core | synthetic
     assert set(a["bytes_by_category"]) == {"prose", "docs", "code", "email", "multi", "struct", "synthetic"}
     assert [r["spec"] for r in a["artifacts"]] == [x.spec for x in sources.ARTIFACTS if not x.extra]
@@ -128,15 +132,47 @@ def test_embedded_corpus_is_deterministic_and_labelled(tmp_path, fake_fetch):
     assert by_src["multi/hebrew-tanakh"] == ["בראשית ברא\nאלהים"]
     assert sorted(by_src["struct/bio-seq"]) == [">y\nACGT\n", "LOCUS X\nORIGIN\n  1 acgt\n//\n"]
     assert any(t.startswith(">synthetic_") for t in by_src["synthetic/dna"])
+    assert a["mix"] == "paper"
+    measured = a["content_categories"]
+    assert measured["n_chars"] == sum(len(t) for _, t in docs)
+    # measured on the text: the fake tree's Hebrew is in the Tanakh and the Mishnah, its Arabic in
+    # the Qur'an and the Arabic PO file (the UDHR pages say "heb" and "arb" in Latin letters)
+    assert (measured["chars"]["hebrew"], measured["documents"]["hebrew"]) == (6 + 3 + 5 + 6, 2)
+    assert (measured["chars"]["arabic"], measured["documents"]["arabic"]) == (3 + 4 + 5 + 5, 2)
+    assert measured["share_chars"]["hebrew"] == pytest.approx(20 / measured["n_chars"])
 
 
-def test_embedded_caps_and_chunking(unpacked, small_synthetic):
-    docs = list(embedded.embedded_documents(unpacked, extras=False, size=100))
+@pytest.mark.parametrize("name", ["paper", "recipe"])
+def test_embedded_caps_and_chunking(unpacked, small_synthetic, name):
+    docs = list(embedded.embedded_documents(unpacked, extras=False, size=100, mix=name))
     sotu = [t for s, t in docs if s == "prose/sotu"]
     assert all(len(t) < 100 + 30 for t in sotu)
-    caps = {s.src: s.cap_mb for s in embedded.SLICES} | {f"synthetic/{n}": c for n, _, c in embedded.SYNTHETIC}
+    takes = mix.MIXES[name]
     for src in {s for s, _ in docs}:  # every source stays under its cap, in UTF-8 bytes
-        assert sum(len(t.encode()) for s, t in docs if s == src) <= caps[src] * embedded.MB
+        assert sum(len(t.encode()) for s, t in docs if s == src) <= takes[src].cap_mb * embedded.MB
+
+
+def test_every_mix_covers_every_source():
+    sources_ = {s.src for s in embedded.SLICES} | {f"synthetic/{n}" for n, _ in embedded.SYNTHETIC}
+    for takes in mix.MIXES.values():
+        assert set(takes) == sources_
+
+
+def test_selection_is_seeded_and_keeps_to_cap_and_budgets():
+    b64 = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0\n"  # 76 + newline
+    texts = [f"mail {i}\n" + b64 * (1 + i % 3) for i in range(12)] + [f"plain {i}\n" for i in range(12)]
+    take = Take(1.0, budgets=(Budget("base64", 76 * 5, per_chunk=76 * 2),))
+    kept = embedded._fill(texts, take, seed=3, size=1000)
+    assert kept == embedded._fill(texts, take, seed=3, size=1000)  # deterministic
+    assert sum(t.startswith("plain") for t in kept) == 12  # no base64: always kept
+    lines = [t.count(b64) for t in kept if t.startswith("mail")]
+    assert sum(lines) <= 5 and max(lines) <= 2  # the budget, and at most 2 lines in any one chunk
+    assert sum(lines) >= 4  # chunks are skipped, not the rest of the source: small ones still fit
+    assert embedded._fill(texts, take, seed=4, size=1000) != kept  # another seed, another sample
+    capped = embedded._fill(texts, Take(100 / embedded.MB), seed=3, size=1000)
+    assert sum(len(t.encode()) for t in capped) <= 100 < sum(len(t.encode()) for t in capped) + 80
+    short = embedded._fill(["a\n" * 40], Take(1.0, chunk_chars=10), seed=None, size=1000)
+    assert short == ["a\n" * 5] * 8  # the source's own chunk length wins when it is shorter
 
 
 def test_chunk_lines_closes_at_first_line_end_past_size():
@@ -237,6 +273,30 @@ def test_user_corpus_is_deterministic_and_seeded(tmp_path):
     assert m["n_documents"] == 5
     m = build_corpus([str(d)], tmp_path / "e", CorpusConfig(max_read=5), progress=False)
     assert m["n_documents"] == 5
+
+
+def test_user_inputs_are_taken_whole_and_measured(tmp_path):
+    # Text the paper-like mix would cut to a trace: all Arabic, all base64, all DNA. User inputs
+    # are never subsampled (the mix is for the embedded corpus); their categories are only measured.
+    b64 = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0"  # 76
+    rows = [{"src": "ar", "text": "مرحبا " * 1000}, {"src": "mail", "text": (b64 + "\n") * 400}]
+    rows += [{"src": "dna", "text": "ACGT" * 50}, {"src": "en", "text": "hello"}]
+    write(tmp_path / "in.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    for name in ("paper", "recipe"):
+        m = build_corpus([str(tmp_path / "in.jsonl")], tmp_path / name, CorpusConfig(mix=name), progress=False)
+        assert m["mix"] is None
+        assert m["documents_by_source"] == {"ar": 1, "dna": 1, "en": 1, "mail": 2}  # 30.8k chars: 2 chunks
+        docs = list(iter_documents(tmp_path / name))
+        assert {(s, t) for s, t in docs if s != "mail"} == {(r["src"], r["text"]) for r in rows if r["src"] != "mail"}
+        assert sum(len(t) for s, t in docs if s == "mail") == len(rows[1]["text"])
+        measured = m["content_categories"]
+        n = 6000 + 77 * 400 + 200 + 5
+        assert measured["n_chars"] == n
+        expected = {"arabic": 5000, "base64": 76 * 400, "dna": 200}
+        assert measured["chars"] == dict.fromkeys(measured["chars"], 0) | expected
+        assert measured["share_chars"]["arabic"] == pytest.approx(5000 / n)
+        assert measured["documents"]["base64"] == 2
+    assert (tmp_path / "paper/corpus.jsonl").read_bytes() == (tmp_path / "recipe/corpus.jsonl").read_bytes()
 
 
 def test_max_documents_samples_all_sources(tmp_path):

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -66,3 +68,39 @@ def test_corrupt_store_is_reported(tok, tmp_path):
     (tmp_path / "t" / "train_docs.npy").write_bytes(b"garbage")
     with pytest.raises(UserError, match="corrupt"):
         TokenStore(tmp_path / "t")
+
+
+def test_category_shares_are_counted_per_split_in_tokens(tmp_path):
+    # One token per UTF-8 byte (no merges), so the counts are hand-made: "ab مرحبا" is 2 + 1 + 10
+    # tokens, 10 of them Arabic, and each document adds its EOT (no category) before it.
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    byte_tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    byte_tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_tok.add_special_tokens([EOT])
+    docs = [("a", "ab مرحبا"), ("b", "hello"), ("c", "ACGT" * 5), ("d", "x")] * 5
+    cfg = TokensConfig(val_fraction=0.3, seed=1)
+    meta = write_tokens(iter(docs), byte_tok, tmp_path / "t", cfg, progress=False)
+    val = [is_val(i, cfg) for i in range(len(docs))]
+    assert 0 < sum(val) < len(docs)
+    per_doc = {"a": (14, 10, 0), "b": (6, 0, 0), "c": (21, 0, 20), "d": (2, 0, 0)}  # tokens, arabic, dna
+    measured = meta["content_categories"]
+    for split, held_out in (("train", False), ("val", True)):
+        rows = [per_doc[src] for (src, _), v in zip(docs, val, strict=True) if v == held_out]
+        n, arabic, dna = (sum(r[k] for r in rows) for k in range(3))
+        assert meta["splits"][split]["n_tokens"] == n
+        assert measured["tokens"][split]["arabic"] == arabic and measured["tokens"][split]["dna"] == dna
+        assert measured["tokens"][split]["hebrew"] == 0
+        assert measured["share_tokens"][split]["arabic"] == pytest.approx(arabic / n)
+    assert TokenStore(tmp_path / "t").category_shares == measured["share_tokens"]
+
+
+def test_tokens_written_before_the_measurement_still_load(tok, tmp_path):
+    write_tokens(iter(make_documents(50)), tok, tmp_path / "t", TokensConfig(val_fraction=0.2), progress=False)
+    path = tmp_path / "t" / "config.json"
+    config = json.loads(path.read_text())
+    del config["content_categories"]
+    path.write_text(json.dumps(config))
+    store = TokenStore(tmp_path / "t")
+    assert store.category_shares is None and store.val.n_tokens > 0

