@@ -128,6 +128,8 @@ def ablate_features(
     Returns: feature → its `FeatureAblation`.
     """
     if forwards is None:
+        if contexts is None:
+            raise ValueError("ablate_features needs the contexts or their forwards")
         uniq, row_of = np.unique(contexts, axis=0, return_inverse=True)
         row_of = row_of.reshape(-1)
         ends = [0] * len(uniq)  # each context runs up to the end of its last window
@@ -164,16 +166,16 @@ def ablate_features(
     T = tokens.shape[1]
     for lo in range(0, len(keys), 512):
         chunk = keys[lo : lo + 512]
-        j, c, q = (torch.tensor(v) for v in zip(*chunk, strict=True))
-        clean = resid[c, q]  # [P, d_model]
-        ablated = clean - f_sel[c, q, j][:, None] * writes[j]  # forward.py: resid' = resid − f·(d @ W_out)
+        js, cs, qs = (torch.tensor(v) for v in zip(*chunk, strict=True))  # [P] each: feature column, context, position
+        clean = resid[cs, qs]  # [P, d_model]
+        ablated = clean - f_sel[cs, qs, js][:, None] * writes[js]  # forward.py: resid' = resid − f·(d @ W_out)
         lp_clean, lp_abl = forward.log_probs(model, clean), forward.log_probs(model, ablated)
-        nxt = tokens[c, torch.clamp(q + 1, max=T - 1)]
+        nxt = tokens[cs, torch.clamp(qs + 1, max=T - 1)]
         d = (lp_abl.gather(1, nxt[:, None]) - lp_clean.gather(1, nxt[:, None]))[:, 0]
         delta_next.update(zip(chunk, d.tolist(), strict=True))
         rows = [p for p, key in enumerate(chunk) if key in at_max]
         mult = torch.tensor([float(at_max[chunk[p]]) for p in rows])
-        effect_sum.index_add_(0, j[rows], (lp_clean[rows] - lp_abl[rows]) * mult[:, None])
+        effect_sum.index_add_(0, js[rows], (lp_clean[rows] - lp_abl[rows]) * mult[:, None])
 
     out: dict[int, FeatureAblation] = {}
     for f in feats:
@@ -258,7 +260,8 @@ def _batches(examples: list[Example], batch_contexts: int) -> list[list[Example]
     by_feature: dict[int, list[Example]] = {}
     for e in examples:
         by_feature.setdefault(e.feature, []).append(e)
-    batches, cur = [], []
+    batches: list[list[Example]] = []
+    cur: list[Example] = []
     for group in by_feature.values():
         if cur and len(cur) + len(group) > batch_contexts:
             batches.append(cur)

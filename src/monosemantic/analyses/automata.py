@@ -92,7 +92,7 @@ def run_automata(
     with torch.inference_mode():
         inv_sigma = mean_inv_sigma(model, torch.from_numpy(ctx.tokens))
     stream = store.val.all_tokens()  # the offsets' frame: shards concatenated
-    mlp = model.blocks[0].mlp
+    mlp = model.block(0).mlp
     n_rows = 0
     for d in tqdm(dicts, desc="automata", disable=not progress):
         conn.execute("DELETE FROM logit_links WHERE dictionary_id = ?", (d.id,))

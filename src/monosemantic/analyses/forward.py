@@ -74,4 +74,4 @@ def log_probs(model: Transformer, resid: Tensor) -> Tensor:
 
 def mlp_out_directions(model: Transformer, W_dec: Tensor) -> Tensor:
     """`W_dec [n, d_mlp]` → each direction's write into the residual stream, `[n, d_model]` (d_i @ W_out)."""
-    return W_dec @ model.blocks[0].mlp.W_out.detach()
+    return W_dec @ model.block(0).mlp.W_out.detach()

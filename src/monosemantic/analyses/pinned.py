@@ -126,7 +126,7 @@ class _KVCache:
     """A step of the one block's forward over the new tokens only, with the keys and values so far."""
 
     def __init__(self, model: Transformer, hook: str, edit):
-        self.model, self.block, self.hook, self.edit = model, model.blocks[0], hook, edit
+        self.model, self.block, self.hook, self.edit = model, model.block(0), hook, edit
         self.k: Tensor | None = None
         self.v: Tensor | None = None
 

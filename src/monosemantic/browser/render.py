@@ -141,8 +141,8 @@ def shade(
         style = f"background:rgba(255,110,0,{alpha:.2f})" if alpha > 0 else ""
         title = f"act {a:.3f}" if a else "act 0"
         cls = "tok max" if i == max_index else "tok"
-        if ablation is not None and i < len(ablation) and ablation[i] is not None:
-            v = ablation[i]
+        v = ablation[i] if ablation is not None and i < len(ablation) else None
+        if v is not None:
             # the feature's effect is minus the ablation's: ablating lowered log p => the feature raised it
             colour = "40,90,255" if v < 0 else "230,40,40"
             w = abs(v) / amax

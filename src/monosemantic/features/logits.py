@@ -27,6 +27,8 @@ from torch import Tensor, nn
 
 from monosemantic.activations.capture import capture
 from monosemantic.data.tokens import TokenSplit
+from monosemantic.transformer.hf import HFSubject
+from monosemantic.transformer.model import Transformer
 from monosemantic.transformer.subject import HookSite
 
 log = logging.getLogger(__name__)
@@ -99,7 +101,7 @@ def probe_final_norm(
     per-token scale s(x) fitted by least squares, and every token must fit to 1e-3. 1/σ̄ is the mean
     s(x), as `ln_inv_scale` for our model. None when no norm matches (the caller skips the weights).
     """
-    seen: dict[str, object] = {}
+    seen: dict[str, tuple[nn.Module, Tensor, Tensor]] = {}  # "last" norm call and the one "found": (norm, in, out)
 
     def on_norm(m: nn.Module, args: tuple, out: object) -> None:
         if isinstance(out, Tensor) and args and isinstance(args[0], Tensor):
@@ -107,7 +109,7 @@ def probe_final_norm(
 
     def on_unembed(_m: nn.Module, args: tuple) -> None:
         last = seen.get("last")
-        if "found" not in seen and last is not None and args and torch.equal(last[2], args[0]):  # type: ignore[index]
+        if "found" not in seen and last is not None and args and torch.equal(last[2], args[0]):
             seen["found"] = last
 
     norms = [m for m in model.modules() if "norm" in type(m).__name__.lower()]
@@ -119,12 +121,12 @@ def probe_final_norm(
             h.remove()
     if "found" not in seen:
         return None
-    norm = seen["found"][0]  # type: ignore[index]
-    d = seen["found"][1].shape[-1]  # type: ignore[index]
+    norm, norm_input, _ = seen["found"]
+    d = norm_input.shape[-1]
     p = next(norm.parameters(), None)
-    kw = {"dtype": p.dtype if p is not None else torch.float32, "device": p.device if p is not None else "cpu"}
-    beta = norm(torch.zeros(1, d, **kw))[0].float()
-    center = bool(torch.allclose(norm(torch.full((1, d), 3.0, **kw))[0].float(), beta, atol=1e-4))
+    dtype, device = (p.dtype, p.device) if p is not None else (torch.float32, torch.device("cpu"))
+    beta = norm(torch.zeros(1, d, dtype=dtype, device=device))[0].float()
+    center = bool(torch.allclose(norm(torch.full((1, d), 3.0, dtype=dtype, device=device))[0].float(), beta, atol=1e-4))
     weight = getattr(norm, "weight", None)
     gains = [torch.ones(d)] if weight is None else [weight.float(), 1 + weight.float(), torch.ones(d)]
     for gain in gains:
@@ -132,7 +134,7 @@ def probe_final_norm(
         total, n, ok = 0.0, 0, True
         for lo in range(0, len(tokens), batch_size):
             x = capture(model, tokens[lo : lo + batch_size], norm, which="input").float().reshape(-1, d)
-            y = norm(x.to(kw["dtype"])).float() - beta
+            y = norm(x.to(dtype)).float() - beta
             u = gain * (x - x.mean(dim=-1, keepdim=True) if center else x)
             s = (y * u).sum(-1) / (u * u).sum(-1).clamp_min(1e-30)  # [tokens]: the scale each token got
             resid = (y - s[:, None] * u).norm(dim=-1) / y.norm(dim=-1).clamp_min(1e-30)
@@ -152,7 +154,7 @@ def median_shift(weights: Tensor, include: Tensor) -> Tensor:
 
 
 @torch.inference_mode()
-def ln_inv_scale(model: nn.Module, tokens: Tensor, batch_size: int = 16) -> float:
+def ln_inv_scale(model: Transformer, tokens: Tensor, batch_size: int = 16) -> float:
     """Mean over `tokens [n, T]` of 1/√(var + eps) of the residual stream entering `model.ln_f`."""
     total, n = 0.0, 0
     for lo in range(0, len(tokens), batch_size):
@@ -178,7 +180,6 @@ def logit_records(
     """Per row of median-shifted `weights [n, vocab]`: `{"top": [[token, w]...], "bottom": [...],
     "hist": {"edges": [...], "counts": [...]}}` over the included tokens (linear bins, min to max)."""
     w = weights[:, include]
-    ids = include.nonzero(as_tuple=True)[0]
     k = min(n_top, w.shape[1])
     top, bottom = w.topk(k, dim=1), w.topk(k, dim=1, largest=False)
     lo, hi = w.min(dim=1).values, w.max(dim=1).values
@@ -187,18 +188,27 @@ def logit_records(
     rows = torch.arange(len(w))[:, None] * n_bins
     counts = torch.bincount((rows + b).reshape(-1), minlength=len(w) * n_bins).view(len(w), n_bins)
     edges = lo[:, None] + width[:, None] * torch.arange(n_bins + 1)[None, :]
-    ids = ids.tolist()
+    ids: list[int] = include.nonzero(as_tuple=True)[0].tolist()  # column of w -> token id
     tv, ti = top.values.double().round(decimals=4).tolist(), top.indices.tolist()
     bv, bi = bottom.values.double().round(decimals=4).tolist(), bottom.indices.tolist()
-    edges, counts = edges.double().round(decimals=4).tolist(), counts.tolist()
+    edge_rows, count_rows = edges.double().round(decimals=4).tolist(), counts.tolist()
     return [
         {
             "top": [[vocab[ids[j]], v] for v, j in zip(tv[i], ti[i], strict=True)],
             "bottom": [[vocab[ids[j]], v] for v, j in zip(bv[i], bi[i], strict=True)],
-            "hist": {"edges": edges[i], "counts": counts[i]},
+            "hist": {"edges": edge_rows[i], "counts": count_rows[i]},
         }
         for i in range(len(w))
     ]
+
+
+def _our_logit_path(model: Transformer, d: int, tokens: Tensor, vocab_size: int) -> LogitPath:
+    """`logit_path` for our transformer: W_out for a hook inside the MLP, the identity for a residual hook."""
+    W_out = model.block(0).mlp.W_out.detach().float().cpu()
+    if d != W_out.shape[0]:  # a residual-stream hook: the direction is written as is
+        W_out = torch.eye(W_out.shape[1])
+    gain, W_U = model.ln_f.weight.detach().float().cpu(), model.W_U.detach().float().cpu()
+    return LogitPath(W_out, gain, ln_inv_scale(model, tokens), W_U[:, :vocab_size])
 
 
 def logit_path(model: nn.Module, site: HookSite, d: int, tokens: Tensor, vocab_size: int) -> LogitPath | None:
@@ -212,18 +222,13 @@ def logit_path(model: nn.Module, site: HookSite, d: int, tokens: Tensor, vocab_s
     final norm is found and checked by `probe_final_norm`, W_U is the output embedding. In a deeper
     model this is the *direct* path (the later layers are left out), as direct logit attribution.
     """
-    from monosemantic.transformer.model import Transformer
-
     device = next(model.parameters()).device
     tokens = tokens.to(device)
     if isinstance(model, Transformer):
-        W_out = model.blocks[0].mlp.W_out.detach().float().cpu()
-        if d != W_out.shape[0]:  # a residual-stream hook: the direction is written as is
-            W_out = torch.eye(W_out.shape[1])
-        gain, W_U = model.ln_f.weight.detach().float().cpu(), model.W_U.detach().float().cpu()
-        return LogitPath(W_out, gain, ln_inv_scale(model, tokens), W_U[:, :vocab_size])
-    hf = getattr(model, "hf", model)
-    unembed = hf.get_output_embeddings() if hasattr(hf, "get_output_embeddings") else None
+        return _our_logit_path(model, d, tokens, vocab_size)
+    hf = model.hf if isinstance(model, HFSubject) else model
+    get_output_embeddings = getattr(hf, "get_output_embeddings", None)  # a transformers PreTrainedModel's
+    unembed = get_output_embeddings() if callable(get_output_embeddings) else None
     if unembed is None or not isinstance(getattr(unembed, "weight", None), Tensor):
         log.info("features: the model has no output embedding to read: logit weights skipped")
         return None

@@ -125,7 +125,7 @@ def feature_rows(
             else None,
             "source_json": None
             if shares is None
-            else to_json({sources[s]: round(float(shares[s]), 6) for s in np.nonzero(shares)[0]}),
+            else to_json({sources[s]: round(float(shares[s]), 6) for s in np.nonzero(shares)[0].tolist()}),
             "top_tokens": top_words[f],
             "logit_json": to_json(logit_json[f]),
         }

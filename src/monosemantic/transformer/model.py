@@ -149,6 +149,12 @@ class Transformer(nn.Module):
             else:
                 nn.init.normal_(p, 0.0, std)
 
+    def block(self, i: int) -> Block:
+        """`blocks[i]` typed as a `Block` (indexing an `nn.ModuleList` gives a bare `nn.Module`)."""
+        block = self.blocks[i]
+        assert isinstance(block, Block)
+        return block
+
     @property
     def W_U(self) -> Tensor:
         """Unembedding as [d_model, vocab] (the layout the logit-effect analysis multiplies by)."""
