@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # the stage configs live beside their stages, which import to
     from monosemantic.transformer.train import LMTrainConfig
 
 SECTIONS = ("corpus", "tokenizer", "tokens", "transformer", "lm", "harvest", "sae", "eval", "features")
-DEMO_KEYS = {"universality"}
+DEMO_KEYS = {"universality", "control"}
 """The `demo` section holds the demo command's own defaults (its flags win)."""
 
 
@@ -79,3 +79,6 @@ class RunConfig:
     universality: bool = False
     """The `demo` section: also train model B (`pipeline.model_b_config`) and run the universality analysis
     (paper §8.12); on in the built-in presets."""
+    control: bool = False
+    """The `demo` section: also shuffle model A's weights and train the ladder's largest SAE on the copy
+    (`pipeline._control`), automated interpretability's control (paper §8.9)."""

@@ -250,6 +250,8 @@ def run_demo(
     if cfg.universality:  # paper §8.12: model B, A's settings with other seeds, and A's SAE recipe
         b = model_b_config(cfg)
         _model_and_saes(layout, b, opt, "B", b.lm, b.ladder, timed)
+    if cfg.control:  # paper §8.9: A with shuffled weights, for automated interpretability's control
+        _control(layout, cfg, opt, timed)
     database = timed("feature database", lambda: features(layout, cfg.features, once, p))
     seconds["total"] = round(time.perf_counter() - t0, 1)
     if distributed.is_main():
@@ -276,6 +278,45 @@ def model_b_config(cfg: RunConfig) -> RunConfig:
     if "seed" in {f.name for f in dataclasses.fields(sae)}:
         sae = dataclasses.replace(sae, seed=sae.seed + 1)  # type: ignore[attr-defined]
     return dataclasses.replace(cfg, lm=lm, harvest=harvest, ladder=ladder, sae=sae)
+
+
+CONTROL = "A-shuffled"
+"""The control model's name (transformer/shuffle.py names a shuffled copy of A so)."""
+
+
+def _control(
+    layout: paths.RunLayout, cfg: RunConfig, opt: DemoOptions, timed: Callable[[str, Callable[[], Any]], Any]
+) -> None:
+    """The paper's control (§8.9): model A with each weight matrix's entries shuffled, harvested as A was,
+    and the ladder's largest SAE trained on it with A's recipe (the same rows, so the same steps).
+
+    `features build` streams its dictionary beside A's (features/build.py `control_model`), and the
+    explain step scores it by the same protocol, so the demo's last table puts them side by side.
+    """
+    from monosemantic import distributed
+    from monosemantic.transformer.shuffle import write_shuffled
+
+    once = opt.force and distributed.is_main()
+    timed(
+        f"shuffle {CONTROL}", lambda: distributed.main_first(lambda: write_shuffled(layout, "A", CONTROL, force=once))
+    )
+    hook = cfg.harvest.hook
+    timed(f"harvest {CONTROL}", lambda: harvest(layout, CONTROL, cfg.harvest, opt.force, opt.progress))
+    largest = dataclasses.replace(cfg.ladder, n_features=(max(cfg.ladder.n_features),))  # the paper's A/1 size
+    ckpt = (sae_checkpoints(layout, CONTROL, hook), opt.checkpoint_every, False)
+    timed(
+        f"sae train {CONTROL}",
+        lambda: train_saes(
+            layout.activations(CONTROL, hook),
+            layout.saes(CONTROL, hook),
+            largest,
+            cfg.sae,
+            cfg.eval.device,
+            opt.force,
+            {"model": CONTROL, "hook": hook},
+            ckpt,
+        ),
+    )
 
 
 def _model_and_saes(

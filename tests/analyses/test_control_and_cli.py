@@ -83,3 +83,46 @@ def test_analyses_run_on_a_database_from_features_build(tiny_run, tmp_path, caps
     scored = conn.execute("SELECT count(*) FROM features WHERE score IS NOT NULL").fetchone()[0]
     assert scored > 0
     assert db.get_summary(conn, "interpretability") and db.get_summary(conn, "case_study")
+
+
+def test_the_demo_control_is_trained_streamed_scored_and_reported(tiny_run, tmp_path):
+    """Paper §8.9 in the demo: A shuffled, harvested, the ladder's largest SAE trained like A's; the build
+    writes its dictionary under model A-shuffled, the analyses that select A's leave it alone, and the
+    explain step scores it beside A's."""
+    import dataclasses
+    import json
+
+    from monosemantic import pipeline
+    from monosemantic.cli import _parser
+    from monosemantic.cli.common import run_config
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)  # model A's stages are done: the demo skips them
+    argv = ["demo", "--preset", "tiny", "--run", str(run), "--no-progress"]
+    cfg = run_config(_parser().parse_args(argv), prefixed=True)
+    features = dataclasses.replace(cfg.features, analyses=("explain", "split"))
+    cfg = dataclasses.replace(cfg, universality=False, control=True, features=features)
+    result = pipeline.run_demo(RunLayout(run), cfg, pipeline.DemoOptions(progress=False), on_eval=lambda e: None)
+    hook = hooks.MLP_POST
+    assert (run / "transformer/A-shuffled/model.safetensors").is_file()
+    assert not (run / f"sae/A-shuffled/{hook}/tm2023-64").exists()  # only the ladder's largest size
+    trained = [json.loads((run / f"sae/{m}/{hook}/tm2023-128/training.json").read_text()) for m in ("A", "A-shuffled")]
+    assert trained[0]["train"] == trained[1]["train"] and trained[0]["n_steps"] == trained[1]["n_steps"]
+    assert {"shuffle A-shuffled", "harvest A-shuffled", "sae train A-shuffled"} <= set(result.seconds)
+
+    conn = db.open_readonly(result.database)
+    dicts = {(m, n): i for i, m, n in conn.execute("SELECT id, model, name FROM dictionaries")}
+    assert set(dicts) == {("A", "neurons"), ("A", "tm2023-64"), ("A", "tm2023-128"), ("A-shuffled", "tm2023-128")}
+    control = dicts["A-shuffled", "tm2023-128"]
+    count = lambda sql, *a: conn.execute(sql, a).fetchone()[0]  # noqa: E731
+    assert count("SELECT count(*) FROM examples WHERE dictionary_id = ? AND kind = 'top'", control) > 0
+    split_ids = {i for row in conn.execute("SELECT parent_dictionary_id, child_dictionary_id FROM splits") for i in row}
+    assert split_ids and control not in split_ids  # feature splitting took A's ladder only
+    live = count("SELECT count(*) FROM features WHERE dictionary_id = ? AND n_active > 0", control)
+    explained = count("SELECT count(*) FROM features WHERE dictionary_id = ? AND explanation IS NOT NULL", control)
+    assert live > 0 and explained == live  # every live feature of the control has an explanation
+    rows = {(r["model"], r["dictionary"]): r for r in db.get_summary(conn, "interpretability")["dictionaries"]}
+    assert rows["A-shuffled", "tm2023-128"]["n_scored"] > 0 and rows["A", "neurons"]["n_scored"] > 0
+    assert rows["A", "tm2023-128"]["test_windows_per_feature"]["heldout"] == 20  # the model re-run for them
+    table = pipeline.interp_summary(result.database)
+    assert "A-shuffled" in table and "single-token" in table

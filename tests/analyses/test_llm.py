@@ -1,13 +1,18 @@
 """The OpenAI-compatible client against a local HTTP server: retries, cache, and the LLM pair."""
 
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from monosemantic.analyses.explain import Evidence, Example, simulation_score
+from monosemantic.analyses.autointerp import AutoInterpConfig, run_autointerp
+from monosemantic.analyses.explain import Evidence, Example
 from monosemantic.analyses.llm import ChatClient, LLMConfig, LLMError, LLMExplainer, LLMSimulator, parse_simulation
+from monosemantic.analyses.scoring import spearman
+from monosemantic.features import db
+from monosemantic.paths import RunLayout
 
 
 class FakeChat:
@@ -116,8 +121,64 @@ def test_llm_explainer_and_simulator_round_trip(chat):
     test = [Example(["a", " whale", "b"], [0.0, 2.0, 0.0]), Example([" sea", "c"], [0.0, 0.0])]
     pred = LLMSimulator(client).simulate(explanation, [e.tokens for e in test])
     assert pred == [[0.0, 9.0, 0.0], [0.0, 0.0]]
-    assert simulation_score(pred, [e.acts for e in test]) == pytest.approx(1.0)
+    flat = lambda xs: [a for x in xs for a in x]  # noqa: E731
+    assert spearman(flat(pred), flat([e.acts for e in test])) == pytest.approx(1.0)
 
 
 def test_parse_simulation_zero_fills_bad_lines():
     assert parse_simulation("0: 1 2\n1: 5\nnoise", [2, 3, 1]) == [[1.0, 2.0], [0.0, 0.0, 0.0], [0.0]]
+
+
+class FakeClient:
+    """A chat client that answers from the prompt itself, without any endpoint: the explainer names the
+    tokens shown at level 9, the simulator predicts 9 on those tokens. Keeps every prompt."""
+
+    def __init__(self):
+        self.cfg = LLMConfig(concurrency=2)
+        self.explain_prompts, self.simulate_prompts = [], []
+
+    def complete(self, messages):
+        system, user = messages[0]["content"], messages[1]["content"]
+        if "Explain" in system:
+            self.explain_prompts.append(user)
+            words = sorted(set(re.findall(r'("(?:[^"\\]|\\.)*"):9', user)))
+            return f"<answer>the tokens {' '.join(words)}</answer>"
+        self.simulate_prompts.append(user)
+        words = set(re.findall(r'"(?:[^"\\]|\\.)*"', user.splitlines()[0]))
+        lines = [json.loads(line.split(": ", 1)[1]) for line in user.splitlines()[2:]]
+        return "\n".join(
+            f"{i}: " + " ".join("9" if json.dumps(t) in words else "0" for t in w) for i, w in enumerate(lines)
+        )
+
+
+def test_llm_pair_runs_the_same_protocol_without_a_network(tmp_path):
+    # Feature f fires on word f; every example comes from its own context, marked by a token "<ctx N>"
+    # beside the word, so the prompts show which contexts each side read.
+    conn = db.create(tmp_path / "f.sqlite")
+    words = [" whale", " sea", " ship"]
+    did = db.add_dictionary(conn, name="sae", model="A", hook="h", kind="sae", n_features=3, n_tokens=1000)
+    feats, exs = [], []
+    for f, word in enumerate(words):
+        feats.append({"dictionary_id": did, "feature": f, "density": 0.01, "n_active": 10, "max_act": 5.0})
+        for rank in range(12):
+            ctx = 100 * f + rank
+            tokens = ["a"] * 6 + [f"<ctx {ctx}>", word] + ["b"] * 7
+            acts = [0.0] * 7 + [5.0] + [0.0] * 7
+            exs.append({"dictionary_id": did, "feature": f, "kind": "top", "interval": None, "rank": rank,
+                        "ctx_offset": ctx, "ctx_pos": 7, "src": "x", "max_act": 5.0, "max_index": 7,
+                        "tokens_json": tokens, "acts_json": acts})  # fmt: skip
+    db.insert_rows(conn, "features", feats)
+    db.insert_rows(conn, "examples", exs)
+    client = FakeClient()
+    cfg = AutoInterpConfig(explainer="llm", max_features=2, pool_contexts=0)
+    summary = run_autointerp(
+        conn, RunLayout(tmp_path), cfg, progress=False, pair=(LLMExplainer(client), LLMSimulator(client))
+    )
+    (row,) = summary["dictionaries"]
+    assert row["n_explained"] == 3 and row["n_scored"] == 2 and row["median"] == pytest.approx(1.0)
+    assert summary["explainer"] == "llm/llm" and len(client.explain_prompts) == 3 and len(client.simulate_prompts) == 2
+    seen = lambda prompts: {c for p in prompts for c in re.findall(r"<ctx (\d+)>", p)}  # noqa: E731
+    assert seen(client.explain_prompts) and seen(client.simulate_prompts)
+    assert seen(client.explain_prompts).isdisjoint(seen(client.simulate_prompts))  # no context on both sides
+    scores = [r[0] for r in conn.execute("SELECT score FROM features WHERE score IS NOT NULL")]
+    assert len(scores) == 2 and all(s == pytest.approx(1.0) for s in scores)

@@ -1,20 +1,28 @@
-"""Automated interpretability (TM §4, reference §8.8): explain each feature, score by simulation.
+"""Automated interpretability (TM §4, paper §8.8): explain every live feature, score a sample by simulation.
 
     summary = run_autointerp(conn, RunLayout(run), AutoInterpConfig())
     print(format_interpretability(summary))
 
-For each sampled alive feature (and neuron: the paper's headline is that features are far more
-interpretable than neurons) the examples the core build stored (`examples`: top, per-interval and
-random windows) are split in two by rank parity, so explanation and test examples are disjoint as
-in the paper: the explainer reads the even ranks, the simulator predicts activations on windows of
-±`window` tokens (the paper: ±4, 9 tokens) around the selected token of the odd ranks, and the
-score is the Pearson correlation of predicted and true activations over all those tokens.
+Per dictionary of the database (every model's: A's features and neurons, and the paper's control,
+`A-shuffled`, when the build streamed it; §8.9):
 
-Every dictionary in the database is scored, so the paper's control, a dictionary trained on a copy
-of the model with its weight matrices' entries shuffled (`transformer/shuffle.py`, model
-`A-shuffled`), is reported beside A's when the core build registered it. Also reported per
-dictionary: the share of "single-token" features (the same max token in every top example), which
-the paper uses to explain the control's scores.
+1. each live feature's stored examples are split by context into explanation and test examples
+   (sampling.py): the explainer reads the top examples and interval samples of its side, and every
+   live feature gets an explanation (`features.explanation`), so the browser shows one for each;
+2. a seeded sample of `max_features` features (the paper's protocol, which costs more) is scored: the
+   simulator predicts every token of ±`window`-token windows (the paper: ±4) around the test side's
+   top, interval and random non-zero examples, plus `n_random` random held-out tokens (zeros
+   included) and up to `n_out_of_context` occurrences of the feature's top tokens in other
+   contexts (heldout.py, a forward of the run's model over held-out contexts none of which the
+   explainer read; a Hugging Face subject has no such forward here, and is scored on the stored
+   examples only);
+3. the score is the Spearman correlation of predicted and true activations over those tokens (the
+   headline, as the paper; `features.score`), with Pearson's and an importance-weighted Spearman
+   beside it in the summary (scoring.py says exactly what is weighted how).
+
+Also reported per dictionary: the share of single-token features (sampling.is_single_token: the
+same max token in every top example), which the paper uses to explain why its control's features
+score high, and the medians without them.
 """
 
 from __future__ import annotations
@@ -22,25 +30,31 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from monosemantic import paths
-from monosemantic.analyses.explain import (
-    Evidence,
-    Example,
-    Explainer,
-    OfflineExplainer,
-    OfflineSimulator,
-    Simulator,
-    simulation_score,
-)
+from monosemantic.analyses.explain import Evidence, Explainer, OfflineExplainer, OfflineSimulator, Simulator
+from monosemantic.analyses.heldout import HeldOutPool, load_pool
 from monosemantic.analyses.llm import ChatClient, LLMConfig, LLMExplainer, LLMSimulator
-from monosemantic.analyses.loader import DictRow, dictionaries
+from monosemantic.analyses.loader import DictRow, dictionaries, load_dictionaries
+from monosemantic.analyses.sampling import (
+    StoredExample,
+    TestWindow,
+    explanation_examples,
+    is_single_token,
+    read_examples,
+    split_by_context,
+    stored_test_windows,
+    top_tokens,
+)
+from monosemantic.analyses.scoring import importance_weights, window_scores
 from monosemantic.errors import UserError
 from monosemantic.features import db
 
@@ -53,49 +67,33 @@ class AutoInterpConfig:
 
     explainer: Literal["offline", "llm"] = "offline"
     """offline: token statistics, no language model; llm: an OpenAI-compatible chat endpoint (--llm-*)."""
-    models: str = ""
-    """Comma-separated models to score (default: every model in the database, e.g. A and A-shuffled)."""
+    models: tuple[str, ...] = ()
+    """Models to explain (default: every model in the database, e.g. A and A-shuffled)."""
     max_features: int = 300
-    """Features (and neurons) sampled per dictionary, seeded; 0 = all alive ones."""
+    """Features (and neurons) scored per dictionary, a seeded sample; 0 = every live one."""
+    explain_all: bool = True
+    """Explain every live feature (with --explainer llm, one request each); else only the scored sample."""
     min_examples: int = 10
-    """Skip features with fewer stored examples (the paper drops those with fewer than 20)."""
+    """Score only features with at least this many stored examples (the paper drops those with fewer than 20)."""
     window: int = 4
-    """Tokens each side of a test example's selected token the simulator predicts (the paper: 4)."""
+    """Tokens each side of a test window's centre token that the simulator predicts (the paper: 4)."""
+    n_random: int = 20
+    """Random held-out tokens per scored feature, zero activations included (needs the run's model)."""
+    n_out_of_context: int = 5
+    """Windows on the feature's top tokens in contexts the explainer did not read (needs the run's model)."""
+    pool_contexts: int = 64
+    """Held-out contexts run through the model for those two; 0 = score on the stored examples only."""
+    device: str = "cpu"
+    """Device of that forward."""
     seed: int = 0
-    """Seeds the feature sample."""
+    """Seeds the feature sample and the random windows."""
 
     def __post_init__(self) -> None:
-        if self.max_features < 0 or self.min_examples < 2 or self.window < 0:
-            raise ValueError("max_features >= 0, min_examples >= 2 and window >= 0")
-
-
-def feature_examples(conn: sqlite3.Connection, dictionary_id: int, feature: int) -> list[dict]:
-    rows = conn.execute(
-        "SELECT kind, interval, rank, max_index, tokens_json, acts_json FROM examples"
-        " WHERE dictionary_id = ? AND feature = ? ORDER BY kind, interval, rank",
-        (dictionary_id, feature),
-    ).fetchall()
-    cols = ("kind", "interval", "rank", "max_index", "tokens", "acts")
-    return [dict(zip(cols, (*r[:4], json.loads(r[4]), json.loads(r[5])), strict=True)) for r in rows]
-
-
-def split_examples(rows: list[dict], window: int) -> tuple[list[Example], list[Example]]:
-    """(explanation examples: even ranks, whole windows; test examples: odd ranks, ±window tokens)."""
-    explain, test = [], []
-    for r in rows:
-        if r["rank"] % 2 == 0:
-            explain.append(Example(r["tokens"], r["acts"]))
-        else:
-            lo = max(0, r["max_index"] - window)
-            hi = r["max_index"] + window + 1
-            test.append(Example(r["tokens"][lo:hi], r["acts"][lo:hi]))
-    return explain, test
-
-
-def is_single_token(rows: list[dict]) -> bool:
-    """The paper's "single token" feature: every top example has the same max-activation token."""
-    tops = {r["tokens"][r["max_index"]] for r in rows if r["kind"] == "top"}
-    return len(tops) == 1
+        for name in ("max_features", "window", "n_random", "n_out_of_context", "pool_contexts"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"AutoInterpConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.min_examples < 2:
+            raise ValueError(f"AutoInterpConfig.min_examples must be >= 2, got {self.min_examples}")
 
 
 def make_pair(cfg: AutoInterpConfig, llm: LLMConfig, layout: paths.RunLayout) -> tuple[Explainer, Simulator]:
@@ -105,13 +103,77 @@ def make_pair(cfg: AutoInterpConfig, llm: LLMConfig, layout: paths.RunLayout) ->
     return LLMExplainer(client), LLMSimulator(client)
 
 
-def _sample(conn: sqlite3.Connection, d: DictRow, cfg: AutoInterpConfig) -> list[int]:
-    alive = [r[0] for r in conn.execute(
-        "SELECT feature FROM features WHERE dictionary_id = ? AND n_active > 0 ORDER BY feature", (d.id,))]  # fmt: skip
-    if cfg.max_features and len(alive) > cfg.max_features:
-        rng = np.random.default_rng([cfg.seed, d.id])
-        alive = sorted(rng.choice(alive, cfg.max_features, replace=False).tolist())
-    return alive
+@dataclass
+class FeatureInfo:
+    """What scoring one feature needs beside its examples: its `features` row and `intervals` counts."""
+
+    n_active: int
+    max_act: float
+    sources: dict[str, float]
+    interval_counts: list[int]
+
+    def population(self, n_tokens: int) -> dict[int, int]:
+        """Held-out tokens per stratum (scoring.py): 0 = zero activation, i + 1 = activation interval i."""
+        counts = self.interval_counts or [self.n_active]
+        return {0: max(n_tokens - self.n_active, 0), **{i + 1: c for i, c in enumerate(counts)}}
+
+
+def live_features(conn: sqlite3.Connection, d: DictRow) -> dict[int, FeatureInfo]:
+    """The dictionary's features that fired at least once, with their interval counts."""
+    out = {
+        int(f): FeatureInfo(int(n), float(m), json.loads(src or "{}"), [])
+        for f, n, m, src in conn.execute(
+            "SELECT feature, n_active, max_act, source_json FROM features WHERE dictionary_id = ? AND n_active > 0"
+            " ORDER BY feature",
+            (d.id,),
+        )
+    }
+    rows = conn.execute(
+        "SELECT feature, count FROM intervals WHERE dictionary_id = ? ORDER BY feature, interval", (d.id,)
+    )
+    for f, c in rows:
+        if int(f) in out:
+            out[int(f)].interval_counts.append(int(c))
+    return out
+
+
+def sample_features(candidates: list[int], cfg: AutoInterpConfig, dictionary_id: int) -> list[int]:
+    """The scored sample: `max_features` of `candidates`, seeded by (seed, dictionary id), sorted."""
+    if cfg.max_features and len(candidates) > cfg.max_features:
+        rng = np.random.default_rng([cfg.seed, dictionary_id])
+        return sorted(rng.choice(candidates, cfg.max_features, replace=False).tolist())
+    return sorted(candidates)
+
+
+def test_windows(
+    explain: list[StoredExample],
+    test: list[StoredExample],
+    info: FeatureInfo,
+    cfg: AutoInterpConfig,
+    pool: HeldOutPool | None,
+    col: np.ndarray | None,
+    rng: np.random.Generator,
+) -> list[TestWindow]:
+    """Every window the simulator is scored on for one feature: the stored test side, then the pool's."""
+    n_iv = len(info.interval_counts)
+    out = stored_test_windows(test, cfg.window, info.max_act, n_iv)
+    if pool is not None and col is not None:
+        exclude = {e.ctx_offset for e in explain}
+        out += pool.windows(col, exclude, cfg.n_random, top_tokens(explain), cfg.n_out_of_context, cfg.window,
+                            info.max_act, n_iv, rng)  # fmt: skip
+    return out
+
+
+def score_windows(
+    explanation: str, windows: list[TestWindow], simulator: Simulator, population: dict[int, int]
+) -> dict[str, float | None]:
+    """Simulate `windows` from `explanation` and score (scoring.window_scores) with importance weights."""
+    predicted = simulator.simulate(explanation, [w.tokens for w in windows])
+    sampled = [i for i, w in enumerate(windows) if w.stratum is not None]
+    weights: list[float | None] = [None] * len(windows)
+    for i, w in zip(sampled, importance_weights([windows[i].stratum for i in sampled], population), strict=True):
+        weights[i] = float(w)
+    return window_scores(predicted, [w.acts for w in windows], weights)
 
 
 def run_autointerp(
@@ -122,75 +184,157 @@ def run_autointerp(
     llm: LLMConfig | None = None,
     pair: tuple[Explainer, Simulator] | None = None,
 ) -> dict:
-    """Explain and score sampled features of every dictionary; write `features.explanation/explainer/
-    score` and `summary['interpretability']` (returned). `pair` overrides the configured explainer."""
+    """Explain every live feature and score a sample of each dictionary; write `features.explanation/
+    explainer/score` and `summary['interpretability']` (returned). `pair` overrides the configured explainer."""
     explainer, simulator = pair or make_pair(cfg, llm or LLMConfig(), layout)
-    wanted = {m.strip() for m in cfg.models.split(",") if m.strip()}
+    wanted = set(cfg.models)
     dicts = [d for d in dictionaries(conn) if not wanted or d.model in wanted]
     if not dicts:
         raise UserError("feature database: no dictionaries to explain; run `monosemantic features build` first")
-
-    def one(task: tuple[int, list[dict], dict]) -> tuple[int, str, float, bool]:
-        f, rows, sources = task
-        ex_explain, ex_test = split_examples(rows, cfg.window)
-        explanation = explainer.explain(Evidence(ex_explain, sources))
-        predicted = simulator.simulate(explanation, [e.tokens for e in ex_test])
-        return f, explanation, simulation_score(predicted, [e.acts for e in ex_test]), is_single_token(rows)
-
-    workers = getattr(explainer, "concurrency", 1)  # the LLM pair: requests in flight at once
+    pools: dict[tuple[str, str], HeldOutPool | None] = {}
     out = []
     for d in dicts:
-        tasks = []
-        for f in _sample(conn, d, cfg):
-            rows = feature_examples(conn, d.id, f)
-            if len(rows) >= cfg.min_examples:
-                src = conn.execute(
-                    "SELECT source_json FROM features WHERE dictionary_id = ? AND feature = ?", (d.id, f)
-                )
-                tasks.append((f, rows, json.loads(src.fetchone()[0] or "{}")))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(tqdm(pool.map(one, tasks), total=len(tasks), desc=f"explain {d.model}/{d.name}",
-                                disable=not progress))  # fmt: skip
-        name = f"{explainer.name}/{simulator.name}"
-        conn.executemany(
-            "UPDATE features SET explanation = ?, explainer = ?, score = ? WHERE dictionary_id = ? AND feature = ?",
-            [(e, name, sc, d.id, f) for f, e, sc, _ in results],
-        )
-        conn.commit()
-        arr = np.array([r[2] for r in results])
-        multi = np.array([r[2] for r in results if not r[3]])  # the paper's comparison without single-token ones
-        out.append({
-            "model": d.model, "dictionary": d.name, "kind": d.kind, "n_scored": len(arr),
-            "median": float(np.median(arr)) if len(arr) else None, "mean": float(arr.mean()) if len(arr) else None,
-            "single_token_share": float(np.mean([r[3] for r in results])) if results else None,
-            "median_multi_token": float(np.median(multi)) if len(multi) else None,
-        })  # fmt: skip
+        n_tokens = int(conn.execute("SELECT n_tokens FROM dictionaries WHERE id = ?", (d.id,)).fetchone()[0])
+        key = (d.model, d.hook)
+        if key not in pools and n_tokens:  # one forward per model, shared by its dictionaries
+            pools[key] = load_pool(layout, d.model, d.hook, n_tokens, cfg.pool_contexts, cfg.seed, cfg.device) \
+                if cfg.pool_contexts else None  # fmt: skip
+        row = _dictionary(conn, layout, d, n_tokens, cfg, explainer, simulator, pools.get(key), progress)
+        if row is not None:
+            out.append(row)
     summary = {
         "explainer": f"{explainer.name}/{simulator.name}",
-        "config": {**cfg.__dict__},
+        "score": "Spearman rank correlation of simulated and true activations over every test token (the "
+        "headline); Pearson and importance-weighted Spearman beside it",
+        "config": asdict(cfg),
         "dictionaries": out,
-        "paper": "features score far above neurons (activation simulation, figure only); logit-based median "
-        "0.74 features, 0.53 neurons, 0.5 randomized model ([TM] §4)",
+        "paper": "features score far above neurons (activation simulation, figure only); the randomised model's "
+        "features score high only through single-token features; logit-based median 0.74 features, 0.53 "
+        "neurons, 0.5 randomised model ([TM] §4)",
     }
     db.set_summary(conn, "interpretability", summary)
     conn.commit()
     return json.loads(db.dumps(summary))
 
 
+def _pmap(fn, items: list, workers: int, desc: str, progress: bool) -> list:
+    """`[fn(x) for x in items]` on `workers` threads (the LLM pair keeps requests in flight), with a bar."""
+    if workers <= 1:
+        return [fn(x) for x in tqdm(items, desc=desc, disable=not progress)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(tqdm(pool.map(fn, items), total=len(items), desc=desc, disable=not progress))
+
+
+def _dictionary(
+    conn: sqlite3.Connection,
+    layout: paths.RunLayout,
+    d: DictRow,
+    n_tokens: int,
+    cfg: AutoInterpConfig,
+    explainer: Explainer,
+    simulator: Simulator,
+    pool: HeldOutPool | None,
+    progress: bool,
+) -> dict | None:
+    """Explain and score one dictionary (statistics over `n_tokens` held-out tokens); its summary row
+    (None when it has no live feature)."""
+    t0 = time.perf_counter()
+    info = live_features(conn, d)
+    if not info:
+        return None
+    examples = read_examples(conn, d.id)
+    splits = {f: split_by_context(examples.get(f, [])) for f in info}
+    eligible = [f for f in info if splits[f][0] and len(examples.get(f, [])) >= cfg.min_examples]
+    scored = sample_features(eligible, cfg, d.id)
+    todo = [f for f in info if splits[f][0]] if cfg.explain_all else scored
+    workers = getattr(explainer, "concurrency", 1)
+    name = f"{d.model}/{d.name}"
+
+    def explain(f: int) -> str:
+        return explainer.explain(Evidence(explanation_examples(splits[f][0]), info[f].sources))
+
+    explanations = dict(zip(todo, _pmap(explain, todo, workers, f"explain {name}", progress), strict=True))
+    cols = None
+    if pool is not None and scored:
+        (dictionary,) = load_dictionaries(conn, layout, d.model, d.hook, kinds=(d.kind,), names=(d.name,))
+        cols = pool.columns(dictionary, scored)
+    index = {f: j for j, f in enumerate(scored)}
+
+    def score(f: int) -> tuple[dict[str, float | None], Counter]:
+        rng = np.random.default_rng([cfg.seed, d.id, f])
+        col = cols[:, index[f]] if cols is not None else None
+        windows = test_windows(splits[f][0], splits[f][1], info[f], cfg, pool, col, rng)
+        if not windows:
+            return {"spearman": None, "pearson": None, "spearman_weighted": None}, Counter()
+        scores = score_windows(explanations[f], windows, simulator, info[f].population(n_tokens))
+        return scores, Counter(w.kind for w in windows)
+
+    results = dict(zip(scored, _pmap(score, scored, workers, f"score {name}", progress), strict=True))
+    conn.executemany(
+        "UPDATE features SET explanation = ?, explainer = ?, score = ? WHERE dictionary_id = ? AND feature = ?",
+        [(e, f"{explainer.name}/{simulator.name}", results[f][0]["spearman"] if f in results else None, d.id, f)
+         for f, e in explanations.items()],
+    )  # fmt: skip
+    conn.commit()
+    single = {f for f in scored if is_single_token(examples.get(f, []))}
+    row = _summary_row(d, info, explanations, results, single)
+    log.info("explain %s: %d explained, %d scored in %.1f s", name, len(explanations), len(scored),
+             time.perf_counter() - t0)  # fmt: skip
+    return row
+
+
+def _median(xs: list[float]) -> float | None:
+    return float(np.median(xs)) if xs else None
+
+
+def _summary_row(
+    d: DictRow,
+    info: dict[int, FeatureInfo],
+    explanations: dict[int, str],
+    results: dict[int, tuple[dict[str, float | None], Counter]],
+    single: set[int],
+) -> dict:
+    """One dictionary's line of `summary['interpretability']`."""
+    ok = {f: s for f, (s, _) in results.items() if s["spearman"] is not None}
+    rho = [float(s["spearman"]) for s in ok.values()]  # type: ignore[arg-type]
+    windows: Counter = sum((c for _, c in results.values()), Counter())
+    return {
+        "model": d.model,
+        "dictionary": d.name,
+        "kind": d.kind,
+        "n_live": len(info),
+        "n_explained": len(explanations),
+        "n_scored": len(ok),
+        "median": _median(rho),
+        "mean": float(np.mean(rho)) if rho else None,
+        "median_pearson": _median([float(s["pearson"]) for s in ok.values()]),  # type: ignore[arg-type]
+        "median_weighted": _median(
+            [float(s["spearman_weighted"]) for s in ok.values() if s["spearman_weighted"] is not None]
+        ),  # fmt: skip
+        "single_token_share": float(np.mean([f in single for f in ok])) if ok else None,
+        "median_multi_token": _median([float(s["spearman"]) for f, s in ok.items() if f not in single]),  # type: ignore[arg-type]
+        "test_windows_per_feature": {k: round(v / max(len(ok), 1), 1) for k, v in sorted(windows.items())},
+    }
+
+
 def format_interpretability(summary: dict) -> str:
-    """One line per dictionary: features scored, median and mean simulation score, single-token share."""
+    """One line per dictionary: explained and scored features, the median scores, the single-token share."""
     lines = [
-        f"automated interpretability (TM §4), explainer {summary['explainer']}: simulation score = Pearson r",
-        f"{'model':<12} {'dictionary':<14} {'scored':>6} {'median':>7} {'mean':>6} {'single-token':>13}"
-        f" {'median w/o single':>18}",
+        f"automated interpretability (TM §4), explainer {summary['explainer']}: score = Spearman ρ of simulated "
+        "and true activations (r: Pearson; weighted: importance-weighted ρ)",
+        f"{'model':<12} {'dictionary':<14} {'explained':>9} {'scored':>6} {'median ρ':>8} {'r':>5} {'weighted':>8}"
+        f" {'single-token':>12} {'ρ w/o single':>12}",
     ]
     for d in summary["dictionaries"]:
-        if not d["n_scored"]:
+        if not d.get("n_explained", d["n_scored"]):
             continue
-        med, mean, multi = (_num(d[k]) for k in ("median", "mean", "median_multi_token"))
+        med, r, w, multi = (
+            _num(d.get(k)) for k in ("median", "median_pearson", "median_weighted", "median_multi_token")
+        )
         single = "-" if d["single_token_share"] is None else f"{d['single_token_share']:.0%}"
         lines.append(
-            f"{d['model']:<12} {d['dictionary']:<14} {d['n_scored']:>6} {med:>7} {mean:>6} {single:>13} {multi:>18}"
+            f"{d['model']:<12} {d['dictionary']:<14} {d.get('n_explained', '-'):>9} {d['n_scored']:>6} {med:>8}"
+            f" {r:>5} {w:>8} {single:>12} {multi:>12}"
         )
     return "\n".join(lines)
 

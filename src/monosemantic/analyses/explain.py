@@ -3,8 +3,8 @@
 The paper's protocol: an explainer reads a feature's examples and writes a short explanation; a
 simulator, in a fresh context and on *other* examples, predicts each token's activation from the
 explanation alone (quantised 0–9, as Bills et al.); the score is the correlation of predicted and
-true activations. `Explainer` and `Simulator` are the two halves; `autointerp.py` runs them, and
-`llm.py` has the language-model pair for any OpenAI-compatible endpoint.
+true activations (scoring.py). `Explainer` and `Simulator` are the two halves; `autointerp.py` runs
+them, and `llm.py` has the language-model pair for any OpenAI-compatible endpoint.
 
 The offline pair needs no language model. Its explanation is a short text made only of evidence
 the simulator can check token by token:
@@ -31,6 +31,7 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
@@ -70,20 +71,6 @@ class Simulator(Protocol):
     def simulate(self, explanation: str, windows: Sequence[Sequence[str]]) -> list[list[float]]: ...
 
 
-def simulation_score(predicted: Sequence[Sequence[float]], true: Sequence[Sequence[float]]) -> float:
-    """Pearson correlation of predicted and true activations over all tokens (the paper's score).
-
-    A constant prediction (or constant truth) has no correlation: scored 0, as in the paper.
-    """
-    p = np.concatenate([np.asarray(x, dtype=np.float64) for x in predicted]) if predicted else np.zeros(0)
-    t = np.concatenate([np.asarray(x, dtype=np.float64) for x in true]) if true else np.zeros(0)
-    if len(p) != len(t):
-        raise ValueError(f"{len(p)} predictions for {len(t)} tokens")
-    if len(p) < 2 or p.std() == 0 or t.std() == 0:
-        return 0.0
-    return float(np.corrcoef(p, t)[0, 1])
-
-
 def quantize(acts: np.ndarray, top: float) -> np.ndarray:
     """Activations scaled so that `top` is 9, rounded to integers 0–9 (Bills et al.; TM §4)."""
     if top <= 0:
@@ -100,23 +87,32 @@ class OfflineExplainer:
     max_bigrams: int = 4
 
     def explain(self, evidence: Evidence) -> str:
+        # Plain Python sums and counts: every live feature gets an explanation, so this runs ~10^4
+        # times per build (tests/analyses/test_autointerp.py checks it against the numpy original).
         top = max((max(e.acts) for e in evidence.examples if e.acts), default=0.0)
         if top <= 0:
             return "never fires"
-        one: dict[str, list[float]] = defaultdict(list)
-        two: dict[tuple[str, str], list[float]] = defaultdict(list)
+        mass: dict[str, float] = defaultdict(float)  # token -> sum of its activations
+        count: dict[str, int] = defaultdict(int)
+        two_mass: dict[tuple[str, str], float] = defaultdict(float)
+        two_count: dict[tuple[str, str], int] = defaultdict(int)
         for e in evidence.examples:
-            for i, (t, a) in enumerate(zip(e.tokens, e.acts, strict=True)):
-                one[t].append(a)
-                if i:
-                    two[e.tokens[i - 1], t].append(a)
-        level = {t: int(quantize(np.array([np.mean(a)]), top)[0]) for t, a in one.items()}
-        mass = {t: float(np.sum(a)) for t, a in one.items()}
+            prev = None
+            for t, a in zip(e.tokens, e.acts, strict=True):
+                mass[t] += a
+                count[t] += 1
+                if prev is not None:
+                    two_mass[prev, t] += a
+                    two_count[prev, t] += 1
+                prev = t
+        level = {t: level_of(m / count[t], top) for t, m in mass.items()}
         tokens = [t for t in sorted(mass, key=lambda t: -mass[t]) if level[t] >= 1][: self.max_tokens]
         bigrams = []
-        for (p, t), a in sorted(two.items(), key=lambda kv: -float(np.sum(kv[1]))):
-            lv = int(quantize(np.array([np.mean(a)]), top)[0])
-            if lv >= level[t] + 2 and len(bigrams) < self.max_bigrams:
+        for (p, t), m in sorted(two_mass.items(), key=lambda kv: -kv[1]):
+            if len(bigrams) == self.max_bigrams:
+                break
+            lv = level_of(m / two_count[p, t], top)
+            if lv >= level[t] + 2:
                 bigrams.append((p, t, lv))
         parts = []
         if tokens:
@@ -129,17 +125,31 @@ class OfflineExplainer:
                 )  # fmt: skip
             )
         total = sum(mass.values())
-        for name, proxy in SCRIPTS.items():
-            members = [t for t in one if in_script(t, proxy.ranges)]
-            share = sum(mass[t] for t in members) / total
-            if share >= 0.5:
-                acts = np.concatenate([one[t] for t in members])
-                parts.append(f"{name.capitalize()} script ({int(quantize(np.array([acts.mean()]), top)[0])})")
+        by_script: dict[str, list[str]] = defaultdict(list)
+        for t in mass:
+            if (name := script_of(t)) is not None:
+                by_script[name].append(t)
+        for name in SCRIPTS:
+            members = by_script.get(name, [])
+            if total > 0 and members and sum(mass[t] for t in members) / total >= 0.5:
+                mean = sum(mass[t] for t in members) / sum(count[t] for t in members)
+                parts.append(f"{name.capitalize()} script ({level_of(mean, top)})")
         if evidence.sources:
             src, share = max(evidence.sources.items(), key=lambda kv: kv[1])
             if share >= 0.5:
                 parts.append(f"mostly {src}")
         return "; ".join(parts) if parts else "no consistent pattern"
+
+
+def level_of(act: float, top: float) -> int:
+    """`quantize` of one activation: 9·act/top rounded half to even (as numpy's rint), clipped to 0–9."""
+    return min(9, max(0, round(9 * act / top)))
+
+
+@lru_cache(maxsize=1 << 16)
+def script_of(token: str) -> str | None:
+    """The script of SCRIPTS that holds every non-space character of `token`, if any (they are disjoint)."""
+    return next((name for name, proxy in SCRIPTS.items() if in_script(token, proxy.ranges)), None)
 
 
 _STR = r'"(?:[^"\\]|\\.)*"'
@@ -179,9 +189,8 @@ class OfflineSimulator:
                 lv = ex.tokens.get(t, 0)
                 if i:
                     lv = max(lv, ex.bigrams.get((w[i - 1], t), 0))
-                for s, slv in ex.scripts.items():
-                    if in_script(t, SCRIPTS[s].ranges):
-                        lv = max(lv, slv)
+                if ex.scripts and (s := script_of(t)) in ex.scripts:
+                    lv = max(lv, ex.scripts[s])
                 pred.append(float(lv))
             out.append(pred)
         return out

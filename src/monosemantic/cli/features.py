@@ -46,7 +46,10 @@ def add_parsers(sub: Any) -> None:
         "feature its density, mean and max activation, a log-spaced activation histogram, the top activating "
         "examples, samples from each activation interval and random samples (each with the activations over a "
         "window of tokens), the activation share per corpus source, and logit weights (reference §8.3, §9). "
-        "Two passes over the tokens; memory does not grow with --n-tokens. Skipped when complete unless --force. "
+        "Two passes over the tokens; memory does not grow with --n-tokens. The run's control model "
+        "MODEL-shuffled (`lm shuffle`, then `harvest` and `sae train` with --model A-shuffled; paper §8.9), when "
+        "it has SAEs, gets the same passes and its dictionaries are written beside. Skipped when complete unless "
+        "--force. "
         "MODEL may be a Hugging Face causal LM (folder, .gguf, hf:NAME) with --hook MODULE.PATH[:input|:output], "
         "as for harvest and sae train; the analyses that need the run's own model are then skipped. Under "
         "torchrun the passes are sharded across the processes and rank 0 writes the database.",
@@ -134,9 +137,15 @@ def add_parsers(sub: Any) -> None:
 
     ex = features.add_parser(
         "explain",
-        help="automated interpretability: explain and score features and neurons (TM §4)",
-        description="Explain each sampled feature from half of its stored examples and score the explanation "
-        "by how well a simulator predicts activations on the other half (Pearson r). Offline by default "
+        help="automated interpretability: explain every live feature and neuron, score a sample (TM §4)",
+        description="Split each live feature's stored examples by context; explain the feature from the top "
+        "and interval examples of one side (every live feature gets an explanation), and score a seeded sample "
+        "of --max-features per dictionary by how well a simulator predicts the activations of windows the "
+        "explainer never saw: the other side's examples, random held-out tokens (zeros included) and the "
+        "feature's top tokens in other contexts, the last two from a forward of the run's model. Score: "
+        "Spearman ρ (the headline), with Pearson r and an importance-weighted ρ in the summary; also the share "
+        "of single-token features and the medians without them. Every model in the database is scored, so the "
+        "control (A-shuffled, paper §8.9) appears beside A when the build streamed it. Offline by default "
         "(token statistics, no language model); --explainer llm uses an OpenAI-compatible endpoint "
         "(--llm-base-url, --llm-model, key in $OPENAI_API_KEY or --llm-api-key-env), cached in "
         "RUN/features/llm_cache.",
@@ -165,8 +174,9 @@ def cmd_features_build(args: argparse.Namespace) -> None:
         return  # under torchrun rank 0 writes the database (and may still be writing it)
     conn = db.open_readonly(path)
     try:
-        for name, kind, n, alive, n_tokens in db.dictionary_counts(conn):
-            print(f"{name:<16} {kind:<8} {n:>6,} features, {alive:>6,} active on {n_tokens:,} tokens")
+        models = [r[0] for r in conn.execute("SELECT model FROM dictionaries ORDER BY id")]  # A, and A-shuffled
+        for model, (name, kind, n, alive, n_tokens) in zip(models, db.dictionary_counts(conn), strict=True):
+            print(f"{model:<12} {name:<16} {kind:<8} {n:>6,} features, {alive:>6,} active on {n_tokens:,} tokens")
     finally:
         conn.close()
     print(path)

@@ -15,7 +15,9 @@ what the browser shows):
 Pass 1 also writes each SAE's non-zeros to a temporary file that pass 2 reads instead of encoding
 again (passes.Spill; `spill=False` re-encodes). Memory is O(features × kept examples), independent
 of `n_tokens`, apart from the held-out token ids themselves (10 bytes per token, needed to print
-the example windows); the spill's disk use is O(non-zeros). Then logit weights
+the example windows); the spill's disk use is O(non-zeros). The run's control model
+(`<model>-shuffled`, paper §8.9), when it has SAEs, gets the same passes over the same contexts,
+and its dictionaries are written beside the model's under its own name. Then logit weights
 (logits.py), the rows, `summary['eval']` (a list of rows `{"dictionary": name, "l0": ..., ...}`,
 the `sae eval` table; `dictionaries.metrics_json` has each full metrics.json), the `steps`
 (later analyses, run on the open connection), and `db.finalize`. The file appears whole or not at
@@ -30,6 +32,7 @@ the one a single process writes, up to float64 summation order in the sums (READ
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import sqlite3
@@ -98,6 +101,7 @@ def build_features(
     saes = _select_saes(layout, cfg)
     t0 = time.perf_counter()
     found = _collect(layout, cfg, saes, progress and distributed.is_main())
+    control = _collect_control(layout, cfg, progress and distributed.is_main())
     if not distributed.is_main():
         return path  # rank 0 writes the database and runs the analyses
     steps = _for_subject(steps, is_run_model(layout, cfg.model), found.subject.key)
@@ -109,6 +113,9 @@ def build_features(
             conn.execute("PRAGMA journal_mode = OFF")  # the whole file is the unit of atomicity
             conn.execute("PRAGMA synchronous = OFF")
             summary = _write_core(conn, layout, cfg, found, progress)
+            if control is not None:  # paper §8.9: the control's dictionaries beside the model's
+                _write_dicts(conn, layout, control[0], control[1], progress)
+                summary["control"] = control[0].model
             timings = {"passes": time.perf_counter() - t0}
             for step in steps:
                 log.info("features: %s", step.name)
@@ -150,6 +157,29 @@ def _select_saes(layout: paths.RunLayout, cfg: FeaturesConfig) -> dict[str, Path
     if not found and not cfg.neurons:
         raise UserError(f"{root}: no SAEs, and --no-neurons: nothing to build")
     return found
+
+
+def control_model(layout: paths.RunLayout, cfg: FeaturesConfig) -> str | None:
+    """The paper's control for the build's model (§8.9): the run model `<model>-shuffled` (a copy with each
+    weight matrix's entries shuffled, transformer/shuffle.py) when it has SAEs at the build's hook."""
+    if not is_run_model(layout, cfg.model):
+        return None
+    name = f"{cfg.model}-shuffled"
+    return name if is_complete(layout.transformer(name)) and find_saes(layout, name, cfg.hook) else None
+
+
+def _collect_control(
+    layout: paths.RunLayout, cfg: FeaturesConfig, progress: bool
+) -> tuple[FeaturesConfig, _Collected] | None:
+    """The control model's SAEs (not its neurons) over the same held-out contexts, or None without one.
+
+    Its dictionaries are written with model `<model>-shuffled`, so the analyses, which select by model,
+    never take them for the model's own; automated interpretability scores them beside it."""
+    name = control_model(layout, cfg)
+    if name is None:
+        return None
+    control = dataclasses.replace(cfg, model=name, saes=(), neurons=False)
+    return control, _collect(layout, control, find_saes(layout, name, cfg.hook), progress)
 
 
 @dataclass
@@ -206,6 +236,26 @@ def _write_core(
     conn: sqlite3.Connection, layout: paths.RunLayout, cfg: FeaturesConfig, c: _Collected, progress: bool
 ) -> dict[str, Any]:
     """The logit weights and all rows of the core tables (rank 0); returns what config.json records."""
+    path, metrics = _write_dicts(conn, layout, cfg, c, progress)
+    summary = {
+        "model": c.subject.key,
+        "n_tokens": c.ctx.n_tokens,
+        "ln_inv_scale": path.inv_scale if path is not None else None,
+        "dictionaries": [x.name for x in c.dicts],
+        "spill_mb": c.spill_mb,
+        "n_processes": distributed.world_size(),
+    }
+    db.set_meta(conn, "features", {"config": asdict(cfg), **summary, "sources": list(c.ctx.sources)})
+    db.set_meta(conn, "monosemantic_version", __version__)
+    db.set_summary(conn, "eval", _eval_table(metrics))
+    conn.commit()
+    return summary
+
+
+def _write_dicts(
+    conn: sqlite3.Connection, layout: paths.RunLayout, cfg: FeaturesConfig, c: _Collected, progress: bool
+) -> tuple[logits.LogitPath | None, dict[str, dict[str, Any]]]:
+    """Every dictionary of `c` with its logit weights (rank 0); returns the logit path and the eval metrics."""
     s, store, ctx = c.subject, c.store, c.ctx
     assert s.tokenizer is not None
     vocab = rows.display_tokens(
@@ -220,21 +270,9 @@ def _write_core(
     if int(include.sum()) < 2 * cfg.logit_top:
         include = torch.ones_like(include)  # a tiny run: show every token rather than none
     metrics = _eval_metrics(layout, cfg, s.key, [x.name for x in c.dicts if x.kind == "sae"])
-    summary = {
-        "model": s.key,
-        "n_tokens": ctx.n_tokens,
-        "ln_inv_scale": path.inv_scale if path is not None else None,
-        "dictionaries": [x.name for x in c.dicts],
-        "spill_mb": c.spill_mb,
-        "n_processes": distributed.world_size(),
-    }
-    db.set_meta(conn, "features", {"config": asdict(cfg), **summary, "sources": list(ctx.sources)})
-    db.set_meta(conn, "monosemantic_version", __version__)
     for x in tqdm(c.dicts, desc="features: writing", disable=not progress, unit="dict"):
         _write(conn, x, s.key, path, include, vocab, ctx, cfg, metrics.get(x.name))
-    db.set_summary(conn, "eval", _eval_table(metrics))
-    conn.commit()
-    return summary
+    return path, metrics
 
 
 EVAL_COLUMNS = (
