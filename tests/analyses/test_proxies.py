@@ -1,5 +1,6 @@
 """Proxies (TM §5): the LLR by hand on crafted vocabularies, and the case-study pass on the tiny run."""
 
+import json
 import math
 import shutil
 import sqlite3
@@ -11,6 +12,8 @@ import torch
 from monosemantic.analyses.correlate import PearsonAccumulator
 from monosemantic.analyses.proxies import ProxyConfig, format_case_study, run_proxies
 from monosemantic.analyses.proxy_defs import BUILTIN, ProxySet, max_suffix_sum, parse_custom, select
+from monosemantic.browser.synthetic import build_synthetic_db
+from monosemantic.data.tokenizer import load_tokenizer
 from monosemantic.data.tokens import TokenStore
 from monosemantic.errors import UserError
 from monosemantic.features import db
@@ -130,7 +133,8 @@ def _db_with_dictionaries(conn, run, names=("tm2023-64",), model="A"):
 def test_case_study_pass_matches_a_direct_computation(tiny_run, tmp_path):
     conn = db.create(tmp_path / "f.sqlite")
     _db_with_dictionaries(conn, tiny_run)
-    cfg = ProxyConfig(proxies="arabic,hebrew,cjk,dna", n_tokens=2048, sample_tokens=20000, batch_size=3)
+    cfg = ProxyConfig(proxies="arabic,hebrew,cjk,dna", n_tokens=2048, sample_tokens=20000, batch_size=3,
+                      family_min_r=0.1, n_levels=10)  # fmt: skip
     summary = run_proxies(conn, RunLayout(tiny_run), cfg, progress=False)
 
     # Recompute by hand: activations of every feature on the same contexts, Pearson with the proxy.
@@ -139,36 +143,73 @@ def test_case_study_pass_matches_a_direct_computation(tiny_run, tmp_path):
     sae = SparseAutoencoder.load(tiny_run / f"sae/A/{hook}/tm2023-64")
     store = TokenStore(tiny_run / "tokens")
     ctx = held_out_contexts(store, model.cfg.ctx_len, 2048)
-    tok_bytes = vocab_bytes(__import__("monosemantic.data.tokenizer", fromlist=["x"]).load_tokenizer(
-        tiny_run / "tokenizer/tokenizer.json"))  # fmt: skip
+    assert ctx.offsets[-1] > store.val.n_tokens // 2  # spread: not just the split's first windows
+    tok_bytes = vocab_bytes(load_tokenizer(tiny_run / "tokenizer/tokenizer.json"))
     ps = ProxySet(select(cfg.proxies), tok_bytes, store.train.all_tokens(cfg.sample_tokens))
     neurons, feats = dictionary_activations(model, model.hook_point(hook), {"s": sae}, torch.from_numpy(ctx.tokens))
     f = feats["s"].reshape(-1, 64).numpy().astype(np.float64)
+    nrn = neurons.reshape(-1, 128).numpy().astype(np.float64)
     v = ps.values(ps.llr(ctx.tokens)).reshape(4, -1)
     rows = {(r["name"], r["with_synthetic"]): r for r in summary["rows"]}
     arabic = rows["arabic", 1]
     assert arabic["n_tokens"] == int((v[0] > 0).sum()) > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = np.array([np.corrcoef(f[:, j], v[0])[0, 1] for j in range(64)])
+    corr = want_kept(f, v[:1].T)[:, 0]
     assert arabic["feature"] == int(np.nanargmax(corr))
     assert arabic["feature_corr"] == pytest.approx(np.nanmax(corr), abs=1e-5)
-    nrn = neurons.reshape(-1, 128).numpy().astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ncorr = np.array([np.corrcoef(nrn[:, j], v[0])[0, 1] for j in range(128)])
+    ncorr = want_kept(nrn, v[:1].T)[:, 0]
+    assert arabic["neuron"] == int(np.nanargmax(ncorr))
     assert arabic["neuron_corr"] == pytest.approx(np.nanmax(ncorr), abs=1e-5)
-    # Specificity: share of the best feature's activation mass on Arabic tokens.
+    held = v[0] > 0
+    stored = json.loads(conn.execute(
+        "SELECT specificity_json FROM proxies WHERE name = 'arabic' AND with_synthetic = 1").fetchone()[0])  # fmt: skip
+    for a, key, got in ((f[:, arabic["feature"]], "specificity", stored["feature"]),
+                        (nrn[:, arabic["neuron"]], "neuron_specificity", stored["neuron"])):  # fmt: skip
+        # Specificity by level: 10 equal intervals of (0, max], the proxy's share in each.
+        m = a.max()
+        e = np.linspace(0, m, 11)
+        assert got["max"] == pytest.approx(m, rel=1e-6)
+        assert got["tokens"] == [int(((a > e[k]) & (a <= e[k + 1])).sum()) for k in range(10)]
+        assert got["proxy_tokens"] == [int(((a > e[k]) & (a <= e[k + 1]) & held).sum()) for k in range(10)]
+        high = a > m / 2
+        assert arabic[key] == pytest.approx((high & held).sum() / high.sum())
+    # The old scalars: the share of the best feature's activation mass on Arabic tokens, and the
+    # share of the proxy's mass where the feature fires.
     a = f[:, arabic["feature"]]
-    assert arabic["specificity"] == pytest.approx((a * (v[0] > 0)).sum() / a.sum(), rel=1e-5)
+    assert arabic["mass_specificity"] == pytest.approx((a * held).sum() / a.sum(), rel=1e-5)
     assert arabic["sensitivity"] == pytest.approx((v[0] * (a > 0)).sum() / v[0].sum(), rel=1e-5)
+    # The family: every feature with r >= 0.1, by r; the r of their summed activation.
+    fam = [(i, corr[i]) for i in np.argsort(-np.nan_to_num(corr, nan=-1)) if corr[i] >= 0.1]
+    assert [i for i, _ in arabic["family"]["members"]] == [i for i, _ in fam] and len(fam) >= 1
+    np.testing.assert_allclose([r for _, r in arabic["family"]["members"]], [r for _, r in fam], atol=1e-5)
+    summed = f[:, [i for i, _ in fam]].sum(1)
+    assert arabic["family"]["sum_corr"] == pytest.approx(np.corrcoef(summed, v[0])[0, 1], abs=1e-5)
+    # The decoder row over the neurons.
+    w = sae.W_dec.detach()[arabic["feature"]].double().numpy()
+    w = w / np.linalg.norm(w)
+    assert arabic["decoder"]["n_ge"] == int((np.abs(w) >= 0.1).sum())
+    assert [i for i, _ in arabic["decoder"]["top"]] == np.argsort(-np.abs(w))[:3].tolist()
+    # Shares: in the sample, and over every window of the split.
+    share = summary["shares"]["arabic"]
+    assert share["sample"] == pytest.approx(held.mean())
+    every = held_out_contexts(store, model.cfg.ctx_len, 10**9)
+    assert share["split_tokens"] == every.n_tokens > ctx.n_tokens
+    assert share["split"] == pytest.approx((ps.values(ps.llr(every.tokens))[0] > 0).mean())
     assert arabic["paper_corr"] == 0.74
     # Without the synthetic slice (the tiny corpus's synthetic/count docs) fewer tokens count.
     assert summary["n_tokens"]["without synthetic/"] < summary["n_tokens"]["all tokens"]
-    stored = conn.execute("SELECT count(*) FROM proxies").fetchone()[0]
-    assert stored == 4 * 2
-    spec = db.get_summary(conn, "case_study")
-    assert spec["rows"] == summary["rows"]
+    assert conn.execute("SELECT count(*) FROM proxies").fetchone()[0] == 4 * 2
+    assert db.get_summary(conn, "case_study")["rows"] == summary["rows"]
     table = format_case_study(summary)
-    assert "arabic" in table and "0.74" in table
+    assert "arabic" in table and "0.74" in table and f"{arabic['feature_corr']:.2f}" in table
+    # The browser's synthetic database (its test fixture) holds the same shape.
+    syn = sqlite3.connect(build_synthetic_db(tmp_path / "synthetic.sqlite"))
+    fake = db.get_summary(syn, "case_study")
+    assert set(fake) == set(summary) and set(fake["sample"]) == set(summary["sample"])
+    assert set(fake["rows"][0]) == set(arabic) and set(fake["shares"]["arabic"]) == set(share)
+    assert set(fake["rows"][0]["decoder"]) == set(arabic["decoder"])
+    assert set(fake["rows"][0]["family"]) == set(arabic["family"])
+    fake_spec = json.loads(syn.execute("SELECT specificity_json FROM proxies LIMIT 1").fetchone()[0])
+    assert set(fake_spec) == set(stored) and set(fake_spec["feature"]) == set(stored["feature"])
 
 
 def test_missing_dictionaries_is_a_user_error(tiny_run, tmp_path):

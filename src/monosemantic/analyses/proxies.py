@@ -1,21 +1,21 @@
-"""Case studies (TM §5): for each proxy, the best-matching feature and neuron, specificity, sensitivity.
+"""Case studies (paper §8.1, §8.2, §8.6): for each proxy, the best features and neurons, measured alike.
 
     summary = run_proxies(conn, RunLayout(run), ProxyConfig())
     print(format_case_study(summary))
 
-Over held-out tokens (`stream.held_out_contexts`), every feature of every SAE of the model and
-every neuron is correlated with every proxy (`proxy_defs`), keeping only sums (`correlate`), so
-memory does not grow with the token count. The best feature per proxy is the most correlated one
-(as the paper picks its neuron, footnote 18: "most activation-correlated"). A second pass bins
-the best features' activations for the paper's two plots:
-- specificity: the activation histogram coloured by the proxy, i.e. per activation bin the tokens
-  and the activation mass where the proxy holds ("Arabic ... 81% of tokens where the feature is
-  active: 25% when barely active, 98% above activation 5"); scalar: the share of the feature's
-  activation mass on proxy tokens;
-- sensitivity: per proxy (LLR) bin, the share of tokens where the feature fires; scalar: the share
-  of the proxy's mass Σ proxy·1[feature fires] / Σ proxy.
-Both are computed over all held-out tokens and again without the `synthetic/` sources, whose
-generated DNA / base64 / hex strings make those proxies easy.
+Over held-out contexts spread across the whole validation split (`stream.held_out_contexts`),
+every feature of every SAE of the model and every neuron is correlated with every proxy
+(`proxy_defs`), keeping only sums (`casestudy.Moments`), so memory does not grow with the token
+count. Pass 1 runs the model to the hook and every SAE's encoder (one matmul per batch), and
+yields, per proxy, dictionary and slice of the tokens (all; without the `synthetic/` sources,
+whose generated DNA / base64 / hex strings make those proxies easy):
+- the best feature and the best neuron by Pearson r (as the paper picks its neuron, footnote 18:
+  "most activation-correlated");
+- the family: the dictionary's features with r >= `family_min_r`.
+Pass 2 encodes only those columns, for the specificity by activation level of the best feature and
+the best neuron (`casestudy.Levels`) and the Pearson r of the family's summed activation. The best
+feature's decoder row in the neuron basis comes from the weights (`casestudy.decoder_in_neurons`).
+Last, each proxy's share of tokens in the sample is set beside its share in the whole split.
 """
 
 from __future__ import annotations
@@ -24,34 +24,36 @@ import dataclasses
 import json
 import logging
 import sqlite3
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from monosemantic import paths
-from monosemantic.analyses.correlate import PearsonAccumulator
+from monosemantic.activations.capture import capture
+from monosemantic.analyses.casestudy import Levels, Moments, best_columns, decoder_in_neurons, families
+from monosemantic.analyses.casestudy_report import SLICES, case_study_rows, format_case_study
 from monosemantic.analyses.loader import DictRow, dictionaries, load_saes
 from monosemantic.analyses.proxy_defs import BUILTIN, ProxySet, select
 from monosemantic.data.tokenizer import load_tokenizer
 from monosemantic.data.tokens import TokenStore
 from monosemantic.errors import UserError
 from monosemantic.features import db
-from monosemantic.features.stream import dictionary_activations, held_out_contexts
+from monosemantic.features.stream import Contexts, context_offsets, contexts_at, held_out_contexts
 from monosemantic.features.tokentext import vocab_bytes
 from monosemantic.sae.model import SparseAutoencoder
 from monosemantic.transformer.model import load_transformer
 
 log = logging.getLogger(__name__)
 
-SLICES = {1: "all tokens", 0: "without synthetic/"}
-
 
 @dataclass(frozen=True)
 class ProxyConfig:
-    """Which proxies, over how many tokens."""
+    """Which proxies, over how many tokens, and the case studies' thresholds."""
 
     proxies: str = ",".join(BUILTIN)
     """Comma-separated built-in proxies (arabic, hebrew, base64, dna, cyrillic, cjk, html, hex)."""
@@ -59,73 +61,86 @@ class ProxyConfig:
     """Users' proxies: NAME=regex:PATTERN or NAME=py:module:function (one LLR per token string)."""
     model: str = "A"
     """The model whose dictionaries (all SAEs in the database, and its neurons) are correlated."""
-    n_tokens: int = 1_000_000
-    """Held-out (validation) tokens the correlations are taken over (the paper: ~40M)."""
+    n_tokens: int = 1_048_576
+    """Held-out (validation) tokens, spread over the whole split, the correlations are taken over
+    (the paper: 40,960,000); all of a smaller split."""
     sample_tokens: int = 2_000_000
     """Training tokens for the unigram p(t), the script tables and the proxies' base rates."""
+    split_tokens: int = 16_777_216
+    """Most validation tokens each proxy's share of the whole split is measured over (all of a smaller split)."""
     batch_size: int = 32
     """Contexts per forward pass."""
+    n_levels: int = 10
+    """Equal intervals of (0, max activation] for the specificity by activation level (the paper's plots)."""
     n_bins: int = 20
-    """Bins of the specificity (activation) and sensitivity (proxy LLR) plots."""
+    """Bins of the sensitivity plot (proxy LLR)."""
+    family_min_r: float = 0.2
+    """A feature joins the proxy's family when its activation's Pearson r with the proxy is at least this."""
+    decoder_min: float = 0.1
+    """Decoder coefficients (unit decoder row in the neuron basis) counted when |c| is at least this (§8.6)."""
 
     def __post_init__(self) -> None:
-        for f in ("n_tokens", "sample_tokens", "batch_size", "n_bins"):
+        for f in ("n_tokens", "sample_tokens", "split_tokens", "batch_size", "n_levels", "n_bins"):
             if getattr(self, f) < 1:
                 raise ValueError(f"{f} must be >= 1")
+        for f in ("family_min_r", "decoder_min"):
+            if not 0 < getattr(self, f) <= 1:
+                raise ValueError(f"{f} must be in (0, 1]")
 
 
-class _Plot:
-    """Streaming histograms for one (feature, proxy) pair; `edges` fixed from pass 1's maxima."""
+def encoder(sae: SparseAutoencoder, columns: list[int] | None = None) -> Callable[..., Tensor]:
+    """`enc(x [N, d_in], out=None)` → the activations `[N, len(columns)]` (all features when None), float32.
 
-    def __init__(self, act_max: float, llr_max: float, n_bins: int):
-        self.act_edges = np.linspace(0.0, max(act_max, 1e-9), n_bins + 1)
-        self.llr_edges = np.linspace(0.0, max(llr_max, 1e-9), n_bins + 1)
-        self.spec = np.zeros((4, n_bins))  # tokens, tokens with proxy, activation, activation with proxy
-        self.sens = np.zeros((3, n_bins))  # proxy tokens, of which the feature fires, activation sum
-        self.mass = np.zeros(2)  # Σ proxy, Σ proxy · 1[fires]
+    A ReLU SAE (the paper's and April's) is one `addmm` and an in-place ReLU, over only the wanted
+    columns of W_enc, written into `out` (a flat float32 buffer of at least N·n elements) when given:
+    a fresh 128 MB result per batch costs as much in page faults as the reductions that read it.
+    Others (TopK couples the features) encode everything and select.
+    """
+    if type(sae).activation is not SparseAutoencoder.activation:
+        return lambda x, out=None: sae.encode(x).float() if columns is None else sae.encode(x).float()[:, columns]
+    W = sae.W_enc.detach().float()
+    b = sae.b_enc.detach().float()
+    if columns is not None:
+        W, b = W[:, columns].contiguous(), b[columns].contiguous()
+    b_dec = sae.b_dec.detach().float() if sae.pre_encoder_bias else None
 
-    def add(self, act: np.ndarray, value: np.ndarray, llr: np.ndarray) -> None:
-        n = self.spec.shape[1]
-        on, held = act > 0, value > 0
-        i = np.clip(np.searchsorted(self.act_edges, act[on], side="left") - 1, 0, n - 1)
-        for row, w in enumerate((np.ones(on.sum()), held[on], act[on], act[on] * held[on])):
-            self.spec[row] += np.bincount(i, weights=w, minlength=n)
-        j = np.clip(np.searchsorted(self.llr_edges, llr[held], side="left") - 1, 0, n - 1)
-        for row, w in enumerate((np.ones(held.sum()), on[held], act[held])):
-            self.sens[row] += np.bincount(j, weights=w, minlength=n)
-        self.mass += (value.sum(), (value * on).sum())
+    def enc(x: Tensor, out: Tensor | None = None) -> Tensor:
+        x_bar = x if b_dec is None else x - b_dec
+        buf = None if out is None else out[: len(x) * W.shape[1]].view(len(x), W.shape[1])
+        return torch.relu_(torch.addmm(b, x_bar, W, out=buf))
 
-    def specificity(self) -> float:
-        return float(self.spec[3].sum() / self.spec[2].sum()) if self.spec[2].sum() else float("nan")
-
-    def sensitivity(self) -> float:
-        return float(self.mass[1] / self.mass[0]) if self.mass[0] else float("nan")
-
-    def to_json(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        spec = {
-            "edges": self.act_edges.tolist(),
-            "tokens": self.spec[0].tolist(),
-            "proxy_tokens": self.spec[1].tolist(),
-            "act": self.spec[2].tolist(),
-            "proxy_act": self.spec[3].tolist(),
-            "specificity": self.specificity(),
-        }
-        sens = {"edges": self.llr_edges.tolist(), "tokens": self.sens[0].tolist(), "fires": self.sens[1].tolist(),
-                "act": self.sens[2].tolist(), "sensitivity": self.sensitivity()}  # fmt: skip
-        return spec, sens
+    return enc
 
 
-def _best(corr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per proxy (column): the row with the highest correlation, and that correlation (-1, NaN if none)."""
-    filled = np.where(np.isnan(corr), -np.inf, corr)
-    idx = filled.argmax(0)
-    val = corr[idx, np.arange(corr.shape[1])]
-    return np.where(np.isnan(val), -1, idx), val
+@dataclass
+class _Inputs:
+    """What both passes read: the model to its hook, the SAEs, the proxies and the contexts."""
+
+    model: torch.nn.Module
+    hook: torch.nn.Module
+    saes: dict[str, SparseAutoencoder]
+    pset: ProxySet
+    ctx: Contexts
+    member: np.ndarray
+    """bool [S, n_tokens]: the tokens of each slice (SLICES order)."""
+
+    @torch.inference_mode()
+    def batches(self, batch_size: int, desc: str, progress: bool) -> Iterator[tuple[Tensor, np.ndarray, Tensor]]:
+        """`(neurons [N, d], llr [P, N], member [S, N])` per batch of contexts."""
+        P, T = len(self.pset.proxies), self.ctx.tokens.shape[1]
+        for lo, hi in tqdm(list(self.ctx.batches(batch_size)), desc=desc, disable=not progress):
+            ids = self.ctx.tokens[lo:hi]
+            acts = capture(self.model, torch.from_numpy(ids), self.hook).float()
+            yield (
+                acts.reshape(-1, acts.shape[-1]),
+                self.pset.llr(ids).reshape(P, -1),
+                torch.from_numpy(self.member[:, lo * T : hi * T]),
+            )
 
 
 def run_proxies(conn: sqlite3.Connection, layout: paths.RunLayout, cfg: ProxyConfig, progress: bool = True) -> dict:
     """Correlate every proxy with every feature and neuron of `cfg.model`; write `proxies` and
-    `summary['case_study']` (returned)."""
+    `summary['case_study']` (returned, as the database holds it)."""
     rows = dictionaries(conn, cfg.model)
     sae_rows = [r for r in rows if r.kind == "sae"]
     neuron_rows = [r for r in rows if r.kind == "neurons"]
@@ -136,130 +151,153 @@ def run_proxies(conn: sqlite3.Connection, layout: paths.RunLayout, cfg: ProxyCon
     tok_bytes = vocab_bytes(load_tokenizer(layout.tokenizer / paths.TOKENIZER_JSON))
     pset = ProxySet(proxies, tok_bytes, store.train.all_tokens(cfg.sample_tokens))
     model = load_transformer(layout.transformer(cfg.model)).eval()
-    saes = load_saes(layout, sae_rows)
-    hook = model.hook_point(sae_rows[0].hook)
     ctx = held_out_contexts(store, model.cfg.ctx_len, cfg.n_tokens)
-    synthetic = np.array([s.startswith("synthetic/") for s in ctx.sources])[ctx.src]  # bool [n, T]
-    P = len(proxies)
-    dicts = ["neurons", *saes]
-    width = {"neurons": model.cfg.d_mlp, **{n: s.cfg.n_features for n, s in saes.items()}}
+    synthetic = np.array([s.startswith("synthetic/") for s in ctx.sources])[ctx.src].reshape(-1)
+    member = np.stack([np.ones_like(synthetic) if s else ~synthetic for s in SLICES])
+    inputs = _Inputs(model, model.hook_point(sae_rows[0].hook), load_saes(layout, sae_rows), pset, ctx, member)
+    log.info("proxies: %s held-out tokens, %d contexts spread over the validation split of %s tokens",
+             f"{ctx.n_tokens:,}", len(ctx.tokens), f"{store.val.n_tokens:,}")  # fmt: skip
 
-    def batches(desc: str, columns: dict[str, list[int]] | None = None):
-        for lo, hi in tqdm(list(ctx.batches(cfg.batch_size)), desc=desc, disable=not progress):
-            ids = ctx.tokens[lo:hi]
-            if columns is None:
-                acts, feats = dictionary_activations(model, hook, saes, torch.from_numpy(ids))
-            else:  # pass 2 needs only the best features: encode just those columns
-                acts, _ = dictionary_activations(model, hook, {}, torch.from_numpy(ids))
-                feats = {n: encode_columns(saes[n], acts, c) for n, c in columns.items()}
-            llr = pset.llr(ids).reshape(P, -1)
-            out = {n: f.reshape(-1, f.shape[-1]) for n, f in feats.items()}
-            out["neurons"] = acts.reshape(-1, acts.shape[-1])
-            yield out, llr, pset.values(llr), synthetic[lo:hi].reshape(-1)
-
-    # Pass 1: correlation sums per slice and dictionary; maxima for the plots' bins.
-    acc = {(s, d): PearsonAccumulator(width[d], P) for s in SLICES for d in dicts}
-    act_max = {d: np.zeros(width[d]) for d in dicts}
-    llr_max, held = np.zeros(P), {s: np.zeros(P, dtype=np.int64) for s in SLICES}
-    for out, llr, val, syn in batches("proxies: correlate"):
-        y = torch.from_numpy(val.T)
-        nz = {d: out[d].nonzero() if d in saes else None for d in dicts}  # SAE features are sparse
-        for s in SLICES:
-            keep = torch.from_numpy(~syn) if s == 0 else None
-            held[s] += ((y if keep is None else y[keep]) > 0).sum(0).numpy()
-            for d in dicts:
-                acc[s, d].update(out[d], y, keep, nz[d])
-        for d in dicts:
-            act_max[d] = np.maximum(act_max[d], out[d].amax(0).numpy())
-        llr_max = np.maximum(llr_max, llr.max(1))
-    best = {(s, d): _best(acc[s, d].corr()) for s in SLICES for d in dicts}
-
-    # Pass 2: the plots of each SAE's best feature per proxy and slice.
-    plots = {(s, d, k): _Plot(act_max[d][best[s, d][0][k]], llr_max[k], cfg.n_bins)
-             for s in SLICES for d in saes for k in range(P) if best[s, d][0][k] >= 0}  # fmt: skip
-    columns = {d: sorted({int(best[s, d][0][k]) for s in SLICES for k in range(P)} - {-1}) for d in saes}
-    for out, llr, val, syn in batches("proxies: plots", columns):
-        for (s, d, k), plot in plots.items():
-            keep = ~syn if s == 0 else np.ones_like(syn)
-            a = out[d][:, columns[d].index(int(best[s, d][0][k]))].numpy()
-            plot.add(a[keep], val[k][keep], llr[k][keep])
+    t0 = time.perf_counter()
+    mom, held, llr_max = _pass1(inputs, cfg, progress)
+    t1 = time.perf_counter()
+    r = {d: m.corr() for d, m in mom.items()}  # [S, F, P] each
+    best = {d: best_columns(rd) for d, rd in r.items()}  # ([S, P], [S, P])
+    fams = {d: [families(r[d][s], cfg.family_min_r) for s in range(len(SLICES))] for d in inputs.saes}
+    levels, fam_r = _pass2(inputs, cfg, mom, best, fams, llr_max, progress)
+    t2 = time.perf_counter()
+    shares = _shares(store, inputs, held[0], cfg)
+    t3 = time.perf_counter()
+    decoders = {(d, int(i)): decoder_in_neurons(sae.W_dec.detach()[int(i)].double().numpy(), cfg.decoder_min)
+                for d, sae in inputs.saes.items() for i in np.unique(best[d][0]) if i >= 0}  # fmt: skip
 
     ids = {r.name: r.id for r in sae_rows}
-    neurons_id = neuron_rows[0].id if neuron_rows else None
-    table, summary_rows = [], []
-    for s in SLICES:
-        n_idx, n_corr = best[s, "neurons"]
-        for d in saes:
-            f_idx, f_corr = best[s, d]
-            for k, p in enumerate(proxies):
-                spec, sens = plots[s, d, k].to_json() if (s, d, k) in plots else (None, None)
-                row = {"name": p.name, "description": p.description, "with_synthetic": s, "dictionary_id": ids[d],
-                       "feature": _int(f_idx[k]), "feature_corr": float(f_corr[k]), "neuron": _int(n_idx[k]),
-                       "neuron_corr": float(n_corr[k]), "paper_corr": p.paper_corr, "n_tokens": int(held[s][k]),
-                       "specificity_json": spec, "sensitivity_json": sens}  # fmt: skip
-                table.append(row)
-                summary_rows.append({**{c: row[c] for c in ("name", "with_synthetic", "feature", "feature_corr",
-                                                            "neuron", "neuron_corr", "paper_corr", "n_tokens")},
-                                     "dictionary": d, "specificity": spec and spec["specificity"],
-                                     "sensitivity": sens and sens["sensitivity"]})  # fmt: skip
+    table, summary_rows = case_study_rows(proxies, ids, best, fams, fam_r, levels, decoders, held)
     names = [p.name for p in proxies]
-    conn.execute(f"DELETE FROM proxies WHERE name IN ({','.join('?' * P)})", names)
+    conn.execute(f"DELETE FROM proxies WHERE name IN ({','.join('?' * len(names))})", names)
     db.insert_rows(conn, "proxies", table)
     summary = {
         "model": cfg.model,
-        "neurons_dictionary_id": neurons_id,
-        "n_tokens": {SLICES[s]: int(ctx.n_tokens if s else (~synthetic).sum()) for s in SLICES},
-        "largest": max(saes, key=lambda n: width[n]),
-        "config": {k: v for k, v in dataclasses.asdict(cfg).items()},
+        "neurons_dictionary_id": neuron_rows[0].id if neuron_rows else None,
+        "largest": max(inputs.saes, key=lambda n: inputs.saes[n].cfg.n_features),
+        "dictionaries": [{"name": r.name, "id": r.id, "n_features": r.n_features} for r in sae_rows],
+        "config": dataclasses.asdict(cfg),
+        "sample": {
+            "n_tokens": ctx.n_tokens,
+            "n_contexts": len(ctx.tokens),
+            "ctx_len": int(ctx.tokens.shape[1]),
+            "order": "spread",
+            "split_tokens": store.val.n_tokens,
+        },  # fmt: skip
+        "n_tokens": {SLICES[s]: int(member[k].sum()) for k, s in enumerate(SLICES)},
+        "shares": shares,
         "rows": summary_rows,
+        "seconds": {"pass1": round(t1 - t0, 2), "pass2": round(t2 - t1, 2), "split_share": round(t3 - t2, 2)},
     }
     db.set_summary(conn, "case_study", summary)
     conn.commit()
+    log.info("proxies: pass 1 %.1f s, pass 2 %.1f s, split shares %.1f s", t1 - t0, t2 - t1, t3 - t2)
     return json.loads(db.dumps(summary))  # what the database holds: NaN (no correlation) as None
 
 
-@torch.inference_mode()
-def encode_columns(sae: SparseAutoencoder, acts: torch.Tensor, columns: list[int]) -> torch.Tensor:
-    """Activations `[..., len(columns)]` of some features of `sae` on neuron activations `acts [..., d]`.
+def _pass1(inputs: _Inputs, cfg: ProxyConfig, progress: bool) -> tuple[dict[str, Moments], np.ndarray, np.ndarray]:
+    """Moments of every column of every dictionary; proxy tokens per slice [S, P]; each proxy's max LLR [P]."""
+    P, S = len(inputs.pset.proxies), len(SLICES)
+    width = {"neurons": inputs.model.cfg.d_mlp, **{n: s.cfg.n_features for n, s in inputs.saes.items()}}
+    mom = {d: Moments(w, P, S) for d, w in width.items()}
+    encoders = {n: encoder(s) for n, s in inputs.saes.items()}
+    # Two buffers for the largest batch × dictionary, reused by every dictionary and batch.
+    size = cfg.batch_size * inputs.ctx.tokens.shape[1] * max(width.values())
+    acts, scratch = torch.empty(size), torch.empty(size)
+    held, llr_max = np.zeros((S, P), dtype=np.int64), np.zeros(P)
+    for x, llr, member in inputs.batches(cfg.batch_size, "proxies: correlate", progress):
+        val = inputs.pset.values(llr)
+        y = torch.from_numpy(np.ascontiguousarray(val.T))
+        mom["neurons"].update(x, y, member, scratch)
+        for n, enc in encoders.items():
+            mom[n].update(enc(x, acts), y, member, scratch)
+        held += (member.numpy()[:, None, :] & (val > 0)[None]).sum(-1)
+        llr_max = np.maximum(llr_max, llr.max(1))
+    return mom, held, llr_max
 
-    For an SAE whose nonlinearity is elementwise (ReLU: the paper's and April's) only those columns
-    of the encoder are multiplied; for others (TopK needs every pre-activation) all are encoded.
-    """
-    x = acts.reshape(-1, acts.shape[-1])
-    if type(sae).activation is SparseAutoencoder.activation:
-        x_bar = x - sae.b_dec if sae.pre_encoder_bias else x
-        f = torch.relu(x_bar @ sae.W_enc[:, columns] + sae.b_enc[columns])
+
+def _pass2(
+    inputs: _Inputs,
+    cfg: ProxyConfig,
+    mom: dict[str, Moments],
+    best: dict[str, tuple[np.ndarray, np.ndarray]],
+    fams: dict[str, list[list[list[tuple[int, float]]]]],
+    llr_max: np.ndarray,
+    progress: bool,
+) -> tuple[dict[tuple[int, str, int], Levels], dict[tuple[int, str, int], float]]:
+    """Levels of each best feature and best neuron, keyed (slice, dictionary or 'neurons', proxy);
+    the family-sum r keyed (slice, dictionary, proxy)."""
+    P, S = len(inputs.pset.proxies), len(SLICES)
+    cols = {d: sorted({int(i) for i in best[d][0].ravel() if i >= 0}
+                      | {i for s in range(S) for fam in fams[d][s] for i, _ in fam}) for d in inputs.saes}  # fmt: skip
+    pos = {
+        "neurons": {i: i for i in range(inputs.model.cfg.d_mlp)},
+        **{d: {i: j for j, i in enumerate(c)} for d, c in cols.items()},
+    }
+    encoders = {d: encoder(inputs.saes[d], c) for d, c in cols.items() if c}
+    fam_keys = {d: [(s, k) for s in range(S) for k in range(P) if fams[d][s][k]] for d in inputs.saes}
+    fam_matrix = {}
+    for d, keys in fam_keys.items():
+        m = torch.zeros(len(cols[d]), len(keys))
+        for j, (s, k) in enumerate(keys):
+            m[[pos[d][i] for i, _ in fams[d][s][k]], j] = 1.0
+        fam_matrix[d] = m
+    fam_mom = {d: Moments(len(keys), P, S) for d, keys in fam_keys.items() if keys}
+    levels: dict[tuple[int, str, int], Levels] = {}
+    for d in ["neurons", *inputs.saes]:
+        for s in range(S):
+            for k in range(P):
+                i = int(best[d][0][s, k])
+                if i >= 0:
+                    levels[s, d, k] = Levels(float(mom[d].max[i]), llr_max[k], cfg.n_levels, cfg.n_bins)
+    for x, llr, member in inputs.batches(cfg.batch_size, "proxies: levels, families", progress):
+        val = inputs.pset.values(llr)
+        y = torch.from_numpy(np.ascontiguousarray(val.T))
+        keep = member.numpy()
+        acts = {"neurons": x, **{d: enc(x) for d, enc in encoders.items()}}
+        for (s, d, k), lv in levels.items():
+            i = int(best[d][0][s, k])
+            a = acts[d][:, pos[d][i]].numpy()[keep[s]]
+            lv.add(a, val[k][keep[s]], None if d == "neurons" else llr[k][keep[s]])
+        for d, fm in fam_mom.items():
+            fm.update(acts[d] @ fam_matrix[d], y, member)
+    fam_r = {}
+    for d, fm in fam_mom.items():
+        r = fm.corr()
+        for j, (s, k) in enumerate(fam_keys[d]):
+            fam_r[s, d, k] = float(r[s, j, k])
+    return levels, fam_r
+
+
+def _shares(store: TokenStore, inputs: _Inputs, sample_held: np.ndarray, cfg: ProxyConfig) -> dict[str, dict]:
+    """Per proxy: the share of tokens where it holds in the sample and in the validation split (all
+    of its whole windows, or `split_tokens` of them spread evenly), and the tokens stage's content
+    category share of the split where it measured one (data/categories.py)."""
+    ctx, pset, L = inputs.ctx, inputs.pset, inputs.ctx.tokens.shape[1]
+    grid = context_offsets(store.val, L)
+    if len(grid) * L <= cfg.split_tokens:  # every window: the sample's counts plus the rest's
+        rest, counts, n = np.setdiff1d(grid, ctx.offsets), sample_held.astype(np.int64), ctx.n_tokens
     else:
-        f = sae.encode(x)[:, columns]
-    return f.view(*acts.shape[:-1], len(columns))
+        rest, counts, n = held_out_contexts(store, L, cfg.split_tokens).offsets, np.zeros(len(pset.proxies), int), 0
+    for lo in range(0, len(rest), 64):
+        part = contexts_at(store, L, rest[lo : lo + 64])
+        counts = counts + (pset.values(pset.llr(part.tokens)) > 0).sum((1, 2))
+        n += part.n_tokens
+    category = (getattr(store, "category_shares", None) or {}).get("val", {})
+    out = {p.name: {"sample": float(sample_held[k] / ctx.n_tokens), "split": float(counts[k] / n), "split_tokens": n,
+                    "category": category.get(p.name)} for k, p in enumerate(pset.proxies)}  # fmt: skip
+    log.info(
+        "proxies: share of tokens where each holds, sample of %s / validation split (%s tokens)%s: %s",
+        f"{ctx.n_tokens:,}", f"{n:,}", " (tokens stage's category)" if category else "",
+        ", ".join(f"{k} {v['sample']:.3%} / {v['split']:.3%}"
+                  + (f" ({v['category']:.3%})" if v["category"] is not None else "") for k, v in out.items()),
+    )  # fmt: skip
+    return out
 
 
-def _int(i: Any) -> int | None:
-    return None if int(i) < 0 else int(i)
-
-
-def format_case_study(summary: dict, dictionary: str | None = None) -> str:
-    """The demo's table: proxy, best feature and correlation, best neuron and correlation, the paper's."""
-    d = dictionary or summary["largest"]
-    lines = [f"case studies (TM §5), model {summary['model']}, dictionary {d}; r = Pearson with the proxy",
-             f"{'proxy':<10} {'tokens':<18} {'feature':>8} {'r':>6} {'neuron':>7} {'r':>6} {'paper r':>8} "
-             f"{'spec':>6} {'sens':>6}"]  # fmt: skip
-    for r in summary["rows"]:
-        if r["dictionary"] != d:
-            continue
-        lines.append(
-            f"{r['name']:<10} {SLICES[r['with_synthetic']]:<18} {_fmt(r['feature'], 'd'):>8}"
-            f" {_fmt(r['feature_corr']):>6} {_fmt(r['neuron'], 'd'):>7} {_fmt(r['neuron_corr']):>6}"
-            f" {_fmt(r['paper_corr']):>8}"
-            f" {_fmt(r['specificity']):>6} {_fmt(r['sensitivity']):>6}"
-        )
-    return "\n".join(lines)
-
-
-def _fmt(x: Any, spec: str = ".2f") -> str:
-    if x is None or (isinstance(x, float) and not np.isfinite(x)):
-        return "-"
-    return format(x, spec)
-
-
-__all__ = ["ProxyConfig", "run_proxies", "format_case_study", "DictRow"]
+__all__ = ["ProxyConfig", "run_proxies", "format_case_study", "encoder", "DictRow"]

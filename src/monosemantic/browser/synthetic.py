@@ -86,6 +86,7 @@ def build_synthetic_db(
         _fill_dictionary(conn, r, d, n, window, n_top, n_intervals, per_interval, n_clusters)
     _links(conn, r, dicts, b)
     _summaries(conn, dicts, sizes)
+    _case_study(conn, dicts, sizes)
     conn.execute("UPDATE clusters SET size = (SELECT count(*) FROM features WHERE cluster = clusters.id)")
     db.finalize(conn)
     conn.close()
@@ -176,20 +177,11 @@ def _links(conn, r: random.Random, dicts: list[tuple[int, int]], model_b: int) -
                                     "other_feature": r.randrange(on), "corr": round(r.uniform(0, 0.9), 3)})  # fmt: skip
     db.insert_rows(conn, "splits", splits)
     db.insert_rows(conn, "matches", matches)
-    big = saes[-1][0]
-    db.insert_rows(conn, "proxies", [
-        {"name": name, "description": f"{name} proxy <b>not bold</b>", "with_synthetic": ws, "dictionary_id": big,
-         "feature": k, "feature_corr": 0.8 - k / 10, "neuron": k, "neuron_corr": 0.3, "paper_corr": 0.9,
-         "n_tokens": 1000 * (k + 1), "specificity_json": [0.1, 0.5, 0.9], "sensitivity_json": [0.2, 0.6, 0.95]}
-        for k, name in enumerate(("arabic", "dna", "base64", "hebrew")) for ws in (0, 1)
-    ])  # fmt: skip
 
 
 def _summaries(conn, dicts: list[tuple[int, int]], sizes: tuple[int, ...]) -> None:
     db.set_summary(conn, "eval", [{"dictionary": f"tm2023-{s}", "n_features": s, "l0": 4 + 60 / math.sqrt(s),
                                    "loss_recovered": 1 - 2 / math.log2(s + 2)} for s in sizes])  # fmt: skip
-    db.set_summary(conn, "case_study", [{"proxy": "arabic", "feature_corr": 0.8, "neuron_corr": 0.3,
-                                         "note": "<script>alert('summary')</script>"}])  # fmt: skip
     from monosemantic.analyses.bands import PAPER, density_bands, distribution  # the real summary's shape
 
     def pair(name: str, kind: str, best: list[float]) -> dict:
@@ -213,3 +205,57 @@ def _summaries(conn, dicts: list[tuple[int, int]], sizes: tuple[int, ...]) -> No
     )
     db.set_summary(conn, "interpretability", {"features": {"mean_score": 0.41, "n": 100},
                                               "neurons": {"mean_score": 0.12, "n": 100}})  # fmt: skip
+
+
+PROXIES = ("arabic", "dna", "base64", "hebrew")
+
+
+def _levels(r: random.Random, max_act: float, n: int = 10) -> dict:
+    """A column's specificity by activation level (analyses/casestudy.py `Levels.to_json`)."""
+    tokens = [int(4000 / (k + 1) ** 2) + 1 for k in range(n)]
+    held = [int(t * min(1.0, 0.1 + k / n + r.uniform(0, 0.1))) for k, t in enumerate(tokens)]
+    half = {"tokens": sum(tokens[n // 2 :]), "proxy_tokens": sum(held[n // 2 :])}
+    return {"max": max_act, "edges": [max_act * k / n for k in range(n + 1)], "tokens": tokens, "proxy_tokens": held,
+            "act": [t * max_act * (k + 0.5) / n for k, t in enumerate(tokens)],
+            "proxy_act": [h * max_act * (k + 0.5) / n for k, h in enumerate(held)], "half_max": half,
+            "specificity": half["proxy_tokens"] / half["tokens"], "mass_specificity": 0.5}  # fmt: skip
+
+
+def _case_study(conn, dicts: list[tuple[int, int]], sizes: tuple[int, ...]) -> None:
+    """The `proxies` rows and `summary['case_study']` as analyses/proxies.py writes them
+    (analyses/casestudy_report.py): per proxy, slice and model A SAE, feature k of each."""
+    r = random.Random(1)
+    neurons, saes = dicts[0], dicts[1 : 1 + len(sizes)]
+    table, rows = [], []
+    for ws in (1, 0):
+        for d, n in saes:
+            for k, name in enumerate(PROXIES):
+                feat, neuron = (k * 7 + n // 3) % n, (k * 5) % neurons[1]
+                base = {"name": name, "with_synthetic": ws, "dictionary_id": d, "feature": feat,
+                        "feature_corr": round(0.8 - k / 10 - 0.1 * ws, 3), "neuron": neuron, "neuron_corr": 0.3,
+                        "paper_corr": (0.74, 0.8, 0.38, 0.55)[k], "n_tokens": 1000 * (k + 1)}  # fmt: skip
+                lf, ln = _levels(r, 8.0), _levels(r, 3.0)
+                table.append({**base, "description": f"{name} proxy <b>not bold</b>",
+                              "specificity_json": {"feature": lf, "neuron": ln},
+                              "sensitivity_json": {"edges": [0, 5, 10], "tokens": [10, 5], "fires": [8, 5],
+                                                   "act": [20.0, 30.0], "sensitivity": 0.9}})  # fmt: skip
+                members = [[feat, base["feature_corr"]], [(feat + 1) % n, 0.31], [(feat + 2) % n, 0.22]]
+                rows.append({**base, "dictionary": f"tm2023-{n}", "specificity": lf["specificity"],
+                             "neuron_specificity": ln["specificity"], "mass_specificity": 0.5, "sensitivity": 0.9,
+                             "decoder": {"n_ge": 20 + k, "top": [[neuron, 0.41], [(neuron + 1) % neurons[1], -0.3],
+                                                                 [(neuron + 2) % neurons[1], 0.22]], "norm": 1.0},
+                             "family": {"members": members, "sum_corr": 0.85}})  # fmt: skip
+    db.insert_rows(conn, "proxies", table)
+    db.set_summary(conn, "case_study", {
+        "model": "A", "neurons_dictionary_id": neurons[0], "largest": f"tm2023-{saes[-1][1]}",
+        "dictionaries": [{"name": f"tm2023-{n}", "id": d, "n_features": n} for d, n in saes],
+        "config": {"n_tokens": 1_048_576, "n_levels": 10, "family_min_r": 0.2, "decoder_min": 0.1,
+                   "note": "<script>alert('summary')</script>"},
+        "sample": {"n_tokens": 1_048_576, "n_contexts": 4096, "ctx_len": 256, "order": "spread",
+                   "split_tokens": 1_327_449},
+        "n_tokens": {"all tokens": 1_048_576, "without synthetic/": 1_000_000},
+        "shares": {name: {"sample": 0.002 * (k + 1), "split": 0.0021 * (k + 1), "split_tokens": 1_327_360,
+                          "category": 0.002} for k, name in enumerate(PROXIES)},
+        "rows": rows,
+        "seconds": {"pass1": 60.0, "pass2": 8.0, "split_share": 1.0},
+    })  # fmt: skip

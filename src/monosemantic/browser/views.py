@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from monosemantic.browser import queries
+from monosemantic.browser import casestudy, queries
 from monosemantic.browser.render import plain_visible
 
 SCALING_METRICS = ("l0", "loss_recovered", "fvu", "n_dead")
@@ -36,6 +36,7 @@ def overview(conn: sqlite3.Connection) -> dict[str, Any]:
         "scaling": series,
         "proxies": proxies,
         "summary": summary,
+        "case_study": casestudy.table(summary),  # paper §8.2: per proxy, the best feature and neuron
     }
 
 
@@ -60,6 +61,7 @@ def feature_page(conn: sqlite3.Connection, d: int, f: int) -> dict[str, Any] | N
     if feat is None:
         return None
     feat["family"] = queries.feature_family(conn, d, f)  # paper §8.11: the splitting tree across sizes
+    feat["case_studies"] = casestudy.for_feature(conn, queries.summary(conn), d, f)  # paper §8.2, §8.6
     return {"dictionary": info, "feature": feat, "n_features": info["n_features"]}
 
 

@@ -5,8 +5,12 @@
         neurons, feats = dictionary_activations(model, hooks.MLP_POST, saes, torch.from_numpy(ctx.tokens[lo:hi]))
 
 Contexts are non-overlapping windows of the validation split (never seen in training), each
-inside one shard, in stream order; `offsets` and `src` say where each token came from, so an
-example can be re-run (ablations) and attributed to its corpus source.
+inside one shard, on a grid of `ctx_len` from each shard's start; `offsets` and `src` say where
+each token came from, so an example can be re-run (ablations) and attributed to its corpus source.
+By default they are spread evenly over the whole split (`order="spread"`): the split is many
+documents from many sources, and its first tokens are a few whole documents, so a rare source
+(Hebrew is a few tokens in a thousand) may be missing from them altogether. `order="stream"`
+takes the first windows instead.
 """
 
 from __future__ import annotations
@@ -49,37 +53,71 @@ class Contexts:
             yield lo, min(lo + batch_size, end)
 
 
-def held_out_contexts(store: TokenStore, ctx_len: int, n_tokens: int) -> Contexts:
-    """The first `n_tokens` (rounded down to whole contexts) of the validation split as contexts.
+def held_out_contexts(
+    store: TokenStore, ctx_len: int, n_tokens: int, order: Literal["spread", "stream"] = "spread"
+) -> Contexts:
+    """`n_tokens` of the validation split (rounded down to whole contexts) as contexts, in stream order.
 
-    Raises a UserError when the split holds less than one context.
+    `order="spread"`: contexts evenly strided over every window of the split (`context_offsets`),
+    the first and the last window included, so the sample follows the split's mix of documents and
+    sources; `"stream"`: the first windows. Both are deterministic; when the split holds fewer
+    windows than asked for, both give all of them. Raises a UserError when the split holds less
+    than one context.
     """
-    split = store.val
-    src_stream = _src_per_token(split)
-    rows, offsets, srcs = [], [], []
-    base, budget = 0, n_tokens
-    for shard, size in zip(split.shards, split.shard_sizes, strict=True):
-        for b in range(0, int(size) - ctx_len + 1, ctx_len):
-            if budget < ctx_len:
-                break
-            rows.append(np.asarray(shard[b : b + ctx_len], dtype=np.int64))
-            offsets.append(base + b)
-            srcs.append(src_stream[base + b : base + b + ctx_len])
-            budget -= ctx_len
-        base += int(size)
-    if not rows:
+    grid = context_offsets(store.val, ctx_len)
+    if len(grid) == 0:
         raise UserError(f"{store.folder}: the validation split is shorter than one context of {ctx_len} tokens")
-    return Contexts(np.stack(rows), np.array(offsets, dtype=np.int64), np.stack(srcs), tuple(store.sources))
+    k = min(max(n_tokens // ctx_len, 0), len(grid))
+    if order == "spread" and 1 < k < len(grid):
+        # k evenly spaced indices from 0 to len(grid) - 1: the spacing is >= 1, so rounding keeps them distinct.
+        picked = grid[np.round(np.linspace(0, len(grid) - 1, k)).astype(np.int64)]
+    elif order in ("spread", "stream"):
+        picked = grid[:k]
+    else:
+        raise ValueError(f"order must be 'spread' or 'stream', got {order!r}")
+    if len(picked) == 0:
+        raise UserError(f"held-out contexts: {n_tokens} tokens is less than one context of {ctx_len}")
+    return contexts_at(store, ctx_len, picked)
 
 
-def _src_per_token(split: TokenSplit) -> np.ndarray:
-    """int16 [split.n_tokens]: the source index of every token of the concatenated stream."""
-    out = np.zeros(split.n_tokens, dtype=np.int16)
-    bases = np.concatenate([[0], np.cumsum(split.shard_sizes)[:-1]])
-    for doc in split.docs:
-        start = int(bases[int(doc["shard"])] + int(doc["start"]))
-        out[start : start + int(doc["length"])] = int(doc["src"])
-    return out
+def context_offsets(split: TokenSplit, ctx_len: int) -> np.ndarray:
+    """int64 [n]: the offset (in the concatenated stream) of every window of `ctx_len` tokens that
+    starts at a multiple of `ctx_len` from its shard's start and ends inside the shard."""
+    bases = np.concatenate([[0], np.cumsum(split.shard_sizes)[:-1]]).astype(np.int64)
+    per_shard = [base + np.arange(0, int(size) - ctx_len + 1, ctx_len, dtype=np.int64)
+                 for base, size in zip(bases, split.shard_sizes, strict=True)]  # fmt: skip
+    return np.concatenate(per_shard) if per_shard else np.zeros(0, dtype=np.int64)
+
+
+def contexts_at(store: TokenStore, ctx_len: int, offsets: np.ndarray) -> Contexts:
+    """The validation windows of `ctx_len` tokens starting at `offsets` (each inside one shard)."""
+    split = store.val
+    bases = np.concatenate([[0], np.cumsum(split.shard_sizes)]).astype(np.int64)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    shard = np.searchsorted(bases, offsets, side="right") - 1
+    if len(offsets) and (shard.max() >= len(split.shards) or np.any(offsets + ctx_len > bases[shard + 1])):
+        raise ValueError("contexts_at: a window runs past the end of its shard")
+    rows = np.empty((len(offsets), ctx_len), dtype=np.int64)
+    for i, (s, off) in enumerate(zip(shard, offsets, strict=True)):
+        local = int(off - bases[s])
+        rows[i] = split.shards[s][local : local + ctx_len]
+    return Contexts(rows, offsets, _sources_at(split, offsets, ctx_len), tuple(store.sources))
+
+
+def _sources_at(split: TokenSplit, offsets: np.ndarray, ctx_len: int) -> np.ndarray:
+    """int16 [len(offsets), ctx_len]: the source index of each token of each window (0 outside documents).
+
+    A token belongs to the last document starting at or before it, if that document reaches it.
+    """
+    bases = np.concatenate([[0], np.cumsum(split.shard_sizes)[:-1]]).astype(np.int64)
+    docs = split.docs
+    starts = bases[docs["shard"].astype(np.int64)] + docs["start"].astype(np.int64)
+    order = np.argsort(starts, kind="stable")
+    starts, ends, src = starts[order], starts[order] + docs["length"][order].astype(np.int64), docs["src"][order]
+    pos = offsets[:, None] + np.arange(ctx_len, dtype=np.int64)  # [n, ctx_len]
+    doc = np.searchsorted(starts, pos, side="right") - 1
+    inside = (doc >= 0) & (pos < ends[np.maximum(doc, 0)])
+    return np.where(inside, src[np.maximum(doc, 0)], 0).astype(np.int16)
 
 
 @torch.inference_mode()
