@@ -33,7 +33,9 @@ def field_docs(cls: type) -> dict[str, str]:
 
 def _own_field_docs(cls: type) -> dict[str, str]:
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
+    class_def = tree.body[0]
+    assert isinstance(class_def, ast.ClassDef)  # the source of a class parses to its one ClassDef
+    body = class_def.body
     docs = {}
     for a, b in zip(body, body[1:], strict=False):
         if (

@@ -269,7 +269,8 @@ def add_dictionary(
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (name, model, hook, kind, architecture, n_features, n_tokens, None if metrics is None else dumps(metrics)),
     )
-    return int(cur.lastrowid)  # type: ignore[arg-type]
+    assert cur.lastrowid is not None  # set by every INSERT
+    return cur.lastrowid
 
 
 def dictionary_id(conn: sqlite3.Connection, name: str, model: str = "A") -> int:

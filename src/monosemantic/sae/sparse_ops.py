@@ -66,7 +66,8 @@ def positive_pattern(xw: Tensor, threshold: Tensor | None = None) -> Pattern:
     else:  # NumPy's compare and flatnonzero were 3-5x faster than torch's here, on one thread or two
         t = threshold.numpy() if threshold is not None else 0
         flat = torch.from_numpy(np.flatnonzero(xw.numpy() > t))
-    return pattern_from_flat(flat, tuple(xw.shape))  # type: ignore[arg-type]
+    batch, n = xw.shape
+    return pattern_from_flat(flat, (batch, n))
 
 
 def topk_pattern(pre: Tensor, k: int) -> Pattern:

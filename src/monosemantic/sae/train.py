@@ -405,9 +405,9 @@ def _resample(due: Sequence[_Run], batches: Iterator[Tensor], step: int) -> Iter
     Only `SAETrainConfig` schedules resampling. The peeked batches go back in front of the stream
     and are trained on as usual.
     """
-    cfgs = [r.cfg for r in due]
-    assert all(isinstance(c, SAETrainConfig) for c in cfgs)  # the only recipe with resample_steps
-    peeked = list(islice(batches, max(c.resample_n_batches for c in cfgs)))  # type: ignore[attr-defined]
+    cfgs = [c for c in (r.cfg for r in due) if isinstance(c, SAETrainConfig)]
+    assert len(cfgs) == len(due)  # SAETrainConfig is the only recipe with resample_steps
+    peeked = list(islice(batches, max(c.resample_n_batches for c in cfgs)))
     if not peeked:
         log.warning("step %d: no inputs left to resample from; skipped", step)
         return batches

@@ -62,13 +62,17 @@ class HookSite:
     spec: str
 
 
+_SIDES: dict[str, Which] = {"input": "input", "output": "output", "": "output"}
+"""A hook spec's suffix → which side of the module is read."""
+
+
 def parse_hook(spec: str) -> tuple[str, Which]:
     """`"path:input"` -> `("path", "input")`; no suffix means output."""
-    path, _, which = spec.partition(":")
-    which = which or "output"
-    if not path or which not in ("input", "output") or not re.fullmatch(r"[A-Za-z0-9_.]+", path):
+    path, _, suffix = spec.partition(":")
+    which = _SIDES.get(suffix)
+    if not path or which is None or not re.fullmatch(r"[A-Za-z0-9_.]+", path):
         raise UserError(f"--hook {spec!r}: expected a hook name or MODULE.PATH[:input|:output]")
-    return path, which  # type: ignore[return-value]
+    return path, which
 
 
 def hook_dirname(spec: str) -> str:
