@@ -229,6 +229,7 @@ def test_offline_scores_a_planted_dictionary_above_a_shuffled_one(tmp_path):
     assert db.get_summary(conn, "interpretability") == summary
     table = format_interpretability(summary)
     assert "planted" in table and "shuffled" in table and "100%" in table
+    assert "planted, shuffled: no forward of the model here" in table and planted["heldout_forward"] is False
 
 
 def test_features_explain_cli(tmp_path, capsys):

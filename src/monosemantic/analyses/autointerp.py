@@ -277,7 +277,7 @@ def _dictionary(
     )  # fmt: skip
     conn.commit()
     single = {f for f in scored if is_single_token(examples.get(f, []))}
-    row = _summary_row(d, info, explanations, results, single)
+    row = {**_summary_row(d, info, explanations, results, single), "heldout_forward": pool is not None}
     log.info("explain %s: %d explained, %d scored in %.1f s", name, len(explanations), len(scored),
              time.perf_counter() - t0)  # fmt: skip
     return row
@@ -336,6 +336,10 @@ def format_interpretability(summary: dict) -> str:
             f"{d['model']:<12} {d['dictionary']:<14} {d.get('n_explained', '-'):>9} {d['n_scored']:>6} {med:>8}"
             f" {r:>5} {w:>8} {single:>12} {multi:>12}"
         )
+    stored_only = sorted({d["model"] for d in summary["dictionaries"] if d.get("heldout_forward") is False})
+    if stored_only:
+        lines.append(f"({', '.join(stored_only)}: no forward of the model here, so scored on the stored examples "
+                     "only: no random held-out or out-of-context windows)")  # fmt: skip
     return "\n".join(lines)
 
 
