@@ -38,10 +38,10 @@ def test_build_fills_every_analysis_table(tiny_run, tmp_path, capsys):
 
 
 def test_analyses_are_chosen_by_name():
-    assert [s.name for s in selected("all")] == NAMES
-    assert selected("none") == []
-    assert [s.name for s in selected("map, ablations")] == ["ablations", "map"]  # pipeline order, not the spec's
+    assert [s.name for s in selected(("all",))] == NAMES
+    assert selected(("none",)) == [] and selected(()) == []
+    assert [s.name for s in selected(("map", "ablations"))] == ["ablations", "map"]  # pipeline order, not the spec's
     assert NAMES == ["explain", "ablations", "split", "map", "proxies", "universality"]
-    assert [s.name for s in selected("all") if s.any_subject] == ["explain", "map"]
+    assert [s.name for s in selected(("all",)) if s.any_subject] == ["explain", "map"]
     with pytest.raises(UserError, match="--analyses: unknown nope"):
-        selected("nope")
+        selected(("nope",))
