@@ -281,9 +281,9 @@ def _write_corpus(
     with open(raw, "rb") as f, open(folder / CORPUS_JSONL, "wb") as g:
         for i in tqdm(order, desc="shuffle", unit="doc", disable=not progress):
             f.seek(offsets[i])
-            line = f.read(offsets[i + 1] - offsets[i])
-            g.write(line)
-            h.update(line)
+            record = f.read(offsets[i + 1] - offsets[i])
+            g.write(record)
+            h.update(record)
             n_bytes[srcs[i]] += text_bytes[i]
             n_docs[srcs[i]] += 1
     raw.unlink()
@@ -339,7 +339,7 @@ def build_corpus(
         by_category: Counter[str] = Counter()
         for src, b in n_bytes.items():
             by_category[src.split("/")[0]] += b
-        manifest = {
+        manifest: dict[str, Any] = {
             "n_documents": n,
             "n_bytes": sum(n_bytes.values()),  # UTF-8 bytes of the texts (the file adds JSON quoting)
             "sha256": sha,  # of corpus.jsonl

@@ -26,7 +26,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -78,12 +78,13 @@ class _ShardWriter:
         self.folder, self.split, self.dtype, self.shard_tokens = folder, split, dtype, shard_tokens
         self.shard, self.pos, self.n_tokens = -1, shard_tokens, 0
         self.docs: list[tuple[int, int, int, int]] = []
-        self.file = None
+        self.file: BinaryIO | None = None
 
     def add(self, ids: np.ndarray, src: int) -> None:
         if self.pos + len(ids) > self.shard_tokens and self.pos > 0:
             self._next_shard()
         self.docs.append((self.shard, self.pos, len(ids), src))
+        assert self.file is not None  # opened by the first `_next_shard` (pos starts full)
         ids.astype(self.dtype).tofile(self.file)
         self.pos += len(ids)
         self.n_tokens += len(ids)
@@ -151,7 +152,7 @@ def write_tokens(
                 raise UserError(
                     f"the {s} split is empty: {index} documents are too few for val_fraction {cfg.val_fraction}"
                 )
-        body = {
+        body: dict[str, Any] = {
             "dtype": dtype.name,
             "vocab_size": vocab,
             "eot_id": eot,
