@@ -64,7 +64,7 @@ from monosemantic.errors import UserError
 from monosemantic.io import is_complete, read_config, save_npy, stage_dir, write_config
 from monosemantic.runtime import autocast, check_dtype, pick_device
 from monosemantic.transformer import hooks
-from monosemantic.transformer.subject import ensure_tokens, hook_dirname, load_subject, subject_key
+from monosemantic.transformer.subject import ensure_tokens, hook_dirname, load_subject, subject_key, vocab_size
 
 log = logging.getLogger(__name__)
 
@@ -370,7 +370,7 @@ def run(
         return read_config(out / paths.CONFIG, KIND)
     s = load_subject(layout, model_name, cfg.hook, str(pick_device(cfg.device)), ctx_len)
     store = TokenStore(ensure_tokens(layout, s, tokens_cfg, progress))
-    vocab = int(getattr(s.model, "vocab_size", 0) or s.model.cfg.vocab_size)
+    vocab = vocab_size(s.model)
     if store.vocab_size > vocab:
         raise UserError(f"{store.folder}: vocabulary {store.vocab_size} is larger than the {vocab} of {s.source}")
     extra = {
@@ -389,4 +389,4 @@ def run(
 
 def _name(split: TokenSplit) -> str:
     """The split's folder, for messages."""
-    return str(Path(split.shards[0].filename).parent) if split.shards else "token split"
+    return str(Path(str(split.shards[0].filename)).parent) if split.shards else "token split"

@@ -108,6 +108,15 @@ def context_length(model: nn.Module) -> int:
     raise TypeError(f"{type(model).__name__} is neither our Transformer nor an HFSubject")
 
 
+def vocab_size(model: nn.Module) -> int:
+    """The number of token embeddings of `model`: our transformer's config, or an HF subject's."""
+    if isinstance(model, Transformer):
+        return model.cfg.vocab_size
+    if isinstance(model, HFSubject):
+        return model.vocab_size
+    raise TypeError(f"{type(model).__name__} is neither our Transformer nor an HFSubject")
+
+
 # -- which model -----------------------------------------------------------------------------
 
 

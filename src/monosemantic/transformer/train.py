@@ -16,7 +16,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -238,7 +238,7 @@ def run(
     if resume and not has_checkpoint(ckpt):
         raise UserError(f"--resume: no checkpoint in {ckpt}")
     store = TokenStore(layout.tokens)
-    model_cfg = TransformerConfig(**{**model_cfg.to_dict(), "vocab_size": store.vocab_size})
+    model_cfg = replace(model_cfg, vocab_size=store.vocab_size)
     seed_everything(cfg.seed)
     model = Transformer(model_cfg).to(pick_device(cfg.device))
     result = train_transformer(model, store, cfg, ckpt_dir=ckpt, progress=progress)
