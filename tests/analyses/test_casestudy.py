@@ -118,3 +118,10 @@ def test_moments_at_batch_scale_match_float64_within_1e_5():
     for s in range(2):
         want = corrcoef(f[member[s]].astype(np.float64), y[member[s]])
         np.testing.assert_allclose(r[s], want, atol=1e-5)
+
+
+def test_a_summary_of_an_older_version_is_named_not_a_traceback():
+    from monosemantic.analyses.casestudy_report import format_case_study
+
+    assert "older version" in format_case_study([{"proxy": "arabic", "feature_corr": 0.8}])
+    assert "older version" in format_case_study({"model": "A", "rows": []})

@@ -93,6 +93,8 @@ def format_case_study(summary: dict, dictionary: str | None = None) -> str:
     """The demo's table, per proxy over all tokens: its share of the sample and of the split, the
     best feature of `dictionary` (default: the largest) with r, specificity above half its max,
     decoder neurons and family; the best neuron with r and specificity; r per dictionary; the paper's r."""
+    if not isinstance(summary, dict) or "sample" not in summary or "shares" not in summary:
+        return "case studies: stored by an older version; rerun `monosemantic features proxies`"
     d = dictionary or summary["largest"]
     dmin, fmin = summary["config"]["decoder_min"], summary["config"]["family_min_r"]
     smp = summary["sample"]
@@ -101,11 +103,13 @@ def format_case_study(summary: dict, dictionary: str | None = None) -> str:
     lines = [
         f"case studies (paper §8.1-§8.2, §8.6), model {summary['model']}: {smp['n_tokens']:,} held-out tokens in "
         f"{smp['n_contexts']:,} contexts spread over the validation split ({smp['split_tokens']:,} tokens)",
-        "r: Pearson with the proxy; spec: share of tokens above half the max activation where the proxy holds; "
-        f"dec: decoder neurons with |c| >= {dmin} (unit decoder row), top 3; family: features with r >= {fmin}, "
-        "r of their summed activation",
-        f"{'':<10} {'% of tokens':<13} {'feature of ' + d:<56} {'best neuron':<18}",
-        f"{'proxy':<10} {'sample':>6} {'split':>6} {'#':>6} {'r':>5} {'spec':>5} {'dec':>4} {'top decoder neurons':<23}"
+        "% of tokens where the proxy holds (LLR > 0) in the sample and the split; content: the split's tokens of "
+        "that content category (tokens stage); r: Pearson with the proxy; spec: share of tokens above half the max "
+        f"activation where the proxy holds; dec: decoder neurons with |c| >= {dmin} (unit decoder row), top 3; "
+        f"fam: features with r >= {fmin}, sum r: r of their summed activation",
+        f"{'':<10} {'% of tokens':<21} {'feature of ' + d:<63} {'best neuron':<18}",
+        f"{'proxy':<10} {'sample':>6} {'split':>6} {'content':>7} {'#':>6} {'r':>5} {'spec':>5} {'dec':>4}"
+        f" {'top decoder neurons':<30}"
         f" {'fam':>3} {'sum r':>5} {'#':>5} {'r':>5} {'spec':>5} {'paper r':>7}",
     ]
     for r in rows:
@@ -115,8 +119,9 @@ def format_case_study(summary: dict, dictionary: str | None = None) -> str:
         dec, fam = r.get("decoder") or {}, r["family"]
         top = ", ".join(f"{i} {c:+.2f}" for i, c in dec.get("top", []))
         lines.append(
-            f"{r['name']:<10} {_pct(sh.get('sample')):>6} {_pct(sh.get('split')):>6} {_fmt(r['feature'], 'd'):>6}"
-            f" {_fmt(r['feature_corr']):>5} {_fmt(r['specificity']):>5} {_fmt(dec.get('n_ge'), 'd'):>4} {top:<23}"
+            f"{r['name']:<10} {_pct(sh.get('sample')):>6} {_pct(sh.get('split')):>6} {_pct(sh.get('category')):>7}"
+            f" {_fmt(r['feature'], 'd'):>6} {_fmt(r['feature_corr']):>5} {_fmt(r['specificity']):>5}"
+            f" {_fmt(dec.get('n_ge'), 'd'):>4} {top:<30}"
             f" {len(fam['members']):>3} {_fmt(fam['sum_corr']):>5} {_fmt(r['neuron'], 'd'):>5}"
             f" {_fmt(r['neuron_corr']):>5} {_fmt(r['neuron_specificity']):>5} {_fmt(r['paper_corr']):>7}"
         )

@@ -158,16 +158,16 @@ def run_proxies(conn: sqlite3.Connection, layout: paths.RunLayout, cfg: ProxyCon
     log.info("proxies: %s held-out tokens, %d contexts spread over the validation split of %s tokens",
              f"{ctx.n_tokens:,}", len(ctx.tokens), f"{store.val.n_tokens:,}")  # fmt: skip
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     mom, held, llr_max = _pass1(inputs, cfg, progress)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     r = {d: m.corr() for d, m in mom.items()}  # [S, F, P] each
     best = {d: best_columns(rd) for d, rd in r.items()}  # ([S, P], [S, P])
     fams = {d: [families(r[d][s], cfg.family_min_r) for s in range(len(SLICES))] for d in inputs.saes}
     levels, fam_r = _pass2(inputs, cfg, mom, best, fams, llr_max, progress)
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     shares = _shares(store, inputs, held[0], cfg)
-    t3 = time.perf_counter()
+    t3, c3 = time.perf_counter(), time.process_time()
     decoders = {(d, int(i)): decoder_in_neurons(sae.W_dec.detach()[int(i)].double().numpy(), cfg.decoder_min)
                 for d, sae in inputs.saes.items() for i in np.unique(best[d][0]) if i >= 0}  # fmt: skip
 
@@ -192,11 +192,20 @@ def run_proxies(conn: sqlite3.Connection, layout: paths.RunLayout, cfg: ProxyCon
         "n_tokens": {SLICES[s]: int(member[k].sum()) for k, s in enumerate(SLICES)},
         "shares": shares,
         "rows": summary_rows,
-        "seconds": {"pass1": round(t1 - t0, 2), "pass2": round(t2 - t1, 2), "split_share": round(t3 - t2, 2)},
+        # Wall and CPU seconds (this process's, all threads): on a shared machine they differ.
+        "seconds": {
+            "pass1": round(t1 - t0, 2),
+            "pass2": round(t2 - t1, 2),
+            "split_share": round(t3 - t2, 2),
+            "pass1_cpu": round(c1 - c0, 2),
+            "pass2_cpu": round(c2 - c1, 2),
+            "split_share_cpu": round(c3 - c2, 2),
+        },
     }
     db.set_summary(conn, "case_study", summary)
     conn.commit()
-    log.info("proxies: pass 1 %.1f s, pass 2 %.1f s, split shares %.1f s", t1 - t0, t2 - t1, t3 - t2)
+    log.info("proxies: pass 1 %.1f s, pass 2 %.1f s, split shares %.1f s (CPU %.1f, %.1f, %.1f s)",
+             t1 - t0, t2 - t1, t3 - t2, c1 - c0, c2 - c1, c3 - c2)  # fmt: skip
     return json.loads(db.dumps(summary))  # what the database holds: NaN (no correlation) as None
 
 

@@ -257,5 +257,6 @@ def _case_study(conn, dicts: list[tuple[int, int]], sizes: tuple[int, ...]) -> N
         "shares": {name: {"sample": 0.002 * (k + 1), "split": 0.0021 * (k + 1), "split_tokens": 1_327_360,
                           "category": 0.002} for k, name in enumerate(PROXIES)},
         "rows": rows,
-        "seconds": {"pass1": 60.0, "pass2": 8.0, "split_share": 1.0},
+        "seconds": {"pass1": 60.0, "pass2": 8.0, "split_share": 1.0, "pass1_cpu": 110.0, "pass2_cpu": 14.0,
+                    "split_share_cpu": 1.0},
     })  # fmt: skip
