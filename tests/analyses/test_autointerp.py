@@ -251,7 +251,7 @@ def test_features_explain_cli(tmp_path, capsys):
 def test_heldout_windows_come_from_contexts_the_explainer_never_read(tiny_run, tiny_db, one_thread):
     import sqlite3
 
-    from monosemantic.analyses.autointerp import live_features, test_windows
+    from monosemantic.analyses.autointerp import live_features, scoring_windows
     from monosemantic.analyses.heldout import load_pool
     from monosemantic.analyses.loader import dictionaries, load_dictionaries
     from monosemantic.analyses.sampling import read_examples, top_tokens
@@ -285,7 +285,7 @@ def test_heldout_windows_come_from_contexts_the_explainer_never_read(tiny_run, t
     kinds, zeros = set(), 0
     for j, f in enumerate(feats):
         explain, test = split_by_context(examples[f])
-        windows = test_windows(explain, test, info[f], cfg, pool, acts[:, j], np.random.default_rng(j))
+        windows = scoring_windows(explain, test, info[f], cfg, pool, acts[:, j], np.random.default_rng(j))
         assert {w.ctx_offset for w in windows}.isdisjoint({e.ctx_offset for e in explain}), f
         kinds |= {w.kind for w in windows}
         zeros += sum(w.centre_act == 0 for w in windows if w.kind == "heldout")

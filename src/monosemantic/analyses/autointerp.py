@@ -45,8 +45,8 @@ from monosemantic.analyses.heldout import HeldOutPool, load_pool
 from monosemantic.analyses.llm import ChatClient, LLMConfig, LLMExplainer, LLMSimulator
 from monosemantic.analyses.loader import DictRow, dictionaries, load_dictionaries
 from monosemantic.analyses.sampling import (
+    ScoringWindow,
     StoredExample,
-    TestWindow,
     explanation_examples,
     is_single_token,
     read_examples,
@@ -145,7 +145,7 @@ def sample_features(candidates: list[int], cfg: AutoInterpConfig, dictionary_id:
     return sorted(candidates)
 
 
-def test_windows(
+def scoring_windows(
     explain: list[StoredExample],
     test: list[StoredExample],
     info: FeatureInfo,
@@ -153,7 +153,7 @@ def test_windows(
     pool: HeldOutPool | None,
     col: np.ndarray | None,
     rng: np.random.Generator,
-) -> list[TestWindow]:
+) -> list[ScoringWindow]:
     """Every window the simulator is scored on for one feature: the stored test side, then the pool's."""
     n_iv = len(info.interval_counts)
     out = stored_test_windows(test, cfg.window, info.max_act, n_iv)
@@ -165,7 +165,7 @@ def test_windows(
 
 
 def score_windows(
-    explanation: str, windows: list[TestWindow], simulator: Simulator, population: dict[int, int]
+    explanation: str, windows: list[ScoringWindow], simulator: Simulator, population: dict[int, int]
 ) -> dict[str, float | None]:
     """Simulate `windows` from `explanation` and score (scoring.window_scores) with importance weights."""
     predicted = simulator.simulate(explanation, [w.tokens for w in windows])
@@ -263,7 +263,7 @@ def _dictionary(
     def score(f: int) -> tuple[dict[str, float | None], Counter]:
         rng = np.random.default_rng([cfg.seed, d.id, f])
         col = cols[:, index[f]] if cols is not None else None
-        windows = test_windows(splits[f][0], splits[f][1], info[f], cfg, pool, col, rng)
+        windows = scoring_windows(splits[f][0], splits[f][1], info[f], cfg, pool, col, rng)
         if not windows:
             return {"spearman": None, "pearson": None, "spearman_weighted": None}, Counter()
         scores = score_windows(explanations[f], windows, simulator, info[f].population(n_tokens))

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from monosemantic import paths
 from monosemantic.analyses.loader import Dictionary, column_encoder
-from monosemantic.analyses.sampling import TestWindow
+from monosemantic.analyses.sampling import ScoringWindow
 from monosemantic.analyses.scoring import stratum
 from monosemantic.data.tokenizer import load_tokenizer
 from monosemantic.data.tokens import TokenStore
@@ -80,7 +80,7 @@ class HeldOutPool:
         max_act: float,
         n_intervals: int,
         rng: np.random.Generator,
-    ) -> list[TestWindow]:
+    ) -> list[ScoringWindow]:
         """Test windows of one feature (`col [P]` its activations), in contexts whose offset is not in `exclude`.
 
         `n_random` centres uniform over those contexts' tokens (zeros included: 'heldout' windows,
@@ -106,7 +106,7 @@ class HeldOutPool:
             centre = float(col[r * T + p])
             s = stratum(centre, max_act, n_intervals) if kind == "heldout" else None
             toks = [self.strings[t] for t in self.tokens[r, lo:hi].tolist()]
-            out.append(TestWindow(toks, acts.round(4).tolist(), kind, p - lo, centre, s, int(self.offsets[r])))
+            out.append(ScoringWindow(toks, acts.round(4).tolist(), kind, p - lo, centre, s, int(self.offsets[r])))
         return out
 
 

@@ -16,7 +16,7 @@ interval down, then the random non-zero ones, which only the test side takes (a 
 context the explainer already has is shown to the explainer).
 
 The held-out random windows with zero activations and the "top tokens out of context" windows come
-from a forward over held-out contexts (heldout.py); `TestWindow` is the common shape of all of them.
+from a forward over held-out contexts (heldout.py); `ScoringWindow` is the common shape of all of them.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class StoredExample:
 
 
 @dataclass(frozen=True)
-class TestWindow:
+class ScoringWindow:
     """A window the simulator predicts: ±`window` tokens around a centre token, with the truth."""
 
     tokens: list[str]
@@ -116,14 +116,16 @@ def explanation_examples(rows: list[StoredExample]) -> list[Example]:
     return [Example(e.tokens, e.acts) for e in rows]
 
 
-def stored_test_windows(rows: list[StoredExample], window: int, max_act: float, n_intervals: int) -> list[TestWindow]:
+def stored_test_windows(
+    rows: list[StoredExample], window: int, max_act: float, n_intervals: int
+) -> list[ScoringWindow]:
     """The test examples cut to ±`window` tokens around their token (the paper: ±4, 9 tokens)."""
     out = []
     for e in rows:
         lo, hi = max(0, e.max_index - window), e.max_index + window + 1
         exact = e.kind == "interval" and e.interval is not None and n_intervals > 1  # its stratum is known
         s = e.interval + 1 if exact else stratum(e.max_act, max_act, n_intervals)  # type: ignore[operator]
-        out.append(TestWindow(e.tokens[lo:hi], e.acts[lo:hi], e.kind, e.max_index - lo, e.max_act, s, e.ctx_offset))
+        out.append(ScoringWindow(e.tokens[lo:hi], e.acts[lo:hi], e.kind, e.max_index - lo, e.max_act, s, e.ctx_offset))
     return out
 
 
