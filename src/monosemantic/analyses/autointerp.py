@@ -169,9 +169,9 @@ def score_windows(
 ) -> dict[str, float | None]:
     """Simulate `windows` from `explanation` and score (scoring.window_scores) with importance weights."""
     predicted = simulator.simulate(explanation, [w.tokens for w in windows])
-    sampled = [i for i, w in enumerate(windows) if w.stratum is not None]
+    sampled = {i: w.stratum for i, w in enumerate(windows) if w.stratum is not None}  # probability samples
     weights: list[float | None] = [None] * len(windows)
-    for i, w in zip(sampled, importance_weights([windows[i].stratum for i in sampled], population), strict=True):
+    for i, w in zip(sampled, importance_weights(list(sampled.values()), population), strict=True):
         weights[i] = float(w)
     return window_scores(predicted, [w.acts for w in windows], weights)
 

@@ -60,13 +60,15 @@ class Evidence:
 
 
 class Explainer(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def explain(self, evidence: Evidence) -> str: ...
 
 
 class Simulator(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def simulate(self, explanation: str, windows: Sequence[Sequence[str]]) -> list[list[float]]: ...
 
@@ -107,7 +109,7 @@ class OfflineExplainer:
                 prev = t
         level = {t: level_of(m / count[t], top) for t, m in mass.items()}
         tokens = [t for t in sorted(mass, key=lambda t: -mass[t]) if level[t] >= 1][: self.max_tokens]
-        bigrams = []
+        bigrams: list[tuple[str, str, int]] = []
         for (p, t), m in sorted(two_mass.items(), key=lambda kv: -kv[1]):
             if len(bigrams) == self.max_bigrams:
                 break

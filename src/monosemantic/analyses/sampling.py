@@ -98,7 +98,8 @@ def split_by_context(rows: list[StoredExample]) -> tuple[list[StoredExample], li
     """(explanation examples, test examples): no context on both sides (module docstring)."""
     side: dict[int, bool] = {}  # ctx_offset -> True: the explainer's
     counts: dict[tuple[str, bool], int] = Counter()
-    explain, test = [], []
+    explain: list[StoredExample] = []
+    test: list[StoredExample] = []
     for e in sorted(rows, key=_priority):
         if e.ctx_offset not in side:
             if e.kind == "random":
