@@ -140,7 +140,7 @@ def main() -> None:
         if conn.execute("SELECT count(*) FROM examples").fetchone()[0] == 0:
             for m in models:
                 collect_examples(conn, layout, args.n_tokens, args.sae, args.n_features, m)
-        cfg = AutoInterpConfig(models=args.models, max_features=args.n_features)
+        cfg = AutoInterpConfig(models=tuple(m for m in args.models.split(",") if m), max_features=args.n_features)
         summary = run_autointerp(conn, layout, cfg)
         print(format_interpretability(summary))
     seconds = time.perf_counter() - t0

@@ -200,8 +200,9 @@ def test_a_presets_demo_section_sets_the_demos_defaults(tiny_run, tmp_path, caps
 
     from monosemantic.config import load_preset
 
-    assert load_preset("default")["demo"] == {"universality": True}  # the paper's universality in every demo
-    assert load_preset("full")["demo"] == {"universality": True}
+    # the paper's universality and its randomized control in every demo
+    assert load_preset("default")["demo"] == {"universality": True, "control": True}
+    assert load_preset("full")["demo"] == {"universality": True, "control": True}
     tiny = json.loads((resources.files("monosemantic.presets") / "tiny.json").read_text())
     preset = tmp_path / "no_b.json"
     preset.write_text(json.dumps({**tiny, "demo": {"universality": False}}))
@@ -217,7 +218,7 @@ def test_a_presets_demo_section_sets_the_demos_defaults(tiny_run, tmp_path, caps
     preset.write_text(json.dumps({**tiny, "demo": {"universalty": False}}))
     assert run_cli(*demo) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert str(preset) in err and "demo section may only set universality" in err
+    assert str(preset) in err and "demo section may only set control, universality" in err
 
 
 def test_a_misspelt_sae_setting_in_a_preset_is_an_error(tiny_run, tmp_path, capsys):

@@ -143,4 +143,7 @@ def run_config(args: argparse.Namespace, flagged: tuple[str, ...] = (), prefixed
     universality = getattr(args, "universality", None)
     if universality is None:
         universality = bool(preset["demo"].get("universality", True))
-    return RunConfig(**built, ladder=ladder, sae=train, universality=universality)
+    control = getattr(args, "control", None)
+    if control is None:
+        control = bool(preset["demo"].get("control", False))
+    return RunConfig(**built, ladder=ladder, sae=train, universality=universality, control=control)

@@ -53,6 +53,14 @@ def add_parsers(sub: Any) -> None:
         "paper's universality analysis (paper §8.12; about 10 min with the default preset); --no-universality skips "
         "model B (default: the preset's demo section, on in the built-in presets)",
     )
+    demo.add_argument(
+        "--control",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also train the paper's control (paper §8.9): model A with each weight matrix's entries shuffled, "
+        "harvested like A, with the ladder's largest SAE, scored by automated interpretability beside A's "
+        "(default: the preset's demo section, on in default and full)",
+    )
     demo.set_defaults(func=cmd_demo)
     for section, c in section_classes().items():
         add_dataclass_args(demo, c, skip=("vocab_size",) if section == "transformer" else (), prefix=section)
