@@ -93,8 +93,8 @@ def components(work: Path, n_tokens: int, batch_size: int) -> dict[str, float]:
     P = len(pset.proxies)
     enc32 = {n: encoder(s) for n, s in saes.items()}
     bf = {n: (s.W_enc.detach().bfloat16(), s.b_enc.detach(), s.b_dec.detach()) for n, s in saes.items()}
-    mom = {n: Moments(s.cfg.n_features, P, 2) for n, s in saes.items()}
-    mom_bf = {n: Moments(s.cfg.n_features, P, 2) for n, s in saes.items()}
+    widths = {n: s.cfg.n_features for n, s in saes.items()}
+    mom, mom_bf = Moments(widths, P, 2), Moments(widths, P, 2)
     old = {n: PearsonAccumulator(s.cfg.n_features, P) for n, s in saes.items()}
     t = dict.fromkeys(("forward", "llr", "encode_f32", "moments", "old_accumulator", "encode_bf16"), 0.0)
     # CPU seconds of this process: on a shared machine, wall time measures the neighbours too.
@@ -111,12 +111,16 @@ def components(work: Path, n_tokens: int, batch_size: int) -> dict[str, float]:
             t["llr"] += clock() - start
             y = torch.from_numpy(np.ascontiguousarray(val.T))
             member = torch.from_numpy(np.stack([np.ones(len(y), dtype=bool), ~synthetic[lo:hi].reshape(-1)]))
+            start = clock()
+            mom.batch(y, member)
+            t["moments"] += clock() - start
+            mom_bf.batch(y, member)
             for n in saes:
                 start = clock()
                 f = enc32[n](x)
                 t["encode_f32"] += clock() - start
                 start = clock()
-                mom[n].update(f, y, member)
+                mom.add(n, f)
                 t["moments"] += clock() - start
                 start = clock()
                 old[n].update(f, y)
@@ -125,10 +129,10 @@ def components(work: Path, n_tokens: int, batch_size: int) -> dict[str, float]:
                 start = clock()
                 fb = torch.relu_(((x - b_dec).bfloat16() @ W).float() + b)
                 t["encode_bf16"] += clock() - start
-                mom_bf[n].update(fb, y, member)
+                mom_bf.add(n, fb)
     out = {f"{k}_cpu_s_per_1M": v * TARGET / ctx.n_tokens for k, v in t.items()}
-    r32 = {n: np.nan_to_num(m.corr(), nan=-2) for n, m in mom.items()}
-    r16 = {n: np.nan_to_num(m.corr(), nan=-2) for n, m in mom_bf.items()}
+    r32 = {n: np.nan_to_num(mom.corr(n), nan=-2) for n in saes}
+    r16 = {n: np.nan_to_num(mom_bf.corr(n), nan=-2) for n in saes}
     dr = max(float(np.abs(r32[n] - r16[n]).max()) for n in saes)
     same = all((r32[n].argmax(1) == r16[n].argmax(1)).all() for n in saes)
     return {**out, "bf16_max_abs_dr": dr, "bf16_same_best_features": bool(same), "n_tokens": ctx.n_tokens}

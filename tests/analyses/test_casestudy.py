@@ -22,24 +22,26 @@ def test_moments_match_numpy_per_slice_over_batches():
     y = np.maximum(rng.normal(size=(N, P)) - 1.0, 0)  # proxies thresholded at 0: mostly zero
     y[:, 2] = (rng.random(N) < 0.05).astype(float)  # a binarized one
     member = np.stack([np.ones(N, bool), rng.random(N) < 0.8, rng.random(N) < 0.3])  # all, most, few
-    m = Moments(F, P, 3)
+    m = Moments({"f": F, "twice": F}, P, 3)
     scratch = torch.empty(128 * F)
     for lo in range(0, N, 128):
-        m.update(torch.from_numpy(f[lo : lo + 128]), torch.from_numpy(y[lo : lo + 128]),
-                 torch.from_numpy(member[:, lo : lo + 128]), scratch if lo else None)  # fmt: skip
-    r = m.corr()
+        m.batch(torch.from_numpy(y[lo : lo + 128]), torch.from_numpy(member[:, lo : lo + 128]))
+        m.add("f", torch.from_numpy(f[lo : lo + 128]), scratch if lo else None)
+        m.add("twice", torch.from_numpy(2 * f[lo : lo + 128]))
+    r = m.corr("f")
+    np.testing.assert_allclose(np.nan_to_num(m.corr("twice")), np.nan_to_num(r), atol=1e-6)  # r is scale-free
     for s in range(3):
         keep = member[s]
         fs, ys = f[keep].astype(np.float64), y[keep]
         assert m.n[s] == keep.sum()
         # float32 sums within a batch: relative error ~1e-7.
-        np.testing.assert_allclose(m.sx[s], fs.sum(0), rtol=1e-6)
-        np.testing.assert_allclose(m.sxx[s], (fs * fs).sum(0), rtol=1e-6)
-        np.testing.assert_allclose(m.sxy[:, s, :], fs.T @ ys, rtol=1e-6)
+        np.testing.assert_allclose(m.sx["f"][s], fs.sum(0), rtol=1e-6)
+        np.testing.assert_allclose(m.sxx["f"][s], (fs * fs).sum(0), rtol=1e-6)
+        np.testing.assert_allclose(m.sxy["f"][:, s, :], fs.T @ ys, rtol=1e-6)
         want = corrcoef(fs, ys)
         assert np.isnan(r[s, 4]).all() and not np.isnan(np.delete(r[s], 4, 0)).any()
         np.testing.assert_allclose(np.delete(r[s], 4, 0), np.delete(want, 4, 0), atol=1e-6)
-    np.testing.assert_array_equal(m.max.numpy(), f.max(0))
+    np.testing.assert_array_equal(m.max["f"].numpy(), f.max(0))
     # The same numbers as the general accumulator the other analyses use.
     acc = PearsonAccumulator(F, P)
     acc.update(torch.from_numpy(f), torch.from_numpy(y))
@@ -97,10 +99,11 @@ def test_family_sum_r_by_moments_of_the_summed_columns():
     fam = [0, 3]
     M = torch.zeros(5, 1)
     M[fam, 0] = 1
-    m = Moments(1, 2, 1)
-    m.update(torch.from_numpy(f) @ M, torch.from_numpy(y), torch.ones(1, 400, dtype=torch.bool))
+    m = Moments({"family": 1}, 2, 1)
+    m.batch(torch.from_numpy(y), torch.ones(1, 400, dtype=torch.bool))
+    m.add("family", torch.from_numpy(f) @ M)
     want = np.corrcoef(f[:, fam].astype(np.float64).sum(1), y[:, 1])[0, 1]
-    assert m.corr()[0, 0, 1] == pytest.approx(want, abs=1e-6)
+    assert m.corr("family")[0, 0, 1] == pytest.approx(want, abs=1e-6)
 
 
 def test_moments_at_batch_scale_match_float64_within_1e_5():
@@ -110,11 +113,11 @@ def test_moments_at_batch_scale_match_float64_within_1e_5():
     f = (np.maximum(rng.normal(size=(N, F)) - 2.0, 0) * rng.uniform(0.5, 20, size=F)).astype(np.float32)
     y = np.maximum(rng.normal(size=(N, 2)) * 3 - 4, 0)
     member = np.stack([np.ones(N, bool), rng.random(N) < 0.9])
-    m = Moments(F, 2, 2)
+    m = Moments({"f": F}, 2, 2)
     for lo in range(0, N, 4096):
-        m.update(torch.from_numpy(f[lo : lo + 4096]), torch.from_numpy(y[lo : lo + 4096]),
-                 torch.from_numpy(member[:, lo : lo + 4096]))  # fmt: skip
-    r = m.corr()
+        m.batch(torch.from_numpy(y[lo : lo + 4096]), torch.from_numpy(member[:, lo : lo + 4096]))
+        m.add("f", torch.from_numpy(f[lo : lo + 4096]))
+    r = m.corr("f")
     for s in range(2):
         want = corrcoef(f[member[s]].astype(np.float64), y[member[s]])
         np.testing.assert_allclose(r[s], want, atol=1e-5)

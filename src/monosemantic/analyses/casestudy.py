@@ -31,48 +31,66 @@ from monosemantic.analyses.correlate import pearson_from_sums
 
 
 class Moments:
-    """n, Σf, Σf², Σf·y per slice, and max f over all tokens, for F columns against P proxies.
+    """n, Σf, Σf², Σf·y per slice, and max f over all tokens, for several dictionaries' columns against
+    P proxies over the same tokens.
 
-    `update(f [N, F], y [N, P], member [S, N] bool)`: slice s counts the tokens where `member[s]`.
-    Per batch the sums are two skinny float32 matmuls over the tokens, [member; y·member] @ f and
-    member @ f², so a slice costs no copy of f and there is no loop over features; across batches
-    they add up in float64 (tests/analyses/test_casestudy.py checks them against numpy).
+        m = Moments({"neurons": 512, "tm2023-4096": 4096}, n_proxies=P, n_slices=S)
+        for f_by_dictionary, y, member in batches:   # f [N, F], y [N, P], member [S, N] bool
+            m.batch(y, member)                       # the proxies' side, once per batch
+            for name, f in f_by_dictionary.items():
+                m.add(name, f)                       # each dictionary's side
+        r = m.corr("tm2023-4096")                    # [S, F, P] Pearson r
+
+    Slice s counts the tokens where `member[s]`. Per batch a dictionary's sums are two skinny float32
+    matmuls over the tokens, [member; y·member] @ f and member @ f², so a slice costs no copy of f
+    and there is no loop over features; across batches they add up in float64
+    (tests/analyses/test_casestudy.py checks them against numpy).
     """
 
-    def __init__(self, n_cols: int, n_proxies: int, n_slices: int):
-        F, P, S = n_cols, n_proxies, n_slices
+    def __init__(self, widths: dict[str, int], n_proxies: int, n_slices: int):
+        P, S = n_proxies, n_slices
         self.n = np.zeros(S)
-        self.sx, self.sxx = np.zeros((S, F)), np.zeros((S, F))
         self.sy, self.syy = np.zeros((S, P)), np.zeros((S, P))
-        self.sxy = np.zeros((F, S, P))
-        self.max = torch.zeros(F)
+        self.sx = {d: np.zeros((S, F)) for d, F in widths.items()}
+        self.sxx = {d: np.zeros((S, F)) for d, F in widths.items()}
+        self.sxy = {d: np.zeros((F, S, P)) for d, F in widths.items()}
+        self.max = {d: torch.zeros(F) for d, F in widths.items()}
+        self._m: Tensor | None = None
+        self._w: Tensor | None = None
 
     @torch.inference_mode()
-    def update(self, f: Tensor, y: Tensor, member: Tensor, scratch: Tensor | None = None) -> None:
-        """`f [N, F]` float32, `y [N, P]`, `member [S, N]` bool; `scratch`: a float32 buffer of at least
-        N·F elements for f² (a fresh one per batch costs page faults on this scale: 128 MB for 4,096
-        features × 8,192 tokens)."""
-        (N, F), S, P = f.shape, member.shape[0], y.shape[1]
+    def batch(self, y: Tensor, member: Tensor) -> None:
+        """Start a batch: `y [N, P]` the proxies' values, `member [S, N]` bool the slices."""
+        (N, P), S = y.shape, member.shape[0]
         md, yd = member.double(), y.double()
         self.n += md.sum(1).numpy()
         self.sy += (md @ yd).numpy()
         self.syy += (md @ (yd * yd)).numpy()
         # Weights as rows, [k, N] @ f: MKL's skinny f.T @ [N, k] is ten times slower on this machine.
-        m = member.float()  # [S, N]
-        w = torch.cat([m, (y.T.float()[None] * m[:, None, :]).reshape(S * P, N)])  # [S + S·P, N]
-        wf = (w @ f).double().numpy()  # [S + S·P, F]
-        sq = f * f if scratch is None else torch.mul(f, f, out=scratch[: f.numel()].view(N, F))
-        self.sx += wf[:S]
-        self.sxy += wf[S:].reshape(S, P, F).transpose(2, 0, 1)
-        self.sxx += (m @ sq).double().numpy()
-        if N:
-            torch.maximum(self.max, f.amax(0), out=self.max)
+        self._m = member.float()  # [S, N]
+        self._w = torch.cat([self._m, (y.T.float()[None] * self._m[:, None, :]).reshape(S * P, N)])  # [S + S·P, N]
 
-    def corr(self) -> np.ndarray:
-        """[S, F, P] Pearson r; NaN where a column or a proxy never varies in the slice."""
+    @torch.inference_mode()
+    def add(self, name: str, f: Tensor, scratch: Tensor | None = None) -> None:
+        """Dictionary `name`'s activations `f [N, F]` (float32) on the batch's tokens; `scratch`: a
+        float32 buffer of at least N·F elements for f² (a fresh one per batch costs page faults on
+        this scale: 128 MB for 4,096 features × 8,192 tokens)."""
+        assert self._m is not None and self._w is not None, "Moments.batch first"
+        (N, F), S = f.shape, self._m.shape[0]
+        wf = (self._w @ f).double().numpy()  # [S + S·P, F]
+        sq = f * f if scratch is None else torch.mul(f, f, out=scratch[: f.numel()].view(N, F))
+        self.sx[name] += wf[:S]
+        self.sxy[name] += wf[S:].reshape(S, -1, F).transpose(2, 0, 1)
+        self.sxx[name] += (self._m @ sq).double().numpy()
+        if N:
+            torch.maximum(self.max[name], f.amax(0), out=self.max[name])
+
+    def corr(self, name: str) -> np.ndarray:
+        """[S, F, P] Pearson r of dictionary `name`; NaN where a column or a proxy never varies in the slice."""
+        sx, sxx, sxy = self.sx[name], self.sxx[name], self.sxy[name]
         return np.stack(
             [
-                pearson_from_sums(self.n[s], self.sx[s], self.sxx[s], self.sy[s], self.syy[s], self.sxy[:, s, :])
+                pearson_from_sums(self.n[s], sx[s], sxx[s], self.sy[s], self.syy[s], sxy[:, s, :])
                 for s in range(len(self.n))
             ]
         )

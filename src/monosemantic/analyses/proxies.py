@@ -161,7 +161,7 @@ def run_proxies(conn: sqlite3.Connection, layout: paths.RunLayout, cfg: ProxyCon
     t0, c0 = time.perf_counter(), time.process_time()
     mom, held, llr_max = _pass1(inputs, cfg, progress)
     t1, c1 = time.perf_counter(), time.process_time()
-    r = {d: m.corr() for d, m in mom.items()}  # [S, F, P] each
+    r = {d: mom.corr(d) for d in ["neurons", *inputs.saes]}  # [S, F, P] each
     best = {d: best_columns(rd) for d, rd in r.items()}  # ([S, P], [S, P])
     fams = {d: [families(r[d][s], cfg.family_min_r) for s in range(len(SLICES))] for d in inputs.saes}
     levels, fam_r = _pass2(inputs, cfg, mom, best, fams, llr_max, progress)
@@ -209,11 +209,11 @@ def run_proxies(conn: sqlite3.Connection, layout: paths.RunLayout, cfg: ProxyCon
     return json.loads(db.dumps(summary))  # what the database holds: NaN (no correlation) as None
 
 
-def _pass1(inputs: _Inputs, cfg: ProxyConfig, progress: bool) -> tuple[dict[str, Moments], np.ndarray, np.ndarray]:
+def _pass1(inputs: _Inputs, cfg: ProxyConfig, progress: bool) -> tuple[Moments, np.ndarray, np.ndarray]:
     """Moments of every column of every dictionary; proxy tokens per slice [S, P]; each proxy's max LLR [P]."""
     P, S = len(inputs.pset.proxies), len(SLICES)
     width = {"neurons": inputs.model.cfg.d_mlp, **{n: s.cfg.n_features for n, s in inputs.saes.items()}}
-    mom = {d: Moments(w, P, S) for d, w in width.items()}
+    mom = Moments(width, P, S)
     encoders = {n: encoder(s) for n, s in inputs.saes.items()}
     # Two buffers for the largest batch × dictionary, reused by every dictionary and batch.
     size = cfg.batch_size * inputs.ctx.tokens.shape[1] * max(width.values())
@@ -222,9 +222,10 @@ def _pass1(inputs: _Inputs, cfg: ProxyConfig, progress: bool) -> tuple[dict[str,
     for x, llr, member in inputs.batches(cfg.batch_size, "proxies: correlate", progress):
         val = inputs.pset.values(llr)
         y = torch.from_numpy(np.ascontiguousarray(val.T))
-        mom["neurons"].update(x, y, member, scratch)
+        mom.batch(y, member)
+        mom.add("neurons", x, scratch)
         for n, enc in encoders.items():
-            mom[n].update(enc(x, acts), y, member, scratch)
+            mom.add(n, enc(x, acts), scratch)
         held += (member.numpy()[:, None, :] & (val > 0)[None]).sum(-1)
         llr_max = np.maximum(llr_max, llr.max(1))
     return mom, held, llr_max
@@ -233,7 +234,7 @@ def _pass1(inputs: _Inputs, cfg: ProxyConfig, progress: bool) -> tuple[dict[str,
 def _pass2(
     inputs: _Inputs,
     cfg: ProxyConfig,
-    mom: dict[str, Moments],
+    mom: Moments,
     best: dict[str, tuple[np.ndarray, np.ndarray]],
     fams: dict[str, list[list[list[tuple[int, float]]]]],
     llr_max: np.ndarray,
@@ -256,14 +257,14 @@ def _pass2(
         for j, (s, k) in enumerate(keys):
             m[[pos[d][i] for i, _ in fams[d][s][k]], j] = 1.0
         fam_matrix[d] = m
-    fam_mom = {d: Moments(len(keys), P, S) for d, keys in fam_keys.items() if keys}
+    fam_mom = Moments({d: len(keys) for d, keys in fam_keys.items() if keys}, P, S)
     levels: dict[tuple[int, str, int], Levels] = {}
     for d in ["neurons", *inputs.saes]:
         for s in range(S):
             for k in range(P):
                 i = int(best[d][0][s, k])
                 if i >= 0:
-                    levels[s, d, k] = Levels(float(mom[d].max[i]), llr_max[k], cfg.n_levels, cfg.n_bins)
+                    levels[s, d, k] = Levels(float(mom.max[d][i]), llr_max[k], cfg.n_levels, cfg.n_bins)
     for x, llr, member in inputs.batches(cfg.batch_size, "proxies: levels, families", progress):
         val = inputs.pset.values(llr)
         y = torch.from_numpy(np.ascontiguousarray(val.T))
@@ -273,11 +274,12 @@ def _pass2(
             i = int(best[d][0][s, k])
             a = acts[d][:, pos[d][i]].numpy()[keep[s]]
             lv.add(a, val[k][keep[s]], None if d == "neurons" else llr[k][keep[s]])
-        for d, fm in fam_mom.items():
-            fm.update(acts[d] @ fam_matrix[d], y, member)
+        fam_mom.batch(y, member)
+        for d in fam_mom.max:
+            fam_mom.add(d, acts[d] @ fam_matrix[d])
     fam_r = {}
-    for d, fm in fam_mom.items():
-        r = fm.corr()
+    for d in fam_mom.max:
+        r = fam_mom.corr(d)
         for j, (s, k) in enumerate(fam_keys[d]):
             fam_r[s, d, k] = float(r[s, j, k])
     return levels, fam_r
