@@ -161,9 +161,9 @@ def run_proxies(conn: sqlite3.Connection, layout: paths.RunLayout, cfg: ProxyCon
     t0, c0 = time.perf_counter(), time.process_time()
     mom, held, llr_max = _pass1(inputs, cfg, progress)
     t1, c1 = time.perf_counter(), time.process_time()
-    r = {d: mom.corr(d) for d in ["neurons", *inputs.saes]}  # [S, F, P] each
-    best = {d: best_columns(rd) for d, rd in r.items()}  # ([S, P], [S, P])
-    fams = {d: [families(r[d][s], cfg.family_min_r) for s in range(len(SLICES))] for d in inputs.saes}
+    corr = {d: mom.corr(d) for d in ["neurons", *inputs.saes]}  # [S, F, P] each
+    best = {d: best_columns(c) for d, c in corr.items()}  # ([S, P], [S, P])
+    fams = {d: [families(corr[d][s], cfg.family_min_r) for s in range(len(SLICES))] for d in inputs.saes}
     levels, fam_r = _pass2(inputs, cfg, mom, best, fams, llr_max, progress)
     t2, c2 = time.perf_counter(), time.process_time()
     shares = _shares(store, inputs, held[0], cfg)
@@ -188,7 +188,7 @@ def run_proxies(conn: sqlite3.Connection, layout: paths.RunLayout, cfg: ProxyCon
             "ctx_len": int(ctx.tokens.shape[1]),
             "order": "spread",
             "split_tokens": store.val.n_tokens,
-        },  # fmt: skip
+        },
         "n_tokens": {SLICES[s]: int(member[k].sum()) for k, s in enumerate(SLICES)},
         "shares": shares,
         "rows": summary_rows,
@@ -257,7 +257,8 @@ def _pass2(
         for j, (s, k) in enumerate(keys):
             m[[pos[d][i] for i, _ in fams[d][s][k]], j] = 1.0
         fam_matrix[d] = m
-    fam_mom = Moments({d: len(keys) for d, keys in fam_keys.items() if keys}, P, S)
+    with_family = [d for d, keys in fam_keys.items() if keys]
+    fam_mom = Moments({d: len(fam_keys[d]) for d in with_family}, P, S)
     levels: dict[tuple[int, str, int], Levels] = {}
     for d in ["neurons", *inputs.saes]:
         for s in range(S):
@@ -275,10 +276,10 @@ def _pass2(
             a = acts[d][:, pos[d][i]].numpy()[keep[s]]
             lv.add(a, val[k][keep[s]], None if d == "neurons" else llr[k][keep[s]])
         fam_mom.batch(y, member)
-        for d in fam_mom.max:
-            fam_mom.add(d, acts[d] @ fam_matrix[d])
+        for d in with_family:
+            fam_mom.add(d, acts[d] @ fam_matrix[d])  # [N, families]: each family's summed activation
     fam_r = {}
-    for d in fam_mom.max:
+    for d in with_family:
         r = fam_mom.corr(d)
         for j, (s, k) in enumerate(fam_keys[d]):
             fam_r[s, d, k] = float(r[s, j, k])
