@@ -6,7 +6,7 @@
 Builds a synthetic feature database (browser/synthetic.py) under /tmp, starts `monosemantic serve` on
 it in a subprocess (uvicorn, one process, as a user runs it), then measures with sequential
 requests (p50/p95 of the server's own time from its Server-Timing header, and of the client's wall
-time) and with `--clients` concurrent clients (errors and client p95). Targets (issue 5): feature page
+time) and with `--clients` concurrent clients (errors and client p95). Targets: feature page
 p95 <= 50 ms, list and search p95 <= 100 ms server time, no error with 50 clients.
 Prints a table and writes benchmarks/results/browser_latency.json.
 """

@@ -14,7 +14,7 @@ far, as a ratio: resampling that destabilises training shows there (1: the MSE n
 Trains one SAE per (size, λ) on one shared pass over the activations (normalised inputs, as the
 CLI's default preset does), then evaluates all of them on the same held-out tokens in one pass.
 Prints a table and writes JSON (benchmarks/results/l1_sweep.json). Used to choose the demo's λ
-(docs/LOG.md, 2026-11-25).
+(docs/decisions.md, 2026-11-25).
 """
 
 from __future__ import annotations

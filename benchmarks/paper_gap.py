@@ -16,7 +16,7 @@ bfloat16 active set), then reports the held-out MSE, L0 and the objective both t
   `clip` and SAELens, if this matches SAELens, is the paper's unit-norm decoder).
 
 SAELens's own number for the same start is `sae_vs_saelens.py`'s (docs/benchmarks.md). Prints a
-table and writes JSON (benchmarks/results/paper_gap.json). Results: docs/LOG.md, 2026-12-06 sessions 6 and 7.
+table and writes JSON (benchmarks/results/paper_gap.json). Results: docs/decisions.md.
 """
 
 from __future__ import annotations

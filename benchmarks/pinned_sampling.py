@@ -1,4 +1,4 @@
-"""Pinned sampling (TM §4): the cached sampler against re-running the whole window at every step.
+"""Pinned sampling (paper.md §8.5): the cached sampler against re-running the whole window at every step.
 
     python benchmarks/pinned_sampling.py [--run runs/full] [--sae tm2023-4096] [--features 255]
 

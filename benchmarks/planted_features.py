@@ -17,7 +17,7 @@ input, AuxK with dead = 50 steps, lr 3e-3. Batch 256. Runs on CPU in one thread 
 SAEs are tiny, and on a shared 2-core machine a second OpenMP thread made runs 20-40× slower
 (spin-waiting); the default run takes well under 3 minutes.
 
-Why λ scales with 1/d for the 2023 recipe: its MSE is a mean over the d elements (ref §3.2), so
+Why λ scales with 1/d for the 2023 recipe: its MSE is a mean over the d elements (paper.md §3.2), so
 (1/d)·Σ_j (x − x̂)_j² + λ·L1 is (1/d)·[Σ_j (x − x̂)_j² + d·λ·L1]: on normalised data the trade-off
 that April's λ fixes needs d·λ constant. With λ = 0.1 at d = 64 the paper's SAE collapsed (L0 0.2,
 43 % dead, mean max cosine 0.40) while April's λ = 2 transferred unchanged.

@@ -1,4 +1,4 @@
-"""Resampling's scoring pass (TM §4): per-input loss of a trained SAE over 100 batches, three ways.
+"""Resampling's scoring pass (paper.md §4): per-input loss of a trained SAE over 100 batches, three ways.
 
     python benchmarks/resample_scoring.py --sae runs/full/sae/A/blocks.0.mlp.hook_post/tm2023-4096
 

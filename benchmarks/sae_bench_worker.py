@@ -106,7 +106,7 @@ def build_ours(recipe: str, m: int, steps: int, start: str, first: torch.Tensor,
         clip = {"max_grad_norm": 1.0} if recipe == "topk-clip" else {}
         cfg = TopKTrainConfig(**keep, **clip, **common)
     with torch.no_grad():
-        if sae.pre_encoder_bias:  # both starts: b_dec at the geometric median of the first batch (TM §3.1)
+        if sae.pre_encoder_bias:  # both starts: b_dec at the geometric median of the first batch (paper.md §3.1)
             sae.b_dec.copy_(geometric_median(first))
         if start == "sparse" and not recipe.startswith("topk"):
             fire_on(sae, first, TARGET_L0 / m)
@@ -215,7 +215,7 @@ def held_out_loss(
     """MSE (mean over elements) and L0 of an SAE's `encode`/`decode`, averaged over the held-out batches.
 
     With `W_dec [m, d_in]`, also `l1`: the mean over rows of Σ_i f_i ‖W_dec,i‖, the penalty both tools'
-    paper-recipe loss puts on the codes (ours keeps ‖W_dec,i‖ = 1, TM §3.1; SAELens's standard SAE
+    paper-recipe loss puts on the codes (ours keeps ‖W_dec,i‖ = 1, paper.md §3.1; SAELens's standard SAE
     weights by the norm). MSE + λ·l1 is then the objective both minimise, on held-out data.
     """
     mse, l0, l1 = [], [], []

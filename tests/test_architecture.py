@@ -14,7 +14,7 @@ import pytest
 
 SRC = Path(__file__).parents[1] / "src" / "monosemantic"
 LAYERS = ["data", "transformer", "activations", "sae", "eval", "features", "analyses", "browser"]
-# The SAE learns from any Iterator[Tensor]; it must not know where activations come from ([TM] §3).
+# The SAE learns from any Iterator[Tensor]; it must not know where activations come from (paper.md §3).
 FORBIDDEN = {"sae": {"data", "transformer", "activations"}, "browser": {"torch"}}
 BROWSER_MAY_IMPORT = {"monosemantic.features.db", "monosemantic.analyses.bands"}
 """The only modules of earlier stages the browser reads: the database schema and torch-free summaries."""

@@ -118,7 +118,6 @@ def test_depth_zero_is_the_plain_iterator_and_bad_depth_fails_at_the_call() -> N
 def test_sae_training_through_prefetch_is_bit_identical(tmp_path) -> None:
     """`train_saes` (the CLI's `sae train`) with the reader thread and without it: the same SAEs."""
     from monosemantic.pipeline import train_saes
-
     from monosemantic.sae.ladder import LadderConfig
     from monosemantic.sae.model import SparseAutoencoder
     from monosemantic.sae.train import SAETrainConfig

@@ -1,4 +1,4 @@
-"""The shuffled-weights control model (TM §4) and the CLI of the later analyses."""
+"""The shuffled-weights control model (paper.md §8.9) and the CLI of the later analyses."""
 
 import shutil
 

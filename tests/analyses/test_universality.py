@@ -1,4 +1,4 @@
-"""Universality (TM §6): a model matched with itself, and an SAE matched with a permuted copy."""
+"""Universality (paper.md §8.12): a model matched with itself, and an SAE matched with a permuted copy."""
 
 import shutil
 

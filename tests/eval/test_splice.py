@@ -1,4 +1,4 @@
-"""Loss recovered (TM §7.4): identity gives 1, zeros give 0, one pass equals separate passes."""
+"""Loss recovered (paper.md §7.4): identity gives 1, zeros give 0, one pass equals separate passes."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_identity_recovers_everything_and_zeros_recover_nothing(model, windows):
 
 
 def test_zero_ablation_zeroes_the_mlp_output_bias_included(model, windows):
-    """Reference §7.4: zero ablation sets the MLP *output* to zero, not just the neurons."""
+    """paper.md §7.4: zero ablation sets the MLP *output* to zero, not just the neurons."""
     r = evaluate_splices(model, HOOK, windows, {"id": lambda a: a}, batch_size=5)["id"]
     with torch.no_grad(), replaced(model, hooks.MLP_OUT, torch.zeros_like):
         direct = model.loss(windows).item()

@@ -1,4 +1,4 @@
-"""The unit-norm decoder constraint (TM §3.4)."""
+"""The unit-norm decoder constraint (paper.md §3.4)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """`--dtype bfloat16` for SAE training: bfloat16 autocast with float32 master weights.
 
-Tolerance (docs/LOG.md 2026-12-06): over 60 steps of each recipe on the same stream, every logged
+Tolerance (docs/decisions.md 2026-12-06): over 60 steps of each recipe on the same stream, every logged
 loss of the bfloat16 run is within 1 % of the float32 run's (measured: at most 0.02 % for the
 paper's recipe and April's, 0.35 % for TopK, whose top-k choice can flip on near-ties).
 """

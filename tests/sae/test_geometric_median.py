@@ -1,4 +1,4 @@
-"""Weiszfeld geometric median (TM §3.3) on cases with known answers."""
+"""Weiszfeld geometric median (paper.md §3.3) on cases with known answers."""
 
 from __future__ import annotations
 

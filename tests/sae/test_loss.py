@@ -1,4 +1,4 @@
-"""Loss functions against hand-computed values (TM §3.2)."""
+"""Loss functions against hand-computed values (paper.md §3.2)."""
 
 from __future__ import annotations
 

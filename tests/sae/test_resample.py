@@ -1,4 +1,4 @@
-"""The paper's dead-feature resampling (TM appendix "Neuron Resampling", ref §4)."""
+"""The paper's dead-feature resampling (the paper's appendix "Neuron Resampling", paper.md §4)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Tolerances: float32 gradients agree to 1e-5 relative (the two sum in different orders); a few
 training steps stay within 1e-4. The bfloat16 active-set choice is an approximation; its loss curve
-must stay within 2 % of float32's (stated in docs/LOG.md).
+must stay within 2 % of float32's (stated in docs/decisions.md).
 """
 
 from __future__ import annotations

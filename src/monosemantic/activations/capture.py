@@ -4,7 +4,7 @@
 
 A forward hook stores the activation and raises a private exception, so nothing after the module
 runs. For our one-layer model that skips the final LayerNorm and the unembedding, the most
-expensive part of the forward (8,192 × 128 against the MLP's 128 × 512, docs/LOG.md 2026-11-25).
+expensive part of the forward (8,192 × 128 against the MLP's 128 × 512, docs/decisions.md 2026-11-25).
 
 Generic over `nn.Module`: it imports nothing from `monosemantic.transformer`, so the same
 function serves any model whose forward takes one positional argument (a Hugging Face model's

@@ -1,4 +1,4 @@
-"""Harvest the activation dataset: a model's activations at one hook, sampled and shuffled (ref §2).
+"""Harvest the activation dataset: a model's activations at one hook, sampled and shuffled (paper.md §2).
 
     run(RunLayout(Path("runs/demo")), "A", HarvestConfig())           # the stage
     harvest(model, split, model.hook_point(hook), ctx_len, cfg, out)   # the function it calls
@@ -6,7 +6,7 @@
 [TM] appendix "Autoencoder Dataset": "evaluate the transformers on 40 million contexts ... collect
 the MLP activation vectors after the ReLU ... sample activation vectors from 250 tokens in each
 context and shuffle these together so that samples within a batch come from diverse contexts";
-the SAE then samples "without replacement". Choices the paper leaves open (ref §2), made here:
+the SAE then samples "without replacement". Choices the paper leaves open (paper.md §2), made here:
 
 - contexts are non-overlapping windows of `ctx_len` tokens cut from each shard of the training
   split (a window may span document boundaries, as the LM's training windows do), drawn in a
@@ -71,10 +71,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class HarvestConfig:
-    """Which activations to harvest, how many, and how they are stored (reference §2)."""
+    """Which activations to harvest, how many, and how they are stored (paper.md §2)."""
 
     hook: str = hooks.MLP_POST
-    """Hook name to read (transformer/hooks.py); the paper's SAE input is the MLP after the ReLU (ref §1). For a
+    """Hook name to read (transformer/hooks.py); the paper's SAE input is the MLP after the ReLU (paper.md §1). For a
     Hugging Face model: MODULE.PATH[:input|:output], e.g. transformer.h.1.mlp.c_proj:input (GPT-2's neurons)."""
     n_tokens: int = 4_000_000
     """Activation rows to store, one per sampled token: 4M rows of 512 in float16 = 4.1 GB on disk (the demo's
@@ -274,7 +274,7 @@ def harvest(
         for i in range(0, len(order), cfg.batch_contexts):
             k = order[i : i + cfg.batch_contexts]
             tokens = contexts.tokens(k)  # (B, T)
-            # Uniform positions without replacement in each context (ref §2); the last batch stops at n_tokens.
+            # Uniform positions without replacement in each context (paper.md §2); the last batch stops at n_tokens.
             ctx_pos = rng.random((len(k), ctx_len)).argsort(axis=1)[:, :ppc]  # (B, ppc)
             ci = np.repeat(np.arange(len(k)), ppc)[: n_rows - done]
             p = ctx_pos.ravel()[: len(ci)]

@@ -11,7 +11,7 @@ the step (NumPy's reads, conversions and copies release the GIL, as do torch's k
 tensors are the iterator's own, passed by reference: no copy is added. The trainer still sees a
 plain iterator and knows nothing of the thread. On 2 cores the thread competes with the step's
 own two threads: on the idle machine training was 2–17 % faster with it, under heavy load the
-measurements went both ways (`sae train --prefetch N`, 0 turns it off; docs/LOG.md 2026-12-06).
+measurements went both ways (`sae train --prefetch N`, 0 turns it off; docs/decisions.md 2026-12-06).
 
 - Order: one producer and a FIFO queue, so the items and their order are the iterator's.
 - Memory: at most `depth` items wait in the queue, plus the one the thread is making.

@@ -8,7 +8,7 @@
 array in a `.npy` or `.safetensors` file, so an SAE can be trained on anything; all three give
 the same `.d`, `.n_rows` and `.batches(...)`.
 
-Read order. [TM] samples "without replacement" (ref §2), so one pass of `batches` yields every
+Read order. [TM] samples "without replacement" (paper.md §2), so one pass of `batches` yields every
 row exactly once. The rows are cut into blocks of contiguous rows (at most 8 MB, read in one go
 from a memmap); a pass visits the blocks in a seeded random order, loads a window of blocks
 (512 MB by default) into a buffer in a random row order, and cuts the buffer into batches. A

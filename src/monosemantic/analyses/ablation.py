@@ -1,4 +1,4 @@
-"""Feature ablations on each feature's top contexts (TM appendix "Feature Ablations", reference §8.4).
+"""Feature ablations on each feature's top contexts (the paper's appendix "Feature Ablations", paper.md §8.4).
 
     monosemantic features ablate --run runs/default          # also writes pinned samples (pinned.py)
 
@@ -72,7 +72,7 @@ class AblationConfig:
     dictionaries when that takes at most this many MB (float32); beyond it, each batch runs its own
     contexts. 0 disables the cache."""
     pinned: bool = True
-    """Also write pinned samples (`pinned` table, TM §4: the feature held at its max while sampling)."""
+    """Also write pinned samples (`pinned` table, paper.md §8.4: the feature held at its max while sampling)."""
     prompt: str = "1,2,3,4,5,6,7,8,9,10"
     """Pinned-sampling prompt (the paper's: the Arabic feature turns it into Arabic-like text)."""
     n_samples: int = 3

@@ -1,4 +1,4 @@
-"""Automated interpretability (TM §4, paper §8.8): explain every live feature, score a sample by simulation.
+"""Automated interpretability (paper.md §8.8): explain every live feature, score a sample by simulation.
 
     summary = run_autointerp(conn, RunLayout(run), AutoInterpConfig())
     print(format_interpretability(summary))
@@ -210,7 +210,7 @@ def run_autointerp(
         "dictionaries": out,
         "paper": "features score far above neurons (activation simulation, figure only); the randomised model's "
         "features score high only through single-token features; logit-based median 0.74 features, 0.53 "
-        "neurons, 0.5 randomised model ([TM] §4)",
+        "neurons, 0.5 randomised model (paper.md §8.8)",
     }
     db.set_summary(conn, "interpretability", summary)
     conn.commit()
@@ -320,7 +320,7 @@ def _summary_row(
 def format_interpretability(summary: dict) -> str:
     """One line per dictionary: explained and scored features, the median scores, the single-token share."""
     lines = [
-        f"automated interpretability (TM §4), explainer {summary['explainer']}: score = Spearman ρ of simulated "
+        f"automated interpretability (§8.8), explainer {summary['explainer']}: score = Spearman ρ of simulated "
         "and true activations (r: Pearson; weighted: importance-weighted ρ)",
         f"{'model':<12} {'dictionary':<14} {'explained':>9} {'scored':>6} {'median ρ':>8} {'r':>5} {'weighted':>8}"
         f" {'single-token':>12} {'ρ w/o single':>12}",

@@ -1,4 +1,4 @@
-"""The paper's "finite state automata" view (TM §6, reference §8.13): which features a feature feeds.
+"""The paper's "finite state automata" view (paper.md §8.13): which features a feature feeds.
 
 A feature's logit effect says which next tokens it upweights; another feature's top tokens say
 where that one fires. Feature i feeds feature j when i upweights the tokens j fires on most:
@@ -11,7 +11,7 @@ For each feature the `n_links` targets with the largest w go into `logit_links` 
 included: the paper's base64 feature upweights its own tokens). Chains such as the paper's HTML
 open-tag → tag-name → tag-close → whitespace can then be followed link by link.
 
-`logit_effects` is the paper's path expansion (TM §4 "logit weights", reference §8.3), the same
+`logit_effects` is the paper's path expansion (paper.md §8.3, "logit weights"), the same
 function the core build uses for `features.logit_json` (`interp/logits.py`).
 """
 
@@ -35,7 +35,7 @@ from monosemantic.transformer.model import Transformer, load_transformer
 def logit_effects(W_dec: Tensor, W_out: Tensor, ln_gain: Tensor, inv_sigma: float, W_U: Tensor) -> Tensor:
     """Each direction's logit weights `[n, vocab]` (`logits.logit_effects`: W_dec `[n, d_mlp]`, W_out
     `[d_mlp, d_model]`, ln_gain `[d_model]`, W_U `[d_model, vocab]`), each row shifted to median 0
-    over the whole vocabulary (TM §4; every token counts here, rare ones too: they are targets)."""
+    over the whole vocabulary (paper.md §8; every token counts here, rare ones too: they are targets)."""
     raw = logits.logit_effects(W_dec.float(), W_out.float(), ln_gain.float(), inv_sigma, W_U.float())
     return logits.median_shift(raw, torch.ones(raw.shape[1], dtype=torch.bool))
 

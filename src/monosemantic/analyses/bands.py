@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 PAPER = {"features": 0.72, "neurons": 0.46}
-"""Median max activation correlation, A/1 → B/1 and A's neurons → B's neurons ([TM], reference §12 #16)."""
+"""Median max activation correlation, A/1 → B/1 and A's neurons → B's neurons ([TM], paper.md §12 #16)."""
 
 
 def distribution(best: np.ndarray, n_bins: int) -> dict:

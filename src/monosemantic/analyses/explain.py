@@ -1,4 +1,4 @@
-"""Explainers and simulators (TM §4 "Automated Interpretability", reference §8.8): the offline pair.
+"""Explainers and simulators (paper.md §8.8 "Automated Interpretability", paper.md §8.8): the offline pair.
 
 The paper's protocol: an explainer reads a feature's examples and writes a short explanation; a
 simulator, in a fresh context and on *other* examples, predicts each token's activation from the
@@ -74,7 +74,7 @@ class Simulator(Protocol):
 
 
 def quantize(acts: np.ndarray, top: float) -> np.ndarray:
-    """Activations scaled so that `top` is 9, rounded to integers 0–9 (Bills et al.; TM §4)."""
+    """Activations scaled so that `top` is 9, rounded to integers 0–9 (Bills et al.; paper.md §8.8)."""
     if top <= 0:
         return np.zeros_like(acts, dtype=np.int64)
     return np.clip(np.rint(9 * np.asarray(acts) / top), 0, 9).astype(np.int64)

@@ -3,7 +3,7 @@
     monosemantic features map --run runs/default
 
 Each feature is its decoder direction (`W_dec[i]`, d_mlp-dimensional). The directions of several
-dictionaries are embedded jointly, as the paper embeds A/0 and A/1 together (reference §8.14):
+dictionaries are embedded jointly, as the paper embeds A/0 and A/1 together (paper.md §8.14):
 
 - 2-D UMAP, `n_neighbors=15, metric="cosine", min_dist=0.05` (the paper's first map; its second,
   with a third dictionary added, uses `min_dist=0.01`) → `features.umap_x`, `umap_y`;

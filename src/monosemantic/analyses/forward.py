@@ -1,6 +1,6 @@
 """Forward passes with an edited MLP activation: the plain versions, and the one-layer shortcut.
 
-The paper's ablation (TM appendix "Feature Ablations", reference §8.4) runs the model up to the
+The paper's ablation (the paper's appendix "Feature Ablations", paper.md §8.4) runs the model up to the
 MLP, replaces the activation x with x − f_i(x)·d_i on every token, and finishes the forward.
 `edited_logits` does exactly that with a forward hook; it is the reference implementation.
 

@@ -7,7 +7,7 @@ Only the standard library (urllib): POST {base_url}/chat/completions with a bear
 the environment variable `api_key_env` (never stored in a config file). Requests are retried on
 429, 5xx and connection errors with exponential backoff (or the server's Retry-After), cached on
 disk keyed by the sha256 of the request body (a re-run costs nothing), and `complete_many` sends a
-batch concurrently on a few threads. The prompts follow the paper's protocol (TM §4): the explainer
+batch concurrently on a few threads. The prompts follow the paper's protocol (paper.md §8.8): the explainer
 sees examples with activations quantised to 0–9 and answers inside <answer></answer>; the simulator
 sees only the explanation and the test tokens and returns one 0–9 digit per token.
 """

@@ -7,7 +7,7 @@
 An SAE row (`kind='sae'`) is read from `layout.saes(model, hook)/name`; the neurons row
 (`kind='neurons'`) is the identity dictionary: f = acts, W_dec = I, so "ablating a neuron" is zeroing
 it and "pinning a neuron" sets it to a value. Every analysis then treats both the same way (the
-paper compares features with neurons throughout, TM §8.6).
+paper compares features with neurons throughout, paper.md §8.6).
 """
 
 from __future__ import annotations

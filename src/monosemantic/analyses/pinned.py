@@ -1,7 +1,7 @@
-"""Pinned feature sampling (TM §4 "pinned feature sampling", reference §8.5).
+"""Pinned feature sampling (paper.md §8.5 "pinned feature sampling", paper.md §8.5).
 
 Hold one feature at its maximum observed activation v (`features.max_act`) while sampling from the
-model. The paper does not give the mechanics (reference §13); we use the additive shift the
+model. The paper does not give the mechanics (paper.md §13); we use the additive shift the
 reference calls natural, applied to the *true* MLP activation at every position:
 
     x ← x + (v − f_i(x)) · d_i

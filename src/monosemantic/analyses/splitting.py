@@ -1,4 +1,4 @@
-"""Feature splitting across a ladder of dictionary sizes (TM §6 "Feature Splitting", reference §8.11).
+"""Feature splitting across a ladder of dictionary sizes (paper.md §8.11 "Feature Splitting", paper.md §8.11).
 
     monosemantic features split --run runs/default          # also writes logit_links (automata.py)
 

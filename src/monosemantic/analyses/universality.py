@@ -1,4 +1,4 @@
-"""Universality (TM §6, reference §8.12): how well each feature of model A is matched in model B.
+"""Universality (paper.md §8.12): how well each feature of model A is matched in model B.
 
     summary = run_universality(conn, RunLayout(run), UniversalityConfig())
     print(format_universality(summary))
@@ -61,7 +61,7 @@ class UniversalityConfig:
     density_edges: str = "1e-4,1e-3"
     """Comma-separated; the medians are also given per band of A's feature density (on the same
     tokens) split here: in the demo most rare features have no counterpart in B while the frequent ones match as well as
-    the paper's (docs/LOG.md 2026-12-06), so one median over all features hides both."""
+    the paper's (docs/decisions.md 2026-12-06), so one median over all features hides both."""
 
     def __post_init__(self) -> None:
         if self.model == self.other:

@@ -128,7 +128,7 @@ def shade(
 ) -> Markup:
     """Token spans shaded by activation / `scale` (default: the max of `acts`), value in the title.
 
-    `ablation` (TM §4's ablation view): per token, the change in log-likelihood of that token when the
+    `ablation` (paper.md §8's ablation view): per token, the change in log-likelihood of that token when the
     feature is ablated, drawn as an underline, blue where the feature made the token likelier
     (ablating it lowers the log-likelihood) and red where it made it less likely.
     """

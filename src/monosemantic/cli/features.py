@@ -45,7 +45,7 @@ def add_parsers(sub: Any) -> None:
         "RUN/sae/MODEL/HOOK (or --saes), plus the model's neurons, and write RUN/features/features.sqlite: per "
         "feature its density, mean and max activation, a log-spaced activation histogram, the top activating "
         "examples, samples from each activation interval and random samples (each with the activations over a "
-        "window of tokens), the activation share per corpus source, and logit weights (reference §8.3, §9). "
+        "window of tokens), the activation share per corpus source, and logit weights (paper.md §8.3, §9). "
         "Two passes over the tokens; memory does not grow with --n-tokens. The run's control model "
         "MODEL-shuffled (`lm shuffle`, then `harvest` and `sae train` with --model A-shuffled; paper §8.9), when "
         "it has SAEs, gets the same passes and its dictionaries are written beside. Skipped when complete unless "
@@ -105,7 +105,7 @@ def add_parsers(sub: Any) -> None:
 
     px = features.add_parser(
         "proxies",
-        help="case studies: each proxy's best feature and neuron (TM §5)",
+        help="case studies: each proxy's best feature and neuron (paper.md §8.1–§8.2)",
         description="Score held-out tokens with each proxy (a log-likelihood ratio, TM appendix 'Feature "
         "Proxies': Arabic, Hebrew, base64, DNA, Cyrillic, CJK, HTML, hex, and --proxy ones), correlate with "
         "every feature of the model's SAEs and every neuron, and store the best of each with the specificity "
@@ -125,7 +125,7 @@ def add_parsers(sub: Any) -> None:
 
     un = features.add_parser(
         "universality",
-        help="match model A's features in model B (TM §6)",
+        help="match model A's features in model B (paper.md §8.11–§8.13)",
         description="For each feature of each SAE of --model, the most activation-correlated feature of the "
         "same-named SAE of --other over the same held-out tokens, and the same for the neurons; stores "
         "matches and the median (the paper: 0.72 features, 0.46 neurons). Model B: `lm train --model B "
@@ -137,7 +137,7 @@ def add_parsers(sub: Any) -> None:
 
     ex = features.add_parser(
         "explain",
-        help="automated interpretability: explain every live feature and neuron, score a sample (TM §4)",
+        help="automated interpretability: explain every live feature and neuron, score a sample (paper.md §8)",
         description="Split each live feature's stored examples by context; explain the feature from the top "
         "and interval examples of one side (every live feature gets an explanation), and score a seeded sample "
         "of --max-features per dictionary by how well a simulator predicts the activations of windows the "

@@ -18,7 +18,7 @@ def add_parsers(sub: Any) -> None:
         help="store a model's activations (the SAE dataset)",
         description="Run model MODEL over contexts of the training split and store the activations of one hook "
         "(default: the 512 MLP neurons after the ReLU) in RUN/activations/MODEL/HOOK: 250 positions per "
-        "context, shuffled across contexts, each row with its document, position and token ([TM] §2). "
+        "context, shuffled across contexts, each row with its document, position and token (paper.md §2). "
         "MODEL may be a Hugging Face causal LM (folder, .gguf, hf:NAME) with --hook MODULE.PATH[:input|:output]: "
         "the run's corpus is first tokenized with its tokenizer into RUN/tokens-hf-<name>.",
     )

@@ -33,7 +33,7 @@ def add_parsers(sub: Any) -> None:
         help="write the control model: a copy with each weight matrix's entries shuffled",
         description="Write RUN/transformer/OUT (default MODEL-shuffled): MODEL with the entries of every weight "
         "matrix randomly permuted (biases and LayerNorm kept), the paper's randomized-transformer control "
-        "(TM §4). Then `harvest --model OUT` and `sae train --model OUT` as for A.",
+        "(paper.md §8). Then `harvest --model OUT` and `sae train --model OUT` as for A.",
     )
     add_common(sh)
     sh.add_argument("--model", default="A", help="the trained model to copy (default A)")

@@ -29,7 +29,7 @@ def add_parsers(sub: Any) -> None:
         "recipe by default; --arch april2024 or topk for the later ones). With --run: the run's harvested "
         "store, writing RUN/sae/MODEL/HOOK/<arch>-<n>. With --activations PATH (a harvested folder, or any "
         "(N, d) float array in .npy or .safetensors) and --out DIR: writes DIR/<arch>-<n>. n_steps is capped "
-        "at one pass over the data: rows are never repeated ([TM] §2).",
+        "at one pass over the data: rows are never repeated (paper.md §2).",
     )
     add_common(tr, run_required=False)
     tr.add_argument("--model", default="A", help=MODEL_HELP)
@@ -54,7 +54,7 @@ def add_parsers(sub: Any) -> None:
         help="evaluate a run's SAEs",
         description="For every SAE under RUN/sae/MODEL/HOOK: MSE, FVU, L0, L1, dead and dense features, the "
         "density histogram (PNG), and loss recovered with the reconstruction spliced into the model, against "
-        "zero and mean ablation, with KL divergence ([TM] §7). Writes RUN/eval/MODEL/HOOK/<name>/metrics.json.",
+        "zero and mean ablation, with KL divergence (paper.md §7). Writes RUN/eval/MODEL/HOOK/<name>/metrics.json.",
     )
     add_common(ev)
     ev.add_argument("--model", default="A", help=MODEL_HELP)

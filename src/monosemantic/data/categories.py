@@ -1,6 +1,6 @@
 """Content categories of text: which characters are Arabic script, Hebrew, base64, DNA, hex, ...
 
-The paper's case studies (TM §5: Arabic script, Hebrew, base64, DNA) are rare in the Pile (Arabic is
+The paper's case studies (paper.md §8.1–§8.2: Arabic script, Hebrew, base64, DNA) are rare in the Pile (Arabic is
 about 0.13 % of its tokens), and a one-layer model gives a common category neurons of its own. So
 the corpus and tokens stages measure each category's share on the content itself, never from a
 document's `src` label: mail carries real base64 attachments, PO files mix English and Arabic,

@@ -1,4 +1,4 @@
-"""The embedded default corpus, read from the unpacked artifacts (corpus-recipe.md §3).
+"""The embedded default corpus, read from the unpacked artifacts (docs/reference/corpus.md §3).
 
 `embedded_documents` follows the recipe's prototype `assemble.py`: the same sorted file lists,
 chunking rule, per-source seeds and synthetic generator sequence, so the same artifacts give the
@@ -213,7 +213,7 @@ SLICES: tuple[Slice, ...] = (
 )  # fmt: skip
 
 
-# ----- synthetic slices (recipe §3.4): labelled, small, seeded; each takes the shared rng -----
+# ----- synthetic slices (docs/reference/corpus.md §3.4): labelled, small, seeded; each takes the shared rng -----
 
 
 def b64_doc(rng: random.Random, real: list[str]) -> str:

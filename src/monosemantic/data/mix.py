@@ -4,9 +4,9 @@
 
     PAPER   the default. The paper's case-study categories (Arabic script, Hebrew, base64, DNA) and
             the other rare kinds (Cyrillic, CJK, Indic and other scripts, hex) each about 0.1-0.5 %
-            of the tokens, as in the Pile, which the paper trained on ([TM] §1: Arabic is about
+            of the tokens, as in the Pile, which the paper trained on (paper.md §1: Arabic is about
             0.13 % of the Pile's tokens). The rest is English prose, docs, code and mail.
-    RECIPE  the recipe's original caps (corpus-recipe §3.1; 47.6 MB, sha256 98a95241…06c1). About
+    RECIPE  the recipe's original caps (corpus-docs/reference/corpus.md §3.1; 47.6 MB, sha256 98a95241…06c1). About
             10 % of its tokens are Arabic script and 3 % Hebrew, so a 512-neuron model gives those
             scripts neurons of their own and the best neuron beats the best feature on the case
             studies, the opposite of the paper's finding. Kept to reproduce earlier runs.
@@ -111,7 +111,7 @@ PAPER: dict[str, Take] = {
     "multi/fortunes-zh": Take(0.02, SHORT),
     "multi/fortunes-ru": Take(0.02, SHORT),
     "struct/bio-embl": Take(0.05, MIXED),
-    # Synthetic, labelled (recipe §3.4): a trace of each case-study kind beside the real ones, and
+    # Synthetic, labelled (docs/reference/corpus.md §3.4): a trace of each case-study kind beside the real ones, and
     # DM-Mathematics-like arithmetic (1.2 % of the Pile).
     "synthetic/base64": Take(0.01),
     "synthetic/hexdump": Take(0.02),

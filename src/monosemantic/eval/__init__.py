@@ -1,4 +1,4 @@
-"""Stage 5: is the dictionary any good? (TM §7; may import transformer/, sae/ and data/).
+"""Stage 5: is the dictionary any good? (paper.md §7; may import transformer/, sae/ and data/).
 
 metrics.py   pure fns: mse, normalized_mse, fvu, l0, l1, feature_density, density_summary,
              density_histogram; streaming ReconstructionStats / FeatureStats; the density PNG

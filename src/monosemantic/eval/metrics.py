@@ -1,4 +1,4 @@
-"""Is the dictionary any good? Sparsity, reconstruction and feature-density metrics (TM §7).
+"""Is the dictionary any good? Sparsity, reconstruction and feature-density metrics (paper.md §7).
 
 Pure functions on tensors (STYLE P4), each stating its shapes and formula, plus two small
 streaming accumulators that give the same numbers over many batches without holding all
@@ -8,7 +8,7 @@ activations in memory (262k tokens × 4,096 features would be 4 GB of float32):
     FeatureStats.update(f)                  -> density per feature, l0, l1, dead / dense / ultralow
 
 Three reconstruction numbers circulate in the literature and disagree because they normalise
-differently (reference §7.3). We report all three, each with its formula in `metrics.json`:
+differently (paper.md §7.3). We report all three, each with its formula in `metrics.json`:
 
     mse            = mean over rows and elements of (x − x̂)²   the paper's training loss term (§3.2)
     normalized_mse = Σ‖x − x̂‖² / Σ‖x‖²                          likely [APR24]'s "Normalized MSE" (undefined there)
@@ -18,7 +18,7 @@ differently (reference §7.3). We report all three, each with its formula in `me
 The 2023 paper reports none of them numerically (§7.3). Post-ReLU MLP activations have a large
 mean, so normalized_mse is much smaller than fvu for the same reconstruction.
 
-Section numbers (§n) refer to the method reference `towards-monosemanticity.md`.
+Section numbers (§n) refer to the method reference `docs/reference/paper.md`.
 """
 
 from __future__ import annotations
@@ -39,14 +39,14 @@ DENSE_THRESHOLD = 0.1
 """A feature firing on more than 10 % of tokens is "dense". [TM] warns already at 1 % ("many
 features with density > 1 % means λ too low", §12 #11); 10 % flags the clearly broken ones."""
 ULTRALOW_THRESHOLD = 1e-6
-"""TM §7.1: ultralow density = "active on less than 1 in a million dataset examples" (but alive)."""
+"""paper.md §7.1: ultralow density = "active on less than 1 in a million dataset examples" (but alive)."""
 
 
 # -- reconstruction (§7.3) ---------------------------------------------------------------------
 
 
 def mse(x: Tensor, x_hat: Tensor) -> Tensor:
-    """Mean squared error over all elements, the recon term of the paper's loss (TM §3.2).
+    """Mean squared error over all elements, the recon term of the paper's loss (paper.md §3.2).
 
     Args:
         x, x_hat: `[n, d]` activations and their reconstruction.
@@ -57,7 +57,7 @@ def mse(x: Tensor, x_hat: Tensor) -> Tensor:
 
 
 def normalized_mse(x: Tensor, x_hat: Tensor) -> Tensor:
-    """Squared error relative to the squared norm of the input (reference §7.3).
+    """Squared error relative to the squared norm of the input (paper.md §7.3).
 
     Args:
         x, x_hat: `[n, d]`.
@@ -69,7 +69,7 @@ def normalized_mse(x: Tensor, x_hat: Tensor) -> Tensor:
 
 
 def fvu(x: Tensor, x_hat: Tensor) -> Tensor:
-    """Fraction of variance unexplained (reference §7.3); explained variance is `1 − fvu`.
+    """Fraction of variance unexplained (paper.md §7.3); explained variance is `1 − fvu`.
 
     Args:
         x, x_hat: `[n, d]`.
@@ -84,7 +84,7 @@ def fvu(x: Tensor, x_hat: Tensor) -> Tensor:
 
 
 def l0(f: Tensor) -> Tensor:
-    """Mean number of active features per row (TM §7.3).
+    """Mean number of active features per row (paper.md §7.3).
 
     Args:
         f: `[n, n_features]` feature activations.
@@ -109,7 +109,7 @@ def l1(f: Tensor) -> Tensor:
 
 
 def feature_density(f: Tensor) -> Tensor:
-    """Fraction of rows on which each feature is nonzero (TM §7.1 "density").
+    """Fraction of rows on which each feature is nonzero (paper.md §7.1 "density").
 
     Args:
         f: `[n, n_features]`.
@@ -122,7 +122,7 @@ def feature_density(f: Tensor) -> Tensor:
 def density_summary(
     density: Tensor, dense_threshold: float = DENSE_THRESHOLD, ultralow_threshold: float = ULTRALOW_THRESHOLD
 ) -> dict[str, int | float]:
-    """Count dead, dense and ultralow features (TM §7.1).
+    """Count dead, dense and ultralow features (paper.md §7.1).
 
     Args:
         density: `[n_features]`, from `feature_density` or `FeatureStats.density`.
@@ -144,7 +144,7 @@ def density_summary(
 
 @dataclass(frozen=True)
 class DensityHistogram:
-    """Histogram of log10(density) over the features that fired at least once (TM §7.2)."""
+    """Histogram of log10(density) over the features that fired at least once (paper.md §7.2)."""
 
     log10_edges: list[float]
     """`bins + 1` bin edges in log10(density), increasing."""
@@ -155,7 +155,7 @@ class DensityHistogram:
 
 
 def density_histogram(density: Tensor, bins: int, log10_min: float, log10_max: float = 0.0) -> DensityHistogram:
-    """Histogram of `log10(density)` with dead features counted separately (TM §7.1, §7.2).
+    """Histogram of `log10(density)` with dead features counted separately (paper.md §7.1, §7.2).
 
     Args:
         density: `[n_features]` in [0, 1].
@@ -223,7 +223,7 @@ class ReconstructionStats:
 
 
 class FeatureStats:
-    """Per-feature firing counts and L1 mass over a stream of `f [batch, n_features]` (TM §7.1).
+    """Per-feature firing counts and L1 mass over a stream of `f [batch, n_features]` (paper.md §7.1).
 
     `density` equals `feature_density` of the concatenated batches; `l0` and `l1` equal the
     one-shot `l0` and `l1` (since Σ_rows #active = Σ_features count).

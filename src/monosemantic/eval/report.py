@@ -1,4 +1,4 @@
-"""The eval stage: every number of TM §7 for one or more SAEs, in one pass over held-out text.
+"""The eval stage: every number of paper.md §7 for one or more SAEs, in one pass over held-out text.
 
     metrics = evaluate_sae(sae, model, hooks.MLP_POST, windows)          # in memory
     table = run(model_folder, {"A1": sae_folder}, tokens_folder, out_root, EvalConfig())
@@ -9,7 +9,7 @@ For each SAE, `run` writes `out_root/<name>/`:
                    (dead, dense, ultralow) and histogram, splice losses and loss recovered, the
                    token counts, and the formula of every number (§7: "write the formula and the
                    token count next to every number")
-    density.png    the log10(density) histogram (TM §7.2)
+    density.png    the log10(density) histogram (paper.md §7.2)
     config.json    what was evaluated: model, SAE and token folders, hook, EvalConfig (written last)
 
 How it runs: pass 1 computes the mean hook activation (for mean ablation) and stops each forward at
@@ -22,7 +22,7 @@ activation batches (e.g. many more tokens from the activation store, without run
 An SAE is treated as mapping raw activations to raw reconstructions: one trained on normalised
 inputs has its scale folded back into its weights (`sae/normalize.py`).
 
-Section numbers (§n) refer to the method reference `towards-monosemanticity.md`.
+Section numbers (§n) refer to the method reference `docs/reference/paper.md`.
 """
 
 from __future__ import annotations
@@ -65,16 +65,16 @@ KIND = "monosemantic.eval"
 DENSITY_PNG = "density.png"
 
 DEFINITIONS = {
-    "mse": "mean over tokens and d_in elements of (x - x_hat)^2 (TM loss term, ref §3.2)",
+    "mse": "mean over tokens and d_in elements of (x - x_hat)^2 (TM loss term, paper.md §3.2)",
     "normalized_mse": "sum ||x - x_hat||^2 / sum ||x||^2 (likely [APR24]'s 'Normalized MSE')",
     "fvu": "sum ||x - x_hat||^2 / sum ||x - mean(x)||^2, mean over stats tokens per dimension",
     "explained_variance": "1 - fvu ([SM]'s 'variance explained')",
     "l0": "mean over tokens of #{i: f_i > 0}",
     "l1": "mean over tokens of sum_i |f_i| (raw activation units)",
-    "density": "fraction of stats tokens with f_i > 0 (TM §7.1)",
+    "density": "fraction of stats tokens with f_i > 0 (paper.md §7.1)",
     "n_dead": "features with density 0 on the stats tokens",
     "n_dense": f"features with density > {DENSE_THRESHOLD}",
-    "n_ultralow": f"features with 0 < density < {ULTRALOW_THRESHOLD} (TM §7.1); needs > 1e6 stats tokens to be nonzero",
+    "n_ultralow": f"features with 0 < density < {ULTRALOW_THRESHOLD} (§7.1); needs > 1e6 stats tokens to be nonzero",
     "min_resolvable_density": "1 / stats_tokens: the smallest nonzero density measurable",
     "density_histogram": "counts of alive features per log10(density) bin; dead features in n_dead",
     "loss_clean": "mean next-token cross-entropy (nats) of the unmodified model on eval_tokens",
@@ -82,7 +82,7 @@ DEFINITIONS = {
     "loss_zero": "the same with the hook activations set to 0",
     "loss_mean": "the same with the hook activations set to their mean over eval_tokens",
     "kl_*": "mean over eval_tokens of KL(p_clean || p_*) in nats",
-    "loss_recovered": "(loss_zero - loss_sae) / (loss_zero - loss_clean) (TM §7.4)",
+    "loss_recovered": "(loss_zero - loss_sae) / (loss_zero - loss_clean) (paper.md §7.4)",
     "loss_recovered_vs_mean": "(loss_mean - loss_sae) / (loss_mean - loss_clean)",
     "eval_tokens": "next-token targets scored in the splice runs (held-out split, all positions)",
     "stats_tokens": "activation rows behind the reconstruction, sparsity and density numbers",
@@ -91,7 +91,7 @@ DEFINITIONS = {
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """How SAEs are evaluated (TM §7; token counts and positions are our choice, ref §13)."""
+    """How SAEs are evaluated (paper.md §7; token counts and positions are our choice, paper.md §13)."""
 
     eval_tokens: int = 262_144
     """Held-out tokens (next-token targets) scored: the first windows of the validation split, all
@@ -148,7 +148,7 @@ def evaluate_saes(
     acts_for_stats: Iterable[Tensor] | None = None,
     progress: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """All of TM §7 for several SAEs, sharing the clean and ablation runs.
+    """All of paper.md §7 for several SAEs, sharing the clean and ablation runs.
 
     Args:
         saes: name → SAE reading `hook` (raw activations in, raw reconstructions out).

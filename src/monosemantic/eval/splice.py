@@ -1,4 +1,4 @@
-"""Fraction of MLP loss recovered: splice an SAE's reconstruction into the transformer (TM §7.4).
+"""Fraction of MLP loss recovered: splice an SAE's reconstruction into the transformer (paper.md §7.4).
 
     results = evaluate_splices(model, hooks.MLP_POST, windows, {"A1": sae_replacement(sae)})
     results["A1"].loss_recovered        # (L_zero − L_sae) / (L_zero − L_clean)
@@ -27,7 +27,7 @@ Choices the paper leaves open (§13), made here and recorded in `metrics.json`:
 - Everything runs in float32 unless the caller wraps it in bfloat16 autocast (`sae eval --dtype
   bfloat16`, `runtime.autocast`); sums are accumulated in float64 either way.
 
-Section numbers (§n) refer to the method reference `towards-monosemanticity.md`.
+Section numbers (§n) refer to the method reference `docs/reference/paper.md`.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ ZERO_ABLATION_SITE = {hooks.MLP_PRE: hooks.MLP_OUT, hooks.MLP_POST: hooks.MLP_OU
 
 
 def loss_recovered(loss_clean: float, loss_spliced: float, loss_ablated: float) -> float:
-    """TM §7.4: `(L_ablated − L_spliced) / (L_ablated − L_clean)`; 1 is perfect, 0 is no better
+    """paper.md §7.4: `(L_ablated − L_spliced) / (L_ablated − L_clean)`; 1 is perfect, 0 is no better
     than the ablation. NaN when the ablation costs nothing (`L_ablated == L_clean`)."""
     gap = loss_ablated - loss_clean
     return (loss_ablated - loss_spliced) / gap if gap != 0 else math.nan
@@ -70,7 +70,7 @@ class SpliceResult:
     loss_sae: float
     """Cross-entropy with the hook's activations replaced (by the SAE reconstruction)."""
     loss_zero: float
-    """Cross-entropy with the hook's activations set to 0 (zero ablation, TM §7.4)."""
+    """Cross-entropy with the hook's activations set to 0 (zero ablation, paper.md §7.4)."""
     loss_mean: float
     """Cross-entropy with the hook's activations set to their mean over the evaluation tokens."""
     kl_sae: float
@@ -84,7 +84,7 @@ class SpliceResult:
 
     @property
     def loss_recovered(self) -> float:
-        """TM §7.4 with zero ablation: `(L_zero − L_sae) / (L_zero − L_clean)`."""
+        """paper.md §7.4 with zero ablation: `(L_zero − L_sae) / (L_zero − L_clean)`."""
         return loss_recovered(self.loss_clean, self.loss_sae, self.loss_zero)
 
     @property

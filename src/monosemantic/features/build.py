@@ -5,7 +5,7 @@ write the feature database `runs/<name>/features/features.sqlite` (schema in db.
 
 The subject is the run's own model or any Hugging Face causal LM (`--model`, `--hook` as in
 harvest and `sae eval`; `transformer/subject.py`). Two passes over the same held-out contexts
-(stream.py), each one forward to the hook plus every SAE's encoder ([TM] §8 / reference §9 for
+(stream.py), each one forward to the hook plus every SAE's encoder (paper.md §9 / paper.md §9 for
 what the browser shows):
 1. statistics: activation count, sum, max, smallest non-zero, activation mass per corpus source,
    and the top-k activating tokens with their activation windows;

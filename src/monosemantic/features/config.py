@@ -19,7 +19,7 @@ from monosemantic.transformer.subject import parse_hook
 
 @dataclass(frozen=True)
 class FeaturesConfig:
-    """What the feature database holds and how it is computed ([TM] §8, reference §9)."""
+    """What the feature database holds and how it is computed (paper.md §9)."""
 
     n_tokens: int = 1_048_576
     """Held-out (validation) tokens streamed through the model, in whole contexts."""

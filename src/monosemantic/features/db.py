@@ -87,7 +87,7 @@ CREATE TABLE examples (
     tokens_json   TEXT NOT NULL,
     acts_json     TEXT NOT NULL,
     ablation_json TEXT                      -- per window token: change in log-likelihood of that token when the
-                                            -- feature is ablated (NULL where not computed; TM §4 ablations)
+                                            -- feature is ablated (NULL where not computed; paper.md §8 ablations)
 );
 CREATE INDEX examples_feature ON examples(dictionary_id, feature, kind, interval, rank);
 CREATE TABLE intervals (                    -- the activation range of each quantile interval
@@ -107,7 +107,7 @@ CREATE TABLE ablations (
     suppressed_json TEXT NOT NULL,
     PRIMARY KEY (dictionary_id, feature)
 );
-CREATE TABLE pinned (                       -- samples with the feature pinned at its max (TM §4)
+CREATE TABLE pinned (                       -- samples with the feature pinned at its max (paper.md §8)
     dictionary_id INTEGER NOT NULL,
     feature       INTEGER NOT NULL,
     rank          INTEGER NOT NULL,
@@ -116,7 +116,7 @@ CREATE TABLE pinned (                       -- samples with the feature pinned a
     sample        TEXT NOT NULL,
     PRIMARY KEY (dictionary_id, feature, rank)
 );
-CREATE TABLE proxies (                      -- case studies (TM §5): per proxy, per corpus slice
+CREATE TABLE proxies (                      -- case studies (paper.md §8.1–§8.2): per proxy, per corpus slice
     name             TEXT NOT NULL,         -- 'arabic', 'dna', ...
     description      TEXT NOT NULL,
     with_synthetic   INTEGER NOT NULL,      -- 1: computed over the whole corpus; 0: synthetic slice left out
@@ -131,7 +131,7 @@ CREATE TABLE proxies (                      -- case studies (TM §5): per proxy,
     sensitivity_json TEXT,                  -- per proxy bin: share of proxy tokens where the feature fires
     PRIMARY KEY (name, with_synthetic, dictionary_id)
 );
-CREATE TABLE splits (                       -- feature splitting (TM §6): family links across sizes
+CREATE TABLE splits (                       -- feature splitting (paper.md §8.11–§8.13): family links across sizes
     parent_dictionary_id INTEGER NOT NULL,
     parent_feature       INTEGER NOT NULL,
     child_dictionary_id  INTEGER NOT NULL,
@@ -141,7 +141,7 @@ CREATE TABLE splits (                       -- feature splitting (TM §6): famil
     PRIMARY KEY (parent_dictionary_id, parent_feature, child_dictionary_id, child_feature)
 );
 CREATE INDEX splits_child ON splits(child_dictionary_id, child_feature);
-CREATE TABLE logit_links (                  -- "finite state automata" (TM §6): feature -> features it upweights
+CREATE TABLE logit_links (                  -- "finite state automata" (paper.md §8.13): feature -> features it raises
     dictionary_id  INTEGER NOT NULL,
     feature        INTEGER NOT NULL,
     rank           INTEGER NOT NULL,

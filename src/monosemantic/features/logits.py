@@ -1,4 +1,4 @@
-"""Logit weights of features and neurons ([TM] "logit weights", reference §8.3).
+"""Logit weights of features and neurons ([TM] "logit weights", paper.md §8.3).
 
 The direct path from a feature to the next-token logits, with the final LayerNorm linearised:
 
@@ -9,7 +9,7 @@ W_out the MLP's output weights, π = I − 11ᵀ/d_model LayerNorm's mean remova
 scale with γ the LN gain and σ̄ the *typical* standard deviation of the residual stream at ln_f
 (the paper says "an approximation of ... the scaling terms" without saying which; we take
 1/σ̄ = mean over held-out tokens of 1/√(var + eps), the factor LN actually applied on average,
-docs/LOG.md 2026-11-25). The LN bias and b_U add the same vector to every feature and drop out.
+docs/decisions.md 2026-11-25). The LN bias and b_U add the same vector to every feature and drop out.
 The softmax is shift-invariant, so each feature's weights are shifted to a median of zero over
 the tokens shown (the paper's convention); tokens rarer than a threshold in the training split
 are left out ([TM] footnote 15; threshold ours).

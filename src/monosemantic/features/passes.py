@@ -4,7 +4,7 @@ A batch of one dictionary is its non-zeros `(tok, feat, value)` (row-major order
 from the batch's first token) plus a way to read activation windows around chosen entries. Pass 1
 gets them from the dense activations `[n_ctx, ctx_len, F]`; it also appends each SAE's non-zeros
 to a temporary file (`Spill`, 12 bytes per non-zero), so pass 2 reads them back instead of
-encoding again (the encoders are most of the build's compute; docs/LOG.md 2026-11-25). The
+encoding again (the encoders are most of the build's compute; docs/decisions.md 2026-11-25). The
 neurons are not spilled: they are dense-ish (~10 % active) and cheap to recompute with the forward.
 
 `run_passes` runs both passes for every dictionary's `Records` over this process's contexts
@@ -151,7 +151,7 @@ def stream(
     `rows` = (first, end) restricts the pass to those contexts (one rank's share under torchrun);
     `first` stays the global context index. With `forward=None` nothing is computed
     (`fn(first, None, {})`): pass 2 when every dictionary comes from the spill. The per-batch
-    records run with one torch thread (see docs/LOG.md 2026-11-25: a second OpenMP thread only
+    records run with one torch thread (see docs/decisions.md 2026-11-25: a second OpenMP thread only
     spin-waits on their small ops); the forward and the encoders keep every thread."""
     threads = torch.get_num_threads()
     first, end = rows or (0, len(ctx.tokens))

@@ -7,7 +7,7 @@ folded into fixed-size state (counts, sums, extremes, histograms, and the kept e
     keep = BottomK(n_groups=n_features, k=20, width=15)
     keep.offer(group=feat, key=-value, token=tok, value=value, window=lambda sel: ...)
 
-Every "keep some examples" rule is one `BottomK` with a different key ([TM] §8 / reference §9):
+Every "keep some examples" rule is one `BottomK` with a different key (paper.md §9 / paper.md §9):
 - the top activations: key = −activation, group = feature;
 - uniform samples per activation interval: key = a uniform random number, group = (feature,
   interval) — the k smallest of i.i.d. uniform keys are a uniform sample without replacement

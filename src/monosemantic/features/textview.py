@@ -9,7 +9,7 @@
 Models, tokenizer and SAEs load on first use and stay in memory. The input is cut to the model's
 context (`truncated` says so); the browser adds the character and wall-clock limits. A
 `kind='neurons'` dictionary reads the hook's own activations, so neurons can be compared with
-features on the same text (TM §4).
+features on the same text (paper.md §8).
 """
 
 from __future__ import annotations

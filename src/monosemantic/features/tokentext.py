@@ -3,7 +3,7 @@
 The tokenizer is byte-level ([TM] appendix: Arabic `ث` is the two tokens `\\xd8` + `\\xab`), so a
 token may hold part of a character. Out of context such a token decodes to U+FFFD; in context the
 bytes of consecutive tokens decode to whole characters, and `char_spans` says which characters
-each token's bytes belong to. The proxies (TM §5, `proxies.py`) are defined on those characters.
+each token's bytes belong to. The proxies (paper.md §8.1–§8.2, `proxies.py`) are defined on those characters.
 """
 
 from __future__ import annotations

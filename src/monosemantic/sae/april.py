@@ -1,4 +1,4 @@
-"""Anthropic's April 2024 SAE recipe ("Update on how we train SAEs", reference §10.5): model and training recipe.
+"""Anthropic's April 2024 SAE recipe ("Update on how we train SAEs", paper.md §10.5): model and training recipe.
 
     f = ReLU(x @ W_enc + b_enc)                          [batch, n_features]   no pre-encoder bias
     x̂ = f @ W_dec + b_dec                                [batch, d_in]
@@ -8,7 +8,7 @@
     train_sae([sae], batches, AprilTrainConfig(n_steps=200_000))
 
 What changes from the 2023 recipe (and where each constant comes from; [APR24] = the update itself
-as summarised in reference §10.5, *(confirm)* = known from public reimplementations, not the text):
+as summarised in paper.md §10.5, *(confirm)* = known from public reimplementations, not the text):
 - no pre-encoder bias: x is encoded as it is ([FEB24] §10.3: "removing this bias is beneficial");
 - the decoder is not constrained; its row norms weight the L1 penalty instead, so shrinking a
   decoder row cannot buy a smaller penalty ([APR24], [SM]);
@@ -52,7 +52,7 @@ DECODER_INIT_NORM = 0.1
 
 
 def decoder_weighted_l1(f: Tensor, W_dec: Tensor) -> Tensor:
-    """The April 2024 sparsity penalty without λ: Σ_i f_i ‖W_dec[i]‖, mean over the batch (ref §10.5).
+    """The April 2024 sparsity penalty without λ: Σ_i f_i ‖W_dec[i]‖, mean over the batch (paper.md §10.5).
 
     Args:
         f: `[batch, n_features]`, feature activations (≥ 0). W_dec: `[n_features, d_in]`.
@@ -159,7 +159,7 @@ class AprilTrainConfig(TrainConfig):
         return self.l1_coeff * linear_warmup(step, self.n_steps, self.l1_warmup_fraction)
 
     def loss(self, sae: SparseAutoencoder, x: Tensor, step: int, dead: Tensor) -> LossTerms:
-        """L = Σ_j (x − x̂)² + λ(step) Σ_i f_i ‖W_dec[i]‖, mean over the batch (ref §10.5)."""
+        """L = Σ_j (x − x̂)² + λ(step) Σ_i f_i ‖W_dec[i]‖, mean over the batch (paper.md §10.5)."""
         x_hat, f = sae(x)
         sse, l1 = squared_error(x, x_hat), decoder_weighted_l1(f, sae.W_dec)
         loss = sse + self.l1_coeff_at(step) * l1

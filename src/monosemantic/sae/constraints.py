@@ -1,8 +1,8 @@
-"""The unit-norm decoder constraint, in one place (TM §3.4; STYLE P14).
+"""The unit-norm decoder constraint, in one place (paper.md §3.4; STYLE P14).
 
 `optimizer_step_` is the one function every trainer calls: it applies the constraint below to SAE
 classes whose `unit_norm_decoder` is true (the paper's SAE, TopK) and skips it for the April 2024
-SAE, whose decoder norms are free and enter its L1 penalty instead (reference §10.5).
+SAE, whose decoder norms are free and enter its L1 penalty instead (paper.md §10.5).
 `fold_decoder_norms_` moves free decoder norms into the encoder so rows end up unit norm.
 
 Each row of `W_dec [n_features, d_in]` is a feature direction d_i and is kept at unit L2 norm.
@@ -16,7 +16,7 @@ in a small but real reduction in total loss". So one training step is
     normalize_rows_(sae.W_dec)        # Adam's step still drifts the norm; put rows back on the sphere
 
 The final renormalisation is required (Neel Nanda's replication documents the bug of leaving it
-out). Section numbers (§n) refer to the method reference `towards-monosemanticity.md`.
+out). Section numbers (§n) refer to the method reference `docs/reference/paper.md`.
 """
 
 from __future__ import annotations
@@ -47,14 +47,14 @@ def project_out_rows(grad: Tensor, W: Tensor) -> Tensor:
 
 @torch.no_grad()
 def remove_parallel_grad(W_dec: Tensor) -> None:
-    """In place: make `W_dec.grad` orthogonal to each decoder row (TM §3.4). No-op without a grad."""
+    """In place: make `W_dec.grad` orthogonal to each decoder row (paper.md §3.4). No-op without a grad."""
     if W_dec.grad is not None:
         W_dec.grad.copy_(project_out_rows(W_dec.grad, W_dec))
 
 
 @torch.no_grad()
 def normalize_rows_(W_dec: Tensor) -> None:
-    """In place: rescale each row of `W_dec [n_features, d_in]` to unit L2 norm (TM §3.3, §3.4)."""
+    """In place: rescale each row of `W_dec [n_features, d_in]` to unit L2 norm (paper.md §3.3, §3.4)."""
     W_dec.div_(W_dec.norm(dim=1, keepdim=True).clamp_min(EPS))
 
 
@@ -73,7 +73,7 @@ class _HasDecoder(Protocol):
 def optimizer_step_(opt: torch.optim.Optimizer, sae: _HasDecoder, max_grad_norm: float | None = None) -> None:
     """One optimizer step that keeps the SAE's decoder constraint (after `loss.backward()`).
 
-    Order: remove the row-parallel gradient (unit-norm SAEs, TM §3.4) → clip the total gradient
+    Order: remove the row-parallel gradient (unit-norm SAEs, paper.md §3.4) → clip the total gradient
     norm (when `max_grad_norm` is set; the April 2024 recipe clips at 1) → `opt.step()` →
     renormalise the rows (unit-norm SAEs).
     """
@@ -88,7 +88,7 @@ def optimizer_step_(opt: torch.optim.Optimizer, sae: _HasDecoder, max_grad_norm:
 
 @torch.no_grad()
 def fold_decoder_norms_(W_enc: Tensor, b_enc: Tensor, W_dec: Tensor) -> None:
-    """In place: make decoder rows unit norm without changing the reconstruction (ref §10.5, peers §5.5).
+    """In place: make decoder rows unit norm without changing the reconstruction (paper.md §10.5, peers.md §5.5).
 
     With n_i = ‖W_dec[i]‖: `W_enc[:, i] *= n_i`, `b_enc[i] *= n_i`, `W_dec[i] /= n_i`. For a ReLU
     encoder the feature activation becomes f_i · n_i (the April update's reading of a feature's

@@ -1,7 +1,7 @@
-"""Geometric median by Weiszfeld's algorithm, used to initialise `b_dec` (TM §3.3).
+"""Geometric median by Weiszfeld's algorithm, used to initialise `b_dec` (paper.md §3.3).
 
 The paper ties the pre-encoder bias to the decoder bias and initialises it "to the geometric
-median of the dataset"; it does not say how the median was computed (reference §13). We run
+median of the dataset"; it does not say how the median was computed (paper.md §13). We run
 Weiszfeld's iteration on a sample of training activations (the trainer's
 `SAETrainConfig.b_dec_init_n_inputs`, 16,384 by default):
 

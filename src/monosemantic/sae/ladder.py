@@ -77,7 +77,7 @@ class LadderConfig:
 
 
 def steps_for(train: TrainRecipe, n_rows: int) -> TrainRecipe:
-    """Cap `n_steps` at one pass over `n_rows` inputs: the paper never repeats data ([TM] §2)."""
+    """Cap `n_steps` at one pass over `n_rows` inputs: the paper never repeats data (paper.md §2)."""
     one_pass = n_rows // train.batch_size
     if one_pass < 1:
         raise UserError(f"{n_rows} activation rows are fewer than one batch of {train.batch_size}")

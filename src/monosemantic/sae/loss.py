@@ -1,4 +1,4 @@
-"""The SAE losses as pure functions: the 2023 loss (TM §3.2; STYLE P4), and the terms later recipes share.
+"""The SAE losses as pure functions: the 2023 loss (paper.md §3.2; STYLE P4), and the terms later recipes share.
 
     L = mean over batch of [ (1/d_in) Σ_j (x_j − x̂_j)²  +  λ Σ_i f_i ]
 
@@ -30,7 +30,7 @@ class LossTerms(NamedTuple):
 
 
 def reconstruction_mse(x: Tensor, x_hat: Tensor) -> Tensor:
-    """Mean squared error over all elements (TM §3.2).
+    """Mean squared error over all elements (paper.md §3.2).
 
     Args:
         x, x_hat: `[batch, d_in]`.
@@ -41,7 +41,7 @@ def reconstruction_mse(x: Tensor, x_hat: Tensor) -> Tensor:
 
 
 def squared_error(x: Tensor, x_hat: Tensor) -> Tensor:
-    """Squared error summed over d_in, mean over the batch: the 2024 recipes' reconstruction term (ref §10.3, §10.5).
+    """Squared error summed over d_in, mean over the batch: the 2024 recipes' reconstruction (paper.md §10.3, §10.5).
 
     Args:
         x, x_hat: `[batch, d_in]`.
@@ -52,7 +52,7 @@ def squared_error(x: Tensor, x_hat: Tensor) -> Tensor:
 
 
 def l1_penalty(f: Tensor) -> Tensor:
-    """L1 norm of the feature activations, summed over features, mean over the batch (TM §3.2).
+    """L1 norm of the feature activations, summed over features, mean over the batch (paper.md §3.2).
 
     Args:
         f: `[batch, n_features]`, feature activations (non-negative after the ReLU).
@@ -63,7 +63,7 @@ def l1_penalty(f: Tensor) -> Tensor:
 
 
 def total_loss(x: Tensor, x_hat: Tensor, f: Tensor, l1_coeff: float) -> Tensor:
-    """`reconstruction_mse + l1_coeff · l1_penalty`, the quantity the paper minimises (TM §3.1, §3.2).
+    """`reconstruction_mse + l1_coeff · l1_penalty`, the quantity the paper minimises (paper.md §3.1, §3.2).
 
     Args:
         x, x_hat: `[batch, d_in]`. f: `[batch, n_features]`. l1_coeff: λ.
@@ -74,7 +74,7 @@ def total_loss(x: Tensor, x_hat: Tensor, f: Tensor, l1_coeff: float) -> Tensor:
 
 
 def per_example_loss(x: Tensor, x_hat: Tensor, f: Tensor, l1_coeff: float) -> Tensor:
-    """The same loss for each input separately; resampling squares it (TM §4).
+    """The same loss for each input separately; resampling squares it (paper.md §4).
 
     Args:
         x, x_hat: `[batch, d_in]`. f: `[batch, n_features]`. l1_coeff: λ (0 gives the MSE alone).

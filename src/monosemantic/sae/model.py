@@ -7,7 +7,7 @@
 Layout (SAELens's, so export needs no transposition): `W_enc [d_in, n_features]`,
 `b_enc [n_features]`, `W_dec [n_features, d_in]` whose **rows** are the unit-norm feature directions
 (the paper's decoder columns), `b_dec [d_in]`. Section numbers (§n) refer to the method reference
-`towards-monosemanticity.md`.
+`docs/reference/paper.md`.
 
 `forward` has no side effects; dead-feature counters live in the trainer (STYLE P4). Training is in
 `sae/train.py`; this file knows nothing about optimisers. Later recipes are subclasses in their own
@@ -61,7 +61,7 @@ class SAEConfig:
     d_in: int
     """Input width: the activation vector's size (512 MLP neurons for the paper's transformer A)."""
     n_features: int
-    """Dictionary size m (the paper's A/1 has 4,096 = 8 × 512; reference §5)."""
+    """Dictionary size m (the paper's A/1 has 4,096 = 8 × 512; paper.md §5)."""
 
     def __post_init__(self) -> None:
         for name in ("d_in", "n_features"):
@@ -77,7 +77,7 @@ class SparseAutoencoder(nn.Module):
         f = relu((x - b_dec) @ W_enc + b_enc)        # [batch, n_features]
         x_hat = f @ W_dec + b_dec                    # [batch, d_in]
 
-    Init (TM §3.3): "the default Pytorch Kaiming Uniform initialization", i.e. nn.Linear's
+    Init (paper.md §3.3): "the default Pytorch Kaiming Uniform initialization", i.e. nn.Linear's
     `kaiming_uniform_(a=√5)` = U(±1/√fan_in), drawn independently for the encoder (fan_in = d_in)
     and the decoder (fan_in = n_features), then decoder rows normalised to unit norm. We read the
     paper's untied weights literally and do not start from W_enc = W_decᵀ (that is the April 2024
@@ -93,9 +93,9 @@ class SparseAutoencoder(nn.Module):
     config_class: ClassVar[type[SAEConfig]] = SAEConfig
     """The shape config this class is built from (TopK adds k)."""
     pre_encoder_bias: ClassVar[bool] = True
-    """Encode x − b_dec (TM §3.1, the tied bias); SAELens calls this `apply_b_dec_to_input`."""
+    """Encode x − b_dec (paper.md §3.1, the tied bias); SAELens calls this `apply_b_dec_to_input`."""
     unit_norm_decoder: ClassVar[bool] = True
-    """Decoder rows are kept at unit norm while training (TM §3.4; `constraints.optimizer_step_`)."""
+    """Decoder rows are kept at unit norm while training (paper.md §3.4; `constraints.optimizer_step_`)."""
     saelens_architecture: ClassVar[str] = "standard"
     """The SAELens class with the same forward (`sae/saelens.py`)."""
 
@@ -117,7 +117,7 @@ class SparseAutoencoder(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Re-draw the weights as described in the class docstring (TM §3.3)."""
+        """Re-draw the weights as described in the class docstring (paper.md §3.3)."""
         bound_enc = 1 / math.sqrt(self.cfg.d_in)  # fan_in of the encoder map d_in -> n_features
         bound_dec = 1 / math.sqrt(self.cfg.n_features)  # fan_in of the decoder map n_features -> d_in
         self.W_enc.uniform_(-bound_enc, bound_enc, generator=generator)
@@ -128,7 +128,7 @@ class SparseAutoencoder(nn.Module):
 
     def pre_activations(self, x: Tensor) -> Tensor:
         """`x [batch, d_in]` → encoder output before the nonlinearity, `[batch, n_features]`."""
-        x_bar = x - self.b_dec if self.pre_encoder_bias else x  # TM §3.1: pre-encoder bias tied to b_dec
+        x_bar = x - self.b_dec if self.pre_encoder_bias else x  # paper.md §3.1: pre-encoder bias tied to b_dec
         return x_bar @ self.W_enc + self.b_enc
 
     def activation(self, pre: Tensor) -> Tensor:

@@ -2,7 +2,7 @@
 
 The 2023 recipe trains on raw activations: the paper's λ = 0.004 belongs to transformer A's MLP
 activation scale. The February/April 2024 updates instead scale the data "by a single constant such
-that E_x[‖x‖₂] = sqrt(n)" so that λ transfers between models (reference §10.3, §10.5; we use the
+that E_x[‖x‖₂] = sqrt(n)" so that λ transfers between models (paper.md §10.3, §10.5; we use the
 mean norm, not the mean squared norm, as SAELens does). This object holds that constant.
 
 How λ relates to scale: for data c·x the MSE grows by c² and the best feature activations by c,

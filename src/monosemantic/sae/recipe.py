@@ -45,12 +45,12 @@ class TrainConfig:
     """Adam ε (PyTorch default; not stated in the paper)."""
     max_grad_norm: float | None = None
     """Clip the gradient's global norm (over all the SAE's parameters) to this before each step; None:
-    no clipping, as in the paper (which does not mention clipping: ref §13). The norm is on the
+    no clipping, as in the paper (which does not mention clipping: paper.md §13). The norm is on the
     recipe's loss scale: with the paper's MSE (mean over d_in), SAELens's clip at 1 on its summed MSE
     is 1 / d_in. Clipping keeps the dense early steps from filling Adam's second moment with gradients
-    hundreds of times larger than later ones (docs/LOG.md, 2026-12-06 session 6)."""
+    hundreds of times larger than later ones (docs/decisions.md)."""
     normalize_inputs: bool = False
-    """Scale inputs so that E‖x‖ = √d_in (the 2024 normalisation, ref §10.3), estimated on the first
+    """Scale inputs so that E‖x‖ = √d_in (the 2024 normalisation, paper.md §10.3), estimated on the first
     b_dec_init_n_inputs inputs and folded back at the end; off in the paper, which used raw activations."""
     step: StepMode = "auto"
     """Training step: `dense` (autograd), `sparse` (hand-written, over the active features only), or

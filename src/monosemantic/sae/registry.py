@@ -1,7 +1,7 @@
 """The SAE architectures by the name written in cfg.json: model classes, one table (STYLE P14).
 
     tm2023     model.SparseAutoencoder   Towards Monosemanticity (2023): the default
-    april2024  april.AprilSAE            Anthropic's April 2024 update (ref §10.5)
+    april2024  april.AprilSAE            Anthropic's April 2024 update (paper.md §10.5)
     topk       topk.TopKSAE              Gao et al. 2024: TopK + AuxK
 
 `SAE_CLASSES` is that table. It lives in model.py, where `SparseAutoencoder.load` dispatches

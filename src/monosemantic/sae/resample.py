@@ -1,4 +1,4 @@
-"""Dead-feature resampling exactly as in the 2023 paper (TM appendix "Neuron Resampling", ref §4).
+"""Dead-feature resampling exactly as in the 2023 paper (the paper's appendix "Neuron Resampling", paper.md §4).
 
 The paper's procedure, and where each step lives:
 
@@ -17,7 +17,7 @@ The paper's procedure, and where each step lives:
    alive neurons × 0.2"; encoder bias element = 0. → `resample_dead_`.
 6. "Reset the Adam optimizer parameters for every modified weight and bias term." → `reset_adam_`.
 
-Choices the paper leaves open (ref §4 table, §13), taken here:
+Choices the paper leaves open (paper.md §4 table, §13), taken here:
 - the loss squared in step 3 is the training loss, MSE + λ·L1 per input (the paper says "the
   autoencoder's loss"; ai-safety-foundation does the same). λ = 0 in the call gives MSE only.
 - the new direction is the raw input x ("the input vector"), as ai-safety-foundation does;
@@ -47,7 +47,7 @@ from monosemantic.sae.sparse_step import MatmulDtype, sparse_encode
 
 log = logging.getLogger(__name__)
 
-# TM §4: resample at 25k/50k/75k/100k of 1M steps; dead = no firing in the previous 12,500 steps.
+# paper.md §4: resample at 25k/50k/75k/100k of 1M steps; dead = no firing in the previous 12,500 steps.
 PAPER_RESAMPLE_EVERY_FRACTION = 0.025
 PAPER_N_RESAMPLES = 4
 PAPER_DEAD_WINDOW_FRACTION = 0.0125
@@ -77,7 +77,7 @@ def resample_schedule(
 
 
 def dead_mask(last_fired: Tensor, step: int, window: int) -> Tensor:
-    """Features that did not fire on steps `step − window + 1 … step` (TM §4).
+    """Features that did not fire on steps `step − window + 1 … step` (paper.md §4).
 
     Args:
         last_fired: `[n_features]` int, last step on which the feature was > 0 on any input
@@ -100,14 +100,14 @@ def resample_losses(
 ) -> Tensor:
     """`per_example_loss(x, *sae(x))`, with the decoder product over the active features only.
 
-    Resampling scores 100 batches per SAE each time (TM §4): with dense products that was about
+    Resampling scores 100 batches per SAE each time (paper.md §4): with dense products that was about
     half of the demo ladder's time. As in the sparse step, `matmul_dtype="bfloat16"` picks the
     active set with a bfloat16 encoder product and recomputes those values exactly, so the loss
     differs only by the features within bfloat16 rounding of 0 (it only weights a random draw).
     """
     if sae.architecture != "tm2023" or x.device.type != "cpu":
         return _dense_loss(sae, x, l1_coeff)
-    x_bar = x - sae.b_dec  # TM §3.1: the pre-encoder bias
+    x_bar = x - sae.b_dec  # paper.md §3.1: the pre-encoder bias
     p, vals, xw = sparse_encode(x_bar, sae.W_enc, sae.b_enc, None, matmul_dtype)
     if p.col.numel() > p.shape[0] * p.shape[1] // 8:  # dense early in training: the sparse product would not pay
         if matmul_dtype == "bfloat16":  # xw is approximate (and has b_enc added): encode again exactly
@@ -121,7 +121,7 @@ def resample_losses(
 
 
 def sample_by_loss(loss: Tensor, n: int, generator: torch.Generator | None, eligible: Tensor | None = None) -> Tensor:
-    """Pick `n` indices with probability ∝ loss² (TM §4 step 3).
+    """Pick `n` indices with probability ∝ loss² (paper.md §4 step 3).
 
     Args:
         loss: `[N]` per-input loss (≥ 0).
@@ -142,7 +142,7 @@ def sample_by_loss(loss: Tensor, n: int, generator: torch.Generator | None, elig
 
 @torch.no_grad()
 def reset_adam_(optimizer: torch.optim.Optimizer, param: Tensor, index: tuple[slice | Tensor, ...]) -> None:
-    """Zero Adam's moment estimates (`exp_avg`, `exp_avg_sq`) on `param[index]` (TM §4 step 6)."""
+    """Zero Adam's moment estimates (`exp_avg`, `exp_avg_sq`) on `param[index]` (paper.md §4 step 6)."""
     state = optimizer.state.get(param)
     if not state:  # no step taken yet: nothing to reset
         return
@@ -163,7 +163,7 @@ def resample_dead_(
     encoder_scale: float = PAPER_ENCODER_SCALE,
     direction: Direction = "input",
 ) -> Tensor:
-    """Re-initialise the dead features of `sae` from high-loss inputs, in place (TM §4 steps 3–6).
+    """Re-initialise the dead features of `sae` from high-loss inputs, in place (paper.md §4 steps 3–6).
 
     Args:
         sae: the autoencoder; its W_enc, b_enc, W_dec are modified for the dead features only.

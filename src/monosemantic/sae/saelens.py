@@ -1,4 +1,4 @@
-"""Export to and import from the SAELens 6.x folder format (reference peers.md §5), without importing sae_lens.
+"""Export to and import from the SAELens 6.x folder format (peers.md §5), without importing sae_lens.
 
     export_saelens("runs/x/sae/blocks.0.mlp.hook_post/A1", "export/A1", hook_name="blocks.0.mlp.hook_post")
     sae_lens.SAE.load_from_disk("export/A1")          # StandardSAE or TopKSAE, same encode / decode
@@ -11,7 +11,7 @@ W_dec [d_sae, d_in], b_dec [d_in]; our layout, so nothing is transposed) and `cf
     d_in, d_sae, dtype     from the weights; "device": "cpu" (SAELens overrides it at load)
     apply_b_dec_to_input   true for the paper's tied pre-encoder bias (tm2023, topk); false for april2024
     normalize_activations  "none": any input scale was folded into the weights by the trainer
-    metadata               sae_lens_version ≥ 6.0.0 (selects SAELens's v6 loader, peers §5.4), hook_name,
+    metadata               sae_lens_version ≥ 6.0.0 (SAELens's v6 loader, peers.md §5.4), hook_name,
                            and our own keys (`monosemantic_*`); SAELens keeps metadata keys and drops
                            unknown top-level ones
 
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 # sae_lens/constants.py: SAE_WEIGHTS_FILENAME, SAE_CFG_FILENAME
 SAELENS_WEIGHTS = "sae_weights.safetensors"
 SAELENS_CONFIG = "cfg.json"
-# The oldest SAELens whose loader reads this format; ≥ 6.0.0 selects the v6 path (peers §5.4).
+# The oldest SAELens whose loader reads this format; ≥ 6.0.0 selects the v6 path (docs/reference/peers.md §5.4).
 SAELENS_FORMAT_VERSION = "6.0.0"
 _SHAPE_FIELDS = ("d_in", "n_features")
 

@@ -1,4 +1,4 @@
-"""Step schedules as pure functions of the 1-based step (reference §10.5; STYLE P4).
+"""Step schedules as pure functions of the 1-based step (paper.md §10.5; STYLE P4).
 
     λ(step)  = λ  · linear_warmup(step, n_steps, 0.05)       April 2024: λ from 0 over the first 5 %
     lr(step) = lr · linear_decay_tail(step, n_steps, 0.2)     April 2024: lr to 0 over the last 20 %

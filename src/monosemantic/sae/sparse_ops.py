@@ -112,7 +112,7 @@ def topk_columns(pre: Tensor, k: int) -> Tensor:
     more than TOPK_WIDTH·k candidates. Every other row's top k is unique, so it is `torch.topk`'s.
     Plain `torch.topk` where the pre-filter does not pay: fewer than 2k groups, or not a CPU float32
     tensor (bfloat16 reductions and conversions ran ~9× slower than float32's on the 2-core
-    machine, so a bfloat16 pre-filter was 2× slower than `torch.topk`; docs/LOG.md 2026-12-06).
+    machine, so a bfloat16 pre-filter was 2× slower than `torch.topk`; docs/decisions.md 2026-12-06).
     Steps 2-4 are NumPy's, on one thread: splitting the rows over two threads saved 2-15 % at
     4,096 (measured, idle machine), not worth a thread pool.
     """

@@ -5,7 +5,7 @@ reference: the recipe's autograd loss, `loss.backward()`. The sparse step comput
 and the same gradients by hand, with every product after the encoder forward restricted to the
 active entries of `f [batch, n_features]` (`sparse_ops`):
 
-    x̄ = x − b_dec (TM §3.1; not for April)   pre = x̄ W_enc + b_enc   (dense: the one big product)
+    x̄ = x − b_dec (paper.md §3.1; not for April)   pre = x̄ W_enc + b_enc   (dense: the one big product)
     F = active entries of relu(pre) or of relu(topk(pre))                              (CSR)
     x̂ = F W_dec + b_dec ,   e = x̂ − x ,   g = ∂L/∂x̂ = c·e   (c = 2/(B·d) for the paper's mean
                                                                MSE, 2/B for the summed 2024 ones)
@@ -152,7 +152,7 @@ def sparse_gradients(
 ) -> LossTerms:
     """The same loss and gradients as `dense_gradients`, computed over the active features only.
 
-    The recipe's loss terms come from `cfg.sparse_terms` (tm2023: mean MSE + λ·L1, TM §3.2;
+    The recipe's loss terms come from `cfg.sparse_terms` (tm2023: mean MSE + λ·L1, paper.md §3.2;
     april2024: summed MSE + λ(step)·Σ f‖W_dec‖; topk: summed MSE + α·AuxK). Returns `LossTerms`
     whose `f` is a sparse CSR tensor `[batch, n_features]` (use `firing` on it).
     """
@@ -187,7 +187,7 @@ def sparse_gradients(
         grad_b_enc += ops.column_sums(pa, grad_pa)
         grad_W_enc_t += ops.spmm_t(ops.transpose(pa), grad_pa, x_bar)
     if sae.pre_encoder_bias:
-        grad_b_dec -= W_enc @ grad_b_enc  # x̄ = x − b_dec feeds the encoder too (TM §3.1)
+        grad_b_dec -= W_enc @ grad_b_enc  # x̄ = x − b_dec feeds the encoder too (paper.md §3.1)
 
     W_enc.grad = grad_W_enc_t.T.contiguous()  # contiguous: Adam(fused=True) mishandles transposed grads
     b_enc.grad, W_dec.grad, b_dec.grad = grad_b_enc, grad_W_dec, grad_b_dec

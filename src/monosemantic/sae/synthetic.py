@@ -1,6 +1,6 @@
 """Synthetic activations built from known sparse directions: a ground truth for SAE tests.
 
-Like the paper's toy-model checks (reference §6: "toy models with known ground truth"), each sample
+Like the paper's toy-model checks (paper.md §6: "toy models with known ground truth"), each sample
 is a sparse non-negative combination of fixed unit directions:
 
     x = Σ_i a_i · u_i,   a_i = Bernoulli(density) · Uniform(lo, hi)   independently per i

@@ -3,7 +3,7 @@
     results = train_sae([sae], batches, SAETrainConfig(n_steps=20_000, batch_size=4096))
 
 `batches` is any `Iterator[Tensor]` of shape `[batch, d_in]`, already shuffled; it is read once,
-front to back, and never repeated (TM "sampling without replacement ... is important", ref §2).
+front to back, and never repeated (TM "sampling without replacement ... is important", paper.md §2).
 The trainer does not know where activations come from (STYLE P6): it imports nothing from
 `monosemantic.transformer` or `monosemantic.data`.
 
@@ -24,12 +24,12 @@ with the decoder constraint → dead-feature counter. Once in a while: resample 
 2023 recipe, §4), log. At the end each SAE is brought to its saved form (`standardize_`) and, if
 its inputs were normalised, the scale is folded back so the SAE takes raw activations.
 
-The 2023 recipe (TM §3.2, §3.4, §3.5): MSE mean over elements + λ·L1 summed over features → remove
+The 2023 recipe (paper.md §3.2, §3.4, §3.5): MSE mean over elements + λ·L1 summed over features → remove
 the gradient parallel to decoder rows → Adam at constant LR → renormalise decoder rows.
-Choices the paper leaves open (ref §13), as defaults below: lr 1e-4; Adam (0.9, 0.999, 1e-8);
+Choices the paper leaves open (paper.md §13), as defaults below: lr 1e-4; Adam (0.9, 0.999, 1e-8);
 no weight decay, no gradient clipping (`max_grad_norm` adds it); float32; b_dec from Weiszfeld on
 the first 16,384 inputs.
-Section numbers (§n) refer to the method reference `towards-monosemanticity.md`.
+Section numbers (§n) refer to the method reference `docs/reference/paper.md`.
 """
 
 from __future__ import annotations
@@ -81,15 +81,15 @@ class SAETrainConfig(TrainConfig):
     """λ, on the scale of §3.2 (MSE mean over d_in elements, L1 sum over features). The paper's A/0–A/5
     use 0.004 on raw MLP activations; λ depends on the data scale (λ on c·x ≡ λ/c on x). With
     normalize_inputs (E‖x‖ = √d_in) the scale is fixed and λ ≈ 4 / d_in gave L0 ≈ 20 on the demo's 512
-    neurons (the CLI's default preset: 0.008; docs/LOG.md)."""
+    neurons (the CLI's default preset: 0.008; docs/decisions.md)."""
     b_dec_init: Literal["geometric_median", "keep"] = "geometric_median"
-    """`geometric_median` sets b_dec from the first inputs of the stream (TM §3.3); `keep` leaves it."""
+    """`geometric_median` sets b_dec from the first inputs of the stream (paper.md §3.3); `keep` leaves it."""
     b_dec_init_n_inputs: int = 16_384
     """How many inputs the geometric median is computed on (not stated in the paper)."""
     n_resamples: int = PAPER_N_RESAMPLES
-    """How many times to resample dead features (TM §4: 4; 0 turns resampling off)."""
+    """How many times to resample dead features (paper.md §4: 4; 0 turns resampling off)."""
     resample_every_fraction: float = PAPER_RESAMPLE_EVERY_FRACTION
-    """Resample every this fraction of n_steps (TM §4: every 25,000 of 1M steps = 0.025)."""
+    """Resample every this fraction of n_steps (paper.md §4: every 25,000 of 1M steps = 0.025)."""
     dead_window_fraction: float = PAPER_DEAD_WINDOW_FRACTION
     """Dead = not fired in this fraction of n_steps before a resample (the paper: 12,500 of 1M)."""
     resample_n_batches: int = 100
@@ -144,10 +144,10 @@ class SAETrainConfig(TrainConfig):
         return resample_schedule(self.n_steps, every, n, window)
 
     def lr_at(self, step: int) -> float:
-        return self.lr  # TM §3.5: "annealing ... did not further increase performance"
+        return self.lr  # paper.md §3.5: "annealing ... did not further increase performance"
 
     def loss(self, sae: SparseAutoencoder, x: Tensor, step: int, dead: Tensor) -> LossTerms:
-        """MSE (mean over elements) + λ · L1 (sum over features), mean over the batch (TM §3.2)."""
+        """MSE (mean over elements) + λ · L1 (sum over features), mean over the batch (paper.md §3.2)."""
         x_hat, f = sae(x)
         mse, l1 = reconstruction_mse(x, x_hat), l1_penalty(f)
         return LossTerms(mse + self.l1_coeff * l1, f, {"mse": mse, "l1": l1})
@@ -292,7 +292,7 @@ def train_sae(
     start = checkpoint.restore(runs) if checkpoint else 0
     batches = iter(batches)
     if not start:
-        batches = _init_from_data(runs, batches)  # input scale (ref §10.5); b_dec at the geometric median (§3.3)
+        batches = _init_from_data(runs, batches)  # input scale (paper.md §10.5); b_dec at the geometric median (§3.3)
     n_steps, log_every = cfgs[0].n_steps, cfgs[0].log_every
 
     step = start
@@ -312,12 +312,12 @@ def train_sae(
             terms = r.stepper.gradients(r.sae, r.cfg, r.inputs(xs), step, dead)  # loss, .grad set (sparse_step.py)
             distributed.average_grads_(r.sae.parameters(), xs.shape[0] / x.shape[0])
             r.set_lr(r.cfg.lr_at(step))
-            optimizer_step_(r.opt, r.sae, r.cfg.max_grad_norm)  # TM §3.4 unit-norm rows where the SAE has them
+            optimizer_step_(r.opt, r.sae, r.cfg.max_grad_norm)  # paper.md §3.4 unit-norm rows where the SAE has them
             r.track(step, terms)
             r.n_activations += x.shape[0] - xs.shape[0]  # the other ranks' rows
         distributed.max_(r.last_fired for r in runs)  # a feature is alive if it fired on any rank
 
-        # once in a while: resample dead features from high-loss inputs (TM §4; the 2023 recipe only)
+        # once in a while: resample dead features from high-loss inputs (paper.md §4; the 2023 recipe only)
         due = [r for r in runs if step in r.resample_steps]
         if due:
             batches = _resample(due, batches, step)
@@ -369,9 +369,9 @@ def _check_batch(x: Tensor, saes: Sequence[SparseAutoencoder]) -> None:
 def _init_from_data(runs: Sequence[_Run], batches: Iterator[Tensor]) -> Iterator[Tensor]:
     """Data-dependent init from the stream's first inputs, which are then put back in front of it.
 
-    - `normalize_inputs`: fit the scale (E‖x‖ = √d_in, ref §10.5) and move the SAE into scaled units
+    - `normalize_inputs`: fit the scale (E‖x‖ = √d_in, paper.md §10.5) and move the SAE into scaled units
       (`Normalizer(1 / scale).fold_into_`, a no-op for fresh zero biases; `_Run.finish` undoes it);
-    - `init_b_dec`: b_dec = geometric median of those inputs, in the units the SAE trains in (TM §3.3).
+    - `init_b_dec`: b_dec = geometric median of those inputs, in the units the SAE trains in (paper.md §3.3).
     """
     wanted = [r.cfg.n_init_inputs for r in runs if r.cfg.n_init_inputs]
     if not wanted:
@@ -400,7 +400,7 @@ def _init_from_data(runs: Sequence[_Run], batches: Iterator[Tensor]) -> Iterator
 
 @torch.no_grad()
 def _resample(due: Sequence[_Run], batches: Iterator[Tensor], step: int) -> Iterator[Tensor]:
-    """Peek the next batches, score them with each due SAE and resample its dead features (TM §4).
+    """Peek the next batches, score them with each due SAE and resample its dead features (paper.md §4).
 
     Only `SAETrainConfig` schedules resampling. The peeked batches go back in front of the stream
     and are trained on as usual.

@@ -2,7 +2,7 @@
 
 The names follow TransformerLens, so the same string keys the activation store, the SAE folder,
 the feature database and CLI flags. The paper's SAE input is `MLP_POST`, the 512 neurons after
-the ReLU ([TM] appendix "Autoencoder Dataset"; reference §1 "SAE input site").
+the ReLU ([TM] appendix "Autoencoder Dataset"; paper.md §1 "SAE input site").
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The paper's one-layer transformer, read top to bottom (nanoGPT order: parts, then the whole).
 
 [TM] appendix "Transformer Training and Preprocessing": one attention block and one MLP block,
-residual width 128, MLP width 512, ReLU. Choices the paper leaves open (reference §13), recorded
-in docs/LOG.md (2026-11-25):
+residual width 128, MLP width 512, ReLU. Choices the paper leaves open (paper.md §13), recorded
+in docs/decisions.md (2026-11-25):
 - pre-LN blocks with a final LayerNorm before the unembedding (the paper's logit analysis
   linearises a final LN, so there is one);
 - 4 heads of 32 dimensions; learned absolute positions; context 256 (the paper samples 250

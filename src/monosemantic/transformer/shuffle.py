@@ -1,6 +1,6 @@
 """The paper's control model: a copy of a trained transformer with each weight matrix shuffled.
 
-[TM] §4 ("Model or data?", reference §8.8–8.9) trains dictionaries on "a transformer whose weight
+paper.md §8.9 ("Model or data?", paper.md §8.8–8.9) trains dictionaries on "a transformer whose weight
 matrices had their entries randomly shuffled": the statistics of every matrix are kept (each keeps
 its exact multiset of entries) but all learned structure is destroyed, so features that survive
 reflect token statistics rather than computation. Matrices = parameters with two or more

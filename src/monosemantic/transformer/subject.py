@@ -10,7 +10,7 @@ Both kinds satisfy the same small interface (`Subject`): a forward from token id
 context length, a vocabulary, and hooks found by name. A hook spec is either one of our hook
 names (`transformer.hooks`) or a module path with `:input` or `:output` (default output), e.g. the
 input of `model.layers.5.mlp.down_proj`, which *is* the neuron vector of a gated MLP
-(`act(gate(x)) * up(x)`), as the post-ReLU vector is for the paper's MLP ([TM] §2).
+(`act(gate(x)) * up(x)`), as the post-ReLU vector is for the paper's MLP (paper.md §2).
 
 `--model NAME` means the run's `transformer/NAME/` when that folder exists, and otherwise a
 Hugging Face model (a `save_pretrained` folder, a `.gguf` file, or a hub name already in the

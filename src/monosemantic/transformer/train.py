@@ -3,7 +3,7 @@
 The loop has nanoGPT's shape: learning rate for the step, forward, backward, clip, step; then,
 once in a while, validate, log and checkpoint. [TM] says only "Adam"; the rest (AdamW with
 linear warm-up and cosine decay to 10 %, clipping at 1.0, weight decay 0.1 on matrices) is the
-usual GPT recipe, recorded in docs/LOG.md (2026-11-25).
+usual GPT recipe, recorded in docs/decisions.md (2026-11-25).
 
 Run as a stage: `monosemantic lm train --run runs/demo --model A --seed 0`.
 """
