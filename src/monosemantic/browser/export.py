@@ -61,11 +61,14 @@ def export_html(db_path: Path, out: Path, force: bool = False, progress: bool = 
         bar = tqdm(total=total, desc="export-html", unit="page", disable=not progress)
         for d in nav:
             first = views.dictionary_page(conn, d["id"], queries.ListQuery())
-            assert first is not None
+            assert first is not None  # `d` comes from the nav: the dictionary exists
             for page in range(1, first["pages"] + 1):
-                ctx = first if page == 1 else views.dictionary_page(conn, d["id"], queries.ListQuery(page=page))
-                write(links.dictionary(d["id"], page), "dictionary.html", ctx)  # type: ignore[arg-type]
-            write(links.map(d["id"]), "map.html", views.map_page(conn, d["id"]))  # type: ignore[arg-type]
+                listing = first if page == 1 else views.dictionary_page(conn, d["id"], queries.ListQuery(page=page))
+                assert listing is not None
+                write(links.dictionary(d["id"], page), "dictionary.html", listing)
+            map_ctx = views.map_page(conn, d["id"])
+            assert map_ctx is not None
+            write(links.map(d["id"]), "map.html", map_ctx)
             for (f,) in conn.execute("SELECT feature FROM features WHERE dictionary_id = ? ORDER BY feature",
                                      (d["id"],)).fetchall():  # fmt: skip
                 write(links.feature(d["id"], f), "feature.html", views.feature_page(conn, d["id"], f))  # type: ignore[arg-type]

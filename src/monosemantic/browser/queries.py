@@ -113,7 +113,8 @@ def fts_query(text: str) -> str:
 
 def feature_list(conn: sqlite3.Connection, d: int, q: ListQuery, page_size: int = PAGE_SIZE) -> dict[str, Any]:
     """One page of a dictionary's features, sorted and filtered; with the total match count."""
-    where, params = ["f.dictionary_id = ?"], [d]
+    where: list[str] = ["f.dictionary_id = ?"]
+    params: list[Any] = [d]  # SQL parameters: ids, thresholds, the FTS query
     join = ""
     if q.q.strip():
         lo, hi = conn.execute("SELECT min(id), max(id) FROM features WHERE dictionary_id = ?", (d,)).fetchone()
@@ -166,7 +167,7 @@ def feature_list(conn: sqlite3.Connection, d: int, q: ListQuery, page_size: int 
     for it in items:
         src = it.pop("source") or {}
         it.pop("id")
-        it["top_source"] = max(src, key=src.get) if src else None
+        it["top_source"] = max(src, key=lambda k: src[k]) if src else None
     return {"total": total, "page": q.page, "page_size": page_size, "features": items}
 
 
@@ -272,7 +273,7 @@ def feature_map(conn: sqlite3.Connection, d: int) -> dict[str, Any]:
         cols["y"].append(round(r[2], 4))
         cols["density"].append(r[3])
         cols["cluster"].append(r[4] if r[4] is not None else -1)
-        cols["source"].append(max(src, key=src.get) if src else "")
+        cols["source"].append(max(src, key=lambda k: src[k]) if src else "")
         cols["label"].append((r[6] or "")[:80])
     clusters = _rows(conn.execute("SELECT id, label, size FROM clusters ORDER BY id"))
     return {"points": cols, "clusters": clusters}

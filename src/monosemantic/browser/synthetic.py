@@ -130,7 +130,9 @@ def _fill_dictionary(conn, r, d, n, window, n_top, n_intervals, per_interval, n_
         })  # fmt: skip
         if not density:
             continue
-        kinds = [("top", None, k, max_act * (1 - k / (2 * n_top))) for k in range(n_top)]
+        kinds: list[tuple[str, int | None, int, float]] = [
+            ("top", None, k, max_act * (1 - k / (2 * n_top))) for k in range(n_top)
+        ]
         for i in range(n_intervals):
             lo, hi = max_act * i / n_intervals, max_act * (i + 1) / n_intervals
             intervals.append({"dictionary_id": d, "feature": f, "interval": i, "lo": lo, "hi": hi,

@@ -58,7 +58,7 @@ def dictionary_page(conn: sqlite3.Connection, d: int, q: queries.ListQuery) -> d
 def feature_page(conn: sqlite3.Connection, d: int, f: int) -> dict[str, Any] | None:
     info = queries.dictionary(conn, d)
     feat = queries.feature(conn, d, f) if info else None
-    if feat is None:
+    if info is None or feat is None:
         return None
     feat["family"] = queries.feature_family(conn, d, f)  # paper §8.11: the splitting tree across sizes
     feat["case_studies"] = casestudy.for_feature(conn, queries.summary(conn), d, f)  # paper §8.2, §8.6

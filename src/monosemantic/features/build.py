@@ -63,6 +63,7 @@ from monosemantic.transformer.subject import (
     is_run_model,
     load_subject,
     subject_key,
+    vocab_size,
 )
 
 log = logging.getLogger("monosemantic")
@@ -201,7 +202,7 @@ def _collect(layout: paths.RunLayout, cfg: FeaturesConfig, sae_folders: dict[str
     if s.tokenizer is None:
         raise UserError(f"{layout.tokenizer}: no tokenizer; run `monosemantic tokenize --run {layout.root}`")
     store = TokenStore(distributed.main_first(lambda: ensure_tokens(layout, s, progress=progress)))
-    vocab = int(getattr(s.model, "vocab_size", 0) or s.model.cfg.vocab_size)
+    vocab = vocab_size(s.model)
     if store.vocab_size > vocab:
         raise UserError(f"{store.folder}: vocabulary {store.vocab_size} is larger than the {vocab} of {s.source}")
     saes = {name: SparseAutoencoder.load(f, device=device).float().eval() for name, f in sae_folders.items()}

@@ -67,6 +67,14 @@ class Batch:
         return torch.from_numpy(flat)[self.tok]
 
 
+def _activations(d: Records, acts: Tensor | None, feats: dict[str, Tensor]) -> Tensor:
+    """One dictionary's activations in a batch: the neurons' come from the forward, an SAE's from its encoder."""
+    if d.kind == "neurons":
+        assert acts is not None  # neurons are recorded only when the pass runs the forward
+        return acts
+    return feats[d.name]
+
+
 def dense_batch(f3: Tensor, first: int, before: int, after: int) -> Batch:
     """From activations `f3 [n_ctx, ctx_len, F]` (any device; entries come back on the CPU)."""
     _, T, F = f3.shape
@@ -159,7 +167,8 @@ def stream(
     bar = tqdm(total=total, desc=desc, disable=not progress, unit="tok", unit_scale=True)
     try:
         for lo, hi in ctx.batches(batch_size, (first, end)):
-            acts, feats = None, {}
+            acts: Tensor | None = None
+            feats: dict[str, Tensor] = {}
             if forward is not None:
                 device = next(forward.model.parameters()).device
                 tokens = torch.from_numpy(ctx.tokens[lo:hi]).to(device)
@@ -214,7 +223,7 @@ def run_passes(
 
         def stats_pass(first: int, acts: Tensor | None, feats: dict[str, Tensor]) -> None:
             for d in dicts:
-                batch = dense_batch(acts if d.kind == "neurons" else feats[d.name], first, b, a)
+                batch = dense_batch(_activations(d, acts, feats), first, b, a)
                 d.stats.add(batch.feat, batch.value, batch.src(ctx))
                 d.top.offer(batch.feat, -batch.value.double(), batch.global_tok, batch.value, batch.window)
                 if spill is not None and d.kind == "sae":
@@ -235,7 +244,7 @@ def run_passes(
                     tok, feat, val = next(spilled[d.name])
                     batch = sparse_batch(tok, feat, val, first, T, d.n_features, b, a)
                 else:
-                    batch = dense_batch(acts if d.kind == "neurons" else feats[d.name], first, b, a)
+                    batch = dense_batch(_activations(d, acts, feats), first, b, a)
                 assert d.samples is not None
                 d.samples.add(batch.global_tok, batch.feat, batch.value, d.stats.max, batch.window)
 

@@ -103,7 +103,7 @@ def feature_rows(
     n_tokens: int,
     sources: Sequence[str],
     top_words: Sequence[str],
-    logit_json: Sequence[dict[str, Any]],
+    logit_json: Sequence[dict[str, Any] | None],
 ) -> Iterator[dict[str, Any]]:
     """One `features` row per feature (never-active features too: density 0, no histogram)."""
     n_active = stats.n_active.tolist()
