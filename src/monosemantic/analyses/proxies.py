@@ -46,7 +46,7 @@ from monosemantic.features import db
 from monosemantic.features.stream import Contexts, context_offsets, contexts_at, held_out_contexts
 from monosemantic.features.tokentext import vocab_bytes
 from monosemantic.sae.model import SparseAutoencoder
-from monosemantic.transformer.model import load_transformer
+from monosemantic.transformer.model import Transformer, load_transformer
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def encoder(sae: SparseAutoencoder, columns: list[int] | None = None) -> Callabl
 class _Inputs:
     """What both passes read: the model to its hook, the SAEs, the proxies and the contexts."""
 
-    model: torch.nn.Module
+    model: Transformer
     hook: torch.nn.Module
     saes: dict[str, SparseAutoencoder]
     pset: ProxySet
@@ -250,15 +250,12 @@ def _pass2(
         **{d: {i: j for j, i in enumerate(c)} for d, c in cols.items()},
     }
     encoders = {d: encoder(inputs.saes[d], c) for d, c in cols.items() if c}
-    fam_keys = {d: [(s, k) for s in range(S) for k in range(P) if fams[d][s][k]] for d in inputs.saes}
-    fam_matrix = {}
-    for d, keys in fam_keys.items():
-        m = torch.zeros(len(cols[d]), len(keys))
-        for j, (s, k) in enumerate(keys):
-            m[[pos[d][i] for i, _ in fams[d][s][k]], j] = 1.0
-        fam_matrix[d] = m
-    with_family = [d for d, keys in fam_keys.items() if keys]
-    fam_mom = Moments({d: len(fam_keys[d]) for d in with_family}, P, S)
+    # Every family (dictionary, slice, proxy) is one column of the summed activations, one Moments for all.
+    fam_keys = [(d, s, k) for d in inputs.saes for s in range(S) for k in range(P) if fams[d][s][k]]
+    fam_matrix = {d: torch.zeros(len(c), len(fam_keys)) for d, c in cols.items() if c}
+    for j, (d, s, k) in enumerate(fam_keys):
+        fam_matrix[d][[pos[d][i] for i, _ in fams[d][s][k]], j] = 1.0
+    fam_mom = Moments({"families": len(fam_keys)}, P, S)
     levels: dict[tuple[int, str, int], Levels] = {}
     for d in ["neurons", *inputs.saes]:
         for s in range(S):
@@ -275,15 +272,14 @@ def _pass2(
             i = int(best[d][0][s, k])
             a = acts[d][:, pos[d][i]].numpy()[keep[s]]
             lv.add(a, val[k][keep[s]], None if d == "neurons" else llr[k][keep[s]])
-        fam_mom.batch(y, member)
-        for d in with_family:
-            fam_mom.add(d, acts[d] @ fam_matrix[d])  # [N, families]: each family's summed activation
-    fam_r = {}
-    for d in with_family:
-        r = fam_mom.corr(d)
-        for j, (s, k) in enumerate(fam_keys[d]):
-            fam_r[s, d, k] = float(r[s, j, k])
-    return levels, fam_r
+        if fam_keys:
+            fam_mom.batch(y, member)
+            sums = torch.zeros(len(x), len(fam_keys))  # [N, families]: each family's summed activation
+            for d, m in fam_matrix.items():
+                sums.addmm_(acts[d], m)
+            fam_mom.add("families", sums)
+    r = fam_mom.corr("families") if fam_keys else np.zeros((S, 0, P))
+    return levels, {(s, d, k): float(r[s, j, k]) for j, (d, s, k) in enumerate(fam_keys)}
 
 
 def _shares(store: TokenStore, inputs: _Inputs, sample_held: np.ndarray, cfg: ProxyConfig) -> dict[str, dict]:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any
+from typing import Any, TypeGuard
 
 
-def _current(cs: Any) -> bool:
+def _current(cs: Any) -> TypeGuard[dict[str, Any]]:
+    """A case-study summary of this shape (a database written before it holds another)."""
     return isinstance(cs, dict) and "rows" in cs and "sample" in cs and "shares" in cs
 
 
