@@ -1,4 +1,4 @@
-"""Proxies (TM §5): the LLR by hand on crafted vocabularies, and the case-study pass on the tiny run."""
+"""Proxies (paper.md §8.1–§8.2): the LLR by hand on crafted vocabularies, and the case-study pass on the tiny run."""
 
 import json
 import math

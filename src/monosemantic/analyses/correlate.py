@@ -1,6 +1,6 @@
 """Streaming Pearson correlation between every column of X and every column of Y.
 
-The proxies (TM §5) and universality (TM §6) correlate activations over a million tokens or more;
+The proxies (paper.md §8.1) and universality (paper.md §8.12) correlate activations over a million tokens or more;
 only sums are kept, so memory is `O(F·P)` whatever the token count:
 
     n, Σx, Σx², Σy, Σy², Σxy   →   r = (n Σxy − Σx Σy) / sqrt((n Σx² − (Σx)²)(n Σy² − (Σy)²))

@@ -1,4 +1,4 @@
-"""Per-token proxies for the case studies (TM §5, appendix "Feature Proxies"; reference §8.1).
+"""Per-token proxies for the case studies (paper.md §8.1–§8.2, the appendix "Feature Proxies").
 
 A proxy scores each token by a log-likelihood ratio, "maximized over different prefixes leading up
 to and including the final token":
@@ -61,7 +61,7 @@ class Proxy:
     pattern: str = ""
     fn: Callable[[list[str]], Sequence[float]] | None = field(default=None, compare=False)
     paper_corr: float | None = None
-    """The paper's proxy correlation for its case-study feature (TM §5), where it gives one."""
+    """The paper's proxy correlation for its case-study feature (paper.md §8.1–§8.2), where it gives one."""
 
 
 BUILTIN: dict[str, Proxy] = {

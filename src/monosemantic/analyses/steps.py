@@ -71,10 +71,10 @@ def _universality(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConf
 
 STEPS: tuple[Step, ...] = (
     Step("explain", _explain, any_subject=True),  # TM "Automated Interpretability": explanations and scores
-    Step("ablations", _ablations),  # TM §4: ablations on top contexts, pinned samples
+    Step("ablations", _ablations),  # paper.md §8.4–§8.5: ablations on top contexts, pinned samples
     Step("split", _split),  # TM "Feature Splitting": family links across sizes, automata links
     Step("map", _map, any_subject=True),  # TM "Feature Splitting" UMAP view: 2-D map and clusters
-    Step("proxies", _proxies),  # TM §5 case studies: proxies, specificity and sensitivity
+    Step("proxies", _proxies),  # paper.md §8.1–§8.2 case studies: proxies, specificity and sensitivity
     Step("universality", _universality),  # TM "Universality": A's features against B's (only when B exists)
 )
 """The registry of analyses, in the order `features build` runs them."""

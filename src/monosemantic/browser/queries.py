@@ -55,7 +55,7 @@ def proxies(conn: sqlite3.Connection) -> list[dict[str, Any]]:
 
 
 def density_histogram(conn: sqlite3.Connection, d: int, lo: float = -7.0, hi: float = 0.0, bins: int = 28) -> dict:
-    """Counts of log10(density) per bin over [lo, hi] (TM §7.1's plot) plus the dead count."""
+    """Counts of log10(density) per bin over [lo, hi] (paper.md §7.1's plot) plus the dead count."""
     counts = [0] * bins
     dead = 0
     for (x,) in conn.execute("SELECT density FROM features WHERE dictionary_id = ?", (d,)):
