@@ -83,7 +83,7 @@ def caps(tokens: list[str]) -> list[float]:
 def test_regex_and_user_proxies():
     vocab = [b"", b"<b", b">", b"HI", b"&amp;"]
     custom = ["caps=py:tests.analyses.test_proxies:caps", "his=regex:HI+"]
-    ps = ProxySet(select("html", custom), vocab, np.array([1, 2, 3, 3, 4, 3]))
+    ps = ProxySet(select(("html",), custom), vocab, np.array([1, 2, 3, 3, 4, 3]))
     assert ps.base_rate["html"] == pytest.approx(3 / 6) and ps.base_rate["his"] == pytest.approx(3 / 6)
     llr = ps.llr(np.array([[1, 2, 3, 4]]))
     np.testing.assert_allclose(llr[0, 0], np.where([1, 1, 0, 1], 0, math.log(1e-10)) - math.log(0.5))
@@ -133,7 +133,7 @@ def _db_with_dictionaries(conn, run, names=("tm2023-64",), model="A"):
 def test_case_study_pass_matches_a_direct_computation(tiny_run, tmp_path):
     conn = db.create(tmp_path / "f.sqlite")
     _db_with_dictionaries(conn, tiny_run)
-    cfg = ProxyConfig(proxies="arabic,hebrew,cjk,dna", n_tokens=2048, sample_tokens=20000, batch_size=3,
+    cfg = ProxyConfig(proxies=("arabic", "hebrew", "cjk", "dna"), n_tokens=2048, sample_tokens=20000, batch_size=3,
                       family_min_r=0.1, n_levels=10)  # fmt: skip
     summary = run_proxies(conn, RunLayout(tiny_run), cfg, progress=False)
 

@@ -110,7 +110,7 @@ def test_medians_by_density_band_count_features_computed_directly(twin_run, tmp_
     edge = float(np.median(density[density > 0]))  # splits the live features in two bands
     conn = db.create(tmp_path / "f.sqlite")
     ensure_dictionaries(conn, layout, "A", HOOK)
-    cfg = UniversalityConfig(n_tokens=1024, batch_size=4, density_edges=repr(edge))
+    cfg = UniversalityConfig(n_tokens=1024, batch_size=4, density_edges=(edge,))
     summary = run_universality(conn, layout, cfg, progress=False)
     low, high = {p["dictionary"]: p["by_density"] for p in summary["pairs"]}["tm2023-64"]
     assert (low["lo"], low["hi"], high["lo"], high["hi"]) == (0.0, edge, edge, 1.0)
@@ -119,7 +119,7 @@ def test_medians_by_density_band_count_features_computed_directly(twin_run, tmp_
     assert low["median"] == pytest.approx(1.0, abs=1e-6)  # B is A permuted: every feature matched exactly
     assert "density" in format_universality(summary)
     with pytest.raises(ValueError):
-        UniversalityConfig(density_edges="1e-3,1e-4")
+        UniversalityConfig(density_edges=(1e-3, 1e-4))
 
 
 def test_live_best_counts_every_live_feature_and_no_dead_one():

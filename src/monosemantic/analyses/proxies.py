@@ -55,8 +55,8 @@ log = logging.getLogger(__name__)
 class ProxyConfig:
     """Which proxies, over how many tokens, and the case studies' thresholds."""
 
-    proxies: str = ",".join(BUILTIN)
-    """Comma-separated built-in proxies (arabic, hebrew, base64, dna, cyrillic, cjk, html, hex)."""
+    proxies: tuple[str, ...] = tuple(BUILTIN)
+    """Built-in proxies (arabic, hebrew, base64, dna, cyrillic, cjk, html, hex)."""
     custom: tuple[str, ...] = ()
     """Users' proxies: NAME=regex:PATTERN or NAME=py:module:function (one LLR per token string)."""
     model: str = "A"

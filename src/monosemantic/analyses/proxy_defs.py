@@ -110,10 +110,10 @@ def parse_custom(spec: str) -> Proxy:
     raise UserError(f"--proxy {spec!r}: kind must be regex or py, not {kind!r}")
 
 
-def select(names: str, custom: Sequence[Proxy | str] = ()) -> list[Proxy]:
-    """Built-ins by comma-separated name, then the custom ones (Proxy objects or specs)."""
+def select(names: Sequence[str], custom: Sequence[Proxy | str] = ()) -> list[Proxy]:
+    """Built-ins by name, then the custom ones (Proxy objects or specs)."""
     out = []
-    for n in filter(None, (s.strip() for s in names.split(","))):
+    for n in filter(None, (s.strip() for s in names)):
         if n not in BUILTIN:
             raise UserError(f"proxy {n!r}: unknown (built-ins: {', '.join(BUILTIN)})")
         out.append(BUILTIN[n])

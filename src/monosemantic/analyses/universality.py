@@ -58,27 +58,20 @@ class UniversalityConfig:
     """Matches stored per feature in the `matches` table (rank 0 is the best)."""
     n_bins: int = 20
     """Bins of the histogram of best-match correlations over [0, 1]."""
-    density_edges: str = "1e-4,1e-3"
-    """Comma-separated; the medians are also given per band of A's feature density (on the same
+    density_edges: tuple[float, ...] = (1e-4, 1e-3)
+    """The medians are also given per band of A's feature density (on the same
     tokens) split here: in the demo most rare features have no counterpart in B while the frequent ones match as well as
     the paper's (docs/decisions.md 2026-12-06), so one median over all features hides both."""
 
     def __post_init__(self) -> None:
         if self.model == self.other:
             raise ValueError("model and other must differ")
-        try:
-            edges = self.edges
-        except ValueError:
-            raise ValueError(f"density_edges must be comma-separated numbers, got {self.density_edges!r}") from None
-        if edges != sorted(set(edges)) or not all(0 < e < 1 for e in edges):
+        edges = list(self.density_edges)
+        if edges != sorted(set(edges)) or not all(isinstance(e, int | float) and 0 < e < 1 for e in edges):
             raise ValueError(f"density_edges must be increasing and in (0, 1), got {self.density_edges!r}")
         for f in ("n_tokens", "batch_size", "top_k", "n_bins"):
             if getattr(self, f) < 1:
                 raise ValueError(f"{f} must be >= 1")
-
-    @property
-    def edges(self) -> list[float]:
-        return [float(e) for e in self.density_edges.split(",") if e.strip()]
 
 
 def best_matches(corr: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -166,7 +159,7 @@ def run_universality(
                                        "other_feature": int(idx[i, rank]), "corr": float(r[i, rank])})  # fmt: skip
         active = n_active[a.name].sum(0)
         best = live_best(r[:, 0], active)
-        bands = density_bands(best, active / max(ctx.n_tokens, 1), cfg.edges, cfg.n_bins)
+        bands = density_bands(best, active / max(ctx.n_tokens, 1), list(cfg.density_edges), cfg.n_bins)
         # each half on its own tokens: its own live features and best matches
         by_half = [_half_median(h, n) for h, n in zip(halves[a.name], n_active[a.name], strict=True)]
         summary_pairs.append({"dictionary": a.name, "kind": a.kind, "n_features": a.n_features,

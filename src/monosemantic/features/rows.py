@@ -17,25 +17,14 @@ from torch import Tensor
 
 from monosemantic.features.records import BottomK, Samples, Stats
 from monosemantic.features.stream import Contexts
-
-
-def _byte_level_table() -> dict[str, int]:
-    """The GPT-2 byte-level alphabet (tokenizers' ByteLevel): printable stand-in character -> byte."""
-    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    cs, n = list(bs), 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
+from monosemantic.features.tokentext import unicode_to_byte
 
 
 def display_tokens(decoded: Sequence[str], pieces: Sequence[str | None]) -> list[str]:
     """Token strings for display: the decoded text, or, where a token is part of a UTF-8 character
     (it decodes to U+FFFD), its bytes as escapes, e.g. `\\xd8` (as the paper's browser shows them).
     `pieces` are the byte-level vocabulary entries (`tokenizer.id_to_token`)."""
-    table = _byte_level_table()
+    table = unicode_to_byte()
     out = []
     for text, piece in zip(decoded, pieces, strict=True):
         if "\ufffd" in text and piece is not None and all(ch in table for ch in piece):

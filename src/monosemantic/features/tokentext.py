@@ -16,7 +16,7 @@ from tokenizers import Tokenizer
 
 
 @cache
-def _unicode_to_byte() -> dict[str, int]:
+def unicode_to_byte() -> dict[str, int]:
     """Inverse of GPT-2's `bytes_to_unicode`, the alphabet of the ByteLevel pre-tokenizer."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
@@ -31,7 +31,7 @@ def _unicode_to_byte() -> dict[str, int]:
 
 def vocab_bytes(tok: Tokenizer) -> list[bytes]:
     """The bytes of every token id (special tokens such as EOT: empty)."""
-    inv = _unicode_to_byte()
+    inv = unicode_to_byte()
     special = {t.content for t in tok.get_added_tokens_decoder().values()}
     out = []
     for i in range(tok.get_vocab_size()):
