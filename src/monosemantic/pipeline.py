@@ -276,7 +276,7 @@ def model_b_config(cfg: RunConfig) -> RunConfig:
     )
     sae = cfg.sae
     if "seed" in {f.name for f in dataclasses.fields(sae)}:
-        sae = dataclasses.replace(sae, seed=sae.seed + 1)  # type: ignore[attr-defined]
+        sae = dataclasses.replace(sae, seed=sae.seed + 1)  # type: ignore[attr-defined]  # checked: it has `seed`
     return dataclasses.replace(cfg, lm=lm, harvest=harvest, ladder=ladder, sae=sae)
 
 

@@ -296,7 +296,7 @@ def _summary_row(
 ) -> dict:
     """One dictionary's line of `summary['interpretability']`."""
     ok = {f: s for f, (s, _) in results.items() if s["spearman"] is not None}
-    rho = [float(s["spearman"]) for s in ok.values()]  # type: ignore[arg-type]
+    rho = [float(s["spearman"]) for s in ok.values()]  # type: ignore[arg-type]  # ok: spearman is not None
     windows: Counter = sum((c for _, c in results.values()), Counter())
     return {
         "model": d.model,
@@ -307,12 +307,12 @@ def _summary_row(
         "n_scored": len(ok),
         "median": _median(rho),
         "mean": float(np.mean(rho)) if rho else None,
-        "median_pearson": _median([float(s["pearson"]) for s in ok.values()]),  # type: ignore[arg-type]
+        "median_pearson": _median([float(s["pearson"]) for s in ok.values()]),  # type: ignore[arg-type]  # ok: spearman is not None
         "median_weighted": _median(
             [float(s["spearman_weighted"]) for s in ok.values() if s["spearman_weighted"] is not None]
         ),  # fmt: skip
         "single_token_share": float(np.mean([f in single for f in ok])) if ok else None,
-        "median_multi_token": _median([float(s["spearman"]) for f, s in ok.items() if f not in single]),  # type: ignore[arg-type]
+        "median_multi_token": _median([float(s["spearman"]) for f, s in ok.items() if f not in single]),  # type: ignore[arg-type]  # ok: spearman is not None
         "test_windows_per_feature": {k: round(v / max(len(ok), 1), 1) for k, v in sorted(windows.items())},
     }
 

@@ -125,7 +125,7 @@ def stored_test_windows(
     for e in rows:
         lo, hi = max(0, e.max_index - window), e.max_index + window + 1
         exact = e.kind == "interval" and e.interval is not None and n_intervals > 1  # its stratum is known
-        s = e.interval + 1 if exact else stratum(e.max_act, max_act, n_intervals)  # type: ignore[operator]
+        s = e.interval + 1 if exact else stratum(e.max_act, max_act, n_intervals)  # type: ignore[operator]  # exact: not None
         out.append(ScoringWindow(e.tokens[lo:hi], e.acts[lo:hi], e.kind, e.max_index - lo, e.max_act, s, e.ctx_offset))
     return out
 

@@ -71,7 +71,9 @@ def export_html(db_path: Path, out: Path, force: bool = False, progress: bool = 
             write(links.map(d["id"]), "map.html", map_ctx)
             for (f,) in conn.execute("SELECT feature FROM features WHERE dictionary_id = ? ORDER BY feature",
                                      (d["id"],)).fetchall():  # fmt: skip
-                write(links.feature(d["id"], f), "feature.html", views.feature_page(conn, d["id"], f))  # type: ignore[arg-type]
+                feature_ctx = views.feature_page(conn, d["id"], f)
+                assert feature_ctx is not None  # the feature was just listed
+                write(links.feature(d["id"], f), "feature.html", feature_ctx)
                 bar.update()
         bar.close()
         if out.exists():

@@ -34,7 +34,7 @@ def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
 
 
 def _rows(cur: sqlite3.Cursor) -> list[dict[str, Any]]:
-    return [_row(r) for r in cur]  # type: ignore[misc]
+    return [_row(r) for r in cur]  # type: ignore[misc]  # rows are sqlite3.Row (row_factory); the stub says Any tuple
 
 
 def dictionaries(conn: sqlite3.Connection) -> list[dict[str, Any]]:

@@ -48,7 +48,7 @@ def merge_keeper(keep: BottomK) -> BottomK:
 
 def gathered_rank(gathered: list[list | None], rank: int) -> list:
     """Rank `rank`'s tensors out of `[gather_to_main(t) for t in tensors]`."""
-    return [g[rank] for g in gathered]  # type: ignore[index]
+    return [g[rank] for g in gathered]  # type: ignore[index]  # main rank: gather_to_main returned every list
 
 
 def merge_samples_(samples: Samples) -> None:
