@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -143,15 +142,13 @@ def evaluate(
 ) -> dict[str, Any]:
     """RUN/eval/MODEL/HOOK: every SAE of the model at the eval config's hook; returns the metrics by SAE."""
     from monosemantic.eval import report
+    from monosemantic.features.build import find_saes
     from monosemantic.transformer.subject import HF_PREFIX, hook_dirname, is_run_model, subject_key
 
     key, hook_dir = subject_key(layout, model), hook_dirname(cfg.hook)
     own = is_run_model(layout, model)
     root = layout.saes(key, hook_dir)
-    found = [p for p in root.glob("*") if (p / paths.SAE_CONFIG).is_file()]
-    # natural order: tm2023-512 before tm2023-1024
-    found.sort(key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)])
-    folders = {p.name: p for p in found}
+    folders = find_saes(layout, model, cfg.hook)  # in natural order: tm2023-512 before tm2023-1024
     if not folders:
         raise UserError(f"{root}: no SAEs to evaluate; run `monosemantic sae train --run {layout.root}`")
     return report.run(
@@ -300,23 +297,8 @@ def _control(
     timed(
         f"shuffle {CONTROL}", lambda: distributed.main_first(lambda: write_shuffled(layout, "A", CONTROL, force=once))
     )
-    hook = cfg.harvest.hook
-    timed(f"harvest {CONTROL}", lambda: harvest(layout, CONTROL, cfg.harvest, opt.force, opt.progress))
     largest = dataclasses.replace(cfg.ladder, n_features=(max(cfg.ladder.n_features),))  # the paper's A/1 size
-    ckpt = (sae_checkpoints(layout, CONTROL, hook), opt.checkpoint_every, False)
-    timed(
-        f"sae train {CONTROL}",
-        lambda: train_saes(
-            layout.activations(CONTROL, hook),
-            layout.saes(CONTROL, hook),
-            largest,
-            cfg.sae,
-            cfg.eval.device,
-            opt.force,
-            {"model": CONTROL, "hook": hook},
-            ckpt,
-        ),
-    )
+    _harvest_and_train(layout, cfg, opt, CONTROL, largest, timed)
 
 
 def _model_and_saes(
@@ -333,8 +315,20 @@ def _model_and_saes(
 
     p = opt.progress
     timed(f"lm train {model}", lambda: train.run(layout, cfg.transformer, lm, model, force=opt.force, progress=p))
+    return _harvest_and_train(layout, cfg, opt, model, ladder, timed)
+
+
+def _harvest_and_train(
+    layout: paths.RunLayout,
+    cfg: RunConfig,
+    opt: DemoOptions,
+    model: str,
+    ladder: LadderConfig,
+    timed: Callable[[str, Callable[[], Any]], Any],
+) -> dict[str, Any]:
+    """Harvest the trained model `model` and train `ladder` on its activations; returns the harvest's config."""
     hook = cfg.harvest.hook
-    acts = timed(f"harvest {model}", lambda: harvest(layout, model, cfg.harvest, opt.force, p))
+    acts = timed(f"harvest {model}", lambda: harvest(layout, model, cfg.harvest, opt.force, opt.progress))
     ckpt = (sae_checkpoints(layout, model, hook), opt.checkpoint_every, False)
     timed(
         f"sae train {model}",
