@@ -67,6 +67,11 @@ class TrainConfig:
     progress: bool = False
     """Show a tqdm progress bar."""
 
+    @property
+    def init_b_enc_density(self) -> float | None:
+        """The sparse start's firing fraction (`data_init.py`), or None to keep the class's b_enc init."""
+        return None
+
     def __post_init__(self) -> None:
         """Validate the shared fields; a recipe's own `__post_init__` calls this, then checks its fields."""
         self._require(self.lr > 0 and math.isfinite(self.lr), "lr", "must be finite and > 0")
@@ -112,6 +117,8 @@ class TrainRecipe(Protocol):
     def n_init_inputs(self) -> int: ...  # inputs to peek for the data-dependent init (0: none)
     @property
     def init_b_dec(self) -> bool: ...  # set b_dec to the geometric median of those inputs
+    @property
+    def init_b_enc_density(self) -> float | None: ...  # the sparse start (data_init.py), None: keep b_enc
     @property
     def dead_window(self) -> int: ...  # dead = not fired in this many steps
     @property

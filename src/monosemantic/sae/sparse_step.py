@@ -261,6 +261,9 @@ class Stepper:
         sparse = mode == "sparse"
         if mode == "auto" and sae.top_k is not None:  # L0 ≤ k from the first step
             sparse = sae.top_k <= SPARSE_L0_FRACTION * sae.cfg.n_features
+        density = getattr(cfg, "init_b_enc_density", None)
+        if mode == "auto" and density is not None:  # the sparse start (data_init.py): L0 ≈ density × n at step 1
+            sparse = density <= SPARSE_L0_FRACTION
         # a ReLU SAE's L0 is first measured after step 1, then every CHECK_EVERY dense steps
         dtype = getattr(cfg, "dtype", "float32")
         matmul = resolve_matmul_dtype(getattr(cfg, "matmul_dtype", "float32"), sae.W_enc.device, dtype)

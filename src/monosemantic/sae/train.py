@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from monosemantic import distributed
 from monosemantic.sae.constraints import optimizer_step_
-from monosemantic.sae.geometric_median import geometric_median
+from monosemantic.sae.data_init import init_from_data
 from monosemantic.sae.loss import LossTerms, l1_penalty, reconstruction_mse
 from monosemantic.sae.model import SparseAutoencoder
 from monosemantic.sae.normalize import Normalizer
@@ -86,6 +86,12 @@ class SAETrainConfig(TrainConfig):
     """`geometric_median` sets b_dec from the first inputs of the stream (paper.md §3.3); `keep` leaves it."""
     b_dec_init_n_inputs: int = 16_384
     """How many inputs the geometric median is computed on (not stated in the paper)."""
+    b_enc_init: Literal["zero", "sparse"] = "zero"
+    """`zero` (the common replication choice; the paper does not say, paper.md §13) or `sparse`: each
+    feature starts firing on `b_enc_init_density` of the first inputs, so training is sparse from step 1
+    (`data_init.py`, docs/decisions.md "The sparse start")."""
+    b_enc_init_density: float = 1 / 64
+    """The sparse start's firing fraction per feature (L0 at step 1 ≈ this × n_features)."""
     n_resamples: int = PAPER_N_RESAMPLES
     """How many times to resample dead features (paper.md §4: 4; 0 turns resampling off)."""
     resample_every_fraction: float = PAPER_RESAMPLE_EVERY_FRACTION
@@ -107,6 +113,8 @@ class SAETrainConfig(TrainConfig):
         for name in ("b_dec_init_n_inputs", "resample_n_batches"):
             self._require_count(name)
         self._require(self.b_dec_init in ("geometric_median", "keep"), "b_dec_init", "must be geometric_median or keep")
+        self._require(self.b_enc_init in ("zero", "sparse"), "b_enc_init", "must be zero or sparse")
+        self._require(0 < self.b_enc_init_density < 1, "b_enc_init_density", "must be in (0, 1)")
         n = self.n_resamples
         self._require(isinstance(n, int) and not isinstance(n, bool) and n >= 0, "n_resamples", "must be an int >= 0")
         self._require(0 < self.resample_every_fraction <= 1, "resample_every_fraction", "must be in (0, 1]")
@@ -127,8 +135,13 @@ class SAETrainConfig(TrainConfig):
         return self.b_dec_init == "geometric_median"
 
     @property
+    def init_b_enc_density(self) -> float | None:
+        return self.b_enc_init_density if self.b_enc_init == "sparse" else None
+
+    @property
     def n_init_inputs(self) -> int:
-        return self.b_dec_init_n_inputs if self.init_b_dec or self.normalize_inputs else 0
+        needed = self.init_b_dec or self.normalize_inputs or self.b_enc_init == "sparse"
+        return self.b_dec_init_n_inputs if needed else 0
 
     @property
     def resample_steps(self) -> list[int]:
@@ -292,7 +305,7 @@ def train_sae(
     start = checkpoint.restore(runs) if checkpoint else 0
     batches = iter(batches)
     if not start:
-        batches = _init_from_data(runs, batches)  # input scale (paper.md §10.5); b_dec at the geometric median (§3.3)
+        batches = init_from_data(runs, batches)  # input scale (paper.md §10.5); b_dec at the geometric median (§3.3)
     n_steps, log_every = cfgs[0].n_steps, cfgs[0].log_every
 
     step = start
@@ -363,39 +376,6 @@ def _check_batch(x: Tensor, saes: Sequence[SparseAutoencoder]) -> None:
     if x.ndim != 2 or x.shape[1] != d_in or any(s.cfg.d_in != d_in for s in saes):
         got = [s.cfg.d_in for s in saes]
         raise ValueError(f"train_sae: batch of shape {tuple(x.shape)} does not fit SAEs with d_in {got}")
-
-
-@torch.no_grad()
-def _init_from_data(runs: Sequence[_Run], batches: Iterator[Tensor]) -> Iterator[Tensor]:
-    """Data-dependent init from the stream's first inputs, which are then put back in front of it.
-
-    - `normalize_inputs`: fit the scale (E‖x‖ = √d_in, paper.md §10.5) and move the SAE into scaled units
-      (`Normalizer(1 / scale).fold_into_`, a no-op for fresh zero biases; `_Run.finish` undoes it);
-    - `init_b_dec`: b_dec = geometric median of those inputs, in the units the SAE trains in (paper.md §3.3).
-    """
-    wanted = [r.cfg.n_init_inputs for r in runs if r.cfg.n_init_inputs]
-    if not wanted:
-        return batches
-    peeked: list[Tensor] = []
-    while sum(b.shape[0] for b in peeked) < max(wanted) and (b := next(batches, None)) is not None:
-        peeked.append(b)
-    if not peeked:
-        raise ValueError("train_sae: the batch stream is empty")
-    X = torch.cat(peeked)  # (>= n, d_in)
-    medians: dict[int, Tensor] = {}  # one Weiszfeld run per distinct sample size
-    for r in runs:
-        n = r.cfg.n_init_inputs
-        if not n:
-            continue
-        sample = X[:n].to(r.sae.W_dec.device, torch.float32)
-        if r.cfg.normalize_inputs:
-            r.scale = Normalizer.fit(sample).factor
-            Normalizer(1 / r.scale).fold_into_(r.sae)
-        if r.cfg.init_b_dec:
-            if n not in medians:
-                medians[n] = geometric_median(sample)
-            r.sae.b_dec.copy_(medians[n] * r.scale)  # the median is scale-equivariant
-    return chain(peeked, batches)
 
 
 @torch.no_grad()
