@@ -57,7 +57,13 @@ def main() -> None:
     p.add_argument("--features", type=int, nargs="+", default=[4096, 16384])
     recipes = ["paper", "paper-clip", "topk", "topk-clip", "april"]
     p.add_argument("--recipes", nargs="+", default=["paper", "topk", "april"], choices=recipes)
-    p.add_argument("--start", choices=["sparse", "init"], default="sparse")
+    p.add_argument("--start", choices=["sparse", "init", "process"], default="sparse")
+    p.add_argument(
+        "--ours-flags",
+        default="",
+        help="--start process: extra `sae train` flags for ours, one string (e.g. '--b-enc-init sparse')",
+    )
+    p.add_argument("--work", type=Path, default=Path("benchmarks/results/process"), help="--start process: data")
     p.add_argument("--steps", type=int, default=10, help="measured steps (after warm-up)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2)
@@ -80,6 +86,9 @@ def main() -> None:
         print("RESULT " + json.dumps(run_worker(json.loads(args.worker))), flush=True)
         return
 
+    if args.start == "process":
+        whole_process(args)
+        return
     from sae_bench_worker import matmul_peaks  # noqa: PLC0415
 
     t_start = time.time()
@@ -116,6 +125,80 @@ def main() -> None:
     rows = _table(results, peaks, whole_run=args.start == "init")
     write_json(args.out, {"peaks": peaks, "runs": results, "rows": rows})  # atomic, as every artifact
     print(f"\nwall {time.time() - t_start:.0f} s; load average at end: {os.getloadavg()}; JSON: {args.out}")
+
+
+def whole_process(args: argparse.Namespace) -> None:
+    """`--start process`: each tool's command from spawn to saved weights, alternating, medians over rounds.
+
+    SAELens's L1 coefficient is tuned in round 0 (at most 4 runs, a secant step on log L0 against
+    log λ from d_in · 0.008, the paper recipe's λ on its summed MSE) until its held-out L0 is within
+    20 % of ours; the tuning runs are kept in the JSON. Both are scored on the same held-out rows.
+    """
+    import math
+    import tempfile
+
+    import sae_process  # noqa: PLC0415 (benchmarks/ is on sys.path)
+
+    steps = args.steps
+    train, held = sae_process.prepare(str(args.activations), steps * BATCH, args.work)
+    print(f"data: {train} ({steps} steps of {BATCH}), held out {held}; load {os.getloadavg()}", flush=True)
+    flags = args.ours_flags.split()
+    d_in = int(__import__("numpy").load(train, mmap_mode="r").shape[1])
+    runs: list[dict] = []
+    l1: dict[int, float] = {}
+    for rnd in range(args.rounds):
+        for m in args.features:
+            for tool in ("ours", "saelens") if rnd % 2 == 0 else ("saelens", "ours"):
+                with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+                    if tool == "ours":
+                        r = sae_process.run_ours(train, held, m, steps, flags, Path(tmp))
+                    elif m in l1:
+                        r = sae_process.run_saelens(train, held, m, steps, l1[m], Path(tmp))
+                    else:  # tune λ against our L0 of this round
+                        target = next(x["l0"] for x in reversed(runs) if x["tool"] == "ours" and x["m"] == m)
+                        lam, tried = d_in * 0.008, []
+                        for _ in range(4):
+                            r = sae_process.run_saelens(train, held, m, steps, lam, Path(tmp))
+                            tried.append(r)
+                            print(f"  tuning SAELens m={m}: λ {lam:.4g} → L0 {r['l0']:.1f} (ours {target:.1f})")
+                            if abs(r["l0"] / target - 1) <= 0.2:
+                                break
+                            slope = -1.0
+                            if len(tried) > 1 and tried[-2]["l0"] != r["l0"]:
+                                a, b = tried[-2], r
+                                slope = (math.log(b["l0"]) - math.log(a["l0"])) / math.log(
+                                    b["l1_coefficient"] / a["l1_coefficient"]
+                                )
+                                slope = min(slope, -0.2)
+                            lam *= math.exp((math.log(target) - math.log(r["l0"])) / slope)
+                        r = min(tried, key=lambda t: abs(math.log(t["l0"] / target)))
+                        l1[m] = r["l1_coefficient"]
+                        r = {**r, "tuning": tried}
+                r.update(tool=tool, m=m, round=rnd, load=os.getloadavg()[0])
+                runs.append(r)
+                print(
+                    f"round {rnd} {tool:8s} m={m:<6d} {r['wall_s']:7.1f} s  FVU {r['fvu']:.4f}  L0 {r['l0']:.1f}"
+                    f"  (load {r['load']:.1f})",
+                    flush=True,
+                )
+    rows = []
+    print("\n| m | SAELens s | ours s | ratio | SAELens FVU / L0 (λ) | ours FVU / L0 |\n|---|---|---|---|---|---|")
+    for m in args.features:
+        s = [r for r in runs if r["m"] == m and r["tool"] == "saelens"]
+        o = [r for r in runs if r["m"] == m and r["tool"] == "ours"]
+        med = {
+            k: {q: statistics.median(r[q] for r in rs) for q in ("wall_s", "fvu", "l0")}
+            for k, rs in (("s", s), ("o", o))
+        }
+        ratio = med["s"]["wall_s"] / med["o"]["wall_s"]
+        rows.append({"n_features": m, "saelens": med["s"], "ours": med["o"], "ratio": ratio, "saelens_l1": l1[m]})
+        print(
+            f"| {m} | {med['s']['wall_s']:.0f} | {med['o']['wall_s']:.0f} | **{ratio:.2f}×** | "
+            f"{med['s']['fvu']:.4f} / {med['s']['l0']:.1f} ({l1[m]:.3g}) | "
+            f"{med['o']['fvu']:.4f} / {med['o']['l0']:.1f} |"
+        )
+    write_json(args.out, {"mode": "process", "steps": steps, "ours_flags": flags, "runs": runs, "rows": rows})
+    print(f"JSON: {args.out}")
 
 
 def _spawn(spec: dict) -> dict:

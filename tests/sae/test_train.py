@@ -177,3 +177,56 @@ def test_training_together_equals_training_alone(tiny_train_cfg) -> None:
         assert res_alone.resampled == res_together.resampled and res_alone.resampled[0][1] >= 1
         assert torch.equal(res_alone.last_fired, res_together.last_fired)
         assert [r["loss"] for r in res_alone.history] == [r["loss"] for r in res_together.history]
+
+
+@pytest.mark.parametrize(
+    ("per_dead", "n_dead", "expected"),
+    [(0, 5, 4), (0, 0, 0), (16, 1, 1), (16, 3, 2), (16, 1000, 4), (1, 0, 0)],
+)
+def test_resampling_scores_as_many_batches_as_the_dead_count_needs(
+    tiny_train_cfg, per_dead: int, n_dead: int, expected: int
+) -> None:
+    from monosemantic.sae.train import n_resample_batches
+
+    cfg = tiny_train_cfg(resample_inputs_per_dead=per_dead)  # 4 batches of 32 at most
+    assert n_resample_batches(cfg, n_dead) == expected
+
+
+def test_fewer_scoring_inputs_peek_fewer_batches_and_still_resample(tiny_sae_cfg, tiny_train_cfg) -> None:
+    # 16 features with 15 of them dead from the start (b_enc very negative): 15 × 4 = 60 inputs → 2 batches
+    peeks: list[int] = []
+    seen: list[int] = []
+
+    def stream():
+        for i in range(100):
+            seen.append(i)
+            yield torch.randn(32, 8)
+
+    sae = SparseAutoencoder(tiny_sae_cfg())
+    with torch.no_grad():
+        sae.b_enc[1:] = -1e3
+    cfg = tiny_train_cfg(
+        n_steps=20,
+        n_resamples=1,
+        resample_every_fraction=0.5,
+        dead_window_fraction=0.25,
+        b_dec_init="keep",
+        resample_inputs_per_dead=4,
+    )
+    from monosemantic.sae import train as train_module
+
+    original = train_module.resample_losses
+
+    def counting(sae_, x, *a, **kw):
+        peeks.append(x.shape[0])
+        return original(sae_, x, *a, **kw)
+
+    train_module.resample_losses = counting
+    try:
+        [result] = train_sae([sae], stream(), cfg)
+    finally:
+        train_module.resample_losses = original
+    assert result.resampled == [(10, 15)]
+    assert peeks == [32, 32]  # two batches scored, not resample_n_batches = 4
+    assert seen == list(range(20))
+    assert (sae.encode(torch.randn(256, 8)) > 0).any(dim=0).sum() > 1  # the resampled features fire again

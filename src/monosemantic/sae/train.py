@@ -100,6 +100,11 @@ class SAETrainConfig(TrainConfig):
     """Dead = not fired in this fraction of n_steps before a resample (the paper: 12,500 of 1M)."""
     resample_n_batches: int = 100
     """Batches whose per-input loss drives resampling (the paper: 100 × 8192 = 819,200 inputs)."""
+    resample_inputs_per_dead: int = 0
+    """Score only this many inputs per dead feature (at least one batch, at most resample_n_batches);
+    0 scores all resample_n_batches, as the paper. The n_dead new directions are drawn with probability
+    ∝ loss² from the scored inputs, so a few dozen candidates per draw keep that distribution
+    (docs/decisions.md, "Resampling from fewer inputs")."""
     resample_encoder_scale: float = PAPER_ENCODER_SCALE
     """New encoder norm as a multiple of the mean alive encoder norm (the paper: 0.2)."""
     resample_direction: Literal["input", "centered"] = "input"
@@ -112,6 +117,9 @@ class SAETrainConfig(TrainConfig):
         self._require(self.l1_coeff >= 0 and math.isfinite(self.l1_coeff), "l1_coeff", "must be finite and >= 0")
         for name in ("b_dec_init_n_inputs", "resample_n_batches"):
             self._require_count(name)
+        per_dead = self.resample_inputs_per_dead
+        ok = isinstance(per_dead, int) and not isinstance(per_dead, bool) and per_dead >= 0
+        self._require(ok, "resample_inputs_per_dead", "must be an int >= 0")
         self._require(self.b_dec_init in ("geometric_median", "keep"), "b_dec_init", "must be geometric_median or keep")
         self._require(self.b_enc_init in ("zero", "sparse"), "b_enc_init", "must be zero or sparse")
         self._require(0 < self.b_enc_init_density < 1, "b_enc_init_density", "must be in (0, 1)")
@@ -382,24 +390,24 @@ def _check_batch(x: Tensor, saes: Sequence[SparseAutoencoder]) -> None:
 def _resample(due: Sequence[_Run], batches: Iterator[Tensor], step: int) -> Iterator[Tensor]:
     """Peek the next batches, score them with each due SAE and resample its dead features (paper.md §4).
 
-    Only `SAETrainConfig` schedules resampling. The peeked batches go back in front of the stream
-    and are trained on as usual.
+    Only `SAETrainConfig` schedules resampling. The SAEs due at this step share one peek (the most
+    batches any of them needs); each scores as many of them as its dead count calls for
+    (`n_resample_batches`). The peeked batches go back in front of the stream and are trained on as usual.
     """
     cfgs = [c for c in (r.cfg for r in due) if isinstance(c, SAETrainConfig)]
     assert len(cfgs) == len(due)  # SAETrainConfig is the only recipe with resample_steps
-    peeked = list(islice(batches, max(c.resample_n_batches for c in cfgs)))
-    if not peeked:
+    deads = [dead_mask(r.last_fired, step, r.window) for r in due]
+    wanted = [n_resample_batches(c, int(d.sum())) for c, d in zip(cfgs, deads, strict=True)]
+    peeked = list(islice(batches, max(wanted)))
+    if not peeked and max(wanted):
         log.warning("step %d: no inputs left to resample from; skipped", step)
         return batches
-    for r in due:
-        cfg = r.cfg
-        assert isinstance(cfg, SAETrainConfig)
-        dead = dead_mask(r.last_fired, step, r.window)
+    for r, cfg, dead, n_batches in zip(due, cfgs, deads, wanted, strict=True):
         n_dead = int(dead.sum())
         if n_dead:
             if r.generator is None:
                 r.generator = torch.Generator(r.sae.W_dec.device).manual_seed(cfg.seed)
-            X = r.inputs(torch.cat(peeked[: cfg.resample_n_batches]))  # (N, d_in)
+            X = r.inputs(torch.cat(peeked[:n_batches]))  # (N, d_in)
             chunks = X.split(cfg.batch_size)
             dtype = r.stepper.matmul_dtype
             loss = torch.cat([resample_losses(r.sae, x, cfg.l1_coeff, dtype) for x in chunks])  # (N,)
@@ -417,3 +425,13 @@ def _resample(due: Sequence[_Run], batches: Iterator[Tensor], step: int) -> Iter
         r.resampled.append((step, n_dead))
         log.info("step %d: resampled %d dead features of %d", step, n_dead, dead.numel())
     return chain(peeked, batches)
+
+
+def n_resample_batches(cfg: SAETrainConfig, n_dead: int) -> int:
+    """Batches to score for `n_dead` dead features: all `resample_n_batches` (the paper), or with
+    `resample_inputs_per_dead` enough for that many inputs per dead feature (0 dead: none)."""
+    if not n_dead:
+        return 0
+    if not cfg.resample_inputs_per_dead:
+        return cfg.resample_n_batches
+    return min(cfg.resample_n_batches, max(1, math.ceil(cfg.resample_inputs_per_dead * n_dead / cfg.batch_size)))
