@@ -34,6 +34,7 @@ SAE_WEIGHTS = "sae.safetensors"
 SAE_CONFIG = "cfg.json"
 FEATURES_DB = "features.sqlite"  # the feature database (features/db.py), read by the browser
 TRAINING_JSON = "training.json"  # beside a trained SAE: the recipe, the data, what happened
+IMPORTED_JSON = "imported.json"  # beside an imported SAE (`sae import`): its format, folder and metadata
 
 
 def cache_dir() -> Path:

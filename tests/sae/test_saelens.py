@@ -18,6 +18,7 @@ from monosemantic.io import save_tensors, write_json
 from monosemantic.sae import (
     SAE_CLASSES,
     AprilSAE,
+    JumpReLUSAE,
     SAEConfig,
     SparseAutoencoder,
     TopKSAE,
@@ -40,7 +41,13 @@ def trained_like(name: str, d_in: int = 12, n_features: int = 40, seed: int = 0)
         if not sae.unit_norm_decoder:
             sae.W_enc.copy_(torch.randn(d_in, n_features, generator=g))
             sae.W_dec.mul_(torch.rand(n_features, 1, generator=g) * 20)
+        if isinstance(sae, JumpReLUSAE):
+            sae.threshold.copy_(torch.rand(n_features, generator=g))
     return sae
+
+
+SAELENS_ARCH = {"tm2023": "standard", "april2024": "standard", "topk": "topk", "jumprelu": "jumprelu"}
+SAELENS_CLASS = {"standard": "StandardSAE", "topk": "TopKSAE", "jumprelu": "JumpReLUSAE"}
 
 
 @pytest.fixture
@@ -60,9 +67,9 @@ def test_export_writes_the_saelens_layout(exported, name) -> None:
     sae, out = exported(name)
     assert sorted(p.name for p in out.iterdir()) == sorted([SAELENS_CONFIG, SAELENS_WEIGHTS])
     cfg = json.loads((out / SAELENS_CONFIG).read_text())
-    assert cfg["architecture"] == ("topk" if name == "topk" else "standard")
+    assert cfg["architecture"] == SAELENS_ARCH[name]
     assert (cfg["d_in"], cfg["d_sae"], cfg["dtype"]) == (12, 40, "float32")
-    assert cfg["apply_b_dec_to_input"] is (name != "april2024")
+    assert cfg["apply_b_dec_to_input"] is (name not in ("april2024", "jumprelu"))
     assert cfg["normalize_activations"] == "none"
     assert cfg["metadata"]["hook_name"] == HOOK and cfg["metadata"]["sae_lens_version"] >= "6"
     assert cfg["metadata"]["monosemantic_architecture"] == name
@@ -94,6 +101,8 @@ def saelens_forward(t: dict[str, torch.Tensor], cfg: dict, x: torch.Tensor) -> t
         pre = pre * norms if rescale else pre
         values, idx = pre.topk(cfg["k"], dim=-1)
         f = torch.zeros_like(pre).scatter(-1, idx, values.relu())
+    elif cfg["architecture"] == "jumprelu":  # jumprelu_sae.py: relu(pre) * (pre > threshold)
+        f = pre.relu() * (pre > t["threshold"])
     else:
         f = pre.relu()
     return ((f / norms if rescale else f) @ t["W_dec"] + t["b_dec"]), f
@@ -106,6 +115,8 @@ def saelens_forward(t: dict[str, torch.Tensor], cfg: dict, x: torch.Tensor) -> t
         ("standard", False, False, AprilSAE),
         ("topk", True, False, TopKSAE),
         ("topk", False, True, TopKSAE),  # b_dec and decoder norms both folded
+        ("jumprelu", False, False, JumpReLUSAE),
+        ("jumprelu", True, False, JumpReLUSAE),  # b_dec folded into b_enc
     ],
 )
 def test_import_matches_saelens_semantics(tmp_path, architecture, apply_b_dec, rescale, expected) -> None:
@@ -119,6 +130,8 @@ def test_import_matches_saelens_semantics(tmp_path, architecture, apply_b_dec, r
     cfg = {"architecture": architecture, "d_in": 6, "d_sae": 20, "apply_b_dec_to_input": apply_b_dec}
     if architecture == "topk":
         cfg |= {"k": 4, "rescale_acts_by_decoder_norm": rescale}
+    if architecture == "jumprelu":
+        t["threshold"] = torch.rand(20, generator=g) - 0.2  # some negative: those act as 0
     save_tensors(tmp_path / SAELENS_WEIGHTS, t)
     write_json(tmp_path / SAELENS_CONFIG, cfg)
     sae = import_saelens(tmp_path)
@@ -133,8 +146,14 @@ def test_import_matches_saelens_semantics(tmp_path, architecture, apply_b_dec, r
 
 def test_import_refuses_what_it_cannot_represent(tmp_path) -> None:
     save_tensors(tmp_path / SAELENS_WEIGHTS, {"W_enc": torch.zeros(2, 3)})
+    write_json(tmp_path / SAELENS_CONFIG, {"architecture": "transcoder", "d_in": 2, "d_sae": 3})
+    with pytest.raises(UserError, match="transcoder"):
+        import_saelens(tmp_path)
     write_json(tmp_path / SAELENS_CONFIG, {"architecture": "gated", "d_in": 2, "d_sae": 3})
-    with pytest.raises(UserError, match="gated"):
+    with pytest.raises(UserError, match="b_gate"):
+        import_saelens(tmp_path)
+    write_json(tmp_path / SAELENS_CONFIG, {"architecture": "standard", "reshape_activations": "hook_z"})
+    with pytest.raises(UserError, match="reshape_activations"):
         import_saelens(tmp_path)
     write_json(tmp_path / SAELENS_CONFIG, {"architecture": "standard", "d_in": 2, "d_sae": 3})
     with pytest.raises(UserError, match="tensors"):
@@ -157,7 +176,7 @@ def sae_lens():
 def test_saelens_loads_the_export_with_the_same_encode_and_decode(sae_lens, exported, name) -> None:
     sae, out = exported(name)
     theirs = sae_lens.SAE.load_from_disk(str(out), device="cpu")
-    assert type(theirs).__name__ == ("TopKSAE" if name == "topk" else "StandardSAE")
+    assert type(theirs).__name__ == SAELENS_CLASS[SAELENS_ARCH[name]]
     assert theirs.cfg.metadata.hook_name == HOOK
     x = torch.randn(64, 12) * 3
     with torch.no_grad():

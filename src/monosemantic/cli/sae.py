@@ -65,23 +65,44 @@ def add_parsers(sub: Any) -> None:
     ex = sae.add_parser(
         "export",
         help="write an SAE in another tool's format",
-        description="Write SAE_DIR in SAELens's folder format (sae_weights.safetensors + cfg.json "
-        "that sae_lens.SAE.load_from_disk reads), input scaling and decoder norms folded in.",
+        description="--format saelens: write SAE_DIR as a SAELens folder (sae_weights.safetensors + cfg.json "
+        "that sae_lens.SAE.load_from_disk reads, input scaling and decoder norms folded in) with the run's "
+        "metadata (model_name, hook_name, hf_hook_name for a Hugging Face subject, context_size, dataset_path), "
+        "sparsity.safetensors (log10 feature density: the feature database's, else measured on the training "
+        "activations) and a README.md model card (metrics, recipe, data). --format hub: SAE_DIR is an SAE "
+        "folder or a folder of them (a ladder); OUT becomes a folder ready for huggingface_hub upload, one "
+        "SAELens folder per SAE (sae_id = its name) and a README.md listing them.",
     )
     ex.add_argument("sae_dir", type=Path)
     ex.add_argument("out", type=Path)
-    ex.add_argument("--format", choices=["saelens"], default="saelens")
-    ex.add_argument("--hook", default=None, help="hook name to record in SAELens's metadata")
+    ex.add_argument("--format", choices=["saelens", "hub"], default="saelens")
+    ex.add_argument("--hook", default=None, help="hook name to record in SAELens's metadata (default: the run's)")
+    ex.add_argument("--repo-id", default=None, help="USER/REPO the hub folder will be uploaded to (for the README)")
+    ex.add_argument(
+        "--density-rows",
+        type=int,
+        default=262_144,
+        metavar="N",
+        help="training activations encoded for the density when the feature database lacks the SAE "
+        "(default 262144; 0: no sparsity.safetensors then)",
+    )
+    ex.add_argument("--force", action="store_true", help="replace OUT if it exists")
     ex.set_defaults(func=cmd_sae_export)
 
     im = sae.add_parser(
         "import",
         help="read an SAE from another tool's format",
-        description="Read a SAELens folder (standard or topk) into OUT as a monosemantic SAE.",
+        description="Read an SAE folder into OUT as a monosemantic SAE, with the same encode and decode: a "
+        "SAELens folder (standard, topk, jumprelu, gated; BatchTopK as SAELens saves it, jumprelu), an "
+        "EleutherAI sparsify folder (cfg.json + sae.safetensors, TopK), or a Gemma Scope parameter file "
+        "(params.npz / params.safetensors, JumpReLU). The format is detected from the file names unless "
+        "--format names it. OUT/imported.json keeps the metadata the folder carried. To browse its features, "
+        "import into RUN/sae/MODEL/HOOK/NAME and run `features build --run RUN --model MODEL --hook HOOK`.",
     )
-    im.add_argument("saelens_dir", type=Path)
+    im.add_argument("saelens_dir", type=Path, metavar="SRC")
     im.add_argument("out", type=Path)
-    im.add_argument("--format", choices=["saelens"], default="saelens")
+    im.add_argument("--format", choices=["auto", "saelens", "sparsify", "gemmascope"], default="auto")
+    im.add_argument("--force", action="store_true", help="replace OUT if it exists")
     im.set_defaults(func=cmd_sae_import)
 
 
@@ -132,16 +153,32 @@ def cmd_sae_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_sae_export(args: argparse.Namespace) -> None:
-    from monosemantic.sae.saelens import export_saelens
+    from monosemantic import interop
 
-    print(export_saelens(args.sae_dir, args.out, hook_name=args.hook))
+    if args.density_rows < 0:
+        raise UserError(f"--density-rows must be 0 or more, got {args.density_rows}")
+    if args.format == "hub":
+        out = interop.export_hub(args.sae_dir, args.out, args.repo_id, args.hook, args.density_rows, args.force)
+    else:
+        if not (args.sae_dir / paths.SAE_CONFIG).is_file():
+            raise UserError(f"{args.sae_dir}: no SAE here (no {paths.SAE_CONFIG}); --format hub takes a folder of SAEs")
+        if args.out.resolve() == args.sae_dir.resolve():
+            raise UserError(f"{args.out}: export into the SAE's own folder would replace its cfg.json")
+        out = interop.export_saelens_with_metadata(args.sae_dir, args.out, args.hook, args.density_rows, args.force)
+    print(out)
 
 
 def cmd_sae_import(args: argparse.Namespace) -> None:
-    from monosemantic.io import stage_dir
-    from monosemantic.sae.saelens import import_saelens
+    from monosemantic.io import stage_dir, write_json
+    from monosemantic.sae.foreign import import_sae
 
-    sae = import_saelens(args.saelens_dir)
-    with stage_dir(args.out) as tmp:
-        sae.save(tmp)
-    print(args.out)
+    imported = import_sae(args.saelens_dir, args.format)
+    with stage_dir(args.out, force=args.force) as tmp:
+        imported.sae.save(tmp)
+        provenance = {
+            "format": imported.format,
+            "source": str(args.saelens_dir.resolve()),
+            "metadata": imported.metadata,
+        }
+        write_json(tmp / paths.IMPORTED_JSON, provenance)
+    print(f"{imported.format} {imported.sae.architecture} {imported.sae.cfg.n_features} features -> {args.out}")

@@ -377,3 +377,19 @@ def iter_documents(corpus_dir: Path) -> Iterator[tuple[str, str]]:
             except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
                 raise UserError(f"{path}:{lineno}: not a corpus line ({type(e).__name__}: {e})") from None
             yield src, text
+
+
+def dataset_name(corpus_dir: Path) -> str | None:
+    """What a built corpus is made of, for other tools' dataset fields (SAELens `dataset_path`, Neuronpedia
+    `dataset`): the Hugging Face dataset names of `hf:NAME` inputs, else the inputs' file names, else
+    `monosemantic-embedded-corpus`; None when there is no corpus."""
+    try:
+        raw = json.loads((corpus_dir / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    inputs = [str(i) for i in raw.get("inputs", [])] if isinstance(raw, dict) else []
+    if not inputs:
+        return "monosemantic-embedded-corpus"
+    if all(i.startswith(HF_PREFIX) for i in inputs):
+        return ",".join(i.removeprefix(HF_PREFIX) for i in inputs)
+    return ",".join(Path(i).name for i in inputs)

@@ -98,6 +98,8 @@ class SparseAutoencoder(nn.Module):
     """Decoder rows are kept at unit norm while training (paper.md §3.4; `constraints.optimizer_step_`)."""
     saelens_architecture: ClassVar[str] = "standard"
     """The SAELens class with the same forward (`sae/saelens.py`)."""
+    trainable: ClassVar[bool] = True
+    """A recipe trains it (`recipe.TRAIN_CONFIGS`); False for a class that only runs imported weights."""
 
     def __init__(
         self,
@@ -134,6 +136,16 @@ class SparseAutoencoder(nn.Module):
     def activation(self, pre: Tensor) -> Tensor:
         """The nonlinearity, `[batch, n_features]` → `[batch, n_features]`: ReLU here (TopK overrides it)."""
         return torch.relu(pre)
+
+    @classmethod
+    def tensor_shapes(cls, cfg: SAEConfig) -> dict[str, tuple[int, ...]]:
+        """The saved tensors and their shapes: W_enc, b_enc, W_dec, b_dec (a subclass may add its own)."""
+        return {
+            "W_enc": (cfg.d_in, cfg.n_features),
+            "b_enc": (cfg.n_features,),
+            "W_dec": (cfg.n_features, cfg.d_in),
+            "b_dec": (cfg.d_in,),
+        }
 
     @property
     def top_k(self) -> int | None:
@@ -200,20 +212,20 @@ class SparseAutoencoder(nn.Module):
         except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"{folder / SAE_CONFIG}: bad SAE shape ({e})") from None
         tensors = load_tensors(folder / SAE_WEIGHTS)
-        check_tensors(tensors, cfg, folder / SAE_WEIGHTS)
+        check_tensors(tensors, cfg, folder / SAE_WEIGHTS, sae_class)
         sae = sae_class(cfg, device=device, dtype=tensors["W_enc"].dtype)
         sae.load_state_dict(tensors)
         return sae
 
 
-def check_tensors(tensors: dict[str, Tensor], cfg: SAEConfig, where: str | os.PathLike[str]) -> None:
-    """Raise a UserError unless `tensors` are exactly W_enc, b_enc, W_dec, b_dec with `cfg`'s shapes."""
-    expected = {
-        "W_enc": (cfg.d_in, cfg.n_features),
-        "b_enc": (cfg.n_features,),
-        "W_dec": (cfg.n_features, cfg.d_in),
-        "b_dec": (cfg.d_in,),
-    }
+def check_tensors(
+    tensors: dict[str, Tensor],
+    cfg: SAEConfig,
+    where: str | os.PathLike[str],
+    sae_class: type[SparseAutoencoder] = SparseAutoencoder,
+) -> None:
+    """Raise a UserError unless `tensors` are exactly `sae_class.tensor_shapes(cfg)` (W_enc, b_enc, W_dec, b_dec, …)."""
+    expected = sae_class.tensor_shapes(cfg)
     if set(tensors) != set(expected):
         raise UserError(f"{where}: tensors {sorted(tensors)}, expected {sorted(expected)}")
     for name, shape in expected.items():

@@ -3,12 +3,14 @@
     tm2023     model.SparseAutoencoder   Towards Monosemanticity (2023): the default
     april2024  april.AprilSAE            Anthropic's April 2024 update (paper.md §10.5)
     topk       topk.TopKSAE              Gao et al. 2024: TopK + AuxK
+    jumprelu   jumprelu.JumpReLUSAE      JumpReLU (Gemma Scope), and Gated and BatchTopK as published;
+                                         inference only (`trainable` False): `sae import` fills it
 
 `SAE_CLASSES` is that table. It lives in model.py, where `SparseAutoencoder.load` dispatches
 through it, and each class joins it with `@register_sae` where it is defined; importing this module
 (the package `__init__` does) imports every architecture's file, so the table is complete. No
 trainer is imported: each recipe's train config joins `recipe.TRAIN_CONFIGS` the same way, from
-train.py, april.py and topk.py.
+train.py, april.py and topk.py. `ARCHITECTURES` lists the trainable classes only.
 
     cls = SAE_CLASSES["topk"]
     sae = cls(cls.config_class(d_in=512, n_features=4096))
@@ -21,11 +23,20 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from monosemantic.sae.april import AprilSAE
+from monosemantic.sae.jumprelu import JumpReLUSAE
 from monosemantic.sae.model import SAE_CLASSES, SparseAutoencoder
 from monosemantic.sae.recipe import TRAIN_CONFIGS, TrainConfig
 from monosemantic.sae.topk import TopKSAE
 
-__all__ = ["ARCHITECTURES", "DEFAULT_ARCHITECTURE", "SAE_CLASSES", "AprilSAE", "Architecture", "TopKSAE"]
+__all__ = [
+    "ARCHITECTURES",
+    "DEFAULT_ARCHITECTURE",
+    "SAE_CLASSES",
+    "AprilSAE",
+    "Architecture",
+    "JumpReLUSAE",
+    "TopKSAE",
+]
 
 DEFAULT_ARCHITECTURE = "tm2023"  # the paper's recipe
 
@@ -40,22 +51,29 @@ class Architecture:
     """Its frozen train-config dataclass; `train_sae` takes an instance."""
 
 
+def _trainable() -> list[str]:
+    return [name for name, cls in SAE_CLASSES.items() if cls.trainable]
+
+
 class _Architectures(Mapping[str, Architecture]):
-    """`SAE_CLASSES` paired with `TRAIN_CONFIGS`, read when asked (tm2023's joins when train.py is imported)."""
+    """The trainable `SAE_CLASSES` paired with `TRAIN_CONFIGS`, read when asked (tm2023's joins when train.py is
+    imported). Inference-only classes (`trainable` False: jumprelu) are not in it."""
 
     def __getitem__(self, name: str) -> Architecture:
-        if name in SAE_CLASSES and name not in TRAIN_CONFIGS:
+        if name not in _trainable():
+            raise KeyError(name)
+        if name not in TRAIN_CONFIGS:
             raise LookupError(f"no train config registered for {name!r}: import monosemantic.sae.train first")
         return Architecture(SAE_CLASSES[name], TRAIN_CONFIGS[name])
 
     def __contains__(self, name: object) -> bool:
-        return name in SAE_CLASSES
+        return name in _trainable()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(SAE_CLASSES)
+        return iter(_trainable())
 
     def __len__(self) -> int:
-        return len(SAE_CLASSES)
+        return len(_trainable())
 
 
 ARCHITECTURES: Mapping[str, Architecture] = _Architectures()
