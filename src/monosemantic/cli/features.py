@@ -7,6 +7,7 @@
     monosemantic features proxies      --run R      case studies: proxies vs features and neurons
     monosemantic features universality --run R      model A's features matched in model B
     monosemantic features explain      --run R      automated interpretability (offline or --explainer llm)
+    monosemantic features export R OUT --format neuronpedia   the database as a Neuronpedia dataset export
 
 Wiring only: flags come from each config dataclass; the stage and the analyses do the work.
 """
@@ -36,6 +37,7 @@ def add_parsers(sub: Any) -> None:
     from monosemantic.analyses.splitting import SplitConfig
     from monosemantic.analyses.universality import UniversalityConfig
     from monosemantic.features.config import FeaturesConfig
+    from monosemantic.features.neuronpedia import NeuronpediaConfig
 
     features = sub.add_parser("features", help="feature database stage").add_subparsers(dest="action", required=True)
     fb = features.add_parser(
@@ -155,6 +157,22 @@ def add_parsers(sub: Any) -> None:
     add_dataclass_args(ex, LLMConfig, prefix="llm")
     ex.set_defaults(func=cmd_explain)
 
+    xp = features.add_parser(
+        "export",
+        help="write the feature database in another tool's format (Neuronpedia)",
+        description="--format neuronpedia: write OUT/<model id>/<source id>/ for every SAE dictionary of the "
+        "database, in the layout of Neuronpedia's public dataset exports (release, model, source set and source "
+        "records; features, activations and explanations as batch-<i>.jsonl.gz), which a Neuronpedia instance "
+        "imports (its admin import route reads that layout, e.g. synced into its dataset bucket). docs/formats.md "
+        "lists every field.",
+    )
+    xp.add_argument("run", type=Path, metavar="RUN", help="run directory (or its features/features.sqlite's run)")
+    xp.add_argument("out", type=Path, metavar="OUT")
+    xp.add_argument("--format", choices=["neuronpedia"], default="neuronpedia")
+    xp.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    add_dataclass_args(xp, NeuronpediaConfig, prefix="np")
+    xp.set_defaults(func=cmd_export)
+
 
 def _open(path: Path) -> sqlite3.Connection:
     try:
@@ -240,3 +258,11 @@ def cmd_explain(args: argparse.Namespace) -> None:
     summary = run_autointerp(conn, layout, cfg, progress=args.progress, llm=llm)
     db.finalize(conn)  # explanations are searchable text: rebuild the full-text index
     print(format_interpretability(summary))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from monosemantic.features.neuronpedia import NeuronpediaConfig, export_neuronpedia
+
+    cfg = build(NeuronpediaConfig, {}, args, prefix="np")
+    for folder in export_neuronpedia(paths.RunLayout(args.run), args.out, cfg, force=args.force):
+        print(folder)

@@ -241,6 +241,7 @@ def _write_core(
     summary = {
         "model": c.subject.key,
         "n_tokens": c.ctx.n_tokens,
+        "ctx_len": int(c.ctx.tokens.shape[1]),
         "ln_inv_scale": path.inv_scale if path is not None else None,
         "dictionaries": [x.name for x in c.dicts],
         "spill_mb": c.spill_mb,
