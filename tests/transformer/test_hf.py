@@ -273,3 +273,101 @@ def test_smollm2_gguf_down_proj_input(tmp_path):
     assert main(["sae", "train", *common, "--n-features", "2048", "--n-steps", "8", "--batch-size", "256"]) == 0
     assert main(["sae", "eval", *common, "--ctx-len", "64", "--eval-tokens", "512"]) == 0
     print("smollm2 ok", file=sys.stderr)
+
+
+def test_an_imported_jumprelu_sae_over_a_gpt2_builds_serves_and_exports(gpt2_dir, tmp_path):
+    """A JumpReLU SAE in SAELens's layout, imported into the run, gets a feature database and browser pages,
+    its densities checked against SAELens's JumpReLU forward on the GPT-2's own neurons; an SAE trained on the
+    GPT-2 exports with the Hugging Face hook name and its TransformerLens twin."""
+    from starlette.testclient import TestClient
+
+    from monosemantic.browser.app import create_app
+    from monosemantic.data.tokens import TokenStore
+    from monosemantic.features import db
+    from monosemantic.features.stream import held_out_contexts
+    from monosemantic.io import save_tensors, write_json
+
+    g = torch.Generator().manual_seed(0)
+    t = {
+        "W_enc": torch.randn(128, 96, generator=g),
+        "b_enc": torch.zeros(96),
+        "W_dec": torch.randn(96, 128, generator=g) * 0.1,
+        "b_dec": torch.zeros(128),
+        "threshold": torch.rand(96, generator=g) * 0.5,
+    }
+    src = tmp_path / "published"
+    src.mkdir()
+    save_tensors(src / "sae_weights.safetensors", t)
+    meta = {"sae_lens_version": "6.0.0", "hook_name": "blocks.1.mlp.hook_post", "model_name": "tiny-gpt2"}
+    write_json(src / "cfg.json", {"architecture": "jumprelu", "d_in": 128, "d_sae": 96, "dtype": "float32",
+                                  "apply_b_dec_to_input": False, "metadata": meta})  # fmt: skip
+
+    run = corpus_run(tmp_path)
+    saes = run / "sae" / "hf-tiny-gpt2" / "transformer.h.1.mlp.c_proj-input"
+    assert main(["sae", "import", str(src), str(saes / "jumprelu-96")]) == 0
+    common = ["--run", str(run), "--no-progress", "--model", str(gpt2_dir), "--hook", HOOK]
+    fb = [
+        "features",
+        "build",
+        *common,
+        "--ctx-len",
+        "32",
+        "--n-tokens",
+        "2048",
+        "--top-k",
+        "3",
+        "--analyses",
+        "explain",
+    ]
+    assert main(fb) == 0
+
+    ctx = held_out_contexts(TokenStore(run / "tokens-hf-tiny-gpt2"), 32, 2048)
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(gpt2_dir).eval()
+    seen: dict[str, torch.Tensor] = {}
+    hf.transformer.h[1].mlp.c_proj.register_forward_pre_hook(lambda m, a: seen.__setitem__("x", a[0]))
+    with torch.no_grad():
+        hf(torch.from_numpy(ctx.tokens))
+    pre = seen["x"].reshape(-1, 128) @ t["W_enc"] + t["b_enc"]
+    want = (torch.relu(pre) * (pre > t["threshold"]) > 0).double().mean(0)  # SAELens jumprelu_sae.py encode
+    conn = db.open_readonly(run / "features" / "features.sqlite")
+    d = dict(conn.execute("SELECT * FROM dictionaries WHERE name = 'jumprelu-96'").fetchone())
+    assert (d["architecture"], d["model"], d["hook"], d["n_features"]) == ("jumprelu", "hf-tiny-gpt2", HOOK, 96)
+    dens = [
+        r[0] for r in conn.execute("SELECT density FROM features WHERE dictionary_id=? ORDER BY feature", (d["id"],))
+    ]
+    assert dens == pytest.approx(want.tolist(), abs=1e-12) and 0.05 < sum(dens) / 96 < 0.95
+    live = next(i for i, x in enumerate(dens) if x > 0)
+    conn.close()
+
+    client = TestClient(create_app(run), raise_server_exceptions=False)
+    overview = client.get("/api/").json()
+    assert {x["name"] for x in overview["dictionaries"]} == {"neurons", "jumprelu-96"}
+    page = client.get(f"/api/dict/{d['id']}/feature/{live}").json()["feature"]
+    assert page["density"] == pytest.approx(dens[live])
+    assert client.get(f"/dict/{d['id']}/feature/{live}").status_code == 200
+    assert client.get(f"/dict/{d['id']}").status_code == 200
+
+    # an SAE trained here exports with SAELens's hf_hook_name and the TransformerLens name of the same site
+    hv = [
+        "harvest",
+        *common,
+        "--preset",
+        "tiny",
+        "--ctx-len",
+        "32",
+        "--n-tokens",
+        "2048",
+        "--positions-per-context",
+        "16",
+    ]
+    assert main(hv) == 0
+    assert main(["sae", "train", *common, "--n-features", "64", "--n-steps", "4", "--batch-size", "256"]) == 0
+    assert main(["sae", "export", str(saes / "tm2023-64"), str(tmp_path / "export"), "--density-rows", "1024"]) == 0
+    cfg = json.loads((tmp_path / "export" / "cfg.json").read_text())
+    meta = cfg["metadata"]
+    assert (meta["hf_hook_name"], meta["hook_name"], meta["monosemantic_hook"]) == (
+        "transformer.h.1.mlp.c_proj", "blocks.1.mlp.hook_post", HOOK,
+    )  # fmt: skip
+    assert (meta["model_name"], meta["context_size"], cfg["architecture"]) == ("tiny-gpt2", 32, "standard")
