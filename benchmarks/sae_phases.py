@@ -127,11 +127,29 @@ def instrument(timers: Timers) -> dict[str, float]:
     return marks
 
 
+def score_saes(folder: Path, held_out: Path) -> dict[str, dict[str, float]]:
+    """Held-out FVU and L0 (`sae_process.score`) and the last logged dead fraction of each SAE in `folder`."""
+    import json
+
+    from sae_process import score  # noqa: PLC0415 (benchmarks/ is on sys.path)
+    from safetensors.torch import load_file
+
+    out = {}
+    for sae in sorted(folder.glob("tm2023-*"), key=lambda f: int(f.name.split("-")[1])):
+        final = json.loads((sae / "training.json").read_text())["final"]
+        out[sae.name] = {
+            **score(load_file(sae / "sae.safetensors"), held_out, 1.0),
+            "dead_fraction": final["dead_fraction"],
+        }
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--activations", type=Path, required=True, help="a harvested store (activations/MODEL/HOOK)")
     p.add_argument("--preset", default="default")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/sae_phases.json"))
+    p.add_argument("--held-out", type=Path, help="a .npy of rows not trained on: score each SAE's FVU and L0 on it")
     p.add_argument("rest", nargs="*", help="flags for `sae train`, after --")
     args = p.parse_args()
 
@@ -143,9 +161,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         argv = ["sae", "train", "--activations", str(args.activations), "--out", tmp, "--preset", args.preset]
         code = cli_main([*argv, "--no-progress", "--force", *args.rest])
-    wall = time.perf_counter() - T0
-    if code:
-        sys.exit(code)
+        wall = time.perf_counter() - T0
+        if code:
+            sys.exit(code)
+        scores = score_saes(Path(tmp), args.held_out) if args.held_out else {}
     start_up = marks.get("first batch", T0) - T0
     timed = sum(timers.total.values())
     rows = {"start-up": start_up, **timers.total}
@@ -155,7 +174,10 @@ def main() -> None:
         s = rows.get(name, 0.0)
         print(f"{name:<18} {s:8.1f} {s / wall:7.1%} {timers.count.get(name, 0):7d}")
     print(f"{'whole process':<18} {wall:8.1f}")
-    write_json(args.out, {"argv": sys.argv[1:], "wall_s": wall, "phases_s": rows, "calls": dict(timers.count)})
+    for name, sc in scores.items():
+        print(f"{name}: held-out FVU {sc['fvu']:.4f}, L0 {sc['l0']:.2f}, dead at the end {sc['dead_fraction']:.3f}")
+    out = {"argv": sys.argv[1:], "wall_s": wall, "phases_s": rows, "calls": dict(timers.count), "scores": scores}
+    write_json(args.out, out)
     print(f"JSON: {args.out}")
 
 
