@@ -19,6 +19,8 @@ import torch
 BATCH, D_IN, N_EVAL = 4096, 512, 4
 TARGET_L0 = 32  # the sparse start's L0
 PAPER_L1 = 0.008  # λ of the paper recipe on the mean MSE (the demo's)
+JUMPRELU_LR = 1e-3  # Gemma Scope's 7e-5 is for ~1M steps; both tools get the same short-run lr
+JUMPRELU_L0 = 0.05  # our default λ, on inputs of unit mean norm (jumprelu_train.py)
 
 
 def matmul_peaks(n: int = 4096, reps: int = 5) -> dict[str, float]:
@@ -83,7 +85,10 @@ def load_batches(path: str, n: int) -> tuple[list[torch.Tensor], str]:
 def build_ours(recipe: str, m: int, steps: int, start: str, first: torch.Tensor, spec: dict) -> tuple[Any, Any]:
     from monosemantic.sae import SAEConfig, SAETrainConfig
     from monosemantic.sae.april import AprilSAE, AprilTrainConfig
+    from monosemantic.sae.batchtopk import BatchTopKSAE, BatchTopKTrainConfig
     from monosemantic.sae.geometric_median import geometric_median
+    from monosemantic.sae.jumprelu import JumpReLUSAE
+    from monosemantic.sae.jumprelu_train import JumpReLUTrainConfig
     from monosemantic.sae.model import SparseAutoencoder
     from monosemantic.sae.topk import TopKSAE, TopKSAEConfig, TopKTrainConfig
 
@@ -101,6 +106,14 @@ def build_ours(recipe: str, m: int, steps: int, start: str, first: torch.Tensor,
     elif recipe == "april":
         sae = AprilSAE(SAEConfig(D_IN, m))
         cfg = AprilTrainConfig(normalize_inputs=False, **common)
+    elif recipe == "batchtopk":  # [BTKC]'s lr, β2, AuxK; the inputs are already at E‖x‖ = √d_in
+        sae = BatchTopKSAE(TopKSAEConfig(D_IN, m, k=32))
+        cfg = BatchTopKTrainConfig(normalize_inputs=False, fit_to_run=False, **common)
+    elif recipe == "jumprelu":  # Gemma Scope's recipe at lr 1e-3 (a short run); it rescales to E‖x‖ = 1 itself
+        sae = JumpReLUSAE(SAEConfig(D_IN, m))
+        cfg = JumpReLUTrainConfig(
+            lr=JUMPRELU_LR, fit_to_run=False, lr_warmup_steps=0, l0_warmup_steps=0, normalize_n_inputs=BATCH, **common
+        )
     else:  # topk-clip: SAELens's trainer clips every gradient to norm 1 (docs/benchmarks.md); ours too here
         sae = TopKSAE(TopKSAEConfig(D_IN, m, k=32))
         clip = {"max_grad_norm": 1.0} if recipe == "topk-clip" else {}
@@ -108,7 +121,7 @@ def build_ours(recipe: str, m: int, steps: int, start: str, first: torch.Tensor,
     with torch.no_grad():
         if sae.pre_encoder_bias:  # both starts: b_dec at the geometric median of the first batch (paper.md §3.1)
             sae.b_dec.copy_(geometric_median(first))
-        if start == "sparse" and not recipe.startswith("topk"):
+        if start == "sparse" and not recipe.startswith(("topk", "batchtopk")):
             fire_on(sae, first, TARGET_L0 / m)
     return sae, cfg
 
@@ -123,11 +136,29 @@ def fire_on(sae: Any, x: torch.Tensor, fraction: float) -> None:
 def saelens_copy(ours: Any, recipe: str, steps: int) -> tuple[Any, Any]:
     """SAELens's SAE with our weights, and its trainer config for the same recipe."""
     from sae_lens.config import SAETrainerConfig
+    from sae_lens.saes.batchtopk_sae import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
+    from sae_lens.saes.jumprelu_sae import JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig
     from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 
     m = ours.cfg.n_features
-    if recipe.startswith("topk"):
+    beta1 = 0.9
+    if recipe == "batchtopk":  # SAELens's own BatchTopK trainer: same k, AuxK 1/32; its θ by a moving average
+        cfg_b = BatchTopKTrainingSAEConfig(d_in=D_IN, d_sae=m, k=32, apply_b_dec_to_input=True)
+        sae = BatchTopKTrainingSAE(cfg_b)
+        lr, l1_warm, lr_decay = 3e-4, 0, 0
+    elif recipe == "jumprelu":  # DeepMind's STE ("step"); θ₀ and ε at E‖x‖ = √d_in, λ × d_in for the summed MSE
+        cfg_j = JumpReLUTrainingSAEConfig(
+            d_in=D_IN,
+            d_sae=m,
+            apply_b_dec_to_input=False,
+            jumprelu_init_threshold=0.001 * D_IN**0.5,
+            jumprelu_bandwidth=0.001 * D_IN**0.5,
+            l0_coefficient=JUMPRELU_L0 * D_IN,
+        )
+        sae = JumpReLUTrainingSAE(cfg_j)
+        lr, l1_warm, lr_decay, beta1 = JUMPRELU_LR, 0, 0, 0.0
+    elif recipe.startswith("topk"):
         sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=D_IN, d_sae=m, k=32, apply_b_dec_to_input=True))
         lr, l1_warm, lr_decay = 1e-4, 0, 0
     elif recipe.startswith("paper"):  # λ on the mean MSE → d_in·λ on SAELens's summed MSE (our loss.py)
@@ -144,12 +175,15 @@ def saelens_copy(ours: Any, recipe: str, steps: int) -> tuple[Any, Any]:
     with torch.no_grad():
         for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
             getattr(sae, name).copy_(getattr(ours, name))
+        if recipe == "jumprelu":  # ours starts at θ₀ on its E‖x‖ = 1 scale, the same threshold
+            sae.threshold.fill_(0.001 * D_IN**0.5)
     cfg = SAETrainerConfig(
         total_training_samples=steps * BATCH,
         train_batch_size_samples=BATCH,
         lr=lr,
         lr_end=0.0,
         lr_decay_steps=lr_decay,
+        adam_beta1=beta1,
         device="cpu",
     )
     del l1_warm

@@ -23,7 +23,11 @@ Recipes ([ours] vs [SAELens]): `paper` tm2023 (λ 0.008 on the mean MSE, lr 1e-3
 `standard` with apply_b_dec_to_input and l1 = d_in·λ; `april` April 2024 vs `standard` with its
 April settings (the same recipe); `topk` TopK k=32 vs `topk` k=32;
 `topk-clip` and `paper-clip` the same with our gradient clipped as SAELens's trainer always clips
-its own (norm 1 on its loss; 1 / d_in on the paper recipe's mean MSE).
+its own (norm 1 on its loss; 1 / d_in on the paper recipe's mean MSE); `batchtopk` BatchTopK k=32
+(Bussmann et al.'s lr 3e-4, β2 0.99 for ours; SAELens's BatchTopK trainer with its defaults and lr
+3e-4); `jumprelu` JumpReLU with Gemma Scope's STE, λ 0.05 on unit-norm inputs (ours rescales them,
+SAELens gets λ·d_in, θ₀ and ε × √d_in on the same √d_in-scaled data), β1 0 and lr 1e-3 in both, no
+warm-ups.
 Both starts set b_dec to the geometric median of the first batch before the copy, so the two
 tools start equal (SAELens's trainer has no data init). Activations/s is the median over steps
 after warm-up of the time between successive batch fetches (`init`: steps × batch over the
@@ -55,7 +59,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--activations", type=Path, default=DEFAULT_STORE, help="harvested store (synthetic if missing)")
     p.add_argument("--features", type=int, nargs="+", default=[4096, 16384])
-    recipes = ["paper", "paper-clip", "topk", "topk-clip", "april"]
+    recipes = ["paper", "paper-clip", "topk", "topk-clip", "april", "batchtopk", "jumprelu"]
     p.add_argument("--recipes", nargs="+", default=["paper", "topk", "april"], choices=recipes)
     p.add_argument("--start", choices=["sparse", "init", "process"], default="sparse")
     p.add_argument(

@@ -124,7 +124,9 @@ def test_sae_training_through_prefetch_is_bit_identical(tmp_path) -> None:
 
     acts = np.maximum(np.random.default_rng(0).normal(size=(1024, 16)), 0).astype(np.float16)
     np.save(tmp_path / "acts.npy", acts)
-    train = SAETrainConfig(batch_size=64, lr=1e-3, b_dec_init_n_inputs=128, resample_n_batches=2, progress=False)
+    train = SAETrainConfig(
+        batch_size=64, lr=1e-3, b_dec_init_n_inputs=128, resample_n_batches=2, progress=False, fit_to_run=False
+    )
     weights = []
     for depth in (0, 2):
         out = tmp_path / f"d{depth}"

@@ -9,7 +9,9 @@ from monosemantic.sae.model import SparseAutoencoder
 from monosemantic.sae.topk import TopKTrainConfig
 from monosemantic.sae.train import SAETrainConfig
 
-TRAIN = SAETrainConfig(batch_size=64, n_steps=1000, lr=1e-3, b_dec_init_n_inputs=128, resample_n_batches=2, log_every=5)
+TRAIN = SAETrainConfig(
+    batch_size=64, n_steps=1000, lr=1e-3, b_dec_init_n_inputs=128, resample_n_batches=2, log_every=5, fit_to_run=False
+)
 
 
 def stream(n_rows=640, d=16, seed=0):
@@ -40,7 +42,7 @@ def test_l1_sweep_names_and_coefficients(tmp_path):
     assert sorted(folders) == ["tm2023-16-l1_0.001", "tm2023-16-l1_0.1"]
     l1 = {n: json.loads((f / "training.json").read_text())["train"]["l1_coeff"] for n, f in folders.items()}
     assert l1 == {"tm2023-16-l1_0.001": 0.001, "tm2023-16-l1_0.1": 0.1}
-    with pytest.raises(UserError, match="no L1"):
+    with pytest.raises(UserError, match="no sparsity coefficient"):
         train_ladder(
             stream(),
             16,

@@ -20,7 +20,10 @@ from monosemantic.sae import (
     SAE_CLASSES,
     AprilSAE,
     AprilTrainConfig,
+    BatchTopKSAE,
+    BatchTopKTrainConfig,
     JumpReLUSAE,
+    JumpReLUTrainConfig,
     SAEConfig,
     SAETrainConfig,
     SparseAutoencoder,
@@ -41,11 +44,12 @@ def build(name: str, d_in: int = 8, n_features: int = 16) -> SparseAutoencoder:
 
 
 def test_registry_keys_are_the_class_tags() -> None:
-    assert list(SAE_CLASSES) == ["tm2023", "april2024", "jumprelu", "topk"] and DEFAULT_ARCHITECTURE == "tm2023"
-    assert {"tm2023": SparseAutoencoder, "april2024": AprilSAE, "topk": TopKSAE, "jumprelu": JumpReLUSAE} == SAE_CLASSES
-    assert {"tm2023": SAETrainConfig, "april2024": AprilTrainConfig, "topk": TopKTrainConfig} == TRAIN_CONFIGS
-    assert list(ARCHITECTURES) == ["tm2023", "april2024", "topk"]  # the trainable ones: jumprelu runs imports only
-    assert "jumprelu" not in ARCHITECTURES and not JumpReLUSAE.trainable
+    assert list(SAE_CLASSES)[0] == DEFAULT_ARCHITECTURE == "tm2023"
+    classes = {"tm2023": SparseAutoencoder, "april2024": AprilSAE, "topk": TopKSAE}
+    assert {**classes, "batchtopk": BatchTopKSAE, "jumprelu": JumpReLUSAE} == SAE_CLASSES
+    recipes = {"tm2023": SAETrainConfig, "april2024": AprilTrainConfig, "topk": TopKTrainConfig}
+    assert {**recipes, "batchtopk": BatchTopKTrainConfig, "jumprelu": JumpReLUTrainConfig} == TRAIN_CONFIGS
+    assert set(ARCHITECTURES) == set(SAE_CLASSES) and all(cls.trainable for cls in SAE_CLASSES.values())
     for name, arch in ARCHITECTURES.items():  # the pairs the CLI reads
         assert arch.sae is SAE_CLASSES[name] and arch.train_config is TRAIN_CONFIGS[name]
         assert arch.sae.architecture == name == arch.train_config.architecture
@@ -69,7 +73,7 @@ def test_loading_imports_no_trainer(tmp_path: Path) -> None:
         import json, sys
         from pathlib import Path
         from monosemantic.sae.model import SparseAutoencoder
-        for name in ("tm2023", "april2024", "topk", "jumprelu"):
+        for name in {sorted(SAE_CLASSES)!r}:
             sae = SparseAutoencoder.load(Path({str(tmp_path)!r}) / name)
             assert sae.architecture == name, (name, type(sae))
         print(json.dumps(sorted(m for m in sys.modules if m.startswith("monosemantic.sae"))))
@@ -111,7 +115,7 @@ def test_load_errors(tmp_path) -> None:
     assert type(AprilSAE.load(folder)) is AprilSAE
     raw = read_json(folder / SAE_CONFIG)
     write_json(folder / SAE_CONFIG, {**raw, "architecture": "gated"})
-    with pytest.raises(UserError, match="'gated' is not one of april2024, jumprelu, tm2023, topk"):
+    with pytest.raises(UserError, match="'gated' is not one of april2024, batchtopk, jumprelu, tm2023, topk"):
         SparseAutoencoder.load(folder)
     folder = build("topk").save(tmp_path / "topk")
     raw = read_json(folder / SAE_CONFIG)

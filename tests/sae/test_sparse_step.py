@@ -14,7 +14,10 @@ import torch
 
 from monosemantic.sae import SAEConfig, SAETrainConfig, train_sae
 from monosemantic.sae.april import AprilSAE, AprilTrainConfig
+from monosemantic.sae.batchtopk import BatchTopKSAE, BatchTopKTrainConfig
 from monosemantic.sae.constraints import optimizer_step_
+from monosemantic.sae.jumprelu import JumpReLUSAE
+from monosemantic.sae.jumprelu_train import JumpReLUTrainConfig
 from monosemantic.sae.model import SparseAutoencoder
 from monosemantic.sae.sparse_step import Stepper, dense_gradients, firing, sparse_gradients
 from monosemantic.sae.topk import TopKSAE, TopKSAEConfig, TopKTrainConfig
@@ -33,6 +36,16 @@ def _sae_and_cfg(arch: str) -> tuple[SparseAutoencoder, object]:
     elif arch == "april2024":
         sae = AprilSAE(SAEConfig(D_IN, N_FEATURES), generator=gen)
         cfg = AprilTrainConfig(l1_coeff=0.5, lr=1e-3, batch_size=BATCH, n_steps=30, log_every=5)
+    elif arch == "batchtopk":  # AuxK with dead = 3 steps; θ averaged over the last half
+        sae = BatchTopKSAE(TopKSAEConfig(D_IN, N_FEATURES, k=4), generator=gen)
+        cfg = BatchTopKTrainConfig(lr=1e-3, batch_size=BATCH, n_steps=30, k_aux=8, log_every=5, dead_n_batches=3)
+    elif arch == "jumprelu":  # a wide kernel (ε = 0.05·√16), so θ's pseudo-gradient sees many entries
+        sae = JumpReLUSAE(SAEConfig(D_IN, N_FEATURES), generator=gen)
+        cfg = JumpReLUTrainConfig(
+            lr=1e-3, batch_size=BATCH, n_steps=30, log_every=5, bandwidth=0.05, l0_coeff=0.01, l0_warmup_steps=5
+        )
+        with torch.no_grad():
+            sae.threshold.uniform_(0.0, 0.6, generator=gen)
     else:
         sae = TopKSAE(TopKSAEConfig(D_IN, N_FEATURES, k=4), generator=gen)
         cfg = TopKTrainConfig(lr=1e-3, batch_size=BATCH, n_steps=30, k_aux=8, log_every=5, dead_n_inputs=BATCH * 3)
@@ -52,7 +65,10 @@ def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-5) -> bool:
     return bool((a - b).abs().max() <= rtol * max(1.0, float(b.abs().max())))
 
 
-@pytest.mark.parametrize("arch", ["tm2023", "april2024", "topk"])
+ARCHS = ["tm2023", "april2024", "topk", "batchtopk", "jumprelu"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("with_dead", [False, True])
 def test_sparse_gradients_match_autograd(arch: str, with_dead: bool) -> None:
     sae, cfg = _sae_and_cfg(arch)
@@ -66,16 +82,22 @@ def test_sparse_gradients_match_autograd(arch: str, with_dead: bool) -> None:
     assert torch.allclose(t_sparse.loss, t_dense.loss.detach(), rtol=1e-5)
     for name in t_dense.parts:
         assert torch.allclose(t_sparse.parts[name], t_dense.parts[name].detach(), rtol=1e-5, atol=1e-7), name
-    if arch == "topk" and with_dead:
+    if arch in ("topk", "batchtopk") and with_dead:
         assert float(t_dense.parts["auxk"].detach()) > 0  # the AuxK path really ran
+    if arch == "jumprelu":  # θ's pseudo-gradient really ran, from entries on both sides of θ
+        assert float(sae.threshold.grad.abs().sum()) > 0
     for name, p in sae.named_parameters():
-        assert _close(p.grad, dict(ref.named_parameters())[name].grad), name
+        ref_grad = dict(ref.named_parameters())[name].grad
+        if p.grad is None:  # BatchTopK's θ is estimated, not trained
+            assert ref_grad is None and arch == "batchtopk", name
+            continue
+        assert _close(p.grad, ref_grad), name
     fired_d, l0_d = firing(t_dense.f)
     fired_s, l0_s = firing(t_sparse.f)
     assert torch.equal(fired_d, fired_s) and float(l0_d) == pytest.approx(float(l0_s))
 
 
-@pytest.mark.parametrize("arch", ["tm2023", "tm2023-clip", "april2024", "topk"])
+@pytest.mark.parametrize("arch", ["tm2023", "tm2023-clip", *ARCHS[1:]])
 def test_one_optimizer_step_matches(arch: str) -> None:
     sae, cfg = _sae_and_cfg(arch)
     ref = copy.deepcopy(sae)
@@ -88,7 +110,7 @@ def test_one_optimizer_step_matches(arch: str) -> None:
         assert _close(p, q), name
 
 
-@pytest.mark.parametrize("arch", ["tm2023", "tm2023-clip", "april2024", "topk"])
+@pytest.mark.parametrize("arch", ["tm2023", "tm2023-clip", *ARCHS[1:]])
 def test_training_runs_match(arch: str) -> None:
     """30 steps of train_sae: sparse vs dense, same weights, history, last_fired."""
     sae, cfg = _sae_and_cfg(arch)
@@ -143,7 +165,7 @@ def test_auto_switches_to_sparse_once_l0_is_low() -> None:
     assert not stepper.sparse  # and back once L0 rises
 
 
-@pytest.mark.parametrize("arch", ["tm2023", "topk"])
+@pytest.mark.parametrize("arch", ["tm2023", "topk", "batchtopk", "jumprelu"])
 def test_bfloat16_active_set_tracks_float32_loss(arch: str) -> None:
     """bfloat16 only picks the active set; the loss curve stays within 2 % of float32's."""
     sae, cfg = _sae_and_cfg(arch)

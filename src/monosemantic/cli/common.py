@@ -86,8 +86,17 @@ def add_sae_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
         add_dataclass_args(p, cls, prefix=prefix, seen=seen, skip=("progress",))
 
 
+RUN_SETTINGS = frozenset({"batch_size", "n_steps", "log_every", "step", "matmul_dtype", "dtype"})
+"""The `sae` settings of a preset that describe the run, not the recipe: the only ones applied when
+`--arch` is not the preset's (`arch`, default tm2023), whose λ, lr and clipping are tuned for it alone."""
+
+
 def sae_configs(section: dict[str, Any], args: argparse.Namespace, prefix: str = "") -> tuple[Any, Any]:
-    """(LadderConfig, the arch's train config) from a preset's `sae` section and the flags."""
+    """(LadderConfig, the arch's train config) from a preset's `sae` section and the flags.
+
+    The section's recipe settings apply to the preset's architecture only; another `--arch` gets
+    its own recipe's defaults plus the section's `RUN_SETTINGS` (docs/decisions.md, "Recipes fit
+    to the run")."""
     from monosemantic.sae.ladder import LadderConfig
 
     ladder_keys = field_names(LadderConfig)
@@ -99,11 +108,14 @@ def sae_configs(section: dict[str, Any], args: argparse.Namespace, prefix: str =
     if typos:
         raise UserError(f"unknown SAE settings in preset: {', '.join(sorted(typos))}")
     others = every - own - ladder_keys
-    stray = given(args, others | ({"k"} if ladder.arch != "topk" else set()), prefix)
+    stray = given(args, others | ({"k"} if ladder.arch not in ("topk", "batchtopk") else set()), prefix)
     if stray:
         flags = ", ".join("--" + n.replace("_", "-") for n in sorted(stray))
         raise UserError(f"{flags}: not a setting of --arch {ladder.arch}")
     base = {k: v for k, v in section.items() if k not in ladder_keys and k in own}
+    preset_arch = section.get("arch", "tm2023")
+    if ladder.arch != preset_arch:  # a preset's recipe settings are tuned for its own architecture
+        base = {k: v for k, v in base.items() if k in RUN_SETTINGS}
     train = build(cls, base, args, prefix)
     return ladder, dataclasses.replace(train, progress=getattr(args, "progress", True))
 

@@ -102,6 +102,10 @@ class AprilTrainConfig(TrainConfig):
     """
 
     architecture: ClassVar[str] = "april2024"
+    reference_steps: ClassVar[int] = 200_000
+    """The run length the defaults are for: the n_steps below ([APR24]: 200k)."""
+    step_windows: ClassVar[tuple[str, ...]] = ("dead_n_inputs",)
+    """Counted in inputs, so `for_run` scales it with the run."""
 
     lr: float = 5e-5
     """Adam learning rate before the final decay ([APR24]: "5e-5 is a reasonable default")."""

@@ -74,7 +74,9 @@ def init_from_data(runs: Sequence[_InitRun], batches: Iterator[Tensor]) -> Itera
     - `normalize_inputs`: fit the scale (E‖x‖ = √d_in, paper.md §10.5) and move the SAE into scaled units
       (`Normalizer(1 / scale).fold_into_`, a no-op for fresh zero biases; the trainer undoes it at the end);
     - `init_b_dec`: b_dec = geometric median of those inputs, in the units the SAE trains in (paper.md §3.3);
-    - `init_b_enc_density`: the sparse start (the module docstring), after b_dec.
+    - `init_b_enc_density`: the sparse start (the module docstring), after b_dec;
+    - a recipe's `start_from_data(sae, x)`, if it has one, last; and a recipe with `unit_norm` scales
+      to E‖x‖ = 1 instead of √d_in (JumpReLU, `jumprelu_train.py`).
     """
     wanted = [r.cfg.n_init_inputs for r in runs if r.cfg.n_init_inputs]
     if not wanted:
@@ -93,6 +95,8 @@ def init_from_data(runs: Sequence[_InitRun], batches: Iterator[Tensor]) -> Itera
         sample = X[:n].to(r.sae.W_dec.device, torch.float32)
         if r.cfg.normalize_inputs:
             r.scale = Normalizer.fit(sample).factor
+            if getattr(r.cfg, "unit_norm", False):  # JumpReLU: E‖x‖ = 1, Gemma Scope's scale (jumprelu_train.py)
+                r.scale /= sample.shape[1] ** 0.5
             Normalizer(1 / r.scale).fold_into_(r.sae)
         if r.cfg.init_b_dec:
             if n not in medians:
@@ -101,4 +105,7 @@ def init_from_data(runs: Sequence[_InitRun], batches: Iterator[Tensor]) -> Itera
         density = r.cfg.init_b_enc_density
         if density is not None:
             r.sae.b_enc.copy_(sparse_start_b_enc(r.sae, sample[:SPARSE_START_INPUTS] * r.scale, density))
+        start = getattr(r.cfg, "start_from_data", None)
+        if start is not None:  # a recipe's own data init, last (JumpReLU: θ₀ on the training scale)
+            start(r.sae, sample * r.scale)
     return chain(peeked, batches)

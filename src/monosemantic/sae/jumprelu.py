@@ -16,9 +16,8 @@ Where the weights come from (docs/reference/peers.md §5, §7):
 - Gated (Rajamanoharan et al. 2024, "Improving Dictionary Learning with Gated SAEs"): the same
   function, rewritten exactly by `gated_as_jumprelu`.
 
-This file holds the inference model only; no recipe trains it yet (`trainable` is False). A
-training recipe joins as the other architectures' do: a `TrainConfig` subclass registered with
-`@register_recipe` (recipe.py) and `trainable = True` here.
+The training recipe is `jumprelu_train.py` (Gemma Scope's); `batchtopk.py` trains BatchTopK SAEs,
+which are saved in this form.
 
 Saved form (`standardize_`): decoder rows unit norm. With n_i = ‖W_dec[i]‖, scaling column i of the
 encoder, b_enc[i] and θ_i by n_i and dividing W_dec[i] by n_i scales pre_i by n_i > 0, so the gate
@@ -32,8 +31,17 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from monosemantic.sae.constraints import EPS
+from monosemantic.sae.constraints import EPS, normalize_rows_
 from monosemantic.sae.model import SAEConfig, SparseAutoencoder, register_sae
+
+THRESHOLD_INIT = 0.001
+"""θ at the start of training, on inputs scaled to unit mean norm ([JA]'s appendix pseudocode, Gemma
+Scope; `jumprelu_train.py` sets it once the input scale is known)."""
+
+
+def jumprelu(pre: Tensor, threshold: Tensor) -> Tensor:
+    """`pre · [pre > threshold]`, `[batch, n_features]`: `JumpReLUSAE.activation` where θ ≥ 0 (training keeps it so)."""
+    return pre * (pre > threshold)
 
 
 def gated_as_jumprelu(W_enc: Tensor, b_gate: Tensor, b_mag: Tensor, r_mag: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -56,18 +64,18 @@ def gated_as_jumprelu(W_enc: Tensor, b_gate: Tensor, b_mag: Tensor, r_mag: Tenso
 class JumpReLUSAE(SparseAutoencoder):
     """ReLU gated by a per-feature threshold: `f = relu(pre) · (pre > threshold)` (module docstring).
 
-    Same parameters and layout as `SparseAutoencoder` plus `threshold [n_features]`. Init: the
-    paper's SAE (`SparseAutoencoder.reset_parameters`) with θ = 0, which makes it a ReLU SAE;
-    imported weights replace all of it.
+    Same parameters and layout as `SparseAutoencoder` plus `threshold [n_features]`. Init (Gemma
+    Scope's): decoder rows random unit directions, W_enc = W_decᵀ, biases 0, θ = 0 (a ReLU SAE until
+    the recipe sets θ₀); imported weights replace all of it.
     """
 
     architecture: ClassVar[str] = "jumprelu"
     saelens_architecture: ClassVar[str] = "jumprelu"
     pre_encoder_bias: ClassVar[bool] = False
     """Gemma Scope and "Jumping Ahead" encode x as it is; an SAE with the subtraction has it folded into b_enc."""
-    unit_norm_decoder: ClassVar[bool] = False
-    trainable: ClassVar[bool] = False
-    """No recipe yet: this class runs imported weights (module docstring)."""
+    unit_norm_decoder: ClassVar[bool] = True
+    """Trained with unit-norm rows and the parallel gradient removed (Gemma Scope); imported rows of other
+    norms are made unit at save (`standardize_`)."""
 
     def __init__(
         self,
@@ -82,7 +90,12 @@ class JumpReLUSAE(SparseAutoencoder):
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        super().reset_parameters(generator)
+        d = torch.randn(self.cfg.n_features, self.cfg.d_in, generator=generator)  # (n_features, d_in)
+        self.W_dec.copy_(d)
+        normalize_rows_(self.W_dec)
+        self.W_enc.copy_(self.W_dec.T)
+        self.b_enc.zero_()
+        self.b_dec.zero_()
         if "threshold" in self._parameters:  # not yet during __init__, which creates it after
             self.threshold.zero_()
 

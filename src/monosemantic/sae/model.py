@@ -100,6 +100,9 @@ class SparseAutoencoder(nn.Module):
     """The SAELens class with the same forward (`sae/saelens.py`)."""
     trainable: ClassVar[bool] = True
     """A recipe trains it (`recipe.TRAIN_CONFIGS`); False for a class that only runs imported weights."""
+    saelens_import: ClassVar[bool] = True
+    """`sae import` may map a SAELens folder of `saelens_architecture` to this class; False where another
+    class with the same SAELens form reads it (BatchTopK's saved form imports as JumpReLU)."""
 
     def __init__(
         self,

@@ -76,6 +76,9 @@ class Normalizer:
         """
         sae.b_enc.div_(self.factor)
         sae.b_dec.div_(self.factor)
+        threshold = getattr(sae, "threshold", None)  # JumpReLU: compared with the pre-activation, so scaled alike
+        if threshold is not None:
+            threshold.div_(self.factor)
         return sae
 
     def save(self, path: str | os.PathLike[str]) -> None:

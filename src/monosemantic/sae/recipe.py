@@ -1,6 +1,7 @@
 """What every SAE training recipe shares: the settings, the interface `train_sae` uses, the table of recipes.
 
-    TrainConfig        frozen base of every train config: optimiser, steps, step kind, dtype, logging
+    TrainConfig        frozen base of every train config: optimiser, steps, step kind, dtype, logging;
+                       `for_run` fits a recipe's published schedule to a shorter run
     TrainRecipe        what `train.train_sae` asks of a train config (a Protocol)
     TRAIN_CONFIGS      {"tm2023": train.SAETrainConfig, "april2024": april.AprilTrainConfig, "topk": ...}
 
@@ -12,16 +13,25 @@ a saved SAE (`SparseAutoencoder.load`) imports no trainer.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import Field, dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from torch import Tensor
 
+from monosemantic.errors import UserError
 from monosemantic.runtime import check_dtype
 from monosemantic.sae.loss import LossTerms
 from monosemantic.sae.model import SparseAutoencoder
 from monosemantic.sae.sparse_step import MatmulDtype, StepMode
+
+FIT_LR_MAX = 5e-3
+"""`for_run` raises a learning rate to at most this (docs/decisions.md, "Recipes fit to the run")."""
+MIN_FIT_STEPS = 50
+"""`for_run` refuses runs shorter than this: too few steps for any warm-up to mean anything."""
+
+T = TypeVar("T", bound="TrainConfig")
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,10 @@ class TrainConfig:
 
     architecture: ClassVar[str]
     """The SAE class this recipe trains (its key in `registry.SAE_CLASSES` and `TRAIN_CONFIGS`)."""
+    reference_steps: ClassVar[int] = 1_000_000
+    """The run length (steps) the recipe's published settings are for (the 2023 paper: 1M steps)."""
+    step_windows: ClassVar[tuple[str, ...]] = ()
+    """Fields counted in steps or inputs (warm-ups, dead windows) that `for_run` scales with the run."""
 
     lr: float = 1e-4
     """Adam learning rate, constant (TM found annealing did not help). Not stated in the paper."""
@@ -66,6 +80,11 @@ class TrainConfig:
     """Steps between log rows (means over the interval); the last, partial interval is logged too."""
     progress: bool = False
     """Show a tqdm progress bar."""
+    fit_to_run: bool = True
+    """Fit the schedule to the run when it is shorter than the recipe's published one (`for_run`, applied
+    by `sae train`): lr × (published steps / steps), at most 5e-3, so lr × steps stays as published up to
+    that ceiling; warm-ups and dead windows counted in steps or inputs shrink in proportion (fractions
+    already do). False: train exactly as configured."""
 
     @property
     def init_b_enc_density(self) -> float | None:
@@ -84,6 +103,28 @@ class TrainConfig:
         ok = grad_norm is None or (grad_norm > 0 and math.isfinite(grad_norm))
         self._require(ok, "max_grad_norm", "must be finite and > 0, or None")
         check_dtype(self.dtype)
+
+    def for_run(self: T, n_steps: int) -> tuple[T, dict[str, tuple[Any, Any]]]:
+        """This recipe for a run of `n_steps`: `(config, {field: (published, used)})` (docs/decisions.md,
+        "Recipes fit to the run"). With `fit_to_run` and a run shorter than `reference_steps` by a
+        ratio r: lr × r but at most FIT_LR_MAX (never below lr), each `step_windows` field ÷ r (at least
+        1); the result has `fit_to_run` False, so it is not fitted twice. A run under MIN_FIT_STEPS is
+        refused (UserError)."""
+        cfg = dataclasses.replace(self, n_steps=n_steps)
+        if not self.fit_to_run or n_steps >= self.reference_steps:
+            return cfg, {}
+        if n_steps < MIN_FIT_STEPS:
+            raise UserError(
+                f"--arch {self.architecture}: {n_steps} steps of {self.batch_size} inputs is too short to fit the "
+                f"recipe's {self.reference_steps:,}-step schedule (at least {MIN_FIT_STEPS} steps); give more rows "
+                "or a smaller --batch-size, or --no-fit-to-run to train exactly as configured"
+            )
+        ratio = self.reference_steps / n_steps
+        changes: dict[str, Any] = {"lr": max(self.lr, min(self.lr * ratio, FIT_LR_MAX)), "fit_to_run": False}
+        for name in self.step_windows:
+            changes[name] = max(1, round(getattr(self, name) / ratio))
+        fitted = dataclasses.replace(cfg, **changes)
+        return fitted, {k: (getattr(self, k), v) for k, v in changes.items() if k != "fit_to_run"}
 
     def _require(self, ok: bool, name: str, what: str) -> None:
         """Raise a ValueError naming the field (`AprilTrainConfig.lr must be ...`) unless `ok`."""
@@ -127,12 +168,13 @@ class TrainRecipe(Protocol):
     def max_grad_norm(self) -> float | None: ...
     def lr_at(self, step: int) -> float: ...
     def loss(self, sae: SparseAutoencoder, x: Tensor, step: int, dead: Tensor) -> LossTerms: ...
+    def for_run(self, n_steps: int) -> tuple[Any, dict[str, tuple[Any, Any]]]: ...  # TrainConfig.for_run
 
 
 TRAIN_CONFIGS: dict[str, type[TrainConfig]] = {}
 """Each architecture's train config by its tag; a recipe adds itself where it is defined (`register_recipe`)."""
 
-C = TypeVar("C", bound=type[TrainConfig])
+C = TypeVar("C", bound=type[TrainConfig])  # the class decorator's argument
 
 
 def register_recipe(cls: C) -> C:

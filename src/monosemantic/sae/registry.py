@@ -3,14 +3,16 @@
     tm2023     model.SparseAutoencoder   Towards Monosemanticity (2023): the default
     april2024  april.AprilSAE            Anthropic's April 2024 update (paper.md §10.5)
     topk       topk.TopKSAE              Gao et al. 2024: TopK + AuxK
-    jumprelu   jumprelu.JumpReLUSAE      JumpReLU (Gemma Scope), and Gated and BatchTopK as published;
-                                         inference only (`trainable` False): `sae import` fills it
+    batchtopk  batchtopk.BatchTopKSAE    Bussmann et al. 2024: BatchTopK + AuxK, saved as JumpReLU
+    jumprelu   jumprelu.JumpReLUSAE      Rajamanoharan et al. 2024 (Gemma Scope): JumpReLU + L0 (jumprelu_train.py);
+                                         also what imported Gated and BatchTopK SAEs run as
 
 `SAE_CLASSES` is that table. It lives in model.py, where `SparseAutoencoder.load` dispatches
 through it, and each class joins it with `@register_sae` where it is defined; importing this module
 (the package `__init__` does) imports every architecture's file, so the table is complete. No
 trainer is imported: each recipe's train config joins `recipe.TRAIN_CONFIGS` the same way, from
-train.py, april.py and topk.py. `ARCHITECTURES` lists the trainable classes only.
+train.py, april.py, topk.py, batchtopk.py and jumprelu_train.py. `ARCHITECTURES` lists the trainable
+classes only (every class here is).
 
     cls = SAE_CLASSES["topk"]
     sae = cls(cls.config_class(d_in=512, n_features=4096))
@@ -23,7 +25,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from monosemantic.sae.april import AprilSAE
+from monosemantic.sae.batchtopk import BatchTopKSAE
 from monosemantic.sae.jumprelu import JumpReLUSAE
+from monosemantic.sae.jumprelu_train import JumpReLUTrainConfig
 from monosemantic.sae.model import SAE_CLASSES, SparseAutoencoder
 from monosemantic.sae.recipe import TRAIN_CONFIGS, TrainConfig
 from monosemantic.sae.topk import TopKSAE
@@ -34,7 +38,9 @@ __all__ = [
     "SAE_CLASSES",
     "AprilSAE",
     "Architecture",
+    "BatchTopKSAE",
     "JumpReLUSAE",
+    "JumpReLUTrainConfig",
     "TopKSAE",
 ]
 
@@ -57,7 +63,7 @@ def _trainable() -> list[str]:
 
 class _Architectures(Mapping[str, Architecture]):
     """The trainable `SAE_CLASSES` paired with `TRAIN_CONFIGS`, read when asked (tm2023's joins when train.py is
-    imported). Inference-only classes (`trainable` False: jumprelu) are not in it."""
+    imported). Inference-only classes (`trainable` False; none at present) are not in it."""
 
     def __getitem__(self, name: str) -> Architecture:
         if name not in _trainable():

@@ -26,10 +26,11 @@ and jumprelu's `relu(pre) · (pre > threshold)` like `JumpReLUSAE`.
 
 Import maps a SAELens folder to the architecture with the same forward: standard + apply → tm2023,
 standard + no apply → april2024, topk → topk, jumprelu → jumprelu (BatchTopK is saved by SAELens as
-jumprelu), gated → jumprelu (`jumprelu.gated_as_jumprelu`, exact). A missing or extra b_dec subtraction
-is folded into b_enc (b_enc ± b_dec @ W_enc), and topk's `rescale_acts_by_decoder_norm: true` into
-the encoder, both exactly. SAELens input normalisation other than "none" (its scale is not in the
-folder) and reshaped (attention `hook_z`) activations are refused.
+jumprelu, and so is ours, `batchtopk.py`), gated → jumprelu (`jumprelu.gated_as_jumprelu`, exact). A
+missing or extra b_dec subtraction is folded into b_enc (b_enc ± b_dec @ W_enc), and topk's
+`rescale_acts_by_decoder_norm: true` into the encoder, both exactly. SAELens input normalisation
+other than "none" (its scale is not in the folder) and reshaped (attention `hook_z`) activations are
+refused.
 """
 
 from __future__ import annotations
@@ -196,7 +197,7 @@ def import_saelens(folder: str | os.PathLike[str], device: torch.device | str | 
         tensors = {"W_enc": W_enc, "b_enc": b_enc, "W_dec": tensors["W_dec"], "b_dec": tensors["b_dec"]}
         tensors["threshold"] = threshold
         saelens_arch = "jumprelu"
-    candidates = [c for c in SAE_CLASSES.values() if c.saelens_architecture == saelens_arch]
+    candidates = [c for c in SAE_CLASSES.values() if c.saelens_architecture == saelens_arch and c.saelens_import]
     if not candidates:
         raise UserError(f"{where}: SAELens architecture {saelens_arch!r} has no counterpart here")
     exact = [c for c in candidates if c.pre_encoder_bias == apply_b_dec]

@@ -2,11 +2,14 @@
 
     λ(step)  = λ  · linear_warmup(step, n_steps, 0.05)       April 2024: λ from 0 over the first 5 %
     lr(step) = lr · linear_decay_tail(step, n_steps, 0.2)     April 2024: lr to 0 over the last 20 %
+    lr(step) = lr · cosine_warmup(step, 1000, 0.1)            Gemma Scope: 0.1·lr to lr over 1,000 steps
 
 Both round the fraction to whole steps; a fraction that rounds to 0 steps gives a constant 1.
 """
 
 from __future__ import annotations
+
+import math
 
 
 def linear_warmup(step: int, n_steps: int, fraction: float) -> float:
@@ -26,3 +29,13 @@ def linear_decay_tail(step: int, n_steps: int, fraction: float) -> float:
     """
     decay = round(fraction * n_steps)
     return 1.0 if decay <= 0 else min(1.0, max(0.0, (n_steps - step) / decay))
+
+
+def cosine_warmup(step: int, warmup_steps: int, start: float) -> float:
+    """Factor rising from `start` to 1 along half a cosine over the first `warmup_steps`, then 1.
+
+    `start + (1 − start) · (1 − cos(π · step / W)) / 2` for step < W; 0 warm-up steps give a constant 1.
+    """
+    if warmup_steps <= 0 or step >= warmup_steps:
+        return 1.0
+    return start + (1.0 - start) * (1.0 - math.cos(math.pi * step / warmup_steps)) / 2

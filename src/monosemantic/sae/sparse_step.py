@@ -16,8 +16,11 @@ active entries of `f [batch, n_features]` (`sparse_ops`):
 
 What differs between recipes (c, the penalty and its gradients, TopK's AuxK term over the dead
 features, Gao et al. §2.4) is the recipe's `sparse_terms` method, next to its dense `loss`
-(train.py, april.py, topk.py): this file computes the shared forward, asks the recipe for
-`SparseTerms`, and backpropagates them. The unit-norm constraint, clipping, Adam, resampling and
+(train.py, april.py, topk.py, batchtopk.py, jumprelu_train.py): this file computes the shared
+forward, asks the recipe for `SparseTerms`, and backpropagates them. A recipe whose active set is
+neither ReLU's nor a per-row top k (BatchTopK's top k·B of the whole batch, JumpReLU's `pre > θ`)
+picks it with `sparse_pattern`; `SparseTerms.param_grads` carries gradients of parameters beyond
+the four (JumpReLU's threshold). The unit-norm constraint, clipping, Adam, resampling and
 dead-feature tracking stay where they are; they see ordinary dense `.grad` tensors.
 
 `dtype="bfloat16"` (the `--dtype` of every stage, `runtime.autocast`) runs the dense step under
@@ -36,6 +39,7 @@ would cost more than dense ones) and switches to sparse once the measured L0 is 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -95,6 +99,9 @@ class SparseForward:
     """The step (1-based), for schedules such as April's λ warm-up."""
     dead: Tensor
     """`[n_features]` bool: dead before this step (TopK's AuxK)."""
+    pre: Tensor | None = None
+    """`[batch, n_features]`: the dense pre-activations (bfloat16 approximations under `matmul_dtype`
+    bfloat16), given when the recipe picked the active set itself (`sparse_pattern`); else None."""
 
 
 @dataclass
@@ -118,6 +125,8 @@ class SparseTerms:
     """`[n_features, d_in]`: a decoder gradient besides the reconstruction's, or None."""
     grad_pre: list[tuple[ops.Pattern, Tensor]] = field(default_factory=list)
     """More encoder gradients: (pattern in `[batch, n_features]`, ∂L/∂pre at it `[nnz']`)."""
+    param_grads: dict[str, Tensor] = field(default_factory=dict)
+    """Gradients of the SAE's other parameters by name (JumpReLU: `threshold`)."""
 
 
 class SparseRecipe(Protocol):
@@ -160,15 +169,17 @@ def sparse_gradients(
     W_enc, b_enc, W_dec, b_dec = sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec
     x_bar = x - b_dec if sae.pre_encoder_bias else x  # (batch, d_in)
 
-    # encoder forward (the one dense product), then the active set
-    p, pre_vals, _ = sparse_encode(x_bar, W_enc, b_enc, sae.top_k, matmul_dtype)
+    # encoder forward (the one dense product), then the active set (the recipe's own, if it has one)
+    own = getattr(cfg, "sparse_pattern", None)
+    select = (lambda pre: own(sae, pre)) if own is not None else None
+    p, pre_vals, xw = sparse_encode(x_bar, W_enc, b_enc, sae.top_k, matmul_dtype, select)
     f_vals = pre_vals.relu()  # (nnz,)
 
     # decoder forward and the recipe's loss
     x_hat = torch.addmm(b_dec, p.csr(f_vals), W_dec) if f_vals.numel() else b_dec.expand(batch, d_in).clone()
     e = x_hat - x  # (batch, d_in)
     sse = e.pow(2).sum(dim=-1).mean()
-    terms = cfg.sparse_terms(sae, SparseForward(x_bar, p, f_vals, e, sse, step, dead))
+    terms = cfg.sparse_terms(sae, SparseForward(x_bar, p, f_vals, e, sse, step, dead, xw if select else None))
 
     # backward through the decoder and the ReLU, at the active entries only
     g = e * terms.grad_scale  # (batch, d_in) = ∂L/∂x̂
@@ -191,6 +202,8 @@ def sparse_gradients(
 
     W_enc.grad = grad_W_enc_t.T.contiguous()  # contiguous: Adam(fused=True) mishandles transposed grads
     b_enc.grad, W_dec.grad, b_dec.grad = grad_b_enc, grad_W_dec, grad_b_dec
+    for name, grad in terms.param_grads.items():
+        getattr(sae, name).grad = grad
     return LossTerms(terms.loss, p.csr(f_vals), terms.parts)
 
 
@@ -218,25 +231,36 @@ def _cpu_has_native_bf16() -> bool:
 
 
 def sparse_encode(
-    x_bar: Tensor, W_enc: Tensor, b_enc: Tensor, k: int | None, matmul_dtype: MatmulDtype
+    x_bar: Tensor,
+    W_enc: Tensor,
+    b_enc: Tensor,
+    k: int | None,
+    matmul_dtype: MatmulDtype,
+    select: Callable[[Tensor], ops.Pattern] | None = None,
 ) -> tuple[ops.Pattern, Tensor, Tensor]:
-    """Encoder forward → (active pattern, exact float32 pre-activations there `[nnz]`, the dense product)."""
+    """Encoder forward → (active pattern, exact float32 pre-activations there `[nnz]`, the dense product).
+
+    `select(pre [batch, n_features]) → pattern` picks the active set instead of ReLU or per-row top k;
+    the dense product returned is then the pre-activations (b_enc added in place)."""
     # without b_enc: addmm would first copy the broadcast bias into the [batch, n_features] output
     if matmul_dtype == "bfloat16":
         bf = torch.bfloat16
         xw = x_bar.to(bf) @ W_enc.to(bf)  # (batch, n_features), approximate
-        p = _pattern(xw, b_enc.to(bf), k)
+        p = _pattern(xw, b_enc.to(bf), k, select)
         exact = ops.sampled_matmul(p, x_bar, W_enc, b_enc[p.col])  # recompute in float32
         return p, exact, xw
     xw = x_bar @ W_enc  # (batch, n_features)
-    p = _pattern(xw, b_enc, k)
-    if k is not None:
+    p = _pattern(xw, b_enc, k, select)
+    if k is not None or select is not None:
         return p, ops.gather(xw, p), xw  # b_enc already added in place
     return p, ops.gather(xw, p) + b_enc[p.col], xw
 
 
-def _pattern(xw: Tensor, b_enc: Tensor, k: int | None) -> ops.Pattern:
-    """Active set of `xw + b_enc`: its positive entries, or each row's top k."""
+def _pattern(xw: Tensor, b_enc: Tensor, k: int | None, select: Callable[[Tensor], ops.Pattern] | None) -> ops.Pattern:
+    """Active set of `xw + b_enc`: `select`'s, its positive entries, or each row's top k."""
+    if select is not None:
+        xw.add_(b_enc)
+        return select(xw)
     if k is not None or xw.dtype == torch.bfloat16:
         xw.add_(b_enc)  # in place: xw is ours (bfloat16: half the bytes, then an int16 compare)
         return ops.topk_pattern(xw, k) if k is not None else ops.positive_pattern(xw)
@@ -259,8 +283,9 @@ class Stepper:
         if not callable(getattr(cfg, "sparse_terms", None)):
             mode = "dense"  # a recipe without a hand-written backward (not a SparseRecipe)
         sparse = mode == "sparse"
-        if mode == "auto" and sae.top_k is not None:  # L0 ≤ k from the first step
-            sparse = sae.top_k <= SPARSE_L0_FRACTION * sae.cfg.n_features
+        k = sae.top_k if sae.top_k is not None else getattr(sae.cfg, "k", None)  # BatchTopK: k on average
+        if mode == "auto" and k is not None:  # L0 ≤ k from the first step
+            sparse = k <= SPARSE_L0_FRACTION * sae.cfg.n_features
         density = getattr(cfg, "init_b_enc_density", None)
         if mode == "auto" and density is not None:  # the sparse start (data_init.py): L0 ≈ density × n at step 1
             sparse = density <= SPARSE_L0_FRACTION

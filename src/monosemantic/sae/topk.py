@@ -170,6 +170,10 @@ class TopKTrainConfig(TrainConfig):
     """
 
     architecture: ClassVar[str] = "topk"
+    reference_steps: ClassVar[int] = 200_000
+    """The run length the defaults are for: the n_steps below (the April 2024 default; [GAO] gives none)."""
+    step_windows: ClassVar[tuple[str, ...]] = ("dead_n_inputs",)
+    """Counted in inputs, so `for_run` scales it with the run."""
 
     batch_size: int = 4096
     """Inputs per step (not from [GAO]; the April 2024 default, so the two recipes compare)."""

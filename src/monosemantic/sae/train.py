@@ -82,6 +82,9 @@ class SAETrainConfig(TrainConfig):
     use 0.004 on raw MLP activations; λ depends on the data scale (λ on c·x ≡ λ/c on x). With
     normalize_inputs (E‖x‖ = √d_in) the scale is fixed and λ ≈ 4 / d_in gave L0 ≈ 20 on the demo's 512
     neurons (the CLI's default preset: 0.008; docs/decisions.md)."""
+    l1_coeff_d_in: int | None = None
+    """The width λ was chosen for (the presets: 512); d_in-wide inputs use λ·l1_coeff_d_in/d_in, as the MSE
+    is a mean over d_in (docs/decisions.md). None: λ as is."""
     b_dec_init: Literal["geometric_median", "keep"] = "geometric_median"
     """`geometric_median` sets b_dec from the first inputs of the stream (paper.md §3.3); `keep` leaves it."""
     b_dec_init_n_inputs: int = 16_384
@@ -115,6 +118,7 @@ class SAETrainConfig(TrainConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._require(self.l1_coeff >= 0 and math.isfinite(self.l1_coeff), "l1_coeff", "must be finite and >= 0")
+        self._require(self.l1_coeff_d_in is None or self.l1_coeff_d_in >= 1, "l1_coeff_d_in", "must be >= 1 or None")
         for name in ("b_dec_init_n_inputs", "resample_n_batches"):
             self._require_count(name)
         per_dead = self.resample_inputs_per_dead
@@ -167,16 +171,19 @@ class SAETrainConfig(TrainConfig):
     def lr_at(self, step: int) -> float:
         return self.lr  # paper.md §3.5: "annealing ... did not further increase performance"
 
+    def l1_for(self, d_in: int) -> float:  # λ for inputs of width d_in (l1_coeff_d_in)
+        return self.l1_coeff * (self.l1_coeff_d_in / d_in if self.l1_coeff_d_in else 1.0)
+
     def loss(self, sae: SparseAutoencoder, x: Tensor, step: int, dead: Tensor) -> LossTerms:
         """MSE (mean over elements) + λ · L1 (sum over features), mean over the batch (paper.md §3.2)."""
         x_hat, f = sae(x)
         mse, l1 = reconstruction_mse(x, x_hat), l1_penalty(f)
-        return LossTerms(mse + self.l1_coeff * l1, f, {"mse": mse, "l1": l1})
+        return LossTerms(mse + self.l1_for(x.shape[1]) * l1, f, {"mse": mse, "l1": l1})
 
     def sparse_terms(self, sae: SparseAutoencoder, fwd: SparseForward) -> SparseTerms:
         """`loss` for the sparse step (`sparse_step.py`): ∂/∂x̂ of the mean MSE is 2e / (B·d), of λ·L1 λ/B per entry."""
         batch, d_in = fwd.e.shape
-        mse, lam = fwd.sse / d_in, self.l1_coeff
+        mse, lam = fwd.sse / d_in, self.l1_for(d_in)
         l1 = fwd.f_vals.sum() / batch
         grad_l1 = torch.full_like(fwd.f_vals, lam / batch)
         return SparseTerms(mse + lam * l1, {"mse": mse, "l1": l1}, grad_scale=2 / (batch * d_in), grad_f=grad_l1)
@@ -334,6 +341,8 @@ def train_sae(
             distributed.average_grads_(r.sae.parameters(), xs.shape[0] / x.shape[0])
             r.set_lr(r.cfg.lr_at(step))
             optimizer_step_(r.opt, r.sae, r.cfg.max_grad_norm)  # paper.md §3.4 unit-norm rows where the SAE has them
+            if (after := getattr(r.cfg, "after_step", None)) is not None:
+                after(r.sae, terms, step)  # BatchTopK's θ estimate, JumpReLU's θ ≥ 0
             r.track(step, terms)
             r.n_activations += x.shape[0] - xs.shape[0]  # the other ranks' rows
         distributed.max_(r.last_fired for r in runs)  # a feature is alive if it fired on any rank
@@ -410,7 +419,7 @@ def _resample(due: Sequence[_Run], batches: Iterator[Tensor], step: int) -> Iter
             X = r.inputs(torch.cat(peeked[:n_batches]))  # (N, d_in)
             chunks = X.split(cfg.batch_size)
             dtype = r.stepper.matmul_dtype
-            loss = torch.cat([resample_losses(r.sae, x, cfg.l1_coeff, dtype) for x in chunks])  # (N,)
+            loss = torch.cat([resample_losses(r.sae, x, cfg.l1_for(X.shape[1]), dtype) for x in chunks])  # (N,)
             resample_dead_(
                 r.sae,
                 r.opt,

@@ -1,0 +1,235 @@
+"""Training JumpReLU SAEs: the Gemma Scope recipe (an L0 penalty through straight-through estimators).
+
+    L = mean over batch of [ Σ_j (x − x̂)_j²  +  λ(step) Σ_i H(pre_i − θ_i) ]      inputs scaled to E‖x‖ = 1
+
+    sae = JumpReLUSAE(SAEConfig(d_in=512, n_features=4096))
+    train_sae([sae], batches, JumpReLUTrainConfig(n_steps=200_000))
+
+The step function H and JumpReLU have no useful gradient with respect to the threshold θ, so the
+backward pass uses pseudo-derivatives built from a rectangle kernel K(u) = 1[|u| < 1/2] of
+bandwidth ε ([JA] §4, eq. 11–12; the DeepMind pseudocode of [JA]'s appendix):
+
+    ∂/∂θ JumpReLU_θ(z) := −(θ/ε) K((z − θ)/ε)      ∂/∂z JumpReLU_θ(z) = H(z − θ)
+    ∂/∂θ H(z − θ)      := −(1/ε) K((z − θ)/ε)      ∂/∂z H(z − θ)      := 0
+
+so only pre-activations within ε/2 of a threshold move it. Sources: [JA] = Rajamanoharan et al.
+2024, "Jumping Ahead: Improving Reconstruction Fidelity with JumpReLU Sparse Autoencoders";
+[GS] = Lieberum et al. 2024, "Gemma Scope" (the recipe its SAEs were trained with); *(confirm)*
+marks values we know from public reimplementations (SAELens's Gemma-Scope-style configs,
+dictionary_learning's `JumpReluTrainer`) rather than the papers' text.
+
+- forward `f = JumpReLU_θ(x W_enc + b_enc)`, `x̂ = f W_dec + b_dec`, no pre-encoder bias [JA eq. 8];
+- loss: squared error + λ·L0 [JA eq. 9–10], on inputs scaled by one constant to unit mean norm
+  ([GS] scales to unit mean *squared* norm; our `Normalizer` fits the mean norm, as for the other
+  recipes, here divided by √d_in: `unit_norm`). θ₀ and ε, both 0.001 [JA, GS], are meant for that
+  scale: on E‖x‖ = √d_in the threshold would have √d_in times as far to travel at Adam's ~lr per
+  step (we measured it: θ barely moved in a short run);
+- Adam β = (0, 0.999), ε 1e-8, lr 7e-5 [GS; the released Gemma Scope SAEs all use 7e-5], warmed
+  up along a cosine from 0.1·lr over the first 1,000 steps, λ warmed up linearly from 0 over the
+  first 10,000 steps [GS] *(confirm)*; batch 4,096 [GS];
+- init: decoder rows random unit directions, W_enc = W_decᵀ, biases 0, θ = θ₀ [GS, JA];
+  unit-norm decoder rows with the parallel gradient removed (`constraints.optimizer_step_`) [GS]
+  *(confirm; dictionary_learning does so)*; no resampling and no auxiliary loss [GS];
+- θ is trained directly and projected to θ ≥ 0 after each step, as SAELens does; [JA]'s pseudocode
+  trains log θ, which Adam barely moves in a short run (SAELens issue #494, where SAELens switched).
+
+The sparse step (`sparse_step.py`) handles the same loss exactly: the active set is `pre > θ`
+(`sparse_pattern`), and θ's pseudo-gradient needs the entries within ε/2 of θ on both sides,
+found on the dense pre-activations (`sparse_terms`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from monosemantic.sae import sparse_ops as ops
+from monosemantic.sae.jumprelu import THRESHOLD_INIT, JumpReLUSAE, jumprelu
+from monosemantic.sae.loss import LossTerms, squared_error
+from monosemantic.sae.model import SparseAutoencoder
+from monosemantic.sae.recipe import TrainConfig, register_recipe
+from monosemantic.sae.schedule import cosine_warmup, linear_warmup
+from monosemantic.sae.sparse_step import SparseForward, SparseTerms
+
+__all__ = ["JumpReLUSAE", "JumpReLUTrainConfig", "rectangle", "step_ste"]
+
+
+def rectangle(u: Tensor) -> Tensor:
+    """The kernel K(u) = 1 where −1/2 < u < 1/2, else 0 ([JA] eq. 11), in u's dtype."""
+    return ((u > -0.5) & (u < 0.5)).to(u.dtype)
+
+
+class _JumpReLU(torch.autograd.Function):
+    """JumpReLU_θ(z) = z·H(z − θ) with [JA]'s pseudo-derivative for θ (module docstring)."""
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, theta: Tensor, eps: float) -> Tensor:
+        ctx.save_for_backward(z, theta)
+        ctx.eps = eps
+        return jumprelu(z, theta)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:
+        z, theta = ctx.saved_tensors
+        near = rectangle((z - theta) / ctx.eps)
+        return (z > theta) * grad, (-(theta / ctx.eps) * near * grad).sum(0), None
+
+
+class _Step(torch.autograd.Function):
+    """H(z − θ), with no gradient for z and [JA]'s pseudo-derivative for θ."""
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, theta: Tensor, eps: float) -> Tensor:
+        ctx.save_for_backward(z, theta)
+        ctx.eps = eps
+        return (z > theta).to(z.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor, None]:
+        z, theta = ctx.saved_tensors
+        return None, (-(1.0 / ctx.eps) * rectangle((z - theta) / ctx.eps) * grad).sum(0), None
+
+
+def step_ste(z: Tensor, theta: Tensor, eps: float) -> Tensor:
+    """H(z − θ) `[batch, n_features]` whose backward reaches θ through the rectangle kernel."""
+    out: Tensor = _Step.apply(z, theta, eps)
+    return out
+
+
+@register_recipe
+@dataclass(frozen=True)
+class JumpReLUTrainConfig(TrainConfig):
+    """How to train a `JumpReLUSAE` ([GS]). Defaults follow the module docstring."""
+
+    architecture: ClassVar[str] = "jumprelu"
+    reference_steps: ClassVar[int] = 1_000_000
+    """The run length the defaults are for: [GS] trained on billions of tokens at batch 4,096 (confirm)."""
+    step_windows: ClassVar[tuple[str, ...]] = ("lr_warmup_steps", "l0_warmup_steps", "dead_n_inputs")
+    """Counted in steps or inputs, so `for_run` scales them with the run."""
+
+    lr: float = 7e-5
+    """Adam learning rate after warm-up ([GS])."""
+    adam_beta1: float = 0.0
+    """Adam β1 ([JA], [GS]: 0)."""
+    batch_size: int = 4096
+    """Inputs per step ([GS])."""
+    n_steps: int = 1_000_000
+    """Optimizer steps; capped at one pass over the data."""
+    normalize_inputs: bool = True
+    """Scale inputs by one constant to E‖x‖ = 1 (module docstring), folded back at the end."""
+    l0_coeff: float = 0.05
+    """λ on the L0 penalty, on inputs of unit mean norm: roughly the share of ‖x‖² a feature must explain to
+    be worth firing. [GS] sweeps it per SAE; this default is from planted data (docs/decisions.md, "JumpReLU
+    and BatchTopK"); --auto-l1 chooses it from held-out FVU."""
+    bandwidth: float = 0.001
+    """ε of the rectangle kernel, on inputs of unit mean norm ([JA], [GS]: 0.001)."""
+    threshold_init: float = THRESHOLD_INIT
+    """θ at init, on the same scale ([JA], [GS]: 0.001)."""
+    lr_warmup_steps: int = 1_000
+    """Cosine warm-up of the learning rate from 0.1·lr over this many steps ([GS], confirm)."""
+    l0_warmup_steps: int = 10_000
+    """Linear warm-up of λ from 0 over this many steps ([GS], confirm)."""
+    normalize_n_inputs: int = 16_384
+    """How many of the first inputs the input scale is estimated on (not stated)."""
+    dead_n_inputs: int = 10_000_000
+    """Dead = no activation on this many inputs, for the logged dead_fraction (as April 2024)."""
+
+    sparsity_field: ClassVar[str] = "l0_coeff"
+    """The λ that `--l1-coeffs` and `--auto-l1` sweep for this recipe."""
+    unit_norm: ClassVar[bool] = True
+    """The trainer scales inputs to E‖x‖ = 1, not √d_in (module docstring)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("l0_coeff", "bandwidth", "threshold_init"):
+            value = getattr(self, name)
+            self._require(value >= 0 and math.isfinite(value), name, "must be finite and >= 0")
+        self._require(self.bandwidth > 0, "bandwidth", "must be > 0")
+        for name in ("lr_warmup_steps", "l0_warmup_steps"):
+            value = getattr(self, name)
+            self._require(isinstance(value, int) and value >= 0, name, "must be an int >= 0")
+        for name in ("normalize_n_inputs", "dead_n_inputs"):
+            self._require_count(name)
+
+    # -- the recipe: what train_sae asks of a train config (recipe.TrainRecipe) -----------------
+
+    @property
+    def n_init_inputs(self) -> int:
+        return self.normalize_n_inputs
+
+    @property
+    def init_b_dec(self) -> bool:
+        return False  # [GS]: biases start at 0
+
+    @property
+    def dead_window(self) -> int:
+        return math.ceil(self.dead_n_inputs / self.batch_size)
+
+    @property
+    def resample_steps(self) -> list[int]:
+        return []  # [GS]: no resampling
+
+    def lr_at(self, step: int) -> float:
+        return self.lr * cosine_warmup(step, self.lr_warmup_steps, 0.1)
+
+    def l0_coeff_at(self, step: int) -> float:
+        warmup = self.l0_warmup_steps / self.n_steps if self.n_steps else 0.0
+        return self.l0_coeff * linear_warmup(step, self.n_steps, warmup)
+
+    def eps(self, sae: SparseAutoencoder) -> float:
+        return self.bandwidth
+
+    @torch.no_grad()
+    def start_from_data(self, sae: SparseAutoencoder, x: Tensor) -> None:
+        """θ = θ₀ on the training scale (after the input scale is fitted; `data_init.init_from_data`)."""
+        sae.get_parameter("threshold").fill_(self.threshold_init)
+
+    @torch.no_grad()
+    def after_step(self, sae: SparseAutoencoder, terms: LossTerms, step: int) -> None:
+        sae.get_parameter("threshold").clamp_(min=0.0)  # θ ≥ 0, or negative pre-activations would pass
+
+    def loss(self, sae: SparseAutoencoder, x: Tensor, step: int, dead: Tensor) -> LossTerms:
+        """Squared error + λ(step)·L0, with the STEs of the module docstring."""
+        theta, eps = sae.get_parameter("threshold"), self.eps(sae)
+        pre = sae.pre_activations(x)  # (batch, n_features)
+        f = _JumpReLU.apply(pre, theta, eps)
+        sse = squared_error(x, sae.decode(f))
+        l0 = step_ste(pre, theta, eps).sum(dim=-1).mean()
+        parts = {"mse": sse.detach() / x.shape[1], "l0_loss": l0}  # mse logged per element
+        return LossTerms(sse + self.l0_coeff_at(step) * l0, f, parts)
+
+    def sparse_pattern(self, sae: SparseAutoencoder, pre: Tensor) -> ops.Pattern:
+        """The active set `pre > θ` of the dense pre-activations (float32 or bfloat16)."""
+        theta = sae.get_parameter("threshold").detach()
+        if pre.dtype == torch.float32:
+            return ops.positive_pattern(pre, theta)
+        return ops.positive_pattern(pre - theta.to(pre.dtype))
+
+    def sparse_terms(self, sae: SparseAutoencoder, fwd: SparseForward) -> SparseTerms:
+        """`loss` for the sparse step: the reconstruction's gradients as for any SAE, plus θ's.
+
+        θ_i's pseudo-gradient sums, over the entries with |pre − θ_i| < ε/2 (active or not), of
+        −(θ_i/ε)·∂L/∂f (the JumpReLU term) − λ/(B·ε) (the L0 term).
+        """
+        assert fwd.pre is not None  # given because this recipe has `sparse_pattern`
+        batch, d_in = fwd.e.shape
+        W_enc, b_enc, W_dec = sae.W_enc, sae.b_enc, sae.W_dec
+        theta, eps, lam = sae.get_parameter("threshold").detach(), self.eps(sae), self.l0_coeff_at(fwd.step)
+        l0 = torch.tensor(fwd.f_vals.numel() / batch, dtype=fwd.e.dtype, device=fwd.e.device)
+        grad_scale = 2 / batch
+        # entries near a threshold: found on the dense pre-activations, then recomputed exactly
+        near = (fwd.pre - theta.to(fwd.pre.dtype)).abs_().lt_(eps / 2)  # (batch, n_features) bool
+        pb = ops.pattern_from_flat(near.view(-1).nonzero().squeeze(1), (batch, near.shape[1]))
+        z = ops.sampled_matmul(pb, fwd.x_bar, W_enc, b_enc[pb.col])  # (nnz_band,)
+        th = theta[pb.col]
+        k = rectangle((z - th) / eps)
+        g_f = ops.sampled_matmul(pb, fwd.e * grad_scale, W_dec.T)  # ∂L/∂f at those entries
+        per_entry = k * (-(th / eps) * g_f - lam / (batch * eps))
+        grad_theta = ops.column_sums(pb, per_entry)
+        terms = SparseTerms(fwd.sse + lam * l0, {"mse": fwd.sse / d_in, "l0_loss": l0}, grad_scale=grad_scale)
+        terms.param_grads["threshold"] = grad_theta
+        return terms
