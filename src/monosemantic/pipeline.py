@@ -103,8 +103,11 @@ def train_saes(
     extra: dict[str, Any],
     checkpoint: tuple[Path, int, bool] | None = None,
     prefetch_depth: int = 2,
+    log_to: str | None = None,
 ) -> dict[str, Path]:
     """Open the activations at `source` and train the ladder into `out_root`; `checkpoint` is (folder, every, resume).
+
+    `log_to` ("wandb" or "tensorboard") also sends every training log row there (`tracking.py`).
 
     This is where an activation store meets the trainer: `train_ladder` gets a plain iterator of
     batches (the trainer never learns where they came from). A thread reads the batches up to
@@ -121,20 +124,31 @@ def train_saes(
     acts.check_sample()  # NaN/inf stop the command before training starts
     seed = getattr(train, "seed", 0)
     ckpt_dir, every, resume = checkpoint or (None, 0, False)
-    return train_ladder(
-        lambda skip: prefetch(acts.batches(train.batch_size, seed=seed, skip_rows=skip), prefetch_depth),
-        acts.d,
-        acts.n_rows,
-        ladder,
-        train,
-        out_root,
-        {"activations": str(source), **extra},
-        force=force,
-        device=dev,
-        checkpoint_dir=ckpt_dir,
-        checkpoint_every=every,
-        resume=resume,
-    )
+    tracker = None
+    if log_to is not None:
+        from monosemantic.tracking import open_tracker
+
+        config = {"ladder": dataclasses.asdict(ladder), "train": dataclasses.asdict(train), "source": str(source)}
+        tracker = open_tracker(log_to, out_root, config, name=out_root.name)
+    try:
+        return train_ladder(
+            lambda skip: prefetch(acts.batches(train.batch_size, seed=seed, skip_rows=skip), prefetch_depth),
+            acts.d,
+            acts.n_rows,
+            ladder,
+            train,
+            out_root,
+            {"activations": str(source), **extra},
+            force=force,
+            device=dev,
+            checkpoint_dir=ckpt_dir,
+            checkpoint_every=every,
+            resume=resume,
+            logger=tracker,
+        )
+    finally:
+        if tracker is not None:
+            tracker.close()
 
 
 def evaluate(

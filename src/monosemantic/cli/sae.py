@@ -26,7 +26,8 @@ def add_parsers(sub: Any) -> None:
         "train",
         help="train a ladder of SAEs in one pass",
         description="Train one SAE per size in --n-features on one pass over the activations (the paper's "
-        "recipe by default; --arch april2024 or topk for the later ones). With --run: the run's harvested "
+        "recipe by default; --arch april2024, topk, batchtopk or jumprelu for the later ones; a recipe's published "
+        "schedule is fitted to the run's length unless --no-fit-to-run). With --run: the run's harvested "
         "store, writing RUN/sae/MODEL/HOOK/<arch>-<n>. With --activations PATH (a harvested folder, or any "
         "(N, d) float array in .npy or .safetensors) and --out DIR: writes DIR/<arch>-<n>. n_steps is capped "
         "at one pass over the data: rows are never repeated (paper.md §2).",
@@ -45,6 +46,13 @@ def add_parsers(sub: Any) -> None:
         metavar="N",
         help="read the activations in a background thread up to N batches ahead of the training step "
         "(default 2; 0: no thread, read between steps)",
+    )
+    tr.add_argument(
+        "--log",
+        choices=["wandb", "tensorboard"],
+        default=None,
+        help="also send the training log to Weights & Biases (a run in OUT/wandb; WANDB_MODE=offline keeps it "
+        "local) or TensorBoard (event files in OUT/tensorboard); needs the extra of that name (default: neither)",
     )
     add_sae_args(tr)
     tr.set_defaults(func=cmd_sae_train)
@@ -116,7 +124,7 @@ def cmd_sae_train(args: argparse.Namespace) -> None:
             raise UserError("--activations needs --out DIR for the SAEs")
         ckpt = (args.out / CHECKPOINT_DIR, checkpoint_every(args), args.resume)
         folders = pipeline.train_saes(
-            args.activations, args.out, ladder, train, args.device, args.force, {}, ckpt, args.prefetch
+            args.activations, args.out, ladder, train, args.device, args.force, {}, ckpt, args.prefetch, args.log
         )
     else:
         if args.run is None:
@@ -139,6 +147,7 @@ def cmd_sae_train(args: argparse.Namespace) -> None:
             {"model": key, "hook": hook},
             (pipeline.sae_checkpoints(layout, key, hook_dir), checkpoint_every(args), args.resume),
             args.prefetch,
+            args.log,
         )
     for name, folder in folders.items():
         print(f"{name:<16} {folder}")
