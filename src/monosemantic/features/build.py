@@ -273,7 +273,7 @@ def _write_dicts(
         include = torch.ones_like(include)  # a tiny run: show every token rather than none
     metrics = _eval_metrics(layout, cfg, s.key, [x.name for x in c.dicts if x.kind == "sae"])
     for x in tqdm(c.dicts, desc="features: writing", disable=not progress, unit="dict"):
-        _write(conn, x, s.key, path, include, vocab, ctx, cfg, metrics.get(x.name))
+        write_dictionary(conn, x, s.key, path, include, vocab, ctx, cfg, metrics.get(x.name))
     return path, metrics
 
 
@@ -301,7 +301,7 @@ def _eval_table(metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"dictionary": name, **{c: m.get(c) for c in EVAL_COLUMNS}} for name, m in metrics.items()]
 
 
-def _write(
+def write_dictionary(
     conn: sqlite3.Connection,
     d: passes.Records,
     model: str,

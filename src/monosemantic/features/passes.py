@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -133,6 +133,14 @@ class Spill:
         self._dir.cleanup()
 
 
+class ActivationSource(Protocol):
+    """Where a pass gets a batch's activations: a model's forward (`Forward`), or arrays (`features/arrays.py`)."""
+
+    def activations(
+        self, ctx: Contexts, lo: int, hi: int, saes: dict[str, SparseAutoencoder]
+    ) -> tuple[Tensor, dict[str, Tensor]]: ...  # contexts lo..hi-1: (neurons [n, T, d], {sae: [n, T, F]})
+
+
 @dataclass(frozen=True)
 class Forward:
     """What a pass runs per batch: the subject model to its hook, in a compute dtype."""
@@ -143,10 +151,19 @@ class Forward:
     dtype: str = "float32"
     """runtime.autocast: bfloat16 runs the forward and the encoders under autocast."""
 
+    def activations(
+        self, ctx: Contexts, lo: int, hi: int, saes: dict[str, SparseAutoencoder]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The model's activations at the hook on contexts `lo..hi-1`, and each SAE's features on them."""
+        device = next(self.model.parameters()).device
+        tokens = torch.from_numpy(ctx.tokens[lo:hi]).to(device)
+        with torch.inference_mode(), autocast(device, self.dtype):
+            return dictionary_activations(self.model, self.hook_module, saes, tokens, self.which)
+
 
 def stream(
     ctx: Contexts,
-    forward: Forward | None,
+    forward: ActivationSource | None,
     saes: dict[str, SparseAutoencoder],
     batch_size: int,
     progress: bool,
@@ -170,11 +187,7 @@ def stream(
             acts: Tensor | None = None
             feats: dict[str, Tensor] = {}
             if forward is not None:
-                device = next(forward.model.parameters()).device
-                tokens = torch.from_numpy(ctx.tokens[lo:hi]).to(device)
-                f = forward
-                with torch.inference_mode(), autocast(device, f.dtype):
-                    acts, feats = dictionary_activations(f.model, f.hook_module, saes, tokens, f.which)
+                acts, feats = forward.activations(ctx, lo, hi, saes)
             torch.set_num_threads(1)
             fn(lo, acts, feats)
             torch.set_num_threads(threads)
@@ -208,7 +221,7 @@ def my_contexts(n_ctx: int, batch_size: int) -> tuple[int, int]:
 def run_passes(
     dicts: list[Records],
     ctx: Contexts,
-    forward: Forward,
+    forward: ActivationSource,
     saes: dict[str, SparseAutoencoder],
     spill_dir: Path,
     cfg: FeaturesConfig,
