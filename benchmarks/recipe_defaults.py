@@ -2,7 +2,7 @@
 
     python benchmarks/recipe_defaults.py                              # 4M rows, 256-d, 2,048 directions, 4,096 features
     python benchmarks/recipe_defaults.py --rows 1000000 --archs topk jumprelu
-    python benchmarks/recipe_defaults.py --extra "--auto-l1"          # the same with a CLI flag added
+    python benchmarks/recipe_defaults.py --extra=--auto-l1           # the same with a CLI flag added
 
 Each architecture's settings come from the CLI exactly as `monosemantic sae train --activations
 acts.npy --out DIR --n-features 4096 --arch ARCH [--k 8]` resolves them (the default preset, its

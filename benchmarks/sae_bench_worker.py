@@ -20,7 +20,7 @@ BATCH, D_IN, N_EVAL = 4096, 512, 4
 TARGET_L0 = 32  # the sparse start's L0
 PAPER_L1 = 0.008  # λ of the paper recipe on the mean MSE (the demo's)
 JUMPRELU_LR = 1e-3  # Gemma Scope's 7e-5 is for ~1M steps; both tools get the same short-run lr
-JUMPRELU_L0 = 0.05  # our default λ, on inputs of unit mean norm (jumprelu_train.py)
+JUMPRELU_L0 = 0.05  # λ of the L0 penalty, on inputs of unit mean norm (jumprelu_train.py)
 
 
 def matmul_peaks(n: int = 4096, reps: int = 5) -> dict[str, float]:

@@ -31,7 +31,7 @@ dictionary_learning's `JumpReluTrainer`) rather than the papers' text.
   unit-norm decoder rows with the parallel gradient removed (`constraints.optimizer_step_`) [GS]
   *(confirm; dictionary_learning does so)*; no resampling and no auxiliary loss [GS];
 - θ is trained directly and projected to θ ≥ 0 after each step, as SAELens does; [JA]'s pseudocode
-  trains log θ, which Adam barely moves in a short run (SAELens issue #494, where SAELens switched).
+  trains log θ, which Adam barely moves in a short run (the reason SAELens 6.x switched to θ).
 
 The sparse step (`sparse_step.py`) handles the same loss exactly: the active set is `pre > θ`
 (`sparse_pattern`), and θ's pseudo-gradient needs the entries within ε/2 of θ on both sides,
