@@ -107,7 +107,7 @@ class SAETrainConfig(TrainConfig):
     """Score only this many inputs per dead feature (at least one batch, at most resample_n_batches);
     0 scores all resample_n_batches, as the paper. The n_dead new directions are drawn with probability
     ∝ loss² from the scored inputs, so a few dozen candidates per draw keep that distribution
-    (docs/decisions.md, "Resampling from fewer inputs")."""
+    (docs/decisions.md, "The sparse start and resampling from fewer inputs")."""
     resample_encoder_scale: float = PAPER_ENCODER_SCALE
     """New encoder norm as a multiple of the mean alive encoder norm (the paper: 0.2)."""
     resample_direction: Literal["input", "centered"] = "input"
