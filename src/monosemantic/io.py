@@ -1,9 +1,11 @@
 """Atomic artifact I/O: every file appears whole or not at all (STYLE P9).
 
-Writers put bytes in a temporary file beside the target and `os.replace` it into place, so a
-crash never leaves a file that a later stage would trust. A whole stage folder is built under a
-hidden temporary name by `stage_dir` and renamed into place when the stage succeeds: a stage
-folder that exists is complete by construction.
+Writers put bytes in a temporary file beside the target, fsync it, `os.replace` it into place and
+fsync the folder, so neither a crash nor a power loss leaves a file that a later stage would trust.
+A whole stage folder is built under a hidden temporary name by `stage_dir` and renamed into place
+when the stage succeeds: a stage folder that exists is complete by construction. Each temporary is
+held (`writers.lock_temporary`) while it is written, so the ones a killed process left are told
+apart from live ones and removed (`writers.sweep`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from monosemantic.errors import UserError
+from monosemantic.writers import fsync_dir, fsync_file, fsync_tree, lock_temporary, sweep
 
 SCHEMA_VERSION = 1
 
@@ -60,16 +63,21 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except OSError as e:
         raise disk_error(path, e) if e.errno in NO_SPACE else e from None
     os.close(fd)
+    held = lock_temporary(tmp)  # a sweep by another process leaves it alone while we write
     try:
         yield Path(tmp)
         os.chmod(tmp, FILE_MODE)
+        fsync_file(tmp)
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         if isinstance(e, OSError) and e.errno in NO_SPACE:
             raise disk_error(path, e) from None
         raise
+    finally:
+        os.close(held)
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
@@ -143,22 +151,30 @@ def stage_dir(final: str | os.PathLike[str], force: bool = False) -> Iterator[Pa
 
     An existing `final` is replaced only after the new folder is complete (with `force`);
     without `force` an existing folder is an error, since callers check `is_complete` first.
+    Temporaries of `final` that a killed process left are removed first; every file of the new
+    folder is fsynced before the rename.
     """
     final = Path(final)
     if final.exists() and not force:
         raise UserError(f"{final}: already exists (use --force to redo this stage)")
     final.parent.mkdir(parents=True, exist_ok=True)
+    sweep(final.parent, prefix=f".{final.name}.", recursive=False)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    held = [lock_temporary(tmp)]
     try:
         yield tmp
         os.chmod(tmp, DIR_MODE)
+        fsync_tree(tmp)
         if final.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+            held.append(lock_temporary(trash))
             os.replace(final, trash / final.name)
             os.replace(tmp, final)
+            fsync_dir(final.parent)
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(tmp, final)
+            fsync_dir(final.parent)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, UserError) and str(tmp) in str(e):  # name the stage folder, not its temporary twin
@@ -166,6 +182,9 @@ def stage_dir(final: str | os.PathLike[str], force: bool = False) -> Iterator[Pa
         if isinstance(e, OSError) and e.errno in NO_SPACE:
             raise disk_error(getattr(e, "filename", None) or final, e) from None
         raise
+    finally:
+        for fd in held:
+            os.close(fd)
 
 
 def is_complete(folder: str | os.PathLike[str], marker: str = "config.json") -> bool:

@@ -232,6 +232,13 @@ def run_demo(
     stages run on rank 0 first and the other ranks find them done; every rank builds the database,
     whose passes are sharded (rank 0 writes). Per-stage seconds go to RUN/demo_timings.json.
     """
+    from monosemantic.writers import hold
+
+    with hold(layout.root):  # one writer per run (writers.py); reentrant, so the stages may take it too
+        return _run_demo(layout, cfg, opt, on_eval)
+
+
+def _run_demo(layout: paths.RunLayout, cfg: RunConfig, opt: DemoOptions, on_eval: Callable[[dict], None]) -> DemoResult:
     from monosemantic import distributed
     from monosemantic.io import write_json
 
@@ -239,6 +246,7 @@ def run_demo(
     seconds: dict[str, float] = {}
 
     def timed(stage: str, fn: Callable[[], T]) -> T:
+        log.info("demo: %s started", stage)
         start = time.perf_counter()
         out = fn()
         seconds[stage] = round(time.perf_counter() - start, 1)

@@ -8,6 +8,7 @@ from typing import Any
 from monosemantic import paths, pipeline
 from monosemantic.cli.args import add_dataclass_args
 from monosemantic.cli.common import add_common, run_config, section_classes
+from monosemantic.writers import hold
 
 
 def add_parsers(sub: Any) -> None:
@@ -42,9 +43,11 @@ def add_parsers(sub: Any) -> None:
 
 def cmd_corpus_build(args: argparse.Namespace) -> None:
     cfg = run_config(args, ("corpus",))
-    pipeline.corpus(paths.RunLayout(args.run), args.inputs, cfg.corpus, args.force, args.progress)
+    with hold(args.run):
+        pipeline.corpus(paths.RunLayout(args.run), args.inputs, cfg.corpus, args.force, args.progress)
 
 
 def cmd_tokenize(args: argparse.Namespace) -> None:
     cfg = run_config(args, ("tokenizer", "tokens"))
-    pipeline.tokenize(paths.RunLayout(args.run), cfg.tokenizer, cfg.tokens, args.force, args.progress)
+    with hold(args.run):
+        pipeline.tokenize(paths.RunLayout(args.run), cfg.tokenizer, cfg.tokens, args.force, args.progress)

@@ -26,6 +26,7 @@ from monosemantic.cli.args import add_dataclass_args, build
 from monosemantic.cli.common import add_common
 from monosemantic.errors import UserError
 from monosemantic.features import db  # stdlib only
+from monosemantic.writers import hold
 
 
 def add_parsers(sub: Any) -> None:
@@ -187,7 +188,8 @@ def cmd_features_build(args: argparse.Namespace) -> None:
 
     # the dataclass defaults, not a preset's: the database stage is often run alone on another run's SAEs
     cfg = build(FeaturesConfig, {}, args)
-    path = pipeline.features(paths.RunLayout(args.run), cfg, args.force, args.progress)
+    with hold(args.run):
+        path = pipeline.features(paths.RunLayout(args.run), cfg, args.force, args.progress)
     if not distributed.is_main():
         return  # under torchrun rank 0 writes the database (and may still be writing it)
     conn = db.open_readonly(path)
@@ -205,11 +207,12 @@ def _run(args: argparse.Namespace, run: Any) -> None:
     layout = paths.RunLayout(args.run)
     if not (layout.transformer(cfg.model) / paths.CONFIG).is_file():
         raise UserError(f"{layout.transformer(cfg.model)}: no model here; is --run {args.run} a run directory?")
-    conn = _open(args.db or layout.features_db)
-    try:
-        print(json.dumps(run(conn, layout, cfg, progress=args.progress), indent=2))
-    finally:
-        conn.close()
+    with hold(args.run):
+        conn = _open(args.db or layout.features_db)
+        try:
+            print(json.dumps(run(conn, layout, cfg, progress=args.progress), indent=2))
+        finally:
+            conn.close()
 
 
 def cmd_ablate(args: argparse.Namespace) -> None:
@@ -235,16 +238,18 @@ def cmd_proxies(args: argparse.Namespace) -> None:
 
     layout = paths.RunLayout(args.run)
     cfg = dataclasses.replace(build(ProxyConfig, {}, args), custom=tuple(args.proxy))
-    conn = _open(layout.features_db)
-    print(format_case_study(run_proxies(conn, layout, cfg, progress=args.progress)))
+    with hold(args.run):
+        conn = _open(layout.features_db)
+        print(format_case_study(run_proxies(conn, layout, cfg, progress=args.progress)))
 
 
 def cmd_universality(args: argparse.Namespace) -> None:
     from monosemantic.analyses.universality import UniversalityConfig, format_universality, run_universality
 
     layout = paths.RunLayout(args.run)
-    conn = _open(layout.features_db)
-    print(format_universality(run_universality(conn, layout, build(UniversalityConfig, {}, args), args.progress)))
+    with hold(args.run):
+        conn = _open(layout.features_db)
+        print(format_universality(run_universality(conn, layout, build(UniversalityConfig, {}, args), args.progress)))
 
 
 def cmd_explain(args: argparse.Namespace) -> None:
@@ -253,10 +258,11 @@ def cmd_explain(args: argparse.Namespace) -> None:
     from monosemantic.features import db
 
     layout = paths.RunLayout(args.run)
-    conn = _open(layout.features_db)
     cfg, llm = build(AutoInterpConfig, {}, args), build(LLMConfig, {}, args, prefix="llm")
-    summary = run_autointerp(conn, layout, cfg, progress=args.progress, llm=llm)
-    db.finalize(conn)  # explanations are searchable text: rebuild the full-text index
+    with hold(args.run):
+        conn = _open(layout.features_db)
+        summary = run_autointerp(conn, layout, cfg, progress=args.progress, llm=llm)
+        db.finalize(conn)  # explanations are searchable text: rebuild the full-text index
     print(format_interpretability(summary))
 
 

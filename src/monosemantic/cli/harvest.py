@@ -8,6 +8,7 @@ from typing import Any
 from monosemantic import paths, pipeline
 from monosemantic.cli.args import add_dataclass_args
 from monosemantic.cli.common import MODEL_HELP, add_common, run_config
+from monosemantic.writers import hold
 
 
 def add_parsers(sub: Any) -> None:
@@ -31,6 +32,7 @@ def add_parsers(sub: Any) -> None:
 
 def cmd_harvest(args: argparse.Namespace) -> None:
     cfg = run_config(args, ("harvest", "tokens"))
-    pipeline.harvest(
-        paths.RunLayout(args.run), args.model, cfg.harvest, args.force, args.progress, args.ctx_len, cfg.tokens
-    )
+    with hold(args.run):
+        pipeline.harvest(
+            paths.RunLayout(args.run), args.model, cfg.harvest, args.force, args.progress, args.ctx_len, cfg.tokens
+        )

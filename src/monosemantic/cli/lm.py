@@ -9,6 +9,7 @@ from typing import Any
 from monosemantic import paths
 from monosemantic.cli.args import add_dataclass_args
 from monosemantic.cli.common import RESUME_HELP, add_common, run_config, section_classes
+from monosemantic.writers import hold
 
 
 def add_parsers(sub: Any) -> None:
@@ -47,14 +48,16 @@ def cmd_lm_train(args: argparse.Namespace) -> None:
 
     cfg = run_config(args, ("transformer", "lm"))
     layout = paths.RunLayout(args.run)
-    result = train.run(
-        layout, cfg.transformer, cfg.lm, args.model, force=args.force, progress=args.progress, resume=args.resume
-    )
+    with hold(args.run):
+        result = train.run(
+            layout, cfg.transformer, cfg.lm, args.model, force=args.force, progress=args.progress, resume=args.resume
+        )
     print(json.dumps(result.get("metrics", {}), indent=2))
 
 
 def cmd_lm_shuffle(args: argparse.Namespace) -> None:
     from monosemantic.transformer.shuffle import write_shuffled
 
-    body = write_shuffled(paths.RunLayout(args.run), args.model, args.out, args.seed, force=args.force)
+    with hold(args.run):
+        body = write_shuffled(paths.RunLayout(args.run), args.model, args.out, args.seed, force=args.force)
     print(paths.RunLayout(args.run).transformer(body["name"]))

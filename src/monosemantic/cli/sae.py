@@ -14,6 +14,7 @@ from monosemantic import paths, pipeline
 from monosemantic.cli.args import add_dataclass_args
 from monosemantic.cli.common import MODEL_HELP, RESUME_HELP, add_common, add_sae_args, checkpoint_every, run_config
 from monosemantic.errors import UserError
+from monosemantic.writers import hold
 
 CHECKPOINT_DIR = ".checkpoint"  # inside `sae train --out DIR` while training runs
 
@@ -123,9 +124,10 @@ def cmd_sae_train(args: argparse.Namespace) -> None:
         if args.out is None:
             raise UserError("--activations needs --out DIR for the SAEs")
         ckpt = (args.out / CHECKPOINT_DIR, checkpoint_every(args), args.resume)
-        folders = pipeline.train_saes(
-            args.activations, args.out, ladder, train, args.device, args.force, {}, ckpt, args.prefetch, args.log
-        )
+        with hold(args.out):  # one writer per --out folder, as per run
+            folders = pipeline.train_saes(
+                args.activations, args.out, ladder, train, args.device, args.force, {}, ckpt, args.prefetch, args.log
+            )
     else:
         if args.run is None:
             raise UserError("give --run RUN (the run's harvested activations) or --activations PATH --out DIR")
@@ -137,18 +139,19 @@ def cmd_sae_train(args: argparse.Namespace) -> None:
         store = layout.activations(key, hook_dir)
         if not (store / paths.CONFIG).is_file():
             raise UserError(f"{store}: no activations yet; run `monosemantic harvest --run {layout.root}`")
-        folders = pipeline.train_saes(
-            store,
-            layout.saes(key, hook_dir),
-            ladder,
-            train,
-            args.device,
-            args.force,
-            {"model": key, "hook": hook},
-            (pipeline.sae_checkpoints(layout, key, hook_dir), checkpoint_every(args), args.resume),
-            args.prefetch,
-            args.log,
-        )
+        with hold(args.run):
+            folders = pipeline.train_saes(
+                store,
+                layout.saes(key, hook_dir),
+                ladder,
+                train,
+                args.device,
+                args.force,
+                {"model": key, "hook": hook},
+                (pipeline.sae_checkpoints(layout, key, hook_dir), checkpoint_every(args), args.resume),
+                args.prefetch,
+                args.log,
+            )
     for name, folder in folders.items():
         print(f"{name:<16} {folder}")
 
@@ -158,7 +161,9 @@ def cmd_sae_eval(args: argparse.Namespace) -> None:
 
     cfg = run_config(args, ("eval",))
     layout = paths.RunLayout(args.run)
-    print(format_table(pipeline.evaluate(layout, args.model, cfg.eval, args.force, args.progress, args.ctx_len)))
+    with hold(args.run):
+        metrics = pipeline.evaluate(layout, args.model, cfg.eval, args.force, args.progress, args.ctx_len)
+    print(format_table(metrics))
 
 
 def cmd_sae_export(args: argparse.Namespace) -> None:

@@ -108,11 +108,9 @@ def build_features(
     steps = _for_subject(steps, is_run_model(layout, cfg.model), found.subject.key)
     (out / paths.CONFIG).unlink(missing_ok=True)  # the old file, if any, is no longer vouched for
     with atomic_path(path) as tmp:
-        tmp.unlink()  # db.create wants a fresh path
-        conn = db.create(tmp)
+        conn = db.create(tmp)  # the empty temporary file atomic_path made (and holds against a sweep)
         try:
             conn.execute("PRAGMA journal_mode = OFF")  # the whole file is the unit of atomicity
-            conn.execute("PRAGMA synchronous = OFF")
             summary = _write_core(conn, layout, cfg, found, progress)
             if control is not None:  # paper §8.9: the control's dictionaries beside the model's
                 _write_dicts(conn, layout, control[0], control[1], progress)

@@ -178,11 +178,16 @@ class DatabaseError(Exception):
 
 
 def create(path: str | Path) -> sqlite3.Connection:
-    """A new, empty database at `path` (which must not exist) with the schema and its version."""
+    """A new database at `path` (missing, or an empty file) with the schema and its version.
+
+    Writes with `synchronous = NORMAL`: SQLite flushes at its critical moments, so a power loss
+    never leaves a database that says more than it holds.
+    """
     path = Path(path)
-    if path.exists():
+    if path.exists() and path.stat().st_size > 0:
         raise FileExistsError(path)
     conn = sqlite3.connect(path)
+    conn.execute("PRAGMA synchronous = NORMAL")
     conn.executescript(SCHEMA)
     set_meta(conn, "schema_version", SCHEMA_VERSION)
     conn.commit()

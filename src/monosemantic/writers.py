@@ -1,0 +1,203 @@
+"""What every writer shares: one writer per folder, temporary names and their cleanup, and fsync.
+
+    with hold(Path("runs/default")):     # a second writer of this run gets a one-line error naming our PID
+        ...                              # (temporaries that no live process holds are removed first)
+
+One writer per folder. A writing command holds an advisory lock (`fcntl.flock`) on
+`FOLDER/.monosemantic.lock`, a file holding the holder's PID, for as long as it writes: the run
+folder for a stage command or the demo, `--out` for `sae train --activations`. A second writer
+fails at once with a `UserError` naming that PID. Readers (`serve`, `export-html`) take no lock:
+they read stage folders that appear whole (io.py). The lock is reentrant within a process, so the
+demo holds it across its stages, and the kernel drops it when the process dies, SIGKILL included.
+The file is removed on release (a waiter that opened it just before checks that the file it
+locked is still the one at that path, and retries otherwise), so a run holds no lock file at rest.
+
+Temporaries. Every temporary file or folder is named `.<final name>.<8 random chars>.tmp` (or
+`.old` for a replaced stage folder on its way out) beside its final name, and its writer holds a
+`flock` on it until it is renamed or removed. `sweep` removes the ones nobody holds: what a killed
+process left. It runs when a writer takes a folder's lock, and beside a stage folder or an export
+before it is built.
+
+Durability. `fsync_file` and `fsync_tree` flush a temporary's bytes before its rename, and
+`fsync_dir` the folder holding the new name after it, so after a power loss a name points to whole
+data or to the previous version.
+
+Nothing here imports torch: the browser's static export uses it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from monosemantic.errors import UserError
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = ".monosemantic.lock"
+TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.(tmp|old)$")
+"""`tempfile.mkstemp/mkdtemp(prefix=".<name>.", suffix=".tmp")`: the names every writer here uses."""
+
+_held: dict[str, list[int]] = {}  # realpath of a locked folder -> [lock fd, depth]
+_mutex = threading.Lock()
+
+
+def _rank_other_than_zero() -> bool:
+    """Under torchrun, rank 0 holds the lock for the group (the other ranks follow it by barriers).
+
+    Read from the environment torchrun sets, so this module stays free of torch."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0"
+
+
+@contextlib.contextmanager
+def hold(folder: str | os.PathLike[str], sweep_temporaries: bool = True) -> Iterator[None]:
+    """Hold `folder`'s writer lock (created with the folder if missing) for the block.
+
+    Raises `UserError` naming the holder's PID when another live process holds it. On the first
+    acquisition in this process, temporaries under `folder` that no live process holds are removed.
+    """
+    folder = Path(folder)
+    if _rank_other_than_zero():
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    key = os.path.realpath(folder)
+    with _mutex:
+        entry = _held.get(key)
+        if entry is not None:
+            entry[1] += 1
+    if entry is None:
+        fd = _acquire(folder)
+        with _mutex:
+            _held[key] = [fd, 1]
+        if sweep_temporaries:
+            sweep(folder)
+    try:
+        yield
+    finally:
+        with _mutex:
+            entry = _held[key]
+            entry[1] -= 1
+            last = entry[1] == 0
+            if last:
+                del _held[key]
+        if last:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(folder / LOCK_NAME)  # while still holding it: see the module docstring
+            os.close(entry[0])
+
+
+def _acquire(folder: Path) -> int:
+    path = folder / LOCK_NAME
+    for _ in range(50):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _holder(fd)
+            os.close(fd)
+            raise UserError(
+                f"{folder}: another monosemantic process (PID {pid}) is writing here; wait for it or stop it"
+            ) from None
+        try:
+            st = os.stat(path, follow_symlinks=False)
+            same = (st.st_dev, st.st_ino) == (os.fstat(fd).st_dev, os.fstat(fd).st_ino)
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        os.close(fd)  # the previous holder removed the file we locked: lock the one there now
+    raise UserError(f"{path}: could not take the writer lock")
+
+
+def _holder(fd: int) -> str:
+    """The PID written in a held lock file (the holder writes it right after locking)."""
+    for _ in range(20):
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        if text.isdigit():
+            return text
+        time.sleep(0.01)
+    return "unknown"
+
+
+def lock_temporary(path: str | os.PathLike[str]) -> int:
+    """Open and `flock` a temporary file or folder just made by this process; returns the fd to close later."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh name: nobody else can hold it
+    return fd
+
+
+def _unheld(path: Path) -> bool:
+    """True when no live process holds `path` (a temporary), so it is left over from a dead one."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:  # gone meanwhile, or a symlink: not ours
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def sweep(folder: str | os.PathLike[str], prefix: str = "", recursive: bool = True) -> list[Path]:
+    """Remove the temporaries (`TEMP_NAME`, starting with `prefix`) under `folder` that no live process holds.
+
+    Never follows a symlink. Returns what it removed.
+    """
+    removed: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        for name in [*dirnames, *filenames]:
+            if not (name.startswith(prefix) and TEMP_NAME.match(name)):
+                continue
+            path = Path(dirpath) / name
+            if not _unheld(path):
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            log.info("removed %s, left by an interrupted process", path)
+            removed.append(path)
+        dirnames[:] = [d for d in dirnames if not TEMP_NAME.match(d)] if recursive else []
+    return removed
+
+
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Flush a folder's entries (a rename into it, a new file): what makes a rename survive a power loss."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: str | os.PathLike[str]) -> None:
+    """fsync every file and folder under `folder` (a stage folder about to be renamed into place)."""
+    for dirpath, _dirnames, filenames in os.walk(folder, followlinks=False):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                fsync_file(path)
+        fsync_dir(dirpath)
