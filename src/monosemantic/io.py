@@ -15,7 +15,6 @@ import errno
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,19 +25,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from monosemantic.errors import UserError
-from monosemantic.writers import fsync_dir, fsync_file, fsync_tree, lock_temporary, sweep
+from monosemantic.writers import FILE_MODE, building, fsync_dir, fsync_file, lock_temporary
 
 SCHEMA_VERSION = 1
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# mkstemp/mkdtemp create private (0600/0700) files; artifacts get the usual permissions instead.
-FILE_MODE, DIR_MODE = 0o666 & ~_umask(), 0o777 & ~_umask()
 
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -151,40 +140,24 @@ def stage_dir(final: str | os.PathLike[str], force: bool = False) -> Iterator[Pa
 
     An existing `final` is replaced only after the new folder is complete (with `force`);
     without `force` an existing folder is an error, since callers check `is_complete` first.
-    Temporaries of `final` that a killed process left are removed first; every file of the new
-    folder is fsynced before the rename.
+    Temporaries of `final` that a killed process left are removed first, and every file of the
+    new folder is fsynced before the rename (`writers.building`).
     """
     final = Path(final)
     if final.exists() and not force:
         raise UserError(f"{final}: already exists (use --force to redo this stage)")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    sweep(final.parent, prefix=f".{final.name}.", recursive=False)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    held = [lock_temporary(tmp)]
     try:
-        yield tmp
-        os.chmod(tmp, DIR_MODE)
-        fsync_tree(tmp)
-        if final.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
-            held.append(lock_temporary(trash))
-            os.replace(final, trash / final.name)
-            os.replace(tmp, final)
-            fsync_dir(final.parent)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-            fsync_dir(final.parent)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, UserError) and str(tmp) in str(e):  # name the stage folder, not its temporary twin
-            raise UserError(str(e).replace(str(tmp), str(final))) from None
-        if isinstance(e, OSError) and e.errno in NO_SPACE:
+        with building(final) as tmp:
+            try:
+                yield tmp
+            except UserError as e:
+                if str(tmp) in str(e):  # name the stage folder, not its temporary twin
+                    raise UserError(str(e).replace(str(tmp), str(final))) from None
+                raise
+    except OSError as e:
+        if e.errno in NO_SPACE:
             raise disk_error(getattr(e, "filename", None) or final, e) from None
         raise
-    finally:
-        for fd in held:
-            os.close(fd)
 
 
 def is_complete(folder: str | os.PathLike[str], marker: str = "config.json") -> bool:

@@ -33,6 +33,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -45,6 +46,17 @@ log = logging.getLogger(__name__)
 LOCK_NAME = ".monosemantic.lock"
 TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.(tmp|old)$")
 """`tempfile.mkstemp/mkdtemp(prefix=".<name>.", suffix=".tmp")`: the names every writer here uses."""
+
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp/mkdtemp create private (0600/0700) files; artifacts get the usual permissions instead.
+FILE_MODE, DIR_MODE = 0o666 & ~_umask(), 0o777 & ~_umask()
 
 _held: dict[str, list[int]] = {}  # realpath of a locked folder -> [lock fd, depth]
 _mutex = threading.Lock()
@@ -174,6 +186,41 @@ def sweep(folder: str | os.PathLike[str], prefix: str = "", recursive: bool = Tr
             removed.append(path)
         dirnames[:] = [d for d in dirnames if not TEMP_NAME.match(d)] if recursive else []
     return removed
+
+
+@contextlib.contextmanager
+def building(final: Path) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside `final`; on success swap it in for `final` (replacing it).
+
+    Temporaries of `final` that no live process holds are removed first. The new folder's files
+    are fsynced before the rename and the parent folder after it; an existing `final` is moved
+    aside (`.old`, held) and deleted only once the new one is in place. On failure the temporary
+    is removed and `final` is untouched.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    sweep(final.parent, prefix=f".{final.name}.", recursive=False)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    held = [lock_temporary(tmp)]
+    try:
+        yield tmp
+        os.chmod(tmp, DIR_MODE)
+        fsync_tree(tmp)
+        if final.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+            held.append(lock_temporary(trash))
+            os.replace(final, trash / final.name)
+            os.replace(tmp, final)
+            fsync_dir(final.parent)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+            fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        for fd in held:
+            os.close(fd)
 
 
 def fsync_file(path: str | os.PathLike[str]) -> None:

@@ -13,6 +13,7 @@ from monosemantic.browser.app import TextLimits, create_app
 from monosemantic.browser.export import export_html
 from monosemantic.browser.queries import fts_query
 from monosemantic.browser.synthetic import HOSTILE
+from monosemantic.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -171,5 +172,5 @@ def test_export_html_writes_every_page_with_relative_links(feature_db, tmp_path)
     html = (out / "feature-2-0.html").read_text()
     assert 'href="dict-2.html"' in html and 'href="/' not in html and "http://" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and HOSTILE[0] not in html
-    with pytest.raises(FileExistsError):
+    with pytest.raises(UserError, match="exists; use --force"):
         export_html(feature_db, out, progress=False)

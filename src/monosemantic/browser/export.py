@@ -6,23 +6,34 @@
     OUT/map-<d>.html               feature map
     OUT/static/                    the CSS and scripts
 
+    OUT/.monosemantic-export       the marker: this folder is an export, which --force may replace
+
 Same templates as the live app with file links (`Links(export=True)`); no text view (it needs the
-model). The folder is built under a temporary name and renamed when complete, so an interrupted
-export leaves no half-written site.
+model). The folder is built under a temporary name and renamed when complete (`writers.building`),
+so an interrupted export leaves no half-written site, and its leftovers go at the next export.
+
+`--force` replaces only what an export made: an empty folder or one holding the marker. OUT is
+never `.`, the run, a folder holding the run, or a folder inside it, nor a file or a symlink
+(`check_out`). The export reads the run and takes no lock on it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from tqdm import tqdm
 
 from monosemantic.browser import queries, views
 from monosemantic.browser.render import Links, environment
+from monosemantic.errors import UserError
 from monosemantic.features import db
+from monosemantic.writers import building
+
+MARKER = ".monosemantic-export"
+MARKER_KIND = "monosemantic.export-html"
 
 STATIC = Path(__file__).parent / "static"
 EXPORT_CSP = (
@@ -31,57 +42,83 @@ EXPORT_CSP = (
 )
 
 
-def export_html(db_path: Path, out: Path, force: bool = False, progress: bool = True) -> int:
+def check_out(out: Path, source: Path, force: bool) -> None:
+    """Refuse an OUT the export must not write or replace, with a one-line `UserError`.
+
+    `source` is the run folder (or the database file) the export reads.
+    """
+    where = Path(os.path.abspath(out))
+    if where.is_symlink():
+        raise UserError(f"{out}: is a symbolic link; give the export folder itself (a link is never replaced)")
+    if where.exists() and not where.is_dir():
+        raise UserError(f"{out}: is a file, not an export folder; remove it or pick another OUT")
+    real, src, here = where.resolve(), Path(source).resolve(), Path.cwd().resolve()
+    if real == here:
+        raise UserError(f"{out}: is the current folder; give a new folder, or an earlier export to replace")
+    if real == src or real in src.parents:
+        raise UserError(f"{out}: holds {source}, which the export reads; pick a folder outside it")
+    if src.is_dir() and src in real.parents:
+        raise UserError(f"{out}: lies inside {source}; pick a folder outside the run")
+    if not where.exists():
+        return
+    if not force:
+        raise UserError(f"{out}: exists; use --force to replace it")
+    marker = where / MARKER
+    if any(where.iterdir()) and not (marker.is_file() and not marker.is_symlink()):
+        raise UserError(
+            f"{out}: not an earlier export (no {MARKER}); --force replaces only an empty folder or one "
+            "that export-html wrote"
+        )
+
+
+def export_html(
+    db_path: Path, out: Path, force: bool = False, progress: bool = True, source: Path | None = None
+) -> int:
     """Write the static site for the database at `db_path` into `out`; returns the number of pages.
 
-    Raises FileExistsError if `out` exists and not `force`.
+    `source` is what the user named (the run folder; default `db_path`), which `out` may neither be,
+    hold nor lie in. Raises `UserError` for an `out` it must not write (`check_out`): an existing
+    one without `force`, or with `force` one that is not an earlier export.
     """
     out = Path(out)
-    if out.exists() and not force:
-        raise FileExistsError(out)
+    check_out(out, source or db_path, force)
     conn = db.open_readonly(db_path)
     env, links = environment(), Links(export=True)
     nav = queries.dictionaries(conn)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     n_pages = 0
-
-    def write(name: str, template: str, ctx: dict) -> None:
-        nonlocal n_pages
-        html = env.get_template(template).render(links=links, nav_dicts=nav, api=None, csp=EXPORT_CSP, **ctx)
-        (tmp / name).write_text(html, encoding="utf-8")
-        n_pages += 1
-
     try:
-        shutil.copytree(STATIC, tmp / "static", ignore=shutil.ignore_patterns("text.js"))
-        ctx = views.overview(conn)
-        ctx["neuron_dict"] = next((d["id"] for d in nav if d["kind"] == "neurons"), None)
-        write(links.overview(), "overview.html", ctx)
-        total = sum(d["n_features"] for d in nav)
-        bar = tqdm(total=total, desc="export-html", unit="page", disable=not progress)
-        for d in nav:
-            first = views.dictionary_page(conn, d["id"], queries.ListQuery())
-            assert first is not None  # `d` comes from the nav: the dictionary exists
-            for page in range(1, first["pages"] + 1):
-                listing = first if page == 1 else views.dictionary_page(conn, d["id"], queries.ListQuery(page=page))
-                assert listing is not None
-                write(links.dictionary(d["id"], page), "dictionary.html", listing)
-            map_ctx = views.map_page(conn, d["id"])
-            assert map_ctx is not None
-            write(links.map(d["id"]), "map.html", map_ctx)
-            for (f,) in conn.execute("SELECT feature FROM features WHERE dictionary_id = ? ORDER BY feature",
-                                     (d["id"],)).fetchall():  # fmt: skip
-                feature_ctx = views.feature_page(conn, d["id"], f)
-                assert feature_ctx is not None  # the feature was just listed
-                write(links.feature(d["id"], f), "feature.html", feature_ctx)
-                bar.update()
-        bar.close()
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with building(Path(os.path.abspath(out))) as tmp:
+
+            def write(name: str, template: str, ctx: dict) -> None:
+                nonlocal n_pages
+                html = env.get_template(template).render(links=links, nav_dicts=nav, api=None, csp=EXPORT_CSP, **ctx)
+                (tmp / name).write_text(html, encoding="utf-8")
+                n_pages += 1
+
+            (tmp / MARKER).write_text(json.dumps({"kind": MARKER_KIND, "version": 1}) + "\n", encoding="utf-8")
+            shutil.copytree(STATIC, tmp / "static", ignore=shutil.ignore_patterns("text.js"))
+            ctx = views.overview(conn)
+            ctx["neuron_dict"] = next((d["id"] for d in nav if d["kind"] == "neurons"), None)
+            write(links.overview(), "overview.html", ctx)
+            total = sum(d["n_features"] for d in nav)
+            bar = tqdm(total=total, desc="export-html", unit="page", disable=not progress)
+            for d in nav:
+                first = views.dictionary_page(conn, d["id"], queries.ListQuery())
+                assert first is not None  # `d` comes from the nav: the dictionary exists
+                for page in range(1, first["pages"] + 1):
+                    listing = first if page == 1 else views.dictionary_page(conn, d["id"], queries.ListQuery(page=page))
+                    assert listing is not None
+                    write(links.dictionary(d["id"], page), "dictionary.html", listing)
+                map_ctx = views.map_page(conn, d["id"])
+                assert map_ctx is not None
+                write(links.map(d["id"]), "map.html", map_ctx)
+                for (f,) in conn.execute("SELECT feature FROM features WHERE dictionary_id = ? ORDER BY feature",
+                                         (d["id"],)).fetchall():  # fmt: skip
+                    feature_ctx = views.feature_page(conn, d["id"], f)
+                    assert feature_ctx is not None  # the feature was just listed
+                    write(links.feature(d["id"], f), "feature.html", feature_ctx)
+                    bar.update()
+            bar.close()
     finally:
         conn.close()
     return n_pages

@@ -57,8 +57,12 @@ def add_parsers(sub: Any) -> None:
         "view is left out (it needs the model).",
     )
     ex.add_argument("run", type=Path, metavar="RUN", help="run directory (or a features.sqlite file)")
-    ex.add_argument("out", type=Path, metavar="OUT", help="output folder (created)")
-    ex.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    ex.add_argument(
+        "out", type=Path, metavar="OUT", help="output folder (created; never the run or a folder around it)"
+    )
+    ex.add_argument(
+        "--force", action="store_true", help="replace OUT if it is an earlier export (or an empty folder), nothing else"
+    )
     ex.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     ex.set_defaults(func=cmd_export_html)
 
@@ -97,9 +101,7 @@ def cmd_export_html(args: argparse.Namespace) -> None:
     from monosemantic.features.db import DatabaseError
 
     try:
-        n = export_html(database(args.run), args.out, force=args.force, progress=args.progress)
-    except FileExistsError:
-        raise UserError(f"{args.out}: exists; use --force to replace it") from None
+        n = export_html(database(args.run), args.out, force=args.force, progress=args.progress, source=args.run)
     except DatabaseError as e:
         raise UserError(str(e)) from None
     print(f"{n} pages in {args.out}; open {args.out / 'index.html'}")
