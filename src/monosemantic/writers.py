@@ -80,6 +80,7 @@ def hold(folder: str | os.PathLike[str], sweep_temporaries: bool = True) -> Iter
     if _rank_other_than_zero():
         yield
         return
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
     folder.mkdir(parents=True, exist_ok=True)
     key = os.path.realpath(folder)
     with _mutex:
@@ -87,7 +88,11 @@ def hold(folder: str | os.PathLike[str], sweep_temporaries: bool = True) -> Iter
         if entry is not None:
             entry[1] += 1
     if entry is None:
-        fd = _acquire(folder)
+        try:
+            fd = _acquire(folder)
+        except UserError:
+            _remove_empty(created)
+            raise
         with _mutex:
             _held[key] = [fd, 1]
         if sweep_temporaries:
@@ -105,6 +110,16 @@ def hold(folder: str | os.PathLike[str], sweep_temporaries: bool = True) -> Iter
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(folder / LOCK_NAME)  # while still holding it: see the module docstring
             os.close(entry[0])
+            _remove_empty(created)  # a command that failed before writing leaves no empty run folder
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """rmdir each of `folders` (deepest first) while it is empty."""
+    for p in folders:
+        try:
+            p.rmdir()
+        except OSError:
+            return
 
 
 def _acquire(folder: Path) -> int:
