@@ -82,18 +82,18 @@ def test_sae_train_sigkill_then_resume_equals_uninterrupted(tmp_path):
 
 
 def test_lm_train_sigkill_then_resume_equals_uninterrupted(tiny_run, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run / "tokens", run / "tokens")
-    args = ["lm", "train", "--run", run, "--preset", "tiny", "--n-steps", 150, "--eval-every", 75]
-    args += ["--checkpoint-every", 10]
+    run, other = tmp_path / "run", tmp_path / "other"  # one writer per run: the uninterrupted twin has its own
+    for r in (run, other):
+        shutil.copytree(tiny_run / "tokens", r / "tokens")
+    args = ["lm", "train", "--preset", "tiny", "--n-steps", 150, "--eval-every", 75, "--checkpoint-every", 10]
 
-    plain = cli(*args, "--model", "U")
-    killed = cli(*args, "--model", "K")
+    plain = cli(*args, "--run", other, "--model", "U")
+    killed = cli(*args, "--run", run, "--model", "K")
     step = kill_after_checkpoint(killed, run / "checkpoints/transformer-K")
     assert 0 < step < 150
     finish(plain)
-    finish(cli(*args, "--model", "K", "--resume"))
-    assert_same_tensors(run / "transformer/U/model.safetensors", run / "transformer/K/model.safetensors")
+    finish(cli(*args, "--run", run, "--model", "K", "--resume"))
+    assert_same_tensors(other / "transformer/U/model.safetensors", run / "transformer/K/model.safetensors")
     assert not (run / "checkpoints").exists()
 
 

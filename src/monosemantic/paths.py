@@ -12,7 +12,8 @@
       eval/<model>/<hook>/<arch>-<n>/ metrics.json  density.png  config.json
       features/                       features.sqlite (features/db.py), read by the browser  config.json
 
-Every file name is a constant here, so no other module spells one.
+Every stage folder also holds `provenance.json`, the content hashes of the inputs it was built
+from (provenance.py). Every file name is a constant here, so no other module spells one.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ SAE_CONFIG = "cfg.json"
 FEATURES_DB = "features.sqlite"  # the feature database (features/db.py), read by the browser
 TRAINING_JSON = "training.json"  # beside a trained SAE: the recipe, the data, what happened
 IMPORTED_JSON = "imported.json"  # beside an imported SAE (`sae import`): its format, folder and metadata
+PROVENANCE = "provenance.json"  # in every stage folder: the content hashes of its inputs (provenance.py)
 
 
 def cache_dir() -> Path:

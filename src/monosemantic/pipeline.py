@@ -41,13 +41,18 @@ T = TypeVar("T")
 
 
 def corpus(layout: paths.RunLayout, inputs: Sequence[str], cfg: CorpusConfig, force: bool, progress: bool) -> dict:
-    """RUN/corpus from `inputs` (files, folders, globs, hf:NAME) or the embedded corpus; returns the manifest."""
-    from monosemantic.data.corpus import build_corpus
-    from monosemantic.io import is_complete, read_json
+    """RUN/corpus from `inputs` (files, folders, globs, hf:NAME) or the embedded corpus; returns the manifest.
 
-    if is_complete(layout.corpus) and not force:
+    Skipped when complete and built from these inputs (the same files, by content); rebuilt otherwise.
+    """
+    from monosemantic import provenance
+    from monosemantic.data.corpus import build_corpus, corpus_inputs
+    from monosemantic.io import read_json
+
+    if provenance.reuse(layout.corpus, corpus_inputs(layout.corpus, list(inputs)), force):
         log.info("%s exists: skipping (use --force to rebuild)", layout.corpus)
         return read_json(layout.corpus / paths.MANIFEST)
+    force = force or layout.corpus.exists()
     return build_corpus(list(inputs), layout.corpus, cfg, force=force, progress=progress)
 
 
@@ -55,21 +60,35 @@ def tokenize(
     layout: paths.RunLayout, tokenizer_cfg: TokenizerConfig, tokens_cfg: TokensConfig, force: bool, progress: bool
 ) -> dict:
     """RUN/tokenizer and RUN/tokens from RUN/corpus; returns the tokens' config.json."""
+    from monosemantic import provenance
     from monosemantic.data import tokenizer, tokens
     from monosemantic.data.corpus import iter_documents
     from monosemantic.io import is_complete, read_config, read_json
 
     if not is_complete(layout.corpus, paths.MANIFEST):
         raise UserError(f"{layout.corpus}: no corpus yet; run `monosemantic corpus build --run {layout.root}`")
+    given = [Path(tokenizer_cfg.tokenizer)] if tokenizer_cfg.tokenizer else []
     tok = tokenizer.run(
-        lambda: (t for _, t in iter_documents(layout.corpus)), layout.tokenizer, tokenizer_cfg, force=force
+        lambda: (t for _, t in iter_documents(layout.corpus)),
+        layout.tokenizer,
+        tokenizer_cfg,
+        force=force,
+        inputs=provenance.inputs(layout.tokenizer, given or [layout.corpus], root=layout.root),
     )
-    if is_complete(layout.tokens) and not force:
+    ins = provenance.inputs(layout.tokens, [layout.corpus, layout.tokenizer], root=layout.root)
+    if provenance.reuse(layout.tokens, ins, force):
         log.info("%s exists: skipping (use --force to redo)", layout.tokens)
         return read_config(layout.tokens / paths.CONFIG, tokens.KIND)
     n_docs = read_json(layout.corpus / paths.MANIFEST).get("n_documents")
     return tokens.write_tokens(
-        iter_documents(layout.corpus), tok, layout.tokens, tokens_cfg, force=force, progress=progress, total_docs=n_docs
+        iter_documents(layout.corpus),
+        tok,
+        layout.tokens,
+        tokens_cfg,
+        force=force or layout.tokens.exists(),
+        progress=progress,
+        total_docs=n_docs,
+        inputs=ins,
     )
 
 
@@ -145,6 +164,7 @@ def train_saes(
             checkpoint_every=every,
             resume=resume,
             logger=tracker,
+            inputs=[Path(source)],  # recorded by content hash: SAEs of changed activations are trained again
         )
     finally:
         if tracker is not None:

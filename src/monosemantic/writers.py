@@ -48,7 +48,6 @@ TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.(tmp|old)$")
 """`tempfile.mkstemp/mkdtemp(prefix=".<name>.", suffix=".tmp")`: the names every writer here uses."""
 
 
-
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -55,16 +55,23 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from monosemantic import distributed, paths
+from monosemantic import distributed, paths, provenance
 from monosemantic.activations import parallel
 from monosemantic.activations.capture import capture
 from monosemantic.activations.store import ACTS_FILE, KIND, ROW_DTYPE, ROWS_FILE
 from monosemantic.data.tokens import TokenSplit, TokenStore
 from monosemantic.errors import UserError
-from monosemantic.io import is_complete, read_config, save_npy, stage_dir, write_config
+from monosemantic.io import read_config, save_npy, stage_dir, write_config
 from monosemantic.runtime import autocast, check_dtype, pick_device
 from monosemantic.transformer import hooks
-from monosemantic.transformer.subject import ensure_tokens, hook_dirname, load_subject, subject_key, vocab_size
+from monosemantic.transformer.subject import (
+    ensure_tokens,
+    hook_dirname,
+    is_run_model,
+    load_subject,
+    subject_key,
+    vocab_size,
+)
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +238,7 @@ def harvest(
     extra: Mapping[str, Any] | None = None,
     which: Literal["output", "input"] = "output",
     share: tuple[int, int] = (0, 1),
+    inputs: provenance.Inputs | None = None,
 ) -> dict[str, Any]:
     """Write `cfg.n_tokens` activation rows of `module`'s output (or input) to the stage folder `out`.
 
@@ -245,6 +253,7 @@ def harvest(
             (`distributed.shard_range` of the seeded context order) into `out`; positions and
             shard shuffles then draw from a generator seeded by (seed, rank). `harvest_sharded`
             merges the shares into one store.
+        inputs: the model and tokens folders' stamps, recorded in `out/provenance.json`.
 
     Returns:
         The body of config.json (see the module docstring), with `tokens_per_s`: tokens run
@@ -307,6 +316,8 @@ def harvest(
             "config": asdict(cfg),
         }
         write_config(tmp / paths.CONFIG, KIND, body)
+        if inputs is not None:
+            provenance.record(tmp, inputs)
     log.info("harvest: %.0f tokens/s, %.0f rows/s (%.1f s)", body["tokens_per_s"], body["rows_per_s"], seconds)
     return body
 
@@ -322,6 +333,7 @@ def harvest_sharded(
     force: bool = False,
     extra: Mapping[str, Any] | None = None,
     which: Literal["output", "input"] = "output",
+    inputs: provenance.Inputs | None = None,
 ) -> dict[str, Any]:
     """`harvest` split across the ranks of the process group; every rank returns the merged config body.
 
@@ -335,7 +347,7 @@ def harvest_sharded(
     bodies: list[Any] = [None] * world
     dist.all_gather_object(bodies, body)
     if rank == 0:
-        parallel.merge(out, bodies, force)
+        parallel.merge(out, bodies, force, inputs)
     distributed.barrier()  # the store is complete
     return read_config(out / paths.CONFIG, KIND)
 
@@ -364,12 +376,15 @@ def run(
     `transformer/subject.py`). [TM] builds the SAE dataset from the transformer's training text,
     so the train split is used. Skips when `activations/<key>/<hook>/` is complete, unless `force`.
     """
-    out = layout.activations(subject_key(layout, model_name), hook_dirname(cfg.hook))
-    if is_complete(out) and not force:
+    key = subject_key(layout, model_name)
+    out = layout.activations(key, hook_dirname(cfg.hook))
+    if provenance.reuse(out, _inputs(layout, model_name, key, out), force):
         log.info("%s exists: skipping (use --force to harvest again)", out)
         return read_config(out / paths.CONFIG, KIND)
+    force = force or out.exists()  # built from another model or other tokens: redone
     s = load_subject(layout, model_name, cfg.hook, str(pick_device(cfg.device)), ctx_len)
     store = TokenStore(ensure_tokens(layout, s, tokens_cfg, progress))
+    ins = _inputs(layout, model_name, key, out)  # the tokens of a Hugging Face model may be new
     vocab = vocab_size(s.model)
     if store.vocab_size > vocab:
         raise UserError(f"{store.folder}: vocabulary {store.vocab_size} is larger than the {vocab} of {s.source}")
@@ -382,9 +397,18 @@ def run(
     }
     if distributed.is_enabled():  # under torchrun: each rank harvests its share of the contexts
         return harvest_sharded(
-            s.model, store.train, s.site.module, s.ctx_len, cfg, out, progress, force, extra, s.site.which
+            s.model, store.train, s.site.module, s.ctx_len, cfg, out, progress, force, extra, s.site.which, ins
         )
-    return harvest(s.model, store.train, s.site.module, s.ctx_len, cfg, out, progress, force, extra, s.site.which)
+    return harvest(
+        s.model, store.train, s.site.module, s.ctx_len, cfg, out, progress, force, extra, s.site.which, inputs=ins
+    )
+
+
+def _inputs(layout: paths.RunLayout, model: str, key: str, out: Path) -> provenance.Inputs:
+    """A run model's folder and the run's tokens; a Hugging Face model by name and its own tokens folder."""
+    if is_run_model(layout, model):
+        return provenance.inputs(out, [layout.transformer(model), layout.tokens], root=layout.root)
+    return provenance.inputs(out, [layout.root / f"tokens-{key}"], external=[model], root=layout.root)
 
 
 def _name(split: TokenSplit) -> str:

@@ -23,7 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from monosemantic import paths
+from monosemantic import paths, provenance
 from monosemantic.activations.store import ACTS_FILE, KIND, ROWS_FILE
 from monosemantic.io import stage_dir, write_config
 
@@ -33,7 +33,9 @@ def rank_folder(out: Path, rank: int) -> Path:
     return out.parent / f".{out.name}.rank{rank}"
 
 
-def merge(out: Path, bodies: list[dict[str, Any]], force: bool) -> dict[str, Any]:
+def merge(
+    out: Path, bodies: list[dict[str, Any]], force: bool, inputs: provenance.Inputs | None = None
+) -> dict[str, Any]:
     """Rank 0: move every rank's shards into the store `out` and write its config.json; returns its body.
 
     `bodies` are the ranks' config bodies, in rank order; their folders are removed afterwards."""
@@ -60,6 +62,8 @@ def merge(out: Path, bodies: list[dict[str, Any]], force: bool) -> dict[str, Any
             "n_processes": len(bodies),
         }
         write_config(tmp / paths.CONFIG, KIND, merged)
+        if inputs is not None:
+            provenance.record(tmp, inputs)
     for rank in range(len(bodies)):
         shutil.rmtree(rank_folder(out, rank), ignore_errors=True)
     return merged

@@ -53,6 +53,7 @@ from typing import Any, Literal
 import numpy as np
 from tqdm import tqdm
 
+from monosemantic import provenance
 from monosemantic.data import categories, embedded, sources
 from monosemantic.errors import UserError
 from monosemantic.io import stage_dir, write_config, write_json
@@ -320,8 +321,9 @@ def build_corpus(
     if out.exists() and not force:  # stage_dir checks too, but only after a fetch that can take 25 s
         raise UserError(f"{out}: already exists (use --force to rebuild the corpus)")
     t0 = time.perf_counter()
+    resolved = _resolve(inputs) if inputs else []
+    ins = _provenance(out, resolved)
     if inputs:
-        resolved = _resolve(inputs)
         docs: Iterable[tuple[str, str]] = _user_documents(resolved, cfg)
         artifacts: list[dict[str, Any]] = []
     else:
@@ -353,6 +355,7 @@ def build_corpus(
         }
         write_json(tmp / MANIFEST, manifest)
         write_config(tmp / CONFIG, KIND, {"inputs": list(inputs), "config": asdict(cfg)})
+        provenance.record(tmp, ins)
     log.info(
         "corpus: %d documents, %.1f MB, sha256 %s… in %.1f s",
         n,
@@ -362,6 +365,18 @@ def build_corpus(
     )
     log.info("corpus categories, share of characters: %s", categories.format_shares(measured["share_chars"]))
     return manifest
+
+
+def _provenance(out: Path, resolved: list[_Input]) -> provenance.Inputs:
+    """The user's files by content hash and `hf:` datasets by name; the embedded corpus records none (its
+    artifacts are pinned by sha256)."""
+    files = [Path(i.target) for i in resolved if i.kind != "hf"]
+    return provenance.inputs(out, files, external=[HF_PREFIX + i.target for i in resolved if i.kind == "hf"])
+
+
+def corpus_inputs(out: Path, inputs: list[str]) -> provenance.Inputs:
+    """What a corpus built now from `inputs` would record in `out/provenance.json` (`provenance.fresh` compares)."""
+    return _provenance(Path(out), _resolve(inputs) if inputs else [])
 
 
 def iter_documents(corpus_dir: Path) -> Iterator[tuple[str, str]]:

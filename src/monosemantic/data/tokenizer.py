@@ -19,9 +19,9 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from monosemantic import paths
+from monosemantic import paths, provenance
 from monosemantic.errors import UserError
-from monosemantic.io import atomic_path, is_complete, stage_dir, write_config
+from monosemantic.io import atomic_path, stage_dir, write_config
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +120,22 @@ class TokenizerConfig:
             raise ValueError(f"vocab_size must be between 258 and {2**20}, got {self.vocab_size}")
 
 
-def run(documents: Callable[[], Iterable[str]], out: Path, cfg: TokenizerConfig, force: bool = False) -> Tokenizer:
-    """The stage: train (or copy) the tokenizer into `out/tokenizer.json`; skipped if complete."""
-    if is_complete(out) and not force:
+def run(
+    documents: Callable[[], Iterable[str]],
+    out: Path,
+    cfg: TokenizerConfig,
+    force: bool = False,
+    inputs: provenance.Inputs | None = None,
+) -> Tokenizer:
+    """The stage: train (or copy) the tokenizer into `out/tokenizer.json`; skipped if complete.
+
+    `inputs` (what the documents come from) are recorded; a folder built from other inputs is redone.
+    """
+    ins = inputs or provenance.Inputs({})
+    if provenance.reuse(out, ins, force):
         log.info("%s exists: skipping (use --force to retrain)", out)
         return load_tokenizer(out / paths.TOKENIZER_JSON)
+    force = force or out.exists()
     if cfg.tokenizer is not None:
         tok, source = load_tokenizer(cfg.tokenizer), str(Path(cfg.tokenizer).resolve())
     else:
@@ -138,4 +149,5 @@ def run(documents: Callable[[], Iterable[str]], out: Path, cfg: TokenizerConfig,
             KIND,
             {"vocab_size": tok.get_vocab_size(), "source": source, "eot": EOT, "eot_id": eot_id(tok)},
         )
+        provenance.record(tmp, ins)
     return tok

@@ -32,7 +32,7 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from monosemantic import paths
+from monosemantic import paths, provenance
 from monosemantic.data import categories
 from monosemantic.data.tokenizer import clean_text, eot_id
 from monosemantic.errors import UserError
@@ -113,11 +113,12 @@ def write_tokens(
     progress: bool = True,
     total_docs: int | None = None,
     eot: int | None = None,
+    inputs: provenance.Inputs | None = None,
 ) -> dict:
     """Tokenize `(src, text)` documents into train/val shards under `out`; returns the config.
 
     `eot` is the id put before each document (default: the tokenizer's `<|endoftext|>`; a Hugging
-    Face model's tokenizer passes its EOS).
+    Face model's tokenizer passes its EOS). `inputs` (the corpus and tokenizer) are recorded.
     """
     vocab = tok.get_vocab_size()
     dtype = np.dtype("<u2") if vocab <= 1 << 16 else np.dtype("<u4")
@@ -165,6 +166,7 @@ def write_tokens(
             "config": cfg.__dict__,
         }
         write_config(tmp / paths.CONFIG, KIND, body)
+        provenance.record(tmp, inputs or provenance.Inputs({}))
     log.info(
         "tokens: %s train, %s val", f"{body['splits']['train']['n_tokens']:,}", f"{body['splits']['val']['n_tokens']:,}"
     )

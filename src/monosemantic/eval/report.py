@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from monosemantic import paths
+from monosemantic import paths, provenance
 from monosemantic.activations.capture import capture
 from monosemantic.data.tokens import TokenStore
 from monosemantic.errors import UserError
@@ -52,7 +52,7 @@ from monosemantic.eval.metrics import (
     require_matplotlib,
 )
 from monosemantic.eval.splice import SpliceResult, evaluate_splices, mean_activation
-from monosemantic.io import is_complete, read_json, stage_dir, write_config, write_json
+from monosemantic.io import read_json, stage_dir, write_config, write_json
 from monosemantic.runtime import autocast, check_dtype, pick_device
 from monosemantic.sae.model import SparseAutoencoder
 from monosemantic.transformer import hooks
@@ -229,10 +229,21 @@ def run(
     `model_folder` is a run's transformer folder or a Hugging Face model (`subject.load_model`;
     `ctx_len` applies to the latter).
 
-    SAEs whose folder is complete are skipped (their metrics are read back) unless `force`; the
-    rest share one pass over the held-out windows. Returns name → metrics, for `format_table`.
+    SAEs whose folder is complete and made from the same SAE, model and tokens (`provenance`) are
+    skipped (their metrics are read back) unless `force`; the rest share one pass over the held-out
+    windows. Returns name → metrics, for `format_table`.
     """
-    todo = {name: Path(f) for name, f in sae_folders.items() if force or not is_complete(Path(out_root) / name)}
+    model_input = [Path(model_folder)] if Path(model_folder).exists() else []
+    external = [] if model_input else [str(model_folder)]  # a Hugging Face hub name
+    ins = {
+        name: provenance.inputs(Path(out_root) / name, [Path(f), *model_input, Path(tokens_folder)], external)
+        for name, f in sae_folders.items()
+    }
+    todo = {
+        name: Path(f)
+        for name, f in sae_folders.items()
+        if not provenance.reuse(Path(out_root) / name, ins[name], force)
+    }
     results = {name: read_json(Path(out_root) / name / paths.METRICS) for name in sae_folders if name not in todo}
     for name in results:
         log.info("%s: evaluated already (use --force to redo)", Path(out_root) / name)
@@ -271,11 +282,13 @@ def run(
             "tokens_folder": str(tokens_folder),
             "eval": asdict(cfg),
         }
-        with stage_dir(Path(out_root) / name, force=force) as tmp:
+        final = Path(out_root) / name
+        with stage_dir(final, force=force or final.exists()) as tmp:
             write_json(tmp / paths.METRICS, m)
             hist = DensityHistogram(**m["density_histogram"])
             plot_density_histogram(hist, tmp / DENSITY_PNG, title=f"{name}: {m['n_features']:,} features, {cfg.hook}")
             write_config(tmp / paths.CONFIG, KIND, body)
+            provenance.record(tmp, ins[name])
         results[name] = m
         log.info("%s", format_table({name: m}).splitlines()[-1])
     return {name: results[name] for name in sae_folders}

@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from monosemantic import __version__, distributed, paths
+from monosemantic import __version__, distributed, paths, provenance
 from monosemantic.activations.capture import capture
 from monosemantic.data.tokens import TokenStore
 from monosemantic.errors import UserError
@@ -96,7 +96,8 @@ def build_features(
     """
     out = layout.features
     path = layout.features_db
-    if distributed.broadcast_object(is_complete(out) and path.is_file() and not force):  # rank 0 decides
+    ins = _inputs(layout, cfg)
+    if distributed.broadcast_object(path.is_file() and provenance.reuse(out, ins, force)):  # rank 0 decides
         log.info("%s exists: skipping (use --force to rebuild)", path)
         return path
     saes = _select_saes(layout, cfg)
@@ -127,11 +128,23 @@ def build_features(
             conn.close()
     seconds = time.perf_counter() - t0
     step_seconds = {k: round(v, 1) for k, v in timings.items()}  # the passes, then each analysis
+    provenance.record(out, ins)  # before config.json, which marks the stage complete
     write_config(
         out / paths.CONFIG, KIND, {"features": asdict(cfg), **summary, "seconds": seconds, "step_seconds": step_seconds}
     )
     log.info("features: wrote %s in %.0f s", path, seconds)
     return path
+
+
+def _inputs(layout: paths.RunLayout, cfg: FeaturesConfig) -> provenance.Inputs:
+    """Every stage folder the database reads or may read: the tokenizer and tokens, every model (the
+    control and model B included), their SAEs and evaluations; a Hugging Face subject by name."""
+    root = layout.root
+    found = [layout.tokenizer, layout.tokens, *root.glob("tokens-*"), *root.glob("transformer/*")]
+    found += [*root.glob("sae/*/*/*"), *root.glob("eval/*/*/*")]
+    folders = sorted(f for f in found if f.is_dir() and not f.name.startswith("."))
+    external = [] if is_run_model(layout, cfg.model) else [cfg.model]
+    return provenance.inputs(layout.features, folders, external, root=root)
 
 
 def _for_subject(steps: Sequence[Step], run_model: bool, key: str) -> list[Step]:

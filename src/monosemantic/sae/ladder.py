@@ -21,7 +21,7 @@ import dataclasses
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -30,9 +30,9 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import Tensor
 
-from monosemantic import distributed
+from monosemantic import checkpoint, distributed, provenance
 from monosemantic.errors import UserError
-from monosemantic.io import is_complete, stage_dir, write_json
+from monosemantic.io import stage_dir, write_json
 from monosemantic.paths import SAE_CONFIG, TRAIN_LOG, TRAINING_JSON
 from monosemantic.sae import sweep
 from monosemantic.sae.checkpoint import SAECheckpointer
@@ -148,6 +148,7 @@ def train_ladder(
     checkpoint_every: int = 0,
     resume: bool = False,
     logger: NamedLogger | None = None,
+    inputs: Sequence[Path] = (),
 ) -> dict[str, Path]:
     """Train every size of `ladder` not yet on disk under `out_root`; returns name -> folder.
 
@@ -161,6 +162,9 @@ def train_ladder(
     `force` discards it, and it is deleted once the SAEs are written. Resuming needs `batches` as
     a function of the number of rows to skip (`lambda skip: store.batches(bs, seed, skip_rows=skip)`).
     In a data-parallel run only rank 0 writes; the others wait for it.
+
+    `inputs` (the activations: a harvested folder or an array file) are recorded in each SAE's
+    `provenance.json`; an SAE, or a checkpoint, made from other activations is trained again.
     """
     sae_class, config_class = SAE_CLASSES[ladder.arch], TRAIN_CONFIGS[ladder.arch]
     if not isinstance(train, config_class):
@@ -183,13 +187,18 @@ def train_ladder(
     l1s = (ladder.l1_coeffs or sweep.candidates(getattr(train, field))) if ladder.auto_l1 else ladder.l1_coeffs
     members = ladder.members(l1s)
     folders = {ladder.name(*m): out_root / ladder.name(*m) for m in members}
-    todo = [m for m in members if force or not is_complete(folders[ladder.name(*m)], SAE_CONFIG)]
+    ins = {name: provenance.inputs(folder, inputs) for name, folder in folders.items()}
+    todo = [
+        m for m in members if not provenance.reuse(folders[ladder.name(*m)], ins[ladder.name(*m)], force, SAE_CONFIG)
+    ]
     for name in dict.fromkeys(ladder.name(*m) for m in members if m not in todo):
         log.info("%s exists: skipping (use --force to retrain)", folders[name])
     if not todo:
+        if checkpoint_dir is not None and distributed.is_main():  # a kill after the last SAE was written left it
+            SAECheckpointer(checkpoint_dir, 0, {}).discard()
         return folders
     names = [ladder.name(n, l1) if not ladder.auto_l1 else f"{ladder.name(n)}-l1_{l1:g}" for n, l1 in todo]
-    ckpt = _checkpointer(checkpoint_dir, checkpoint_every, names, ladder, train, source, force, resume)
+    ckpt = _checkpointer(checkpoint_dir, checkpoint_every, names, ladder, train, source, force, resume, inputs)
     start = ckpt.step() if ckpt else 0
     if start:
         if not callable(batches):
@@ -223,7 +232,8 @@ def train_ladder(
     for (n, l1), sae, cfg, result in runs:
         if ladder.auto_l1 and auto[n]["chosen"] != l1:
             continue
-        with stage_dir(folders[ladder.name(n, l1)], force=force) as tmp:
+        final = folders[ladder.name(n, l1)]
+        with stage_dir(final, force=force or final.exists()) as tmp:  # an existing one: made from other activations
             sae.save(tmp)
             (tmp / TRAIN_LOG).write_text("".join(json.dumps(r) + "\n" for r in result.history))
             training = {
@@ -238,6 +248,7 @@ def train_ladder(
                 **({"auto_l1": auto[n]} if ladder.auto_l1 else {}),
             }
             write_json(tmp / TRAINING_JSON, training)
+            provenance.record(tmp, ins[ladder.name(n, l1)])
     if ckpt:
         ckpt.discard()
     distributed.barrier()
@@ -277,6 +288,7 @@ def _checkpointer(
     source: dict[str, Any],
     force: bool,
     resume: bool,
+    inputs: Sequence[Path] = (),
 ) -> SAECheckpointer | None:
     if folder is None:
         if resume:
@@ -288,8 +300,12 @@ def _checkpointer(
         "train": {k: v for k, v in dataclasses.asdict(train).items() if k != "progress"},
         "source": source,
     }
+    expected["inputs"] = provenance.inputs(folder, inputs).stamps  # the activations' content hash
     ckpt = SAECheckpointer(folder, every, expected)
-    if force:
+    stale = ckpt.step() > 0 and checkpoint.read_meta(folder).get("inputs") != expected["inputs"]
+    if stale:
+        log.warning("%s: made from other activations than now: discarded", folder)
+    if force or stale:
         ckpt.discard()
         distributed.barrier()
     if resume and not ckpt.step():

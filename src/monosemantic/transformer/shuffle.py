@@ -18,7 +18,7 @@ import logging
 
 import torch
 
-from monosemantic import paths
+from monosemantic import paths, provenance
 from monosemantic.errors import UserError
 from monosemantic.io import is_complete, read_config, save_tensors, stage_dir, write_config, write_json
 
@@ -54,9 +54,11 @@ def write_shuffled(
         raise UserError(f"{src}: no model {model}; run `monosemantic lm train --run {layout.root} --model {model}`")
     out_model = out_model or f"{model}-shuffled"
     out = layout.transformer(out_model)
-    if is_complete(out) and not force:
+    ins = provenance.inputs(out, [src], root=layout.root)
+    if provenance.reuse(out, ins, force):
         log.info("%s exists: skipping (use --force to redo)", out)
         return read_config(out / paths.CONFIG, KIND)
+    force = force or out.exists()
     cfg = read_config(src / paths.CONFIG, KIND)
     state = shuffle_matrices(load_tensors(src / paths.MODEL_WEIGHTS), seed)
     body = {"model": cfg["model"], "train": cfg.get("train"), "name": out_model,
@@ -65,4 +67,5 @@ def write_shuffled(
         save_tensors(tmp / paths.MODEL_WEIGHTS, state)
         write_json(tmp / paths.METRICS, {"shuffled_from": model, "shuffle_seed": seed})
         write_config(tmp / paths.CONFIG, KIND, body)
+        provenance.record(tmp, ins)
     return body

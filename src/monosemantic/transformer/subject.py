@@ -30,7 +30,7 @@ from typing import Any, Literal, Protocol
 from tokenizers import Tokenizer
 from torch import Tensor, nn
 
-from monosemantic import paths
+from monosemantic import paths, provenance
 from monosemantic.data.tokenizer import eot_id, load_tokenizer
 from monosemantic.errors import UserError
 from monosemantic.io import read_config
@@ -215,7 +215,8 @@ def ensure_tokens(layout: paths.RunLayout, s: LoadedSubject, cfg: Any = None, pr
             raise UserError(f"{layout.tokens}: no tokens yet; run `monosemantic tokenize --run {layout.root}`")
         return s.tokens
     assert s.tokenizer is not None
-    if is_complete(s.tokens):
+    ins = provenance.inputs(s.tokens, [layout.corpus], external=[s.source], root=layout.root)
+    if provenance.reuse(s.tokens, ins):
         store_cfg = read_config(s.tokens / paths.CONFIG, tokens.KIND)
         if store_cfg.get("vocab_size") != s.tokenizer.get_vocab_size() or store_cfg.get("eot_id") != s.eot:
             raise UserError(f"{s.tokens}: written with another tokenizer than {s.source}'s (delete it to redo)")
@@ -232,5 +233,7 @@ def ensure_tokens(layout: paths.RunLayout, s: LoadedSubject, cfg: Any = None, pr
         progress=progress,
         total_docs=n_docs,
         eot=s.eot,
+        force=s.tokens.exists(),  # built from an older corpus: redone
+        inputs=ins,
     )
     return s.tokens

@@ -18,17 +18,18 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from monosemantic import distributed, paths
+from monosemantic import distributed, paths, provenance
+from monosemantic.checkpoint import read_meta as read_checkpoint_meta
 from monosemantic.data import ngram
 from monosemantic.data.tokens import TokenSplit, TokenStore
 from monosemantic.errors import UserError
 from monosemantic.io import (
-    is_complete,
     read_config,
     save_tensors,
     stage_dir,
@@ -149,11 +150,13 @@ def train_transformer(
     ckpt_dir: Path | None = None,
     progress: bool = True,
     on_log: Callable[[dict], None] | None = None,
+    ckpt_meta: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train `model` in place on `store.train`, validating on `store.val`.
 
     With `ckpt_dir`, saves a checkpoint every `cfg.checkpoint_every` steps and resumes from the
-    one it finds there (the result then equals an uninterrupted run's).
+    one it finds there (the result then equals an uninterrupted run's). `ckpt_meta` is stored in
+    each checkpoint and must match on resume (the run stores its tokens' stamp there).
 
     Data parallel under torchrun (`monosemantic.distributed`): every rank draws the same global
     batch, computes on its own slice of sequences, and the gradients are averaged before clipping
@@ -165,7 +168,7 @@ def train_transformer(
     opt = make_optimizer(model, cfg)
     step, history = 0, []
     if ckpt_dir is not None and has_checkpoint(ckpt_dir):
-        expected = {"train_config": asdict(cfg), "model_config": model.cfg.to_dict()}
+        expected = {"train_config": asdict(cfg), "model_config": model.cfg.to_dict(), **(ckpt_meta or {})}
         meta = load_checkpoint(ckpt_dir, model, opt, expected)
         step, history = meta["step"], meta["history"]
         log.info("resuming from step %d (%s)", step, ckpt_dir)
@@ -206,12 +209,20 @@ def train_transformer(
             log.debug("%s", row)
         if ckpt_dir is not None and step % cfg.checkpoint_every == 0 and step < cfg.n_steps and distributed.is_main():
             extra = {"train_config": asdict(cfg), "model_config": model.cfg.to_dict(), "history": history}
+            extra.update(ckpt_meta or {})
             save_checkpoint(ckpt_dir, model, opt, step, extra)
     bar.close()
     seconds = time.perf_counter() - t0
     tokens = (step - start_step) * cfg.batch_size * model.cfg.ctx_len
     val_loss = history[-1]["val_loss"] if history else float("nan")
     return TrainResult(step, loss, val_loss, tokens / max(seconds, 1e-9), seconds, history)
+
+
+def _remove_checkpoint(ckpt: Path) -> None:
+    """Delete a finished model's checkpoint, and RUN/checkpoints/ with its last one."""
+    shutil.rmtree(ckpt, ignore_errors=True)
+    if ckpt.parent.exists() and not any(ckpt.parent.iterdir()):
+        ckpt.parent.rmdir()
 
 
 def run(
@@ -226,22 +237,30 @@ def run(
     """The stage: train model `model_name` on the run's tokens; writes `transformer/<model>/`.
 
     A checkpoint left by an interrupted run is resumed (`resume` makes one required); `force`
-    discards it. Under torchrun every rank trains and evaluates, and rank 0 writes.
+    discards it, and so do tokens that changed since it was made. Under torchrun every rank trains
+    and evaluates, and rank 0 writes.
     """
     out, ckpt = layout.transformer(model_name), layout.checkpoints(f"transformer-{model_name}")
-    if is_complete(out) and not force:
+    ins = provenance.inputs(out, [layout.tokens], root=layout.root)
+    if provenance.reuse(out, ins, force):
         log.info("%s exists: skipping (use --force to retrain)", out)
+        if ckpt.exists() and distributed.is_main():  # a kill between the rename and this cleanup left it
+            _remove_checkpoint(ckpt)
         return read_config(out / paths.CONFIG, KIND)
-    if force and ckpt.exists() and distributed.is_main():
+    store = TokenStore(layout.tokens)
+    tokens_stamp = {"inputs": provenance.inputs(ckpt, [layout.tokens]).stamps}  # kept in the checkpoint
+    stale = has_checkpoint(ckpt) and read_checkpoint_meta(ckpt).get("inputs") != tokens_stamp["inputs"]
+    if stale:
+        log.warning("%s: made from other tokens than now: discarded", ckpt)
+    if (force or stale) and ckpt.exists() and distributed.is_main():
         shutil.rmtree(ckpt)
     distributed.barrier()
     if resume and not has_checkpoint(ckpt):
         raise UserError(f"--resume: no checkpoint in {ckpt}")
-    store = TokenStore(layout.tokens)
     model_cfg = replace(model_cfg, vocab_size=store.vocab_size)
     seed_everything(cfg.seed)
     model = Transformer(model_cfg).to(pick_device(cfg.device))
-    result = train_transformer(model, store, cfg, ckpt_dir=ckpt, progress=progress)
+    result = train_transformer(model, store, cfg, ckpt_dir=ckpt, progress=progress, ckpt_meta=tokens_stamp)
 
     # Final evaluation on more validation tokens, and the n-gram baselines on the same targets.
     length = model_cfg.ctx_len + 1
@@ -263,14 +282,13 @@ def run(
     if not distributed.is_main():
         distributed.barrier()  # rank 0 writes the model
         return {**body, "metrics": metrics}
-    with stage_dir(out, force=force) as tmp:
+    with stage_dir(out, force=force or out.exists()) as tmp:  # an existing one was built from other tokens
         save_tensors(tmp / paths.MODEL_WEIGHTS, model.state_dict())
         write_json(tmp / paths.METRICS, metrics)
         (tmp / paths.TRAIN_LOG).write_text("".join(json.dumps(r) + "\n" for r in result.log))
         write_config(tmp / paths.CONFIG, KIND, body)
-    shutil.rmtree(ckpt, ignore_errors=True)
-    if ckpt.parent.exists() and not any(ckpt.parent.iterdir()):
-        ckpt.parent.rmdir()
+        provenance.record(tmp, ins)
+    _remove_checkpoint(ckpt)
     distributed.barrier()
     log.info(
         "model %s: val loss %.3f (bigram %.3f, unigram %.3f), %.0f tokens/s",
