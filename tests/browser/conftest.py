@@ -11,6 +11,9 @@ import pytest
 
 from monosemantic.browser.synthetic import build_synthetic_db
 
+LOCAL = "http://127.0.0.1"
+"""The base URL of in-process test clients: a host the app answers to (browser/limits.py)."""
+
 
 @pytest.fixture(scope="session")
 def feature_db(tmp_path_factory) -> Path:

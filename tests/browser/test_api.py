@@ -14,11 +14,12 @@ from monosemantic.browser.export import export_html
 from monosemantic.browser.queries import fts_query
 from monosemantic.browser.synthetic import HOSTILE
 from monosemantic.errors import UserError
+from tests.browser.conftest import LOCAL
 
 
 @pytest.fixture(scope="module")
 def client(feature_db):
-    return TestClient(create_app(feature_db, TextLimits(max_chars=50)), raise_server_exceptions=False)
+    return TestClient(create_app(feature_db, TextLimits(max_chars=50)), base_url=LOCAL, raise_server_exceptions=False)
 
 
 @pytest.fixture(scope="module")
@@ -155,11 +156,13 @@ def test_security_headers_and_text_limit(client):
     assert re.match(r"app;dur=[\d.]+", r.headers["server-timing"])
     r = client.get("/api/text", params={"text": "x" * 51})
     assert r.status_code == 400 and "50 characters" in r.json()["error"]
-    assert client.post("/api/text", content=b"{not json").status_code == 400
+    assert (
+        client.post("/api/text", content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
+    )
 
 
 def test_database_is_opened_read_only(client, feature_db):
-    conn = client.app.app.state.browser.conn()
+    conn = client.app.state.browser.conn()
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
         conn.execute("DELETE FROM features")
 

@@ -7,11 +7,12 @@ from starlette.testclient import TestClient
 
 from monosemantic.browser.app import create_app
 from monosemantic.browser.synthetic import PROXIES
+from tests.browser.conftest import LOCAL
 
 
 @pytest.fixture(scope="module")
 def client(feature_db):
-    return TestClient(create_app(feature_db), raise_server_exceptions=False)
+    return TestClient(create_app(feature_db), base_url=LOCAL, raise_server_exceptions=False)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from monosemantic.browser.app import create_app
 from monosemantic.browser.family import Link, family_tree, nodes_of
 from monosemantic.browser.synthetic import build_synthetic_db
 from monosemantic.features import db
+from tests.browser.conftest import LOCAL
 
 # dictionaries 1 < 2 < 3 (sizes); (d, f) -> (d, f) with the masked activation cosine
 TABLE = [
@@ -113,7 +114,7 @@ def test_the_sqlite_lookups_give_the_same_tree_as_the_table(tmp_path):
 def ladder_client(tmp_path_factory):
     """A synthetic database with a ladder of three sizes (16 -> 32 -> 64: child c has parent c mod size)."""
     path = build_synthetic_db(tmp_path_factory.mktemp("ladder") / "f.sqlite", n_features=64, sizes=(16, 32, 64))
-    client = TestClient(create_app(path), raise_server_exceptions=False)
+    client = TestClient(create_app(path), base_url=LOCAL, raise_server_exceptions=False)
     dicts = {(d["model"], d["name"]): d["id"] for d in client.get("/api/").json()["dictionaries"]}
     return client, dicts
 

@@ -9,6 +9,7 @@ from monosemantic.browser.app import TextLimits, create_app
 from monosemantic.cli import main
 from monosemantic.cli.browser import serve_command
 from monosemantic.features.textview import TextView
+from tests.browser.conftest import LOCAL
 
 
 def test_serve_without_a_database_is_a_one_line_error(tmp_path, capsys):
@@ -31,7 +32,7 @@ def test_serve_command_line():
 
 @pytest.fixture(scope="module")
 def run_client(browser_run):
-    return TestClient(create_app(browser_run, text_view=TextView), raise_server_exceptions=False)
+    return TestClient(create_app(browser_run, text_view=TextView), base_url=LOCAL, raise_server_exceptions=False)
 
 
 def test_text_view_json_runs_the_run_s_model_and_sae(run_client):
@@ -49,7 +50,9 @@ def test_text_view_json_runs_the_run_s_model_and_sae(run_client):
 
 def test_text_view_time_limit_is_a_503(browser_run):
     client = TestClient(
-        create_app(browser_run, TextLimits(timeout_s=0.0), text_view=TextView), raise_server_exceptions=False
+        create_app(browser_run, TextLimits(timeout_s=0.0), text_view=TextView),
+        base_url=LOCAL,
+        raise_server_exceptions=False,
     )
     r = client.get("/api/text", params={"text": "the whale"})
     assert r.status_code == 503 and "longer than" in r.json()["error"]

@@ -12,14 +12,18 @@ Pages (each with a JSON twin at /api + the same path, for scripts):
 
 Each worker thread keeps its own read-only connection. Responses carry a Server-Timing header
 (the benchmark reads it) and a Content-Security-Policy that allows only the app's own scripts.
-Unknown ids are a 404 page, malformed parameters a 400 page, anything else a 500 page without a
-traceback.
+Unknown ids are a 404 page, malformed parameters (a search FTS5 cannot read included) a 400 page,
+anything else a 500 page without a traceback. In front of the routes, `limits.Limits` checks the
+Host header, the query string, the body size and the origin of POSTs; the text view's POST body
+is one flat JSON object (a nested value is refused, so is deep nesting).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json as jsonlib
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +41,7 @@ from starlette.staticfiles import StaticFiles
 
 from monosemantic import paths
 from monosemantic.browser import queries, views
+from monosemantic.browser.limits import DEFAULT_HOSTS, Limits
 from monosemantic.browser.render import CSP, Links, environment, plain_visible
 from monosemantic.features import db
 
@@ -156,7 +161,12 @@ def _routes(b: Browser) -> list[Route | Mount]:
         q = list_query(request.query_params)
         if q.source and q.source not in queries.sources(b.conn(), d):
             raise HTTPException(400, "unknown source")
-        return views.dictionary_page(b.conn(), d, q)
+        try:
+            return views.dictionary_page(b.conn(), d, q)
+        except sqlite3.OperationalError as e:  # FTS5 refusing a search it cannot parse is the request's fault
+            if q.q:
+                raise HTTPException(400, f"search text not understood ({e})") from None
+            raise
 
     def feature(request: Request) -> dict[str, Any] | None:
         p = request.path_params
@@ -181,11 +191,13 @@ def _text_route(b: Browser, json: bool) -> Callable:
         params = dict(request.query_params)
         if request.method == "POST":
             try:
-                body = await request.json()
-            except ValueError:
+                body = jsonlib.loads(await request.body())
+            except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
                 raise HTTPException(400, 'the body must be JSON: {"text": ..., "d": ...}') from None
             if not isinstance(body, dict):
                 raise HTTPException(400, "the body must be a JSON object")
+            if any(isinstance(v, dict | list) for v in body.values()):
+                raise HTTPException(400, "the body must be a flat JSON object (nested values are refused)")
             params.update({k: str(v) for k, v in body.items()})
         # browsers submit a textarea's line breaks as CRLF
         text = params.get("text", "").replace("\r\n", "\n")
@@ -254,6 +266,7 @@ class _Headers:
 
     def __init__(self, app: Any) -> None:
         self.app = app
+        self.state: Any = None
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -278,12 +291,16 @@ class _Headers:
 
 
 def create_app(
-    run_or_db: Path, limits: TextLimits = TextLimits(), text_view: Callable[[Path], Any] | None = None
+    run_or_db: Path,
+    limits: TextLimits = TextLimits(),
+    text_view: Callable[[Path], Any] | None = None,
+    hosts: tuple[str, ...] = DEFAULT_HOSTS,
 ) -> Any:
     """The app for a run directory (its features/features.sqlite) or a database file directly.
 
     `text_view(run)` makes the live text view's model runner (the CLI passes `features.textview.TextView`);
-    without it the text view answers 503, and the app never imports torch.
+    without it the text view answers 503, and the app never imports torch. `hosts` are the names
+    the app answers to (the Host header); any other is a 400.
 
     Raises `db.DatabaseError` (one line naming the file) when there is no readable database.
     """
@@ -306,4 +323,6 @@ def create_app(
 
     app = Starlette(routes=_routes(b), exception_handlers={HTTPException: error, Exception: error})
     app.state.browser = b
-    return _Headers(app)
+    outer = _Headers(Limits(app, hosts))
+    outer.state = app.state  # the app's state, reachable from what the server runs
+    return outer

@@ -6,6 +6,8 @@ Wiring only: the app is `browser.app.create_app`, the static site `browser.expor
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 import sys
 import threading
 import webbrowser
@@ -42,6 +44,14 @@ def add_parsers(sub: Any) -> None:
     )
     sv.add_argument("run", type=Path, metavar="RUN", help="run directory (or a features.sqlite file)")
     sv.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    sv.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests whose Host header is NAME (repeatable), e.g. behind a proxy or with --host 0.0.0.0; "
+        "by default only 127.0.0.1, localhost, ::1 and the --host address are answered",
+    )
     sv.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     sv.add_argument("--open", action="store_true", help="open the overview in the default web browser")
     sv.add_argument("--max-chars", type=int, default=2000, help="longest text the text view accepts (default 2000)")
@@ -67,33 +77,69 @@ def add_parsers(sub: Any) -> None:
     ex.set_defaults(func=cmd_export_html)
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to (host, port), as uvicorn would bind it; a busy port is a one-line UserError.
+
+    Bound here, before anything is printed, and handed to uvicorn, so "port in use" comes first and
+    no other process can take the port between the check and the serving.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise UserError(f"--host {host}: cannot resolve ({e.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a just-closed server's port is free
+    try:
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise UserError(f"{host}:{port}: port in use by another program; pick another with --port") from None
+        raise UserError(f"{host}:{port}: cannot listen here ({e.strerror})") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(run: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT, open_browser: bool = False,
-          max_chars: int = 2000, text_timeout: float = 10.0, verbose: bool = False) -> None:  # fmt: skip
+          max_chars: int = 2000, text_timeout: float = 10.0, verbose: bool = False,
+          allow_hosts: tuple[str, ...] = ()) -> None:  # fmt: skip
     """Serve until interrupted (Ctrl-C)."""
     import uvicorn
 
     from monosemantic.browser.app import TextLimits, create_app
+    from monosemantic.browser.limits import DEFAULT_HOSTS
     from monosemantic.features.db import DatabaseError
     from monosemantic.features.textview import TextView
 
     path = database(run)
+    wildcard = host in ("0.0.0.0", "::", "")
+    hosts = (*DEFAULT_HOSTS, *(() if wildcard else (host,)), *allow_hosts)
     try:
         limits = TextLimits(max_chars=max_chars, timeout_s=text_timeout)
-        app = create_app(run if run.is_dir() else path, limits, text_view=TextView)
+        app = create_app(run if run.is_dir() else path, limits, text_view=TextView, hosts=hosts)
     except DatabaseError as e:
         raise UserError(str(e)) from None
-    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"monosemantic: warning: serving on {host}: anyone who can reach this port can browse the run",
-              file=sys.stderr)  # fmt: skip
+    sock = bind(host, port)
+    url = f"http://{'127.0.0.1' if wildcard else host}:{port}/"
+    if host not in DEFAULT_HOSTS:
+        print(f"monosemantic: warning: serving on {host}: anyone who can reach this port can browse the run"
+              + (" (add the names they use with --allow-host)" if wildcard else ""), file=sys.stderr)  # fmt: skip
     print(f"monosemantic: serving {path} at {url} (Ctrl-C to stop)", file=sys.stderr)
     if open_browser:
         threading.Timer(1.0, webbrowser.open, args=(url,)).start()
-    uvicorn.run(app, host=host, port=port, log_level="info" if verbose else "warning", access_log=verbose)
+    config = uvicorn.Config(app, log_level="info" if verbose else "warning", access_log=verbose)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C is how a server stops
+        pass
+    finally:
+        sock.close()
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    serve(args.run, args.host, args.port, args.open, args.max_chars, args.text_timeout, args.verbose)
+    serve(args.run, args.host, args.port, args.open, args.max_chars, args.text_timeout, args.verbose,
+          tuple(args.allow_host))  # fmt: skip
 
 
 def cmd_export_html(args: argparse.Namespace) -> None:

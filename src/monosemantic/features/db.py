@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
@@ -203,7 +204,10 @@ def open_readonly(path: str | Path) -> sqlite3.Connection:
     if not path.is_file():
         raise DatabaseError(f"{path}: no feature database here (run `monosemantic features build`)")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        # as_uri percent-escapes `?`, `#` and `%` in the path: unescaped, a `?` in a folder name would end
+        # the path there and drop mode=ro (SQLite would then create that shorter path read-write)
+        uri = Path(os.path.abspath(path)).as_uri() + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         version = get_meta(conn, "schema_version")
     except sqlite3.DatabaseError as e:
