@@ -19,8 +19,11 @@ from (provenance.py). Every file name is a constant here, so no other module spe
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from monosemantic.errors import UserError
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -37,6 +40,18 @@ FEATURES_DB = "features.sqlite"  # the feature database (features/db.py), read b
 TRAINING_JSON = "training.json"  # beside a trained SAE: the recipe, the data, what happened
 IMPORTED_JSON = "imported.json"  # beside an imported SAE (`sae import`): its format, folder and metadata
 PROVENANCE = "provenance.json"  # in every stage folder: the content hashes of its inputs (provenance.py)
+
+
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+"""A model, hook or checkpoint name: one folder name, so the path it makes stays inside the run
+(no `/`, and no leading dot, which rules out `.` and `..`)."""
+
+
+def _name(value: str, what: str) -> str:
+    if not NAME.fullmatch(value):
+        raise UserError(f"{value!r}: not a {what} name (letters, digits and _ . -, not starting with a dot): "
+                        "names stay inside the run folder")  # fmt: skip
+    return value
 
 
 def cache_dir() -> Path:
@@ -69,20 +84,23 @@ class RunLayout:
     def tokens(self) -> Path:
         return self.root / "tokens"
 
+    # Every name below becomes a folder inside the run; `_name` refuses one that would leave it (`../x`).
+
     def transformer(self, model: str = "A") -> Path:
-        return self.root / "transformer" / model
+        return self.root / "transformer" / _name(model, "model")
 
     def checkpoints(self, stage: str) -> Path:
-        return self.root / "checkpoints" / stage
+        """RUN/checkpoints/STAGE; `checkpoints("")` is the folder of them all."""
+        return self.root / "checkpoints" / (_name(stage, "checkpoint") if stage else "")
 
     def activations(self, model: str, hook: str) -> Path:
-        return self.root / "activations" / model / hook
+        return self.root / "activations" / _name(model, "model") / _name(hook, "hook")
 
     def saes(self, model: str, hook: str) -> Path:
-        return self.root / "sae" / model / hook
+        return self.root / "sae" / _name(model, "model") / _name(hook, "hook")
 
     def eval(self, model: str, hook: str) -> Path:
-        return self.root / "eval" / model / hook
+        return self.root / "eval" / _name(model, "model") / _name(hook, "hook")
 
     @property
     def features(self) -> Path:

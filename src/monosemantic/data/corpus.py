@@ -8,12 +8,14 @@ cached under `paths.cache_dir()`) and assembled as the recipe says, in the propo
 `cfg.mix` (`mix.py`: the paper-like default, or the recipe's own). Otherwise each input is:
 
     a.txt          one document per file (chunked at line ends), src "user/a"
-    a.jsonl        one JSON object per line: "text" (required) and "src" (optional, default "user/a")
+    a.jsonl        one JSON object per line: "text" (required) and "src" (optional, default "user/a"),
+                   read line by line; one line may hold at most `MAX_JSONL_LINE` bytes (64 MiB)
     a.parquet      a "text" column and an optional "src" column (needs pyarrow)
     folder/        every .txt/.jsonl/.parquet under it, recursively, sorted, skipping hidden
                    files; default src "user/<folder name>"
-    'data/*.txt'   a glob (`**` recurses); each match counts as if named on its own
-                   (a file named twice, by any inputs, is read once under the first)
+    'data/*.txt'   a glob (`**` recurses, never into a symlinked folder); each match counts as
+                   if named on its own (a file named twice, by any inputs, is read once under
+                   the first)
     hf:NAME[:CFG]  a Hugging Face dataset, streamed (`hf:/path/to/dir` loads a local folder of
                    jsonl/parquet files); src "hf/<name>" unless rows carry a "src"
 
@@ -36,11 +38,11 @@ inputs and the artifact pins.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import logging
 import random
+import re
 import time
 from array import array
 from collections import Counter
@@ -55,6 +57,7 @@ from tqdm import tqdm
 
 from monosemantic import provenance
 from monosemantic.data import categories, embedded, sources
+from monosemantic.data.inputs import HF_PREFIX, Input, resolve
 from monosemantic.errors import UserError
 from monosemantic.io import stage_dir, write_config, write_json
 from monosemantic.paths import CONFIG, CORPUS_JSONL, MANIFEST, cache_dir
@@ -62,8 +65,9 @@ from monosemantic.paths import CONFIG, CORPUS_JSONL, MANIFEST, cache_dir
 log = logging.getLogger(__name__)
 
 KIND = "monosemantic.corpus"
-SUFFIXES = (".txt", ".jsonl", ".parquet")
-HF_PREFIX = "hf:"
+MAX_JSONL_LINE = 64 << 20
+"""The longest JSONL line read, in bytes: a longer one is a one-line error (one document that size is
+already 4,000 chunks of the default `chunk_chars`)."""
 
 
 @dataclass(frozen=True)
@@ -97,67 +101,6 @@ class CorpusConfig:
                 raise ValueError(f"{name} must be positive or None, got {getattr(self, name)}")
 
 
-# ----- resolving inputs: fail on a bad path before anything is read or written -----
-
-
-@dataclass(frozen=True)
-class _Input:
-    kind: str  # "txt", "jsonl", "parquet" or "hf"
-    target: str  # a file path, or the dataset name after "hf:"
-    label: str  # default src of its documents
-
-
-def _resolve(inputs: Iterable[str]) -> list[_Input]:
-    """Expand folders and globs into the files (and datasets) they name, in a fixed order."""
-    out: list[_Input] = []
-    for spec in inputs:
-        if spec.startswith(HF_PREFIX):
-            name = spec[len(HF_PREFIX) :].partition(":")[0]
-            if not name:
-                raise UserError(f"{spec}: give a dataset name or folder, as hf:NAME[:CONFIG]")
-            label = Path(name).name if Path(name).is_dir() else name
-            out.append(_Input("hf", spec[len(HF_PREFIX) :], f"hf/{label}"))
-        elif any(c in spec for c in "*?["):
-            matches = sorted(glob.glob(spec, recursive=True))
-            found = [x for m in matches for x in _expand(Path(m), strict=False)]
-            if not found:
-                raise UserError(f"{spec}: no {'/'.join(SUFFIXES)} file or folder matches this pattern")
-            out += found
-        else:
-            out += _expand(Path(spec), strict=True)
-    # A file named twice (say by `data/**/*`, which matches a folder and the files in it) is read
-    # once, under the first input that named it.
-    seen: set[str] = set()
-    unique = []
-    for inp in out:
-        key = inp.target if inp.kind == "hf" else str(Path(inp.target).resolve())
-        if key not in seen:
-            seen.add(key)
-            unique.append(inp)
-    return unique
-
-
-def _expand(path: Path, strict: bool) -> list[_Input]:
-    if path.is_dir():
-        files = sorted(
-            p
-            for p in path.rglob("*")
-            if p.suffix in SUFFIXES
-            and p.is_file()
-            and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        )
-        if not files:
-            raise UserError(f"{path}: folder holds no {', '.join(SUFFIXES)} files")
-        return [_Input(p.suffix[1:], str(p), f"user/{path.resolve().name}") for p in files]
-    if not path.exists():
-        raise UserError(f"{path}: no such file or folder")
-    if path.suffix not in SUFFIXES:
-        if strict:
-            raise UserError(f"{path}: unsupported file type (use .txt, .jsonl, .parquet, a folder, a glob or hf:NAME)")
-        return []
-    return [_Input(path.suffix[1:], str(path), f"user/{path.stem}")]
-
-
 # ----- reading inputs as (src, text) -----
 
 
@@ -165,14 +108,23 @@ def _chunks(src: str, lines: Iterable[str], size: int) -> Iterator[tuple[str, st
     return ((src, c) for c in embedded.chunk_lines(lines, size) if c.strip())
 
 
-def _read_txt(inp: _Input, cfg: CorpusConfig) -> Iterator[tuple[str, str]]:
+def _read_txt(inp: Input, cfg: CorpusConfig) -> Iterator[tuple[str, str]]:
     with open(inp.target, encoding="utf-8", errors="replace") as f:
         yield from _chunks(inp.label, f, cfg.chunk_chars)  # streams line by line
 
 
-def _read_jsonl(inp: _Input, cfg: CorpusConfig) -> Iterator[tuple[str, str]]:
-    with open(inp.target, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
+def _read_jsonl(inp: Input, cfg: CorpusConfig) -> Iterator[tuple[str, str]]:
+    with open(inp.target, "rb") as f:
+        lineno = 0
+        while raw := f.readline(MAX_JSONL_LINE + 1):  # one line at a time, never more than the cap
+            lineno += 1
+            if len(raw) > MAX_JSONL_LINE:
+                raise UserError(
+                    f"{inp.target}:{lineno}: line longer than {MAX_JSONL_LINE >> 20} MiB, the cap on one JSONL line; "
+                    "split the document"
+                )
+            line = raw.decode("utf-8", "replace")
+            del raw
             if not line.strip():
                 continue
             try:
@@ -182,15 +134,29 @@ def _read_jsonl(inp: _Input, cfg: CorpusConfig) -> Iterator[tuple[str, str]]:
             yield from _row(row, inp, f"{inp.target}:{lineno}", "text", cfg)
 
 
-def _row(row: Any, inp: _Input, where: str, field: str, cfg: CorpusConfig) -> Iterator[tuple[str, str]]:
+def _row(row: Any, inp: Input, where: str, field: str, cfg: CorpusConfig) -> Iterator[tuple[str, str]]:
     text = row.get(field) if isinstance(row, dict) else None
     if not isinstance(text, str):
         raise UserError(f'{where}: needs a "{field}" string field')
     src = row.get("src")
-    return _chunks(src if isinstance(src, str) and src else inp.label, text.splitlines(keepends=True), cfg.chunk_chars)
+    return _chunks(src if isinstance(src, str) and src else inp.label, iter_lines(text), cfg.chunk_chars)
 
 
-def _read_parquet(inp: _Input, cfg: CorpusConfig) -> Iterator[tuple[str, str]]:
+_LINE_END = re.compile("\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def iter_lines(text: str) -> Iterator[str]:
+    """`text.splitlines(keepends=True)`, one line at a time: a document of ten million short lines
+    never becomes a list of ten million strings (a 60 MB JSONL line of them peaked at 1 GB)."""
+    start = 0
+    for m in _LINE_END.finditer(text):
+        yield text[start : m.end()]
+        start = m.end()
+    if start < len(text):
+        yield text[start:]
+
+
+def _read_parquet(inp: Input, cfg: CorpusConfig) -> Iterator[tuple[str, str]]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -210,7 +176,7 @@ def _read_parquet(inp: _Input, cfg: CorpusConfig) -> Iterator[tuple[str, str]]:
         raise UserError(f"{inp.target}: not a readable parquet file ({e})") from None
 
 
-def _read_hf(inp: _Input, cfg: CorpusConfig) -> Iterator[tuple[str, str]]:
+def _read_hf(inp: Input, cfg: CorpusConfig) -> Iterator[tuple[str, str]]:
     try:
         import datasets
     except ImportError:
@@ -231,7 +197,7 @@ def _read_hf(inp: _Input, cfg: CorpusConfig) -> Iterator[tuple[str, str]]:
 _READERS = {"txt": _read_txt, "jsonl": _read_jsonl, "parquet": _read_parquet, "hf": _read_hf}
 
 
-def _user_documents(resolved: list[_Input], cfg: CorpusConfig) -> Iterator[tuple[str, str]]:
+def _user_documents(resolved: list[Input], cfg: CorpusConfig) -> Iterator[tuple[str, str]]:
     """Stream `(src, text)` from resolved inputs, in order; unreadable files become UserError."""
     for inp in resolved:
         try:
@@ -321,7 +287,7 @@ def build_corpus(
     if out.exists() and not force:  # stage_dir checks too, but only after a fetch that can take 25 s
         raise UserError(f"{out}: already exists (use --force to rebuild the corpus)")
     t0 = time.perf_counter()
-    resolved = _resolve(inputs) if inputs else []
+    resolved = resolve(inputs) if inputs else []
     ins = _provenance(out, resolved)
     if inputs:
         docs: Iterable[tuple[str, str]] = _user_documents(resolved, cfg)
@@ -367,7 +333,7 @@ def build_corpus(
     return manifest
 
 
-def _provenance(out: Path, resolved: list[_Input]) -> provenance.Inputs:
+def _provenance(out: Path, resolved: list[Input]) -> provenance.Inputs:
     """The user's files by content hash and `hf:` datasets by name; the embedded corpus records none (its
     artifacts are pinned by sha256)."""
     files = [Path(i.target) for i in resolved if i.kind != "hf"]
@@ -376,7 +342,7 @@ def _provenance(out: Path, resolved: list[_Input]) -> provenance.Inputs:
 
 def corpus_inputs(out: Path, inputs: list[str]) -> provenance.Inputs:
     """What a corpus built now from `inputs` would record in `out/provenance.json` (`provenance.fresh` compares)."""
-    return _provenance(Path(out), _resolve(inputs) if inputs else [])
+    return _provenance(Path(out), resolve(inputs) if inputs else [])
 
 
 def iter_documents(corpus_dir: Path) -> Iterator[tuple[str, str]]:

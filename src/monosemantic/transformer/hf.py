@@ -10,7 +10,9 @@
 one-layer transformer, run on it unchanged: its forward takes token ids and returns logits, and
 hooks are named by module path (`transformer/subject.py` parses `path[:input|:output]`).
 
-`transformers` is imported lazily (the `hf` extra): nothing else in the package needs it.
+Weights are read from safetensors only (`use_safetensors=True`): a folder holding only a pickled
+`pytorch_model.bin`, which can run code when loaded, is refused with a one-line error. `transformers`
+is imported lazily (the `hf` extra): nothing else in the package needs it.
 """
 
 from __future__ import annotations
@@ -70,14 +72,19 @@ def _where(spec: str) -> tuple[str, dict[str, Any]]:
         return str(path.parent), {"gguf_file": path.name}
     if path.is_dir():
         if (path / "config.json").is_file():
-            return str(path), {}
+            if not any(path.glob("*.safetensors")):
+                raise UserError(
+                    f"{path}: no .safetensors weights; only safetensors are loaded (a pickled .bin can run code): "
+                    "save it with save_pretrained(folder, safe_serialization=True)"
+                )
+            return str(path), {"use_safetensors": True}
         ggufs = sorted(path.glob("*.gguf"))
         if len(ggufs) == 1:
             return str(path), {"gguf_file": ggufs[0].name}
         raise UserError(f"{path}: no config.json (a save_pretrained folder) and not exactly one .gguf file")
     if spec.endswith(".gguf") or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise UserError(f"{spec}: model file or folder not found")
-    return spec, {}
+    return spec, {"use_safetensors": True}  # a hub name in the cache: its safetensors, never a pickle
 
 
 def load_hf(spec: str, device: str = "cpu", ctx_len: int | None = None) -> tuple[HFSubject, Any]:
@@ -98,9 +105,10 @@ def load_hf(spec: str, device: str = "cpu", ctx_len: int | None = None) -> tuple
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # no "weights not initialised" walls of text on our stderr
     hf_logging.disable_progress_bar()  # nor per-tensor GGUF bars; loading is a few seconds
+    safe = {"use_safetensors": kw.pop("use_safetensors")} if "use_safetensors" in kw else {}
     try:
         tok = AutoTokenizer.from_pretrained(where, **kw)
-        hf = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **kw)
+        hf = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **kw, **safe)
     except UserError:
         raise
     except Exception as e:  # transformers raises OSError, ValueError, KeyError, safetensors errors...
