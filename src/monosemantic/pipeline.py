@@ -270,7 +270,7 @@ def _run_demo(layout: paths.RunLayout, cfg: RunConfig, opt: DemoOptions, on_eval
         start = time.perf_counter()
         out = fn()
         seconds[stage] = round(time.perf_counter() - start, 1)
-        log.info("demo: %s took %.0f s (%.0f s so far)", stage, seconds[stage], time.perf_counter() - t0)
+        log.info("demo: %s took %.1f s (%.0f s so far)", stage, seconds[stage], time.perf_counter() - t0)
         return out
 
     once = opt.force and distributed.is_main()  # --force redoes a stage once, not once per rank

@@ -237,6 +237,20 @@ def building(final: Path) -> Iterator[Path]:
             os.close(fd)
 
 
+@contextlib.contextmanager
+def temporary_folder(parent: Path, name: str) -> Iterator[Path]:
+    """A scratch folder `parent/.<name>.<random>.tmp`, held while in use and removed after (a killed
+    process's one is swept later, as every temporary here)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=parent))
+    held = lock_temporary(tmp)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.close(held)
+
+
 def fsync_file(path: str | os.PathLike[str]) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:

@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from tqdm import tqdm
 
 from monosemantic.errors import UserError
 from monosemantic.io import read_json, sha256_file, stage_dir, write_json
+from monosemantic.writers import sweep, temporary_folder
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,7 @@ def fetch(cache: Path, extras: bool = False, progress: bool = True) -> Path:
     sources, unpacked = Path(cache) / "sources", Path(cache) / "unpacked"
     sources.mkdir(parents=True, exist_ok=True)
     unpacked.mkdir(parents=True, exist_ok=True)
+    sweep(sources, prefix=".download.", recursive=False)  # what an interrupted fetch left
     for art in tqdm(active_artifacts(extras), desc="fetch", unit="artifact", disable=not progress):
         archive, record = _deb_archive(art, sources) if art.extra else _pinned_archive(art, sources)
         _unpack(art, archive, record, unpacked / art.name)
@@ -152,8 +153,8 @@ def _pinned_archive(art: Artifact, sources: Path) -> tuple[Path, dict[str, Any]]
         log.warning("%s: cached %s has the wrong sha256; fetching it again", art.spec, path)
         path.unlink()
     # Download into a private temp folder, so a failed or bad download never lands in the cache.
-    with tempfile.TemporaryDirectory(prefix=".download-", dir=sources) as tmp:
-        got = _download(art, Path(tmp))
+    with temporary_folder(sources, "download") as tmp:
+        got = _download(art, tmp)
         digest = sha256_file(got)
         if digest != art.sha256:
             raise UserError(
@@ -170,8 +171,8 @@ def _deb_archive(art: Artifact, sources: Path) -> tuple[Path, dict[str, Any]]:
     if cached:
         path = cached[-1]
     else:
-        with tempfile.TemporaryDirectory(prefix=".download-", dir=sources) as tmp:
-            got = _download(art, Path(tmp))
+        with temporary_folder(sources, "download") as tmp:
+            got = _download(art, tmp)
             path = sources / got.name
             os.replace(got, path)
     digest = sha256_file(path)

@@ -14,9 +14,9 @@ pass's records over the ranks (merge.py).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +42,7 @@ from monosemantic.features.records import (
 from monosemantic.features.stream import Contexts, dictionary_activations
 from monosemantic.runtime import autocast
 from monosemantic.sae.model import SparseAutoencoder
+from monosemantic.writers import temporary_folder
 
 
 @dataclass
@@ -101,15 +102,16 @@ def sparse_batch(
 class Spill:
     """Append-only files of each dictionary's non-zeros, read back in the same batch order.
 
-    Lives in a temporary folder inside `parent` (removed by `close`, also on errors)."""
+    Lives in a temporary folder inside `parent` (removed by `close`, also on errors; one a killed
+    build left is swept by the next writer of the run, writers.py)."""
 
     def __init__(self, parent: Path) -> None:
-        parent.mkdir(parents=True, exist_ok=True)
-        self._dir = tempfile.TemporaryDirectory(prefix=".spill.", dir=parent)
+        self._scope = contextlib.ExitStack()
+        self._dir = self._scope.enter_context(temporary_folder(parent, "spill"))
         self.counts: dict[str, list[int]] = {}
 
     def _path(self, name: str) -> Path:
-        return Path(self._dir.name) / f"{name}.bin"
+        return self._dir / f"{name}.bin"
 
     def write(self, name: str, b: Batch) -> None:
         with open(self._path(name), "ab") as f:
@@ -130,7 +132,7 @@ class Spill:
         return sum(os.path.getsize(self._path(n)) for n in self.counts)
 
     def close(self) -> None:
-        self._dir.cleanup()
+        self._scope.close()
 
 
 class ActivationSource(Protocol):
