@@ -233,8 +233,9 @@ def run(
     skipped (their metrics are read back) unless `force`; the rest share one pass over the held-out
     windows. Returns name → metrics, for `format_table`.
     """
-    model_input = [Path(model_folder)] if Path(model_folder).exists() else []
-    external = [] if model_input else [str(model_folder)]  # a Hugging Face hub name
+    # a model folder (ours, or a save_pretrained one: its JSON is its stamp); a .gguf file or hub name by name
+    model_input = [Path(model_folder)] if Path(model_folder).is_dir() else []
+    external = [] if model_input else [str(model_folder)]
     ins = {
         name: provenance.inputs(Path(out_root) / name, [Path(f), *model_input, Path(tokens_folder)], external)
         for name, f in sae_folders.items()
