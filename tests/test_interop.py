@@ -49,7 +49,7 @@ def test_saelens_export_carries_the_runs_metadata_density_and_card(run, tmp_path
     out = tmp_path / "export"
     assert cli("sae", "export", sae_dir(run), out, "--density-rows", 10**9) == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "README.md", "cfg.json", "sae_weights.safetensors", "sparsity.safetensors",
+        ".monosemantic-export", "README.md", "cfg.json", "sae_weights.safetensors", "sparsity.safetensors",
     ]  # fmt: skip
     cfg = json.loads((out / "cfg.json").read_text())
     meta = cfg["metadata"]
@@ -89,9 +89,13 @@ def test_export_refuses_to_replace_without_force(run, tmp_path, capsys) -> None:
     (tmp_path / "export").mkdir()
     (tmp_path / "export" / "mine.txt").write_text("keep")
     assert cli("sae", "export", sae_dir(run), tmp_path / "export") == 2
-    assert "already exists" in capsys.readouterr().err and (tmp_path / "export" / "mine.txt").is_file()
-    assert cli("sae", "export", sae_dir(run), tmp_path / "export", "--force") == 0
-    assert (tmp_path / "export" / "cfg.json").is_file() and not (tmp_path / "export" / "mine.txt").exists()
+    assert "exists; use --force" in capsys.readouterr().err and (tmp_path / "export" / "mine.txt").is_file()
+    assert cli("sae", "export", sae_dir(run), tmp_path / "export", "--force") == 2  # not ours: never deleted
+    assert "not an earlier export" in capsys.readouterr().err and (tmp_path / "export" / "mine.txt").is_file()
+    assert cli("sae", "export", sae_dir(run), tmp_path / "new") == 0
+    (tmp_path / "new" / "stale.txt").write_text("old")
+    assert cli("sae", "export", sae_dir(run), tmp_path / "new", "--force") == 0  # an earlier export: replaced
+    assert (tmp_path / "new" / "cfg.json").is_file() and not (tmp_path / "new" / "stale.txt").exists()
     assert cli("sae", "export", run / "sae", tmp_path / "other") == 2  # not an SAE folder
     assert "no SAE here" in capsys.readouterr().err
 
@@ -125,7 +129,7 @@ def test_the_hub_folder_loads_through_saelens_pretrained_loader(sae_lens, run, t
 
     hub = tmp_path / "hub"
     assert cli("sae", "export", run / "sae" / "A" / hooks.MLP_POST, hub, "--format", "hub", "--repo-id", "me/tiny") == 0
-    assert sorted(p.name for p in hub.iterdir()) == ["README.md", "tm2023-128", "tm2023-64"]
+    assert sorted(p.name for p in hub.iterdir()) == [".monosemantic-export", "README.md", "tm2023-128", "tm2023-64"]
 
     def download(repo_id, filename=None, subfolder=None, force_download=False, **_):
         assert repo_id == "me/tiny"

@@ -40,6 +40,7 @@ from monosemantic.features import db
 from monosemantic.io import atomic_path, stage_dir
 from monosemantic.sae.model import SparseAutoencoder
 from monosemantic.sae.saelens import export_saelens, log10_density
+from monosemantic.writers import check_output, mark_export
 
 log = logging.getLogger(__name__)
 
@@ -269,9 +270,11 @@ def export_saelens_with_metadata(
     sae_folder: Path, out: Path, hook: str | None = None, density_rows: int = DENSITY_ROWS, force: bool = False
 ) -> Path:
     """`sae export --format saelens`: one SAELens folder with metadata, sparsity and README (built whole)."""
+    check_output(out, [sae_folder], force)
     info = describe(sae_folder, hook, density_rows)
     with stage_dir(out, force=force) as tmp:
         _export(info, sae_folder, tmp, None)
+        mark_export(tmp, "saelens")
     return out
 
 
@@ -303,8 +306,10 @@ def export_hub(
     density_rows: int = DENSITY_ROWS, force: bool = False,
 ) -> Path:  # fmt: skip
     """`sae export --format hub`: a Hugging Face repository folder, one SAELens folder per SAE and a README."""
+    check_output(out, [src], force)
     infos = [(describe(f, hook, density_rows), f) for f in sae_folders(src)]
     with stage_dir(out, force=force) as tmp:
+        mark_export(tmp, "hub")
         for info, folder in infos:
             _export(info, folder, tmp / info.name, repo_id)
         rows = []

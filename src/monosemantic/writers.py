@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import re
@@ -36,7 +37,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from monosemantic.errors import UserError
@@ -249,6 +250,48 @@ def temporary_folder(parent: Path, name: str) -> Iterator[Path]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         os.close(held)
+
+
+EXPORT_MARKER = ".monosemantic-export"
+"""In every folder an export or import writes outside a run: `--force` replaces only a folder holding it."""
+
+
+def mark_export(folder: Path, kind: str) -> None:
+    """Write the export marker into `folder` (the temporary folder, before it is renamed into place)."""
+    (folder / EXPORT_MARKER).write_text(json.dumps({"kind": f"monosemantic.{kind}", "version": 1}) + "\n")
+
+
+def check_output(out: Path, reads: Sequence[Path], force: bool) -> None:
+    """Refuse, with a one-line `UserError`, an OUT that an export or import must not write or replace.
+
+    Never `.`, never a file or a symlink, never one of `reads` (what the command reads: a run, an SAE
+    folder), a folder holding one of them or a folder inside one. An existing OUT needs `force`, and
+    even then must be empty or hold `EXPORT_MARKER`: `--force` never deletes what this tool did not write.
+    """
+    where = Path(os.path.abspath(out))
+    if where.is_symlink():
+        raise UserError(f"{out}: is a symbolic link; give the output folder itself (a link is never replaced)")
+    if where.exists() and not where.is_dir():
+        raise UserError(f"{out}: is a file, not an output folder; remove it or pick another OUT")
+    real = where.resolve()
+    if real == Path.cwd().resolve():
+        raise UserError(f"{out}: is the current folder; give a new folder, or an earlier export to replace")
+    for source in reads:
+        src = Path(source).resolve()
+        if real == src or real in src.parents:
+            raise UserError(f"{out}: holds {source}, which this command reads; pick a folder outside it")
+        if src.is_dir() and src in real.parents:
+            raise UserError(f"{out}: lies inside {source}, which this command reads; pick a folder outside it")
+    if not where.exists():
+        return
+    if not force:
+        raise UserError(f"{out}: exists; use --force to replace it")
+    marker = where / EXPORT_MARKER
+    if any(where.iterdir()) and not (marker.is_file() and not marker.is_symlink()):
+        raise UserError(
+            f"{out}: not an earlier export (no {EXPORT_MARKER}); --force replaces only an empty folder or one "
+            "this tool exported"
+        )
 
 
 def fsync_file(path: str | os.PathLike[str]) -> None:

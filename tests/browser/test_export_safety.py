@@ -100,3 +100,28 @@ def test_a_killed_export_s_leftovers_go_at_the_next_export(run, tmp_path, capsys
     assert main(["export-html", str(run), str(tmp_path / "site"), "--no-progress"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "site"]
     assert os.listdir(tmp_path / "site")
+
+
+def test_every_export_and_import_force_spares_a_users_folder(tiny_run, tmp_path, capsys):
+    """`sae export` (SAELens and hub), `sae import` and `features export` follow the same rule as export-html."""
+    sae = tiny_run / "sae" / "A" / "blocks.0.mlp.hook_post" / "tm2023-64"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    saelens = tmp_path / "saelens"
+    assert main(["sae", "export", str(sae), str(saelens)]) == 0
+    for args in (
+        ["sae", "export", sae, mine, "--force"],
+        ["sae", "export", sae.parent, mine, "--format", "hub", "--force"],
+        ["sae", "import", saelens, mine, "--force"],
+        ["sae", "export", sae, sae / "inside", "--force"],
+    ):
+        capsys.readouterr()
+        assert main([str(a) for a in args]) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("monosemantic: error:"), err
+    assert (mine / "notes.txt").read_text() == "keep" and not (sae / "inside").exists()
+    imported = tmp_path / "imported"
+    assert main(["sae", "import", str(saelens), str(imported)]) == 0
+    assert main(["sae", "import", str(saelens), str(imported), "--force"]) == 0  # its own earlier import
+    assert main(["sae", "export", str(sae), str(saelens), "--force"]) == 0

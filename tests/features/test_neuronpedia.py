@@ -218,7 +218,7 @@ def test_the_cli_writes_the_same_records_again_and_names_bad_input(built, tmp_pa
     for part in ("features/batch-0.jsonl.gz", "activations/batch-0.jsonl.gz", "explanations/batch-0.jsonl.gz"):
         assert strip(jsonl(a / part)) == strip(jsonl(b / part))  # the same ids: derived from the content
     assert main(["features", "export", str(run), str(out)]) == 2
-    assert "already exists" in capsys.readouterr().err
+    assert "exists; use --force" in capsys.readouterr().err
     assert main(["features", "export", str(run), str(tmp_path / "x"), "--np-dictionaries", "tm2023-9"]) == 2
     assert "no SAE dictionary tm2023-9" in capsys.readouterr().err
     assert main(["features", "export", str(tmp_path), str(tmp_path / "y")]) == 2

@@ -14,12 +14,11 @@ so an interrupted export leaves no half-written site, and its leftovers go at th
 
 `--force` replaces only what an export made: an empty folder or one holding the marker. OUT is
 never `.`, the run, a folder holding the run, or a folder inside it, nor a file or a symlink
-(`check_out`). The export reads the run and takes no lock on it.
+(`writers.check_output`). The export reads the run and takes no lock on it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -28,12 +27,8 @@ from tqdm import tqdm
 
 from monosemantic.browser import queries, views
 from monosemantic.browser.render import Links, environment
-from monosemantic.errors import UserError
 from monosemantic.features import db
-from monosemantic.writers import building
-
-MARKER = ".monosemantic-export"
-MARKER_KIND = "monosemantic.export-html"
+from monosemantic.writers import building, check_output, mark_export
 
 STATIC = Path(__file__).parent / "static"
 EXPORT_CSP = (
@@ -42,46 +37,17 @@ EXPORT_CSP = (
 )
 
 
-def check_out(out: Path, source: Path, force: bool) -> None:
-    """Refuse an OUT the export must not write or replace, with a one-line `UserError`.
-
-    `source` is the run folder (or the database file) the export reads.
-    """
-    where = Path(os.path.abspath(out))
-    if where.is_symlink():
-        raise UserError(f"{out}: is a symbolic link; give the export folder itself (a link is never replaced)")
-    if where.exists() and not where.is_dir():
-        raise UserError(f"{out}: is a file, not an export folder; remove it or pick another OUT")
-    real, src, here = where.resolve(), Path(source).resolve(), Path.cwd().resolve()
-    if real == here:
-        raise UserError(f"{out}: is the current folder; give a new folder, or an earlier export to replace")
-    if real == src or real in src.parents:
-        raise UserError(f"{out}: holds {source}, which the export reads; pick a folder outside it")
-    if src.is_dir() and src in real.parents:
-        raise UserError(f"{out}: lies inside {source}; pick a folder outside the run")
-    if not where.exists():
-        return
-    if not force:
-        raise UserError(f"{out}: exists; use --force to replace it")
-    marker = where / MARKER
-    if any(where.iterdir()) and not (marker.is_file() and not marker.is_symlink()):
-        raise UserError(
-            f"{out}: not an earlier export (no {MARKER}); --force replaces only an empty folder or one "
-            "that export-html wrote"
-        )
-
-
 def export_html(
     db_path: Path, out: Path, force: bool = False, progress: bool = True, source: Path | None = None
 ) -> int:
     """Write the static site for the database at `db_path` into `out`; returns the number of pages.
 
     `source` is what the user named (the run folder; default `db_path`), which `out` may neither be,
-    hold nor lie in. Raises `UserError` for an `out` it must not write (`check_out`): an existing
+    hold nor lie in. Raises `UserError` for an `out` it must not write (`writers.check_output`): an existing
     one without `force`, or with `force` one that is not an earlier export.
     """
     out = Path(out)
-    check_out(out, source or db_path, force)
+    check_output(out, [source or db_path], force)
     conn = db.open_readonly(db_path)
     env, links = environment(), Links(export=True)
     nav = queries.dictionaries(conn)
@@ -95,7 +61,7 @@ def export_html(
                 (tmp / name).write_text(html, encoding="utf-8")
                 n_pages += 1
 
-            (tmp / MARKER).write_text(json.dumps({"kind": MARKER_KIND, "version": 1}) + "\n", encoding="utf-8")
+            mark_export(tmp, "export-html")
             shutil.copytree(STATIC, tmp / "static", ignore=shutil.ignore_patterns("text.js"))
             ctx = views.overview(conn)
             ctx["neuron_dict"] = next((d["id"] for d in nav if d["kind"] == "neurons"), None)

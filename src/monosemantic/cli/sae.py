@@ -14,7 +14,7 @@ from monosemantic import paths, pipeline
 from monosemantic.cli.args import add_dataclass_args
 from monosemantic.cli.common import MODEL_HELP, RESUME_HELP, add_common, add_sae_args, checkpoint_every, run_config
 from monosemantic.errors import UserError
-from monosemantic.writers import hold
+from monosemantic.writers import check_output, hold, mark_export
 
 CHECKPOINT_DIR = ".checkpoint"  # inside `sae train --out DIR` while training runs
 
@@ -186,8 +186,10 @@ def cmd_sae_import(args: argparse.Namespace) -> None:
     from monosemantic.io import stage_dir, write_json
     from monosemantic.sae.foreign import import_sae
 
+    check_output(args.out, [args.saelens_dir], args.force)
     imported = import_sae(args.saelens_dir, args.format)
     with stage_dir(args.out, force=args.force) as tmp:
+        mark_export(tmp, "sae-import")
         imported.sae.save(tmp)
         provenance = {
             "format": imported.format,

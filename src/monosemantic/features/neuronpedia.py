@@ -45,6 +45,7 @@ from monosemantic.data.corpus import dataset_name
 from monosemantic.errors import UserError
 from monosemantic.features import db
 from monosemantic.io import atomic_path, stage_dir
+from monosemantic.writers import check_output, mark_export
 
 # Neuronpedia's seeded default user (its webapp's DEFAULT_CREATOR_USER_ID, the converter's fallback).
 DEFAULT_CREATOR_ID = "clkht01d40000jv08hvalcvly"
@@ -118,6 +119,11 @@ def export_neuronpedia(
         conn = db.open_readonly(layout.features_db)
     except db.DatabaseError as e:
         raise UserError(str(e)) from None
+    try:
+        check_output(out, [layout.root], force)
+    except UserError:
+        conn.close()
+        raise
     when = (created_at or datetime.now(UTC)).isoformat()
     try:
         meta = db.get_meta(conn, "features") or {}
@@ -153,6 +159,7 @@ def export_neuronpedia(
         }
         written = []
         with stage_dir(out, force=force) as tmp:
+            mark_export(tmp, "neuronpedia")
             for s in sources:
                 folder = tmp / s.model_id / s.source_id
                 _write_metadata(folder, s, common, layout)
