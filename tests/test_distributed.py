@@ -161,7 +161,8 @@ def test_two_gloo_processes_build_the_same_feature_database_as_one(tiny_run, tmp
         out = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr
     assert json.loads((runs["two"] / "features/config.json").read_text())["n_processes"] == 2
-    assert sorted(p.name for p in (runs["two"] / "features").iterdir()) == ["config.json", "features.sqlite"]
+    features = ["config.json", "features.sqlite", "provenance.json"]
+    assert sorted(p.name for p in (runs["two"] / "features").iterdir()) == features
     one, two = (sqlite3.connect(runs[n] / "features/features.sqlite") for n in ("one", "two"))
     for table, order in [("dictionaries", "id"), ("examples", "dictionary_id, feature, kind, interval, rank"),
                          ("intervals", "dictionary_id, feature, interval")]:  # fmt: skip

@@ -341,7 +341,7 @@ def test_an_imported_jumprelu_sae_over_a_gpt2_builds_serves_and_exports(gpt2_dir
     live = next(i for i, x in enumerate(dens) if x > 0)
     conn.close()
 
-    client = TestClient(create_app(run), raise_server_exceptions=False)
+    client = TestClient(create_app(run), base_url="http://127.0.0.1", raise_server_exceptions=False)
     overview = client.get("/api/").json()
     assert {x["name"] for x in overview["dictionaries"]} == {"neurons", "jumprelu-96"}
     page = client.get(f"/api/dict/{d['id']}/feature/{live}").json()["feature"]
