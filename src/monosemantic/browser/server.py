@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from monosemantic.browser.app import create_app
+from monosemantic.browser.limits import DEFAULT_HOSTS
 
 
 @dataclass
@@ -53,7 +54,7 @@ def start(
     """
     import uvicorn
 
-    app = create_app(Path(database))
+    app = create_app(Path(database), hosts=(*DEFAULT_HOSTS, host))  # answers to the name its url gives
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
