@@ -45,6 +45,14 @@ def add_parsers(sub: Any) -> None:
         "(default: each stage's own, bfloat16 for the LM and float32 for the others)",
     )
     demo.add_argument(
+        "--subject-dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default=None,
+        help="weight dtype of the subject model in every stage that runs it (harvest, eval, features), separate "
+        "from the SAEs'; a stage's own --harvest-subject-dtype, --eval-subject-dtype, --features-subject-dtype wins "
+        "(default float32)",
+    )
+    demo.add_argument(
         "--universality",
         action=argparse.BooleanOptionalAction,
         default=None,
