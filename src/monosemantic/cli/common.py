@@ -159,4 +159,5 @@ def run_config(args: argparse.Namespace, flagged: tuple[str, ...] = (), prefixed
     control = getattr(args, "control", None)
     if control is None:
         control = bool(preset["demo"].get("control", False))
-    return RunConfig(**built, ladder=ladder, sae=train, universality=universality, control=control)
+    subject = str(preset["demo"].get("subject", ""))
+    return RunConfig(**built, ladder=ladder, sae=train, universality=universality, control=control, subject=subject)

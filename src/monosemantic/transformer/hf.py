@@ -140,7 +140,12 @@ def load_hf(
 
 
 def document_separator(tok: Any, spec: str) -> int:
-    """The token id put before each document in the token stream: EOS, else BOS."""
+    """The token id put before each document in the token stream: `<|endoftext|>` where the vocabulary has
+    it (the separator of pretraining text, e.g. SmolLM2's, whose Instruct tokenizer's EOS `<|im_end|>` ends a
+    chat turn instead), else EOS, else BOS."""
+    eot = tok.get_vocab().get("<|endoftext|>") if hasattr(tok, "get_vocab") else None
+    if isinstance(eot, int):
+        return eot
     for name in ("eos_token_id", "bos_token_id"):
         value = getattr(tok, name, None)
         if isinstance(value, int):
