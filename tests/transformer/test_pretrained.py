@@ -159,7 +159,7 @@ def test_demo_on_a_pretrained_subject(gpt2_dir, tmp_path, monkeypatch, capsys):
     dicts = {r["name"]: r["id"] for r in conn.execute("SELECT name, id FROM dictionaries WHERE model = ?", (KEY,))}
     assert set(dicts) == {"neurons", "tm2023-64", "tm2023-128"}
     case = db.get_summary(conn, "case_study")
-    assert case["model"] == KEY and len(case["rows"]) == 16  # 8 proxies, with and without synthetic/
+    assert case["model"] == KEY and len(case["rows"]) == 32  # 8 proxies, with and without synthetic/, 2 SAEs
     for name, i in dicts.items():
         n = conn.execute("SELECT count(*) FROM ablations WHERE dictionary_id = ?", (i,)).fetchone()[0]
         assert 0 < n <= 8, name  # a sample of the features, through the whole model
@@ -172,4 +172,24 @@ def test_demo_on_a_pretrained_subject(gpt2_dir, tmp_path, monkeypatch, capsys):
     interp = db.get_summary(conn, "interpretability")
     assert {d["dictionary"] for d in interp["dictionaries"]} >= {"neurons", "tm2023-128"}
     assert db.get_summary(conn, "universality") is None
+    rows = [dict(r) for r in conn.execute("SELECT name, model, hook, kind FROM dictionaries WHERE model = ?", (KEY,))]
     conn.close()
+
+    # The browser's live text view runs the subject the database was built from, with its tokenizer.
+    from monosemantic.features.textview import TextView
+    from monosemantic.transformer.hf import load_hf
+
+    view = TextView(run)
+    model, tok = load_hf(str(gpt2_dir), ctx_len=64)
+    ids = [tok.eos_token_id, *tok.encode("the whale sees the moon")]
+    seen = []
+    model.hf.transformer.h[1].mlp.c_proj.register_forward_pre_hook(lambda _m, a: seen.append(a[0]))
+    with torch.inference_mode():
+        model(torch.tensor([ids]))
+    for row in rows:
+        out = view.analyze("the whale sees the moon", row)
+        assert len(out["tokens"]) == len(ids) and not out["truncated"]
+        if row["kind"] == "neurons":  # the strongest neuron of each token, read off the forward by hand
+            want = seen[0][0].max(-1)
+            got = [a[1] if a else 0.0 for a in out["strongest"]]
+            assert got == pytest.approx([max(v, 0.0) for v in want.values.tolist()], abs=1e-3)

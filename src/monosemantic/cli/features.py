@@ -215,11 +215,12 @@ def _run(args: argparse.Namespace, run: Any) -> None:
 
 
 def cmd_ablate(args: argparse.Namespace) -> None:
-    from monosemantic.analyses.ablation import run_ablation
+    from monosemantic.analyses.ablation import AblationConfig, run_ablation
     from monosemantic.analyses.ablation_deep import run_deep_ablation
     from monosemantic.transformer.subject import is_run_model
 
-    deep = not is_run_model(paths.RunLayout(args.run), args.model)  # a Hugging Face subject (a path, hf:NAME)
+    model = build(AblationConfig, {}, args).model
+    deep = not is_run_model(paths.RunLayout(args.run), model)  # a Hugging Face subject (a path, hf:NAME)
     _run(args, run_deep_ablation if deep else run_ablation)
 
 
