@@ -23,16 +23,18 @@ JUMPRELU_LR = 1e-3  # Gemma Scope's 7e-5 is for ~1M steps; both tools get the sa
 JUMPRELU_L0 = 0.05  # λ of the L0 penalty, on inputs of unit mean norm (jumprelu_train.py)
 
 
-def matmul_peaks(n: int = 4096, reps: int = 5) -> dict[str, float]:
-    """Measured GFLOP/s of one n × n × n product in float32 and bfloat16 (median of `reps`)."""
+def matmul_peaks(device: str = "cpu", n: int = 4096, reps: int = 5) -> dict[str, float]:
+    """Measured GFLOP/s of one n × n × n product in float32 and bfloat16 on `device` (median of `reps`)."""
     out = {}
     for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
-        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        a, b = torch.randn(n, n).to(device, dtype), torch.randn(n, n).to(device, dtype)
         a @ b
         times = []
         for _ in range(reps):
+            _sync(device)
             t0 = time.perf_counter()
             a @ b
+            _sync(device)
             times.append(time.perf_counter() - t0)
         out[name] = 2 * n**3 / statistics.median(times) / 1e9
     return out
@@ -133,7 +135,7 @@ def fire_on(sae: Any, x: torch.Tensor, fraction: float) -> None:
     sae.b_enc.copy_(-torch.quantile(x_bar @ sae.W_enc, 1 - fraction, dim=0))
 
 
-def saelens_copy(ours: Any, recipe: str, steps: int) -> tuple[Any, Any]:
+def saelens_copy(ours: Any, recipe: str, steps: int, device: str = "cpu") -> tuple[Any, Any]:
     """SAELens's SAE with our weights, and its trainer config for the same recipe."""
     from sae_lens.config import SAETrainerConfig
     from sae_lens.saes.batchtopk_sae import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
@@ -172,6 +174,7 @@ def saelens_copy(ours: Any, recipe: str, steps: int) -> tuple[Any, Any]:
         )
         sae = StandardTrainingSAE(sae_cfg)
         lr, l1_warm, lr_decay = 5e-5, steps // 20, steps // 5
+    sae.to(device)
     with torch.no_grad():
         for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
             getattr(sae, name).copy_(getattr(ours, name))
@@ -184,7 +187,7 @@ def saelens_copy(ours: Any, recipe: str, steps: int) -> tuple[Any, Any]:
         lr_end=0.0,
         lr_decay_steps=lr_decay,
         adam_beta1=beta1,
-        device="cpu",
+        device=device,
     )
     del l1_warm
     return sae, cfg
@@ -204,14 +207,21 @@ def run_worker(spec: dict) -> dict:
     else:
         xs, source = load_batches(spec["activations"], n_steps + N_EVAL)
         train, held_out, first = xs[:n_steps], xs[n_steps:], xs[0]
+    device = spec.get("device", "cpu")
+    if device != "cpu":  # both tools on one card: the batches live there, as a GPU data loader would leave them
+        train = [x.to(device) for x in train]
+        held_out, first = [x.to(device) for x in held_out], first.to(device)
     ours, our_cfg = build_ours(spec["recipe"], spec["n_features"], n_steps, spec["start"], first, spec)
+    ours.to(device)
     rss_before = _rss_mib()
     stamps: list[float] = []
 
     def timed(batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
         for x in batches:
+            _sync(device)
             stamps.append(time.perf_counter())
             yield x
+        _sync(device)
         stamps.append(time.perf_counter())
 
     t0 = time.perf_counter()
@@ -223,7 +233,7 @@ def run_worker(spec: dict) -> dict:
     else:
         from sae_lens.training.sae_trainer import SAETrainer
 
-        sae, cfg = saelens_copy(ours, spec["recipe"], n_steps)
+        sae, cfg = saelens_copy(ours, spec["recipe"], n_steps, device)
         SAETrainer(cfg=cfg, sae=sae, data_provider=timed(train)).fit()
         encode, decode, W_dec = sae.encode, sae.decode, sae.W_dec
     wall = time.perf_counter() - t0
@@ -262,6 +272,12 @@ def held_out_loss(
             l1.append(float((f * norms).sum(-1).mean()))
     out = {"mse": statistics.mean(mse), "l0": statistics.mean(l0)}
     return out | ({"l1": statistics.mean(l1)} if l1 else {})
+
+
+def _sync(device: str) -> None:
+    """CUDA runs asynchronously: wait for the device before reading the clock."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def _peek(it: Iterator[torch.Tensor]) -> tuple[torch.Tensor, Iterator[torch.Tensor]]:

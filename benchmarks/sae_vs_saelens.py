@@ -80,6 +80,7 @@ def main() -> None:
         "plain autograd step in float32 (`step='dense'`), the reference the fast paths are checked against",
     )
     p.add_argument("--threads", type=int, default=None, help="torch threads in both tools (default: torch's)")
+    p.add_argument("--device", default="cpu", help="where both tools train (cpu, cuda): one card for both")
     p.add_argument("--tcmalloc", action="store_true", help="also run every pair with tcmalloc preloaded")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/sae_vs_saelens.json"))
     p.add_argument("--worker", type=str, default=None, help=argparse.SUPPRESS)
@@ -96,7 +97,7 @@ def main() -> None:
     from sae_bench_worker import matmul_peaks  # noqa: PLC0415
 
     t_start = time.time()
-    peaks = matmul_peaks()
+    peaks = matmul_peaks(args.device)
     print(f"matmul peak on this machine: float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f}")
     print(f"load average at start: {os.getloadavg()}", flush=True)
     allocs = ["default", "tcmalloc"] if args.tcmalloc else ["default"]
@@ -119,6 +120,7 @@ def main() -> None:
                             "activations": str(args.activations),
                             "matmul_dtype": tool.split(":")[1] if ":" in tool else "float32",
                             "threads": args.threads,
+                            "device": args.device,
                         }
                         r = _spawn(spec)
                         r.update(spec, round=rnd, load=os.getloadavg()[0])

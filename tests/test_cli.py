@@ -218,7 +218,7 @@ def test_a_presets_demo_section_sets_the_demos_defaults(tiny_run, tmp_path, caps
     preset.write_text(json.dumps({**tiny, "demo": {"universalty": False}}))
     assert run_cli(*demo) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert str(preset) in err and "demo section may only set control, universality" in err
+    assert str(preset) in err and "demo section may only set control, subject, universality" in err
 
 
 def test_a_misspelt_sae_setting_in_a_preset_is_an_error(tiny_run, tmp_path, capsys):
@@ -248,8 +248,11 @@ def test_every_built_in_preset_builds_every_stage_config(name):
     from monosemantic.cli.common import run_config
 
     cfg = run_config(_parser().parse_args(["demo", "--preset", name]), prefixed=True)
-    assert cfg.ladder.n_features and cfg.sae.l1_coeff > 0
+    assert cfg.ladder.n_features and cfg.sae.lr > 0
+    assert cfg.ladder.arch == "topk" or cfg.sae.l1_coeff > 0
     assert cfg.lm.n_steps > 0 and cfg.harvest.n_tokens > 0
+    if cfg.subject:  # a pretrained subject: every stage that runs it reads the same hook
+        assert cfg.harvest.hook == cfg.eval.hook == cfg.features.hook != "blocks.0.mlp.hook_post"
 
 
 def test_the_default_demo_is_the_20_minute_workload_and_full_the_longer_one():

@@ -2,8 +2,9 @@
 
 `default` is the demo on the embedded corpus on 2 CPU cores, with model B and the universality analysis;
 `full` the same pipeline on more data (about 47 minutes); `tiny` runs every stage in seconds and is what
-the tests use. A preset may also be given as a path to a JSON file of the same
-shape. CLI flags override single fields on top of the preset.
+the tests use; `smollm2` runs it on a pretrained model, SmolLM2-135M, instead of training one. A preset
+may also be given as a path to a JSON file of the same shape. CLI flags override single fields on top of
+the preset.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ if TYPE_CHECKING:  # the stage configs live beside their stages, which import to
     from monosemantic.transformer.train import LMTrainConfig
 
 SECTIONS = ("corpus", "tokenizer", "tokens", "transformer", "lm", "harvest", "sae", "eval", "features")
-DEMO_KEYS = {"universality", "control"}
+DEMO_KEYS = {"universality", "control", "subject"}
 """The `demo` section holds the demo command's own defaults (its flags win)."""
 
 
@@ -82,3 +83,6 @@ class RunConfig:
     control: bool = False
     """The `demo` section: also shuffle model A's weights and train the ladder's largest SAE on the copy
     (`pipeline._control`), automated interpretability's control (paper §8.9)."""
+    subject: str = ""
+    """The `demo` section: a pretrained model fetched by name (transformer/pretrained.py, e.g. smollm2) as the
+    subject instead of training model A (`pipeline.run_pretrained`); empty for the paper's own model."""

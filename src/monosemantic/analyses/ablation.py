@@ -82,7 +82,15 @@ class AblationConfig:
     temperature: float = 1.0
     """Sampling temperature."""
     seed: int = 0
-    """Seed of the pinned samples' random numbers (one stream per feature, so batching does not matter)."""
+    """Seed of the pinned samples' random numbers (one stream per feature, so batching does not matter), and of a
+    deep subject's feature sample."""
+    max_features: int = 8
+    """A Hugging Face (deep) subject only: features ablated per dictionary, a seeded sample of those with examples
+    (each costs two whole forwards per example, ablation_deep.py); 0 = all. A run model ablates every feature."""
+    n_examples: int = 3
+    """A Hugging Face subject only: top examples ablated per sampled feature; 0 = all."""
+    ctx_len: int | None = None
+    """Context length of a Hugging Face subject: the build's (default 256)."""
 
     def __post_init__(self) -> None:
         for name in ("n_logit_tokens", "batch_contexts", "n_samples", "n_new_tokens"):
@@ -307,25 +315,32 @@ def ablate_dictionary(
             T = max(e.start + e.length for e in batch)
             contexts = stream_slices(split, np.array([e.ctx_offset for e in batch]), T)
             results = ablate_features(model, dictionary, batch, contexts, cfg.hook)
-        rows, updates = [], []
-        for f, r in results.items():
-            rows.append(
-                {
-                    "dictionary_id": dictionary.id,
-                    "feature": f,
-                    "mean_loss_delta": r.mean_loss_delta,
-                    "promoted_json": token_list(vocab, r.mean_effect, cfg.n_logit_tokens, largest=True),
-                    "suppressed_json": token_list(vocab, r.mean_effect, cfg.n_logit_tokens, largest=False),
-                }
-            )
-            for rowid, vals in r.window_deltas.items():
-                rounded = [None if v is None else round(v, 4) for v in vals]
-                updates.append((json.dumps(rounded), rowid))
-        db.insert_rows(conn, "ablations", rows)
-        conn.executemany("UPDATE examples SET ablation_json = ? WHERE rowid = ?", updates)
-        n += len(rows)
+        n += write_ablations(conn, dictionary.id, results, vocab, cfg.n_logit_tokens)
     conn.commit()
     return n
+
+
+def write_ablations(
+    conn: sqlite3.Connection, dictionary_id: int, results: dict[int, FeatureAblation], vocab: list[str], n_tokens: int
+) -> int:
+    """The `ablations` rows of `results` and their examples' `ablation_json`; returns the row count."""
+    rows, updates = [], []
+    for f, r in results.items():
+        rows.append(
+            {
+                "dictionary_id": dictionary_id,
+                "feature": f,
+                "mean_loss_delta": r.mean_loss_delta,
+                "promoted_json": token_list(vocab, r.mean_effect, n_tokens, largest=True),
+                "suppressed_json": token_list(vocab, r.mean_effect, n_tokens, largest=False),
+            }
+        )
+        for rowid, vals in r.window_deltas.items():
+            rounded = [None if v is None else round(v, 4) for v in vals]
+            updates.append((json.dumps(rounded), rowid))
+    db.insert_rows(conn, "ablations", rows)
+    conn.executemany("UPDATE examples SET ablation_json = ? WHERE rowid = ?", updates)
+    return len(rows)
 
 
 def pin_dictionary(
@@ -379,7 +394,8 @@ def prompt_ids(tok: Tokenizer, prompt: str) -> Tensor:
 def run_ablation(conn: sqlite3.Connection, layout: RunLayout, cfg: AblationConfig, progress: bool = True) -> dict:
     """Ablations (and, with `cfg.pinned`, pinned samples) for the database's dictionaries of
     `cfg.model` at `cfg.hook`; writes `ablations`, `examples.ablation_json`, `pinned`, and the
-    unpinned baseline samples as summary `pinned_baseline`. Returns counts per dictionary."""
+    unpinned baseline samples as summary `pinned_baseline`. Returns counts per dictionary. For a Hugging Face
+    subject see `ablation_deep.run_deep_ablation`."""
     model = load_transformer(layout.transformer(cfg.model)).eval()
     tok = load_tokenizer(layout.tokenizer / TOKENIZER_JSON)
     vocab = [tok.decode([i], skip_special_tokens=False) for i in range(model.cfg.vocab_size)]

@@ -57,6 +57,7 @@ from monosemantic.analyses.sampling import (
 from monosemantic.analyses.scoring import importance_weights, window_scores
 from monosemantic.errors import UserError
 from monosemantic.features import db
+from monosemantic.transformer.subject import subject_key
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,11 @@ class AutoInterpConfig:
     """Held-out contexts run through the model for those two; 0 = score on the stored examples only."""
     device: str = "cpu"
     """Device of that forward."""
+    subjects: tuple[str, ...] = ()
+    """Hugging Face subjects to run for that pool, as --model names them (a path or hf:NAME); the database
+    knows them as hf-<name>. Run models are found by name."""
+    ctx_len: int | None = None
+    """Context length of those Hugging Face subjects: the build's (default 256)."""
     seed: int = 0
     """Seeds the feature sample and the random windows."""
 
@@ -192,13 +198,15 @@ def run_autointerp(
     if not dicts:
         raise UserError("feature database: no dictionaries to explain; run `monosemantic features build` first")
     pools: dict[tuple[str, str], HeldOutPool | None] = {}
+    specs = {subject_key(layout, s): s for s in cfg.subjects}  # database name -> what loads it
     out = []
     for d in dicts:
         n_tokens = int(conn.execute("SELECT n_tokens FROM dictionaries WHERE id = ?", (d.id,)).fetchone()[0])
         key = (d.model, d.hook)
         if key not in pools and n_tokens:  # one forward per model, shared by its dictionaries
-            pools[key] = load_pool(layout, d.model, d.hook, n_tokens, cfg.pool_contexts, cfg.seed, cfg.device) \
-                if cfg.pool_contexts else None  # fmt: skip
+            spec = specs.get(d.model, d.model)
+            pools[key] = load_pool(layout, spec, d.hook, n_tokens, cfg.pool_contexts, cfg.seed, cfg.device,
+                                   ctx_len=cfg.ctx_len) if cfg.pool_contexts else None  # fmt: skip
         row = _dictionary(conn, layout, d, n_tokens, cfg, explainer, simulator, pools.get(key), progress)
         if row is not None:
             out.append(row)

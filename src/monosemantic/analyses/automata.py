@@ -18,6 +18,7 @@ function the core build uses for `features.logit_json` (`interp/logits.py`).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ from monosemantic.features import db, logits
 from monosemantic.features.stream import held_out_contexts
 from monosemantic.paths import RunLayout
 from monosemantic.transformer.model import Transformer, load_transformer
+from monosemantic.transformer.subject import ensure_tokens, is_run_model, load_subject
 
 
 def logit_effects(W_dec: Tensor, W_out: Tensor, ln_gain: Tensor, inv_sigma: float, W_U: Tensor) -> Tensor:
@@ -84,19 +86,63 @@ def run_automata(
     dicts: list[Dictionary],
     n_links: int,
     progress: bool = True,
+    hook: str = "",
 ) -> int:
-    """`logit_links` for each dictionary (targets in the same dictionary); returns the row count."""
+    """`logit_links` for each dictionary (targets in the same dictionary); returns the row count.
+
+    A Hugging Face subject (`model_name` a path or hf:NAME, with its `hook`) takes the direct path of
+    `logits.logit_path` (its hooked activation's map into the residual stream, the final norm, the
+    unembedding; later layers left out), and is skipped where that path is not found."""
+    if not is_run_model(layout, model_name):
+        return _run_automata_hf(conn, layout, model_name, hook, dicts, n_links, progress)
     model = load_transformer(layout.transformer(model_name)).eval()
     store = TokenStore(layout.tokens)
     ctx = held_out_contexts(store, model.cfg.ctx_len, 16 * model.cfg.ctx_len)
     with torch.inference_mode():
         inv_sigma = mean_inv_sigma(model, torch.from_numpy(ctx.tokens))
-    stream = store.val.all_tokens()  # the offsets' frame: shards concatenated
     mlp = model.block(0).mlp
+
+    def effects(W_dec: Tensor) -> Tensor:
+        return logit_effects(W_dec, mlp.W_out.detach(), model.ln_f.weight.detach(), inv_sigma, model.W_U.detach())
+
+    return _write_links(conn, store, dicts, effects, model.cfg.vocab_size, n_links, progress)
+
+
+def _run_automata_hf(
+    conn: sqlite3.Connection, layout: RunLayout, spec: str, hook: str, dicts: list[Dictionary], n_links: int,
+    progress: bool,
+) -> int:  # fmt: skip
+    s = load_subject(layout, spec, hook)
+    store = TokenStore(ensure_tokens(layout, s, progress=progress))
+    ctx = held_out_contexts(store, s.ctx_len, 16 * s.ctx_len)
+    d = dicts[0].W_dec.shape[1] if dicts else 0
+    with torch.inference_mode():
+        path = logits.logit_path(s.model, s.site, d, torch.from_numpy(ctx.tokens), store.vocab_size)
+    if path is None:
+        return 0  # logit_path said why
+
+    def effects(W_dec: Tensor) -> Tensor:
+        raw = path.effects(W_dec.float())
+        return logits.median_shift(raw, torch.ones(raw.shape[1], dtype=torch.bool))
+
+    return _write_links(conn, store, dicts, effects, store.vocab_size, n_links, progress)
+
+
+def _write_links(
+    conn: sqlite3.Connection,
+    store: TokenStore,
+    dicts: list[Dictionary],
+    effects: Callable[[Tensor], Tensor],
+    vocab: int,
+    n_links: int,
+    progress: bool,
+) -> int:
+    """The `logit_links` rows of every dictionary, from `effects(W_dec) -> [n, vocab]` median-shifted weights."""
+    stream = store.val.all_tokens()  # the offsets' frame: shards concatenated
     n_rows = 0
     for d in tqdm(dicts, desc="automata", disable=not progress):
         conn.execute("DELETE FROM logit_links WHERE dictionary_id = ?", (d.id,))
-        targets = target_tokens(conn, d.id, stream, model.cfg.vocab_size, d.n_features)
+        targets = target_tokens(conn, d.id, stream, vocab, d.n_features)
         has_target = torch.zeros(d.n_features, dtype=torch.bool)
         has_target[targets.indices()[0]] = True
         alive = [
@@ -106,10 +152,7 @@ def run_automata(
             continue
         src = torch.tensor(sorted(alive))
         with torch.inference_mode():
-            eff = logit_effects(
-                d.W_dec[src], mlp.W_out.detach(), model.ln_f.weight.detach(), inv_sigma, model.W_U.detach()
-            )
-            values, idx = top_links(link_weights(eff, targets), has_target, n_links)
+            values, idx = top_links(link_weights(effects(d.W_dec[src]), targets), has_target, n_links)
         rows = (
             {
                 "dictionary_id": d.id,

@@ -12,8 +12,10 @@ held-out tokens, so the explain step runs the model once over `n_contexts` conte
 from the held-out contexts the build streamed, keeps the hook's activations (the neurons), and
 encodes only the columns of the features being scored (`loader.column_encoder`).
 
-Only a run's own model can be re-run here: for a Hugging Face subject `load_pool` returns None and
-the score uses the stored examples alone (their windows still hold the zeros around each example).
+Any subject can be re-run (`transformer.subject.load_subject`): a run model by its name, a Hugging Face
+model by the path or hf:NAME it was built from (`AutoInterpConfig.subjects`). Without a way to run it
+`load_pool` returns None and the score uses the stored examples alone (their windows still hold the
+zeros around each example).
 """
 
 from __future__ import annotations
@@ -22,24 +24,24 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
 from torch import Tensor
 
 from monosemantic import paths
 from monosemantic.analyses.loader import Dictionary, column_encoder
 from monosemantic.analyses.sampling import ScoringWindow
 from monosemantic.analyses.scoring import stratum
-from monosemantic.data.tokenizer import load_tokenizer
 from monosemantic.data.tokens import TokenStore
+from monosemantic.errors import UserError
 from monosemantic.features.rows import display_tokens
 from monosemantic.features.stream import dictionary_activations, held_out_contexts
 from monosemantic.io import is_complete
 from monosemantic.runtime import pick_device
-from monosemantic.transformer import hooks
-from monosemantic.transformer.model import load_transformer
-from monosemantic.transformer.subject import is_run_model
+from monosemantic.transformer.subject import HF_PREFIX, is_run_model, load_subject
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +112,8 @@ class HeldOutPool:
         return out
 
 
-def vocab_strings(layout: paths.RunLayout, vocab_size: int) -> list[str]:
-    """Every token id of the run's tokenizer as the build writes it into `examples.tokens_json`."""
-    tok = load_tokenizer(layout.tokenizer / paths.TOKENIZER_JSON)
+def vocab_strings(tok: Tokenizer, vocab_size: int) -> list[str]:
+    """Every token id of the subject's tokenizer as the build writes it into `examples.tokens_json`."""
     return display_tokens(
         tok.decode_batch([[i] for i in range(vocab_size)], skip_special_tokens=False),
         [tok.id_to_token(i) for i in range(vocab_size)],
@@ -128,24 +129,36 @@ def load_pool(
     seed: int,
     device: str = "cpu",
     batch_size: int = 16,
+    ctx_len: int | None = None,
 ) -> HeldOutPool | None:
     """`n_contexts` random contexts of the first `n_tokens` held-out tokens (those the build streamed),
-    through run model `model` to `hook`; None when `model` is not a run model with tokens and tokenizer."""
-    folder = layout.transformer(model)
-    have = is_complete(layout.tokens) and (layout.tokenizer / paths.TOKENIZER_JSON).is_file()
-    if not is_run_model(layout, model) or not (folder / paths.CONFIG).is_file() or not have or hook not in hooks.ALL:
+    through `model` (a run model's name, or a Hugging Face model's path or hf:NAME, with `ctx_len` as the
+    build's) to `hook`; None when it cannot be run here (a database name with no model, no tokens)."""
+    run_model = is_run_model(layout, model)
+    if run_model and not (is_complete(layout.tokens) and (layout.transformer(model) / paths.CONFIG).is_file()):
         log.info("explain: %s at %s is not a run model with tokens here: stored examples only", model, hook)
         return None
+    if not run_model and not Path(model.removeprefix(HF_PREFIX)).exists() and not model.startswith(HF_PREFIX):
+        log.info("explain: no model to run for %s: stored examples only", model)
+        return None
     device = str(pick_device(device))
-    m = load_transformer(folder, device).eval()
-    store = TokenStore(layout.tokens)
-    ctx = held_out_contexts(store, m.cfg.ctx_len, max(n_tokens, m.cfg.ctx_len))
+    try:
+        s = load_subject(layout, model, hook, device, ctx_len)
+    except UserError as e:
+        log.info("explain: cannot run %s (%s): stored examples only", model, e)
+        return None
+    store = TokenStore(s.tokens)
+    if s.tokenizer is None or not is_complete(s.tokens):
+        log.info("explain: %s has no tokenizer or tokens here: stored examples only", model)
+        return None
+    s.model.eval()
+    ctx = held_out_contexts(store, s.ctx_len, max(n_tokens, s.ctx_len))
     rng = np.random.default_rng([seed, 8])  # the same contexts for every model of the run (A and its control)
     rows = np.sort(rng.choice(len(ctx.tokens), min(n_contexts, len(ctx.tokens)), replace=False))
     tokens = ctx.tokens[rows]
-    hook_module = m.hook_point(hook)
     parts = []
     for lo in range(0, len(tokens), batch_size):
-        acts, _ = dictionary_activations(m, hook_module, {}, torch.from_numpy(tokens[lo : lo + batch_size]).to(device))
+        ids = torch.from_numpy(tokens[lo : lo + batch_size]).to(device)
+        acts, _ = dictionary_activations(s.model, s.site.module, {}, ids, s.site.which)
         parts.append(acts.reshape(-1, acts.shape[-1]).cpu())
-    return HeldOutPool(tokens, ctx.offsets[rows], torch.cat(parts), vocab_strings(layout, store.vocab_size))
+    return HeldOutPool(tokens, ctx.offsets[rows], torch.cat(parts), vocab_strings(s.tokenizer, store.vocab_size))

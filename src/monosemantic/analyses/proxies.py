@@ -24,9 +24,12 @@ import dataclasses
 import json
 import logging
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -39,14 +42,13 @@ from monosemantic.analyses.casestudy import Levels, Moments, best_columns, decod
 from monosemantic.analyses.casestudy_report import SLICES, case_study_rows, format_case_study
 from monosemantic.analyses.loader import DictRow, dictionaries, load_saes
 from monosemantic.analyses.proxy_defs import BUILTIN, ProxySet, select
-from monosemantic.data.tokenizer import load_tokenizer
 from monosemantic.data.tokens import TokenStore
 from monosemantic.errors import UserError
 from monosemantic.features import db
 from monosemantic.features.stream import Contexts, context_offsets, contexts_at, held_out_contexts
 from monosemantic.features.tokentext import vocab_bytes
 from monosemantic.sae.model import SparseAutoencoder
-from monosemantic.transformer.model import Transformer, load_transformer
+from monosemantic.transformer.subject import ensure_tokens, load_subject, subject_key
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,14 @@ class ProxyConfig:
     custom: tuple[str, ...] = ()
     """Users' proxies: NAME=regex:PATTERN or NAME=py:module:function (one LLR per token string)."""
     model: str = "A"
-    """The model whose dictionaries (all SAEs in the database, and its neurons) are correlated."""
+    """The model whose dictionaries (all SAEs in the database, and its neurons) are correlated: a run model, or a
+    Hugging Face one (path or hf:NAME, as --model; its tokens are the run's corpus in its tokenizer)."""
+    ctx_len: int | None = None
+    """Context length of a Hugging Face model (default 256, as the build's); a run model uses its own."""
+    spill: bool = False
+    """Keep pass 1's activations in a temporary float16 file (2·d bytes per token: 3.1 GB for 1M tokens of 1,536
+    neurons) that pass 2 reads instead of running the model again; both passes then see the float16-rounded
+    activations, as the harvest stores them. Worth it where the forward costs more than the disk (a deep model)."""
     n_tokens: int = 1_048_576
     """Held-out (validation) tokens, spread over the whole split, the correlations are taken over
     (the paper: 40,960,000); all of a smaller split."""
@@ -116,21 +125,37 @@ def encoder(sae: SparseAutoencoder, columns: list[int] | None = None) -> Callabl
 class _Inputs:
     """What both passes read: the model to its hook, the SAEs, the proxies and the contexts."""
 
-    model: Transformer
+    model: torch.nn.Module
     hook: torch.nn.Module
+    which: Literal["output", "input"]
+    """The hook module's output or input (`activations.capture`)."""
+    d: int
+    """Width of the hook's activation: the neurons."""
     saes: dict[str, SparseAutoencoder]
     pset: ProxySet
     ctx: Contexts
     member: np.ndarray
     """bool [S, n_tokens]: the tokens of each slice (SLICES order)."""
+    spill: np.memmap | None = None
+    """float16 [n_tokens, d]: pass 1's activations, which pass 2 reads (`ProxyConfig.spill`)."""
+    spilled: bool = False
 
     @torch.inference_mode()
     def batches(self, batch_size: int, desc: str, progress: bool) -> Iterator[tuple[Tensor, np.ndarray, Tensor]]:
         """`(neurons [N, d], llr [P, N], member [S, N])` per batch of contexts."""
         P, T = len(self.pset.proxies), self.ctx.tokens.shape[1]
+        device = next(self.model.parameters()).device
         for lo, hi in tqdm(list(self.ctx.batches(batch_size)), desc=desc, disable=not progress):
             ids = self.ctx.tokens[lo:hi]
-            acts = capture(self.model, torch.from_numpy(ids), self.hook).float()
+            if self.spilled:
+                assert self.spill is not None
+                acts = torch.from_numpy(self.spill[lo * T : hi * T].astype(np.float32))
+            else:
+                acts = capture(self.model, torch.from_numpy(ids).to(device), self.hook, self.which).float().cpu()
+                if self.spill is not None:  # rounded once, so both passes see the same numbers
+                    half = acts.reshape(-1, self.d).half()
+                    self.spill[lo * T : hi * T] = half.numpy()
+                    acts = half.float()
             yield (
                 acts.reshape(-1, acts.shape[-1]),
                 self.pset.llr(ids).reshape(P, -1),
@@ -141,25 +166,50 @@ class _Inputs:
 def run_proxies(conn: sqlite3.Connection, layout: paths.RunLayout, cfg: ProxyConfig, progress: bool = True) -> dict:
     """Correlate every proxy with every feature and neuron of `cfg.model`; write `proxies` and
     `summary['case_study']` (returned, as the database holds it)."""
-    rows = dictionaries(conn, cfg.model)
+    key = subject_key(layout, cfg.model)  # the database's name of the model (hf-<name> for a HF model)
+    rows = dictionaries(conn, key)
     sae_rows = [r for r in rows if r.kind == "sae"]
     neuron_rows = [r for r in rows if r.kind == "neurons"]
     if not sae_rows:
-        raise UserError(f"feature database: no SAE of model {cfg.model}; run `monosemantic features build` first")
+        raise UserError(f"feature database: no SAE of model {key}; run `monosemantic features build` first")
     proxies = select(cfg.proxies, cfg.custom)
-    store = TokenStore(layout.tokens)
-    tok_bytes = vocab_bytes(load_tokenizer(layout.tokenizer / paths.TOKENIZER_JSON))
-    pset = ProxySet(proxies, tok_bytes, store.train.all_tokens(cfg.sample_tokens))
-    model = load_transformer(layout.transformer(cfg.model)).eval()
-    ctx = held_out_contexts(store, model.cfg.ctx_len, cfg.n_tokens)
-    synthetic = np.array([s.startswith("synthetic/") for s in ctx.sources])[ctx.src].reshape(-1)
-    member = np.stack([np.ones_like(synthetic) if s else ~synthetic for s in SLICES])
-    inputs = _Inputs(model, model.hook_point(sae_rows[0].hook), load_saes(layout, sae_rows), pset, ctx, member)
+    s = load_subject(layout, cfg.model, sae_rows[0].hook, ctx_len=cfg.ctx_len)
+    if s.tokenizer is None:
+        raise UserError(f"{layout.tokenizer / paths.TOKENIZER_JSON}: no tokenizer; the proxies read token bytes")
+    store = TokenStore(ensure_tokens(layout, s, progress=progress))
+    pset = ProxySet(proxies, vocab_bytes(s.tokenizer), store.train.all_tokens(cfg.sample_tokens))
+    s.model.eval()
+    ctx = held_out_contexts(store, s.ctx_len, cfg.n_tokens)
+    synthetic = np.array([src.startswith("synthetic/") for src in ctx.sources])[ctx.src].reshape(-1)
+    member = np.stack([np.ones_like(synthetic) if sl else ~synthetic for sl in SLICES])
+    saes = load_saes(layout, sae_rows)
+    d = next(iter(saes.values())).cfg.d_in
+    with tempfile.TemporaryDirectory(prefix=".proxies-", dir=layout.root) as tmp:
+        spill = np.lib.format.open_memmap(Path(tmp) / "acts.npy", "w+", np.float16, (ctx.n_tokens, d)) \
+            if cfg.spill else None  # fmt: skip
+        inputs = _Inputs(s.model, s.site.module, s.site.which, d, saes, pset, ctx, member, spill)
+        return _run(conn, cfg, key, store, inputs, sae_rows, neuron_rows, proxies, progress)
+
+
+def _run(
+    conn: sqlite3.Connection,
+    cfg: ProxyConfig,
+    key: str,
+    store: TokenStore,
+    inputs: _Inputs,
+    sae_rows: list[DictRow],
+    neuron_rows: list[DictRow],
+    proxies: list,
+    progress: bool,
+) -> dict:
+    """Both passes, the shares and the decoders; writes `proxies` and the summary (run_proxies)."""
+    ctx, member = inputs.ctx, inputs.member
     log.info("proxies: %s held-out tokens, %d contexts spread over the validation split of %s tokens",
              f"{ctx.n_tokens:,}", len(ctx.tokens), f"{store.val.n_tokens:,}")  # fmt: skip
 
     t0, c0 = time.perf_counter(), time.process_time()
     mom, held, llr_max = _pass1(inputs, cfg, progress)
+    inputs.spilled = inputs.spill is not None
     t1, c1 = time.perf_counter(), time.process_time()
     corr = {d: mom.corr(d) for d in ["neurons", *inputs.saes]}  # [S, F, P] each
     best = {d: best_columns(c) for d, c in corr.items()}  # ([S, P], [S, P])
@@ -177,7 +227,7 @@ def run_proxies(conn: sqlite3.Connection, layout: paths.RunLayout, cfg: ProxyCon
     conn.execute(f"DELETE FROM proxies WHERE name IN ({','.join('?' * len(names))})", names)
     db.insert_rows(conn, "proxies", table)
     summary = {
-        "model": cfg.model,
+        "model": key,
         "neurons_dictionary_id": neuron_rows[0].id if neuron_rows else None,
         "largest": max(inputs.saes, key=lambda n: inputs.saes[n].cfg.n_features),
         "dictionaries": [{"name": r.name, "id": r.id, "n_features": r.n_features} for r in sae_rows],
@@ -212,7 +262,7 @@ def run_proxies(conn: sqlite3.Connection, layout: paths.RunLayout, cfg: ProxyCon
 def _pass1(inputs: _Inputs, cfg: ProxyConfig, progress: bool) -> tuple[Moments, np.ndarray, np.ndarray]:
     """Moments of every column of every dictionary; proxy tokens per slice [S, P]; each proxy's max LLR [P]."""
     P, S = len(inputs.pset.proxies), len(SLICES)
-    width = {"neurons": inputs.model.cfg.d_mlp, **{n: s.cfg.n_features for n, s in inputs.saes.items()}}
+    width = {"neurons": inputs.d, **{n: s.cfg.n_features for n, s in inputs.saes.items()}}
     mom = Moments(width, P, S)
     encoders = {n: encoder(s) for n, s in inputs.saes.items()}
     # Two buffers for the largest batch × dictionary, reused by every dictionary and batch.
@@ -246,7 +296,7 @@ def _pass2(
     cols = {d: sorted({int(i) for i in best[d][0].ravel() if i >= 0}
                       | {i for s in range(S) for fam in fams[d][s] for i, _ in fam}) for d in inputs.saes}  # fmt: skip
     pos = {
-        "neurons": {i: i for i in range(inputs.model.cfg.d_mlp)},
+        "neurons": {i: i for i in range(inputs.d)},
         **{d: {i: j for j, i in enumerate(c)} for d, c in cols.items()},
     }
     encoders = {d: encoder(inputs.saes[d], c) for d, c in cols.items() if c}

@@ -30,15 +30,15 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from monosemantic.activations.capture import capture
 from monosemantic.analyses import automata
-from monosemantic.analyses.forward import to_resid
 from monosemantic.analyses.loader import Dictionary, column_encoder, load_dictionaries
 from monosemantic.data.tokens import TokenStore
 from monosemantic.features import db
 from monosemantic.features.stream import held_out_contexts
 from monosemantic.paths import RunLayout
 from monosemantic.transformer import hooks
-from monosemantic.transformer.model import load_transformer
+from monosemantic.transformer.subject import ensure_tokens, load_subject, subject_key
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class SplitConfig:
     """Which ladder to match, on how many held-out tokens, and where to draw a link."""
 
     model: str = "A"
-    """Model whose dictionaries are matched."""
+    """Model whose dictionaries are matched: a run model, or a Hugging Face one (path or hf:NAME, as --model)."""
     hook: str = hooks.MLP_POST
     """Hook the dictionaries read."""
     dictionaries: tuple[str, ...] = ()
@@ -167,17 +167,19 @@ def match_ladder(
     conn: sqlite3.Connection, layout: RunLayout, dicts: list[Dictionary], cfg: SplitConfig, progress: bool = True
 ) -> int:
     """Stream held-out tokens once, accumulate every ladder pair, write `splits`. Returns the link count."""
-    model = load_transformer(layout.transformer(cfg.model)).eval()
+    subj = load_subject(layout, cfg.model, cfg.hook)
+    subj.model.eval()
     kept = [kept_features(conn, d.id, cfg.min_density) for d in dicts]
     encoders = [column_encoder(d, k) for d, k in zip(dicts, kept, strict=True)]
     pairs = ladder_pairs([d.n_features for d in dicts])
     sums = {(p, c): PairSums(len(kept[p]), len(kept[c])) for p, c in pairs}
-    ctx_len = min(cfg.ctx_len, model.cfg.ctx_len)
-    ctx = held_out_contexts(TokenStore(layout.tokens), ctx_len, cfg.n_tokens)
+    ctx_len = min(cfg.ctx_len, subj.ctx_len)
+    ctx = held_out_contexts(TokenStore(ensure_tokens(layout, subj, progress=progress)), ctx_len, cfg.n_tokens)
+    device, site = next(subj.model.parameters()).device, subj.site
     with torch.inference_mode():
         for lo, hi in tqdm(list(ctx.batches(cfg.batch_contexts)), desc="split", unit="batch", disable=not progress):
-            acts, _ = to_resid(model, torch.from_numpy(ctx.tokens[lo:hi]), cfg.hook)
-            flat = acts.reshape(-1, acts.shape[-1]).float()
+            acts = capture(subj.model, torch.from_numpy(ctx.tokens[lo:hi]).to(device), site.module, site.which)
+            flat = acts.reshape(-1, acts.shape[-1]).float().cpu()
             f = [enc(flat) for enc in encoders]
             for (p, c), s in sums.items():
                 s.update(f[p], f[c])
@@ -210,10 +212,11 @@ def match_ladder(
 
 def run_split(conn: sqlite3.Connection, layout: RunLayout, cfg: SplitConfig, progress: bool = True) -> dict:
     """Splits across the ladder of SAEs, and the automata links of every dictionary; returns counts."""
-    saes = load_dictionaries(conn, layout, cfg.model, cfg.hook, kinds=("sae",), names=cfg.dictionaries)
+    key = subject_key(layout, cfg.model)  # the database's name of the model (hf-<name> for a HF model)
+    saes = load_dictionaries(conn, layout, key, cfg.hook, kinds=("sae",), names=cfg.dictionaries)
     out = {"splits": match_ladder(conn, layout, saes, cfg, progress) if len(saes) > 1 else 0}
     if len(saes) < 2:
         log.warning("feature splitting needs two dictionaries or more; found %d", len(saes))
-    every = load_dictionaries(conn, layout, cfg.model, cfg.hook)
-    out["logit_links"] = automata.run_automata(conn, layout, cfg.model, every, cfg.n_links, progress)
+    every = load_dictionaries(conn, layout, key, cfg.hook)
+    out["logit_links"] = automata.run_automata(conn, layout, cfg.model, every, cfg.n_links, progress, cfg.hook)
     return out

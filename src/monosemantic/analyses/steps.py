@@ -18,20 +18,27 @@ from monosemantic.errors import UserError
 from monosemantic.features.build import find_saes
 from monosemantic.features.config import FeaturesConfig, Step
 from monosemantic.paths import CONFIG, RunLayout
+from monosemantic.transformer.subject import is_run_model
 
 log = logging.getLogger(__name__)
 
 
 def _ablations(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progress: bool) -> None:
     from monosemantic.analyses.ablation import AblationConfig, run_ablation
+    from monosemantic.analyses.ablation_deep import run_deep_ablation
 
-    run_ablation(conn, layout, AblationConfig(model=cfg.model, hook=cfg.hook), progress=progress)
+    ablation = AblationConfig(model=cfg.model, hook=cfg.hook, ctx_len=cfg.ctx_len)
+    if is_run_model(layout, cfg.model):
+        run_ablation(conn, layout, ablation, progress=progress)
+    else:  # a deep subject: a sample of features, through the whole forward
+        run_deep_ablation(conn, layout, ablation, progress=progress)
 
 
 def _split(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progress: bool) -> None:
     from monosemantic.analyses.splitting import SplitConfig, run_split
 
-    split = SplitConfig(model=cfg.model, hook=cfg.hook, n_tokens=min(cfg.n_tokens, SplitConfig.n_tokens))
+    split = SplitConfig(model=cfg.model, hook=cfg.hook, n_tokens=min(cfg.n_tokens, SplitConfig.n_tokens),
+                        ctx_len=cfg.ctx_len or SplitConfig.ctx_len)  # fmt: skip
     run_split(conn, layout, split, progress=progress)
 
 
@@ -46,16 +53,20 @@ def _map(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progr
 def _explain(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progress: bool) -> None:
     from monosemantic.analyses.autointerp import AutoInterpConfig, run_autointerp
 
-    # every live feature explained, a sample scored; the run's model re-run on held-out contexts where it has one
-    run_autointerp(conn, layout, AutoInterpConfig(seed=cfg.seed, device=cfg.device), progress=progress)
+    # every live feature explained, a sample scored; the model re-run on held-out contexts for the random windows
+    subjects = () if is_run_model(layout, cfg.model) else (cfg.model,)
+    auto = AutoInterpConfig(seed=cfg.seed, device=cfg.device, subjects=subjects, ctx_len=cfg.ctx_len)
+    run_autointerp(conn, layout, auto, progress=progress)
 
 
 def _proxies(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progress: bool) -> None:
     from monosemantic.analyses.proxies import ProxyConfig, run_proxies
 
     # The case studies take their own budget (ProxyConfig.n_tokens, spread over the validation split),
-    # not the database's: a rare proxy needs ~1M tokens to have a few thousand (paper §8.2).
-    run_proxies(conn, layout, ProxyConfig(model=cfg.model), progress=progress)
+    # not the database's: a rare proxy needs ~1M tokens to have a few thousand (paper §8.2). A deep subject's
+    # forward costs more than reading its activations back, so its pass 2 reads pass 1's from disk.
+    deep = not is_run_model(layout, cfg.model)
+    run_proxies(conn, layout, ProxyConfig(model=cfg.model, ctx_len=cfg.ctx_len, spill=deep), progress=progress)
 
 
 def _universality(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progress: bool) -> None:
@@ -71,10 +82,10 @@ def _universality(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConf
 
 STEPS: tuple[Step, ...] = (
     Step("explain", _explain, any_subject=True),  # TM "Automated Interpretability": explanations and scores
-    Step("ablations", _ablations),  # paper.md §8.4–§8.5: ablations on top contexts, pinned samples
-    Step("split", _split),  # TM "Feature Splitting": family links across sizes, automata links
+    Step("ablations", _ablations, any_subject=True),  # paper.md §8.4–§8.5: ablations on top contexts, pinned samples
+    Step("split", _split, any_subject=True),  # TM "Feature Splitting": family links across sizes, automata links
     Step("map", _map, any_subject=True),  # TM "Feature Splitting" UMAP view: 2-D map and clusters
-    Step("proxies", _proxies),  # paper.md §8.1–§8.2 case studies: proxies, specificity and sensitivity
+    Step("proxies", _proxies, any_subject=True),  # paper.md §8.1–§8.2 case studies: proxies, specificity, sensitivity
     Step("universality", _universality),  # TM "Universality": A's features against B's (only when B exists)
 )
 """The registry of analyses, in the order `features build` runs them."""

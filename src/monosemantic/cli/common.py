@@ -137,10 +137,11 @@ def run_config(args: argparse.Namespace, flagged: tuple[str, ...] = (), prefixed
     preset = load_preset(args.preset)
     none = argparse.Namespace()
     classes = section_classes()
-    if prefixed and getattr(args, "dtype", None) is not None:
-        for k in [*classes, "sae"]:
-            if hasattr(args, f"{k}.dtype") and getattr(args, f"{k}.dtype") is None:
-                setattr(args, f"{k}.dtype", args.dtype)
+    for name in ("dtype", "subject_dtype"):  # demo's --dtype / --subject-dtype: every stage's that is not set
+        if prefixed and getattr(args, name, None) is not None:
+            for k in [*classes, "sae"]:
+                if hasattr(args, f"{k}.{name}") and getattr(args, f"{k}.{name}") is None:
+                    setattr(args, f"{k}.{name}", getattr(args, name))
 
     def section(k: str, cls: type) -> Any:
         if prefixed:
@@ -158,4 +159,5 @@ def run_config(args: argparse.Namespace, flagged: tuple[str, ...] = (), prefixed
     control = getattr(args, "control", None)
     if control is None:
         control = bool(preset["demo"].get("control", False))
-    return RunConfig(**built, ladder=ladder, sae=train, universality=universality, control=control)
+    subject = str(preset["demo"].get("subject", ""))
+    return RunConfig(**built, ladder=ladder, sae=train, universality=universality, control=control, subject=subject)

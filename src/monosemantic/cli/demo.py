@@ -45,6 +45,14 @@ def add_parsers(sub: Any) -> None:
         "(default: each stage's own, bfloat16 for the LM and float32 for the others)",
     )
     demo.add_argument(
+        "--subject-dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default=None,
+        help="weight dtype of the subject model in every stage that runs it (harvest, eval, features), separate "
+        "from the SAEs'; a stage's own --harvest-subject-dtype, --eval-subject-dtype, --features-subject-dtype wins "
+        "(default float32)",
+    )
+    demo.add_argument(
         "--universality",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -83,17 +91,32 @@ def cmd_demo(args: argparse.Namespace) -> None:
         progress=args.progress,
         checkpoint_every=checkpoint_every(args, "sae"),
     )
-    result = pipeline.run_demo(layout, cfg, options, on_eval=lambda evals: print(format_table(evals), file=sys.stderr))
+
+    def on_eval(evals: dict) -> None:  # the SAE table as soon as it exists, before the slower database
+        print(format_table(evals), file=sys.stderr)
+
+    demo = pipeline.run_pretrained if cfg.subject else pipeline.run_demo  # a pretrained subject, or model A
+    result = demo(layout, cfg, options, on_eval=on_eval)
     if not distributed.is_main():
         return  # rank 0 prints the summary
-    m = read_json(layout.transformer("A") / paths.METRICS)
     split, manifest, acts = result.tokens["splits"], result.manifest, result.activations
     rows = [
         ("corpus", f"{manifest.get('n_documents', '?')} documents, {manifest.get('n_bytes', 0) / 1e6:.1f} MB"),
         ("tokens", f"{split['train']['n_tokens']:,} train, {split['val']['n_tokens']:,} validation"),
-        ("model A", f"val loss {m['val_loss']:.3f} nats/token on {m['val_tokens']:,} tokens"),
-        ("baselines", f"bigram {m['bigram_loss']:.3f}, unigram {m['unigram_loss']:.3f}"),
-        ("training", f"{m['train_tokens']:,} tokens in {m['train_seconds']:.0f} s ({m['tokens_per_s']:,.0f} tokens/s)"),
+    ]
+    if cfg.subject:
+        rows.append(("model", f"{cfg.subject}: {acts['model']}"))
+    else:
+        m = read_json(layout.transformer("A") / paths.METRICS)
+        rows += [
+            ("model A", f"val loss {m['val_loss']:.3f} nats/token on {m['val_tokens']:,} tokens"),
+            ("baselines", f"bigram {m['bigram_loss']:.3f}, unigram {m['unigram_loss']:.3f}"),
+            (
+                "training",
+                f"{m['train_tokens']:,} tokens in {m['train_seconds']:.0f} s ({m['tokens_per_s']:,.0f} tokens/s)",
+            ),
+        ]
+    rows += [
         ("harvest", f"{acts['n_rows']:,} activations of {cfg.harvest.hook} ({acts['d']}-d)"),
         ("features", f"{result.database}"),
         ("time", ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())),

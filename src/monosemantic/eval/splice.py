@@ -106,7 +106,8 @@ def sae_replacement(sae: SparseAutoencoder) -> Replacement:
     The SAE maps raw activations to raw reconstructions (one trained on normalised inputs has its
     scale folded into its weights, `sae/normalize.py`).
     """
-    return lambda a: sae(a.flatten(0, 1))[0].view_as(a)
+    p = next(sae.parameters())
+    return lambda a: sae(a.flatten(0, 1).to(p.device, p.dtype))[0].view(a.shape).to(a.device, a.dtype)
 
 
 @contextlib.contextmanager
@@ -123,7 +124,7 @@ def replaced(model: nn.Module, hook: str, fn: Replacement) -> Iterator[None]:
         b = fn(a)
         if b.shape != a.shape:
             raise ValueError(f"replacement at {hook} returned shape {tuple(b.shape)}, expected {tuple(a.shape)}")
-        return b
+        return b.to(a.device, a.dtype)  # a bfloat16 subject, or a layer on another device (--device-map)
 
     def swap_out(_module: nn.Module, _inputs: object, out: Tensor | tuple) -> Tensor | tuple:
         return (new(out[0]), *out[1:]) if isinstance(out, tuple) else new(out)
@@ -204,7 +205,7 @@ def evaluate_splices(
         mean_vec = mean_act.to(device=device, dtype=torch.float32)  # [d]
         runs: dict[str, tuple[str, Replacement]] = {
             "zero": (ZERO_ABLATION_SITE.get(hook, hook), torch.zeros_like),
-            "mean": (hook, lambda a: mean_vec.expand_as(a).to(a.dtype)),
+            "mean": (hook, lambda a: mean_vec.to(a.device, a.dtype).expand_as(a)),
             **{f"sae:{name}": (hook, fn) for name, fn in replacements.items()},
         }
         loss = dict.fromkeys(["clean", *runs], 0.0)

@@ -208,7 +208,7 @@ class _Collected:
 def _collect(layout: paths.RunLayout, cfg: FeaturesConfig, sae_folders: dict[str, Path], progress: bool) -> _Collected:
     """Load the subject and its SAEs, run both passes over this rank's contexts, merge the records."""
     device = pick_device(cfg.device)
-    s = load_subject(layout, cfg.model, cfg.hook, str(device), cfg.ctx_len)
+    s = load_subject(layout, cfg.model, cfg.hook, str(device), cfg.ctx_len, cfg.subject_dtype, cfg.device_map)
     s.model.eval()
     if s.tokenizer is None:
         raise UserError(f"{layout.tokenizer}: no tokenizer; run `monosemantic tokenize --run {layout.root}`")

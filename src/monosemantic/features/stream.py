@@ -134,7 +134,10 @@ def dictionary_activations(
     The forward stops at the hook (`activations.capture`). SAEs map raw activations (a saved SAE
     has any input normalisation folded into its weights, `sae/normalize.py`).
     """
-    acts = capture(model, tokens, hook_module, which).float()
+    acts = capture(model, tokens, hook_module, which).float()  # float32 whatever the subject's weights
     flat = acts.reshape(-1, acts.shape[-1])
-    feats = {name: sae.encode(flat).float().view(*acts.shape[:-1], -1) for name, sae in saes.items()}
+    feats = {}
+    for name, sae in saes.items():  # an SAE's device, where --device-map put the hooked layer elsewhere
+        x = flat.to(next(sae.parameters()).device)
+        feats[name] = sae.encode(x).float().view(*acts.shape[:-1], -1)
     return acts, feats

@@ -9,7 +9,9 @@
 Models, tokenizer and SAEs load on first use and stay in memory. The input is cut to the model's
 context (`truncated` says so); the browser adds the character and wall-clock limits. A
 `kind='neurons'` dictionary reads the hook's own activations, so neurons can be compared with
-features on the same text (paper.md §8).
+features on the same text (paper.md §8). A Hugging Face subject (a dictionary of model `hf-<name>`)
+is the model the database was built from (`features/config.json`), with its own tokenizer, and the
+text is read as a document start (its separator first).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from monosemantic import paths
 from monosemantic.data.tokenizer import decode, encode, load_tokenizer
 from monosemantic.errors import UserError
 from monosemantic.features.stream import dictionary_activations
+from monosemantic.io import read_json
 from monosemantic.sae.model import SparseAutoencoder
 from monosemantic.transformer.model import load_transformer
+from monosemantic.transformer.subject import LoadedSubject, hook_dirname, is_run_model, load_subject, subject_key
 
 
 class TextView:
@@ -35,6 +39,7 @@ class TextView:
         self.top_k = top_k
         self._tok: Any = None
         self._models: dict[str, Any] = {}
+        self._subjects: dict[tuple[str, str], LoadedSubject] = {}
         self._saes: dict[tuple[str, str, str], SparseAutoencoder] = {}
 
     def _tokenizer(self) -> Any:
@@ -53,8 +58,21 @@ class TextView:
     def _sae(self, model: str, hook: str, name: str) -> SparseAutoencoder:
         key = (model, hook, name)
         if key not in self._saes:
-            self._saes[key] = SparseAutoencoder.load(self.layout.saes(model, hook) / name).eval()
+            self._saes[key] = SparseAutoencoder.load(self.layout.saes(model, hook_dirname(hook)) / name).eval()
         return self._saes[key]
+
+    def _subject(self, key: str, hook: str) -> LoadedSubject | None:
+        """The Hugging Face model behind database name `key`: the one `features build` ran (its config.json)."""
+        if (key, hook) not in self._subjects:
+            try:
+                built = read_json(self.layout.features / paths.CONFIG).get("features", {})
+            except (OSError, ValueError):
+                return None
+            spec = str(built.get("model", ""))
+            if not spec or is_run_model(self.layout, spec) or subject_key(self.layout, spec) != key:
+                return None
+            self._subjects[key, hook] = load_subject(self.layout, spec, hook, ctx_len=built.get("ctx_len"))
+        return self._subjects[key, hook]
 
     @torch.inference_mode()
     def analyze(self, text: str, dictionary: dict[str, Any]) -> dict[str, Any]:
@@ -64,10 +82,16 @@ class TextView:
         Returns {"tokens": [str], "strongest": [[f, act] | None], "strongest_act": [float],
         "active": [[[f, act], ...]], "max_act": float, "truncated": bool}.
         """
-        tok = self._tokenizer()
-        model = self._model(dictionary["model"])
-        ids = encode(tok, text)
-        ctx_len = model.cfg.ctx_len
+        s = None if (self.layout.transformer(dictionary["model"]) / paths.CONFIG).is_file() else \
+            self._subject(dictionary["model"], dictionary["hook"])  # fmt: skip
+        if s is not None:  # a Hugging Face subject: its tokenizer, and the separator a document starts with
+            assert s.tokenizer is not None
+            tok, model, ctx_len, hook = s.tokenizer, s.model, s.ctx_len, s.site.module
+            ids = [s.eot, *encode(tok, text)]
+        else:
+            tok = self._tokenizer()
+            model = self._model(dictionary["model"])
+            ids, ctx_len, hook = encode(tok, text), model.cfg.ctx_len, model.hook_point(dictionary["hook"])
         truncated = len(ids) > ctx_len
         ids = ids[:ctx_len]
         if not ids:
@@ -82,8 +106,8 @@ class TextView:
         saes = {} if dictionary["kind"] == "neurons" else {
             "sae": self._sae(dictionary["model"], dictionary["hook"], dictionary["name"])
         }  # fmt: skip
-        hook = model.hook_point(dictionary["hook"])
-        neurons, feats = dictionary_activations(model, hook, saes, torch.tensor([ids], dtype=torch.long))
+        which = s.site.which if s is not None else "output"
+        neurons, feats = dictionary_activations(model, hook, saes, torch.tensor([ids], dtype=torch.long), which)
         acts = (neurons if dictionary["kind"] == "neurons" else feats["sae"])[0].float()  # [T, n]
         return {"tokens": [decode(tok, [i]) for i in ids], **_per_token(acts, self.top_k), "truncated": truncated}
 

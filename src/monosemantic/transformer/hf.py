@@ -3,6 +3,8 @@
     model, tok = load_hf("path/to/folder")                  # save_pretrained folder
     model, tok = load_hf("SmolLM2-135M-Instruct.Q4_1.gguf")  # a GGUF file (dequantized to float32)
     model, tok = load_hf("HuggingFaceTB/SmolLM2-135M")       # a hub name, from the local cache only
+    model, tok = load_hf(folder, "cuda", dtype="bfloat16")   # bfloat16 weights on one GPU
+    model, tok = load_hf(folder, device_map="auto")          # spread over every GPU (then CPU): accelerate
     logits = model(tokens)                                   # int64 [batch, pos] -> [batch, pos, vocab]
     model.find_module("transformer.h.1.mlp.c_proj")          # a module by its path in the HF model
 
@@ -17,14 +19,15 @@ is imported lazily (the `hf` extra): nothing else in the package needs it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import Tensor, nn
 
 from monosemantic.errors import UserError
+from monosemantic.runtime import SUBJECT_DTYPES
 
 if TYPE_CHECKING:  # transformers stays a lazy import (the hf extra)
     from transformers import PreTrainedModel
@@ -87,12 +90,22 @@ def _where(spec: str) -> tuple[str, dict[str, Any]]:
     return spec, {"use_safetensors": True}  # a hub name in the cache: its safetensors, never a pickle
 
 
-def load_hf(spec: str, device: str = "cpu", ctx_len: int | None = None) -> tuple[HFSubject, Any]:
+def load_hf(
+    spec: str, device: str = "cpu", ctx_len: int | None = None, dtype: str = "float32", device_map: str = ""
+) -> tuple[HFSubject, Any]:
     """Load `spec` (folder, .gguf file, or hub name found in the local cache) and its tokenizer.
 
-    Returns `(HFSubject, tokenizer)` with the model in float32, eval mode, on `device`. Every
-    failure (missing, corrupt or not-cached model) is a one-line `UserError` naming `spec`.
+    Returns `(HFSubject, tokenizer)` with the model's weights in `dtype` (float32, bfloat16, float16;
+    a GGUF file is dequantized to it), in eval mode, on `device`. With `device_map` ("auto",
+    "balanced", "sequential", ...: accelerate's placement, for a model larger than one device) the
+    layers are spread over the devices instead and `device` is not used; inputs then go to the
+    device of the first parameter (the embedding), as everywhere else. Every failure (missing,
+    corrupt or not-cached model, no accelerate) is a one-line `UserError` naming `spec`.
     """
+    if dtype not in SUBJECT_DTYPES:
+        raise UserError(f"--subject-dtype {dtype}: choose one of {', '.join(SUBJECT_DTYPES)}")
+    if device_map and importlib.util.find_spec("accelerate") is None:
+        raise UserError(f"--device-map {device_map}: needs accelerate (pip install accelerate)")
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -108,7 +121,8 @@ def load_hf(spec: str, device: str = "cpu", ctx_len: int | None = None) -> tuple
     safe = {"use_safetensors": kw.pop("use_safetensors")} if "use_safetensors" in kw else {}
     try:
         tok = AutoTokenizer.from_pretrained(where, **kw)
-        hf = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **kw, **safe)
+        placed = {"device_map": device_map} if device_map else {}
+        hf = AutoModelForCausalLM.from_pretrained(where, dtype=SUBJECT_DTYPES[dtype], **placed, **kw, **safe)
     except UserError:
         raise
     except Exception as e:  # transformers raises OSError, ValueError, KeyError, safetensors errors...
@@ -129,12 +143,17 @@ def load_hf(spec: str, device: str = "cpu", ctx_len: int | None = None) -> tuple
             f"{spec}: the tokenizer has {tok.backend_tokenizer.get_vocab_size()} tokens but the model only "
             f"{hf.config.vocab_size} embeddings"
         )
-    model = HFSubject(hf.eval(), n, spec).to(device)
-    return model, tok
+    model = HFSubject(hf.eval(), n, spec)
+    return (model if device_map else model.to(device)), tok
 
 
 def document_separator(tok: Any, spec: str) -> int:
-    """The token id put before each document in the token stream: EOS, else BOS."""
+    """The token id put before each document in the token stream: `<|endoftext|>` where the vocabulary has
+    it (the separator of pretraining text, e.g. SmolLM2's, whose Instruct tokenizer's EOS `<|im_end|>` ends a
+    chat turn instead), else EOS, else BOS."""
+    eot = tok.get_vocab().get("<|endoftext|>") if hasattr(tok, "get_vocab") else None
+    if isinstance(eot, int):
+        return eot
     for name in ("eos_token_id", "bos_token_id"):
         value = getattr(tok, name, None)
         if isinstance(value, int):

@@ -34,6 +34,7 @@ from monosemantic import paths, provenance
 from monosemantic.data.tokenizer import eot_id, load_tokenizer
 from monosemantic.errors import UserError
 from monosemantic.io import read_config
+from monosemantic.runtime import SUBJECT_DTYPES
 from monosemantic.transformer import hooks
 from monosemantic.transformer.hf import HFSubject, document_separator, load_hf
 from monosemantic.transformer.model import Transformer, load_transformer
@@ -148,11 +149,23 @@ def _is_our_folder(folder: Path) -> bool:
         return False
 
 
-def load_model(ref: str | Path, device: str = "cpu", ctx_len: int | None = None) -> Transformer | HFSubject:
-    """A run's transformer folder, or a Hugging Face model (see `hf.load_hf`)."""
+def load_model(
+    ref: str | Path, device: str = "cpu", ctx_len: int | None = None, dtype: str = "float32", device_map: str = ""
+) -> Transformer | HFSubject:
+    """A run's transformer folder, or a Hugging Face model (see `hf.load_hf`), with weights in `dtype`."""
     if _is_our_folder(Path(ref)):
-        return load_transformer(Path(ref), device)
-    return load_hf(str(ref), device, ctx_len)[0]
+        return _own_model(Path(ref), device, dtype, device_map)
+    return load_hf(str(ref), device, ctx_len, dtype, device_map)[0]
+
+
+def _own_model(folder: Path, device: str, dtype: str, device_map: str) -> Transformer:
+    """A run's transformer with its weights cast to the subject dtype (`--subject-dtype`)."""
+    if device_map:
+        raise UserError(f"--device-map {device_map}: only for a Hugging Face model, not {folder}")
+    if dtype not in SUBJECT_DTYPES:
+        raise UserError(f"--subject-dtype {dtype}: choose one of {', '.join(SUBJECT_DTYPES)}")
+    m = load_transformer(folder, device)
+    return m if dtype == "float32" else m.to(SUBJECT_DTYPES[dtype])
 
 
 @dataclass
@@ -175,12 +188,19 @@ class LoadedSubject:
 
 
 def load_subject(
-    layout: paths.RunLayout, model: str, hook: str, device: str = "cpu", ctx_len: int | None = None
+    layout: paths.RunLayout,
+    model: str,
+    hook: str,
+    device: str = "cpu",
+    ctx_len: int | None = None,
+    dtype: str = "float32",
+    device_map: str = "",
 ) -> LoadedSubject:
     """Load `--model` (run name or HF model), find `--hook` in it, and its tokenizer.
 
     This is the one entry point for anything that runs the subject model (harvest, eval, the
-    feature database).
+    feature database). `dtype` is the subject's weight dtype (`--subject-dtype`), `device_map` a
+    Hugging Face model's placement over several devices (`hf.load_hf`).
     """
     key = subject_key(layout, model)
     if is_run_model(layout, model):
@@ -189,7 +209,7 @@ def load_subject(
             raise UserError(
                 f"{folder}: model not found (no model yet); run `monosemantic lm train --run {layout.root}`"
             )
-        m = load_transformer(folder, device)
+        m = _own_model(folder, device, dtype, device_map)
         if ctx_len is not None and ctx_len != m.cfg.ctx_len:
             raise UserError(f"--ctx-len {ctx_len}: {folder} was trained with {m.cfg.ctx_len}")
         tok_path = layout.tokenizer / paths.TOKENIZER_JSON
@@ -197,7 +217,7 @@ def load_subject(
         eot = eot_id(tok) if tok is not None else 0
         return LoadedSubject(key, m, find_hook(m, hook), tok, eot, m.cfg.ctx_len, layout.tokens, str(folder))
     model = model.removeprefix(HF_PREFIX)
-    hf_model, hf_tok = load_hf(model, device, ctx_len)
+    hf_model, hf_tok = load_hf(model, device, ctx_len, dtype, device_map)
     eot = document_separator(hf_tok, model)
     tokens = layout.root / f"tokens-{key}"
     site = find_hook(hf_model, hook)
