@@ -5,8 +5,9 @@ How the kill points are chosen, cheaply. An uninterrupted run (the reference) an
 together, each a `python -m monosemantic demo` process on one thread. The demo logs `demo: STAGE started`
 and `demo: STAGE took S s` around every stage (a finished stage is skipped and logs both at once). The chaos
 loop targets the first stage that is not finished yet and still short of its share of kills: it launches the
-demo, waits for that stage's `started` line, sleeps a seeded random fraction (5-90 %) of the stage's
-duration in the reference run, and SIGKILLs. Where the kill landed is the last stage that had started and
+demo, waits for that stage's `started` line, sleeps a seeded random fraction of the stage's
+duration in the reference run (2-10 % for its first kill, 2-35 % after: a resumed stage has less left to
+do), and SIGKILLs. Where the kill landed is the last stage that had started and
 not finished; each stage takes 3 kills (a stage that ends before its third passes the rest to the last
 stage), 21 in all. Then the demo runs to the end.
 
@@ -43,8 +44,10 @@ from tests.conftest import make_documents
 
 N_KILLS = 21
 PER_STAGE = 3
-LOW, HIGH = 0.02, 0.7
-"""A kill comes this fraction of the stage's reference duration after it starts (a resumed stage may be quicker)."""
+FIRST, LATER = (0.02, 0.1), (0.02, 0.35)
+"""A kill comes a fraction of the stage's reference duration after the stage starts, drawn from FIRST for the
+stage's first kill and LATER after: small, because a resumed stage has less left to do, and a kill that
+comes after its stage has ended lands in a later one and leaves the skipped stages without any."""
 SEED = 20261206
 ANALYSES = "explain,ablations,split,proxies"
 IGNORED: dict[tuple[str, str], set[str]] = {("summary", "value"): {"seconds"}}
@@ -196,7 +199,7 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_database(tmp_path)
         else:
             assert proc.wait() == 0  # it finished before reaching the target: nothing left to kill
             break
-        time.sleep(rng.uniform(LOW, HIGH) * reference.duration(target))
+        time.sleep(rng.uniform(*(LATER if landed[target] else FIRST)) * reference.duration(target))
         proc.send_signal(signal.SIGKILL)
         for line in proc.stderr:  # what it logged before it died: the stage the kill landed in
             if m := STARTED.search(line.rstrip()):
