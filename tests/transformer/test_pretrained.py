@@ -143,6 +143,7 @@ def test_demo_on_a_pretrained_subject(gpt2_dir, tmp_path, monkeypatch, capsys):
     for section in ("harvest", "eval", "features"):
         preset[section]["hook"] = HOOK
     preset["features"]["ctx_len"] = 64
+    preset["sae"] |= {"arch": "topk", "k": 8}  # as the smollm2 preset: TopK, whose encoder couples the features
     (tmp_path / "preset.json").write_text(json.dumps(preset))
     run = tmp_path / "run"
     argv = ["demo", "--preset", str(tmp_path / "preset.json"), "--input", str(corpus), "--run", str(run)]
@@ -152,12 +153,12 @@ def test_demo_on_a_pretrained_subject(gpt2_dir, tmp_path, monkeypatch, capsys):
 
     hook_dir = "transformer.h.1.mlp.c_proj-input"
     for n in (64, 128):
-        m = json.loads((run / "eval" / KEY / hook_dir / f"tm2023-{n}" / "metrics.json").read_text())
+        m = json.loads((run / "eval" / KEY / hook_dir / f"topk-{n}" / "metrics.json").read_text())
         assert m["kl_zero"] > 0 and m["eval_tokens"] > 0 and "loss_recovered" in m  # spliced into the whole model
     assert json.loads((run / "demo_timings.json").read_text())["seconds"]["model smollm2"] >= 0
     conn = db.open_readonly(run / "features" / "features.sqlite")
     dicts = {r["name"]: r["id"] for r in conn.execute("SELECT name, id FROM dictionaries WHERE model = ?", (KEY,))}
-    assert set(dicts) == {"neurons", "tm2023-64", "tm2023-128"}
+    assert set(dicts) == {"neurons", "topk-64", "topk-128"}
     case = db.get_summary(conn, "case_study")
     assert case["model"] == KEY and len(case["rows"]) == 32  # 8 proxies, with and without synthetic/, 2 SAEs
     for name, i in dicts.items():
@@ -170,7 +171,7 @@ def test_demo_on_a_pretrained_subject(gpt2_dir, tmp_path, monkeypatch, capsys):
     assert conn.execute("SELECT count(*) FROM logit_links").fetchone()[0] > 0  # automata from the direct path
     assert conn.execute("SELECT count(*) FROM features WHERE logit_json IS NOT NULL").fetchone()[0] > 0
     interp = db.get_summary(conn, "interpretability")
-    assert {d["dictionary"] for d in interp["dictionaries"]} >= {"neurons", "tm2023-128"}
+    assert {d["dictionary"] for d in interp["dictionaries"]} >= {"neurons", "topk-128"}
     assert db.get_summary(conn, "universality") is None
     rows = [dict(r) for r in conn.execute("SELECT name, model, hook, kind FROM dictionaries WHERE model = ?", (KEY,))]
     conn.close()

@@ -106,7 +106,13 @@ def encoder(sae: SparseAutoencoder, columns: list[int] | None = None) -> Callabl
     Others (TopK couples the features) encode everything and select.
     """
     if type(sae).activation is not SparseAutoencoder.activation:
-        return lambda x, out=None: sae.encode(x).float() if columns is None else sae.encode(x).float()[:, columns]
+
+        @torch.no_grad()  # the passes run outside inference mode: no graph through the SAE's parameters
+        def select(x: Tensor, out: Tensor | None = None) -> Tensor:
+            f = sae.encode(x).float()
+            return f if columns is None else f[:, columns]
+
+        return select
     W = sae.W_enc.detach().float()
     b = sae.b_enc.detach().float()
     if columns is not None:
