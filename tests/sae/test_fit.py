@@ -70,6 +70,21 @@ def test_the_presets_recipe_settings_stay_with_its_own_architecture() -> None:
     assert jump.l0_coeff == 0.1 and jump.lr == 7e-5
 
 
+@pytest.mark.parametrize("name", ["default", "full", "smollm2", "tiny"])
+def test_each_preset_trains_its_saes_as_it_states_at_its_own_run_length(name: str) -> None:
+    """A preset's SAE settings were chosen for its run: fitting them again would change them silently
+    (the smollm2 preset's lr 1e-3 and 200,000-input dead window became 5e-3 and 781 inputs)."""
+    from monosemantic.config import load_preset
+    from monosemantic.sae.ladder import steps_for
+
+    preset = load_preset(name)
+    _, train = _cli_configs(preset["sae"].get("arch", "tm2023"), "--preset", name)
+    n_rows = preset["harvest"].get("n_tokens", 1_000_000)
+    fitted = steps_for(train, n_rows)
+    stated = {k: v for k, v in preset["sae"].items() if k in ("lr", "dead_n_inputs", "l1_coeff")}
+    assert {k: getattr(fitted, k) for k in stated} == stated
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_each_recipes_cli_defaults_recover_planted_features_in_one_short_pass(arch: str, tmp_path: Path) -> None:
     """As a new user: `sae train --arch ARCH` with a size (and --k), 400 steps of 1,024 (the run fits in seconds)."""
