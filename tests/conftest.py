@@ -6,6 +6,8 @@ import json
 import os
 import random
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,36 @@ def _seed():
     from monosemantic.runtime import seed_everything
 
     seed_everything(0)
+
+
+HOLDER = """
+import fcntl, os, sys, time
+folder = sys.argv[1]
+os.makedirs(folder, exist_ok=True)
+fd = os.open(os.path.join(folder, ".monosemantic.lock"), os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)  # the writers' protocol (writers.py): flock, then the PID in the file
+os.write(fd, f"{os.getpid()}\\n".encode())
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.fixture
+def holder():
+    """Start a process that holds a folder's writer lock (writers.py); SIGKILLed at the end."""
+    procs = []
+
+    def start(folder: Path) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+        p = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, text=True, env=env)
+        procs.append(p)
+        assert p.stdout is not None and p.stdout.readline().strip() == "held"
+        return p
+
+    yield start
+    for p in procs:
+        p.kill()
+        p.wait()
 
 
 @pytest.fixture

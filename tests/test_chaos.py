@@ -1,15 +1,17 @@
 """Chaos: the tiny demo SIGKILLed at 21 points spread over every stage and resumed each time ends with the same
 feature database as an uninterrupted run, and leaves no temporary file or folder behind.
 
-How the kill points are chosen, cheaply. An uninterrupted run (the reference) and the chaos run start
-together, each a `python -m monosemantic demo` process on one thread. The demo logs `demo: STAGE started`
-and `demo: STAGE took S s` around every stage (a finished stage is skipped and logs both at once). The chaos
-loop targets the first stage that is not finished yet and still short of its share of kills: it launches the
-demo, waits for that stage's `started` line, sleeps a seeded random fraction of the stage's
-duration in the reference run (2-10 % for its first kill, 2-35 % after: a resumed stage has less left to
-do), and SIGKILLs. Where the kill landed is the last stage that had started and
-not finished; each stage takes 3 kills (a stage that ends before its third passes the rest to the last
-stage), 21 in all. Then the demo runs to the end.
+How the kill points are chosen, whatever the machine's load. An uninterrupted run (the reference) and the chaos
+run start together, each a `python -m monosemantic demo` process on one thread, through `LAUNCHER`: it notes
+the process's CPU seconds at every `demo: STAGE started` and `demo: STAGE took S s` log line, and in the chaos
+run, when the stage it is told to kill starts, it arms a CPU-time timer whose signal is SIGKILL
+(`timer_create` on the process's CPU clock). So a kill lands after a seeded random share of the stage's work,
+measured in the CPU seconds the stage took in the reference (2-30 % for a stage's first kill, 2-60 % after: a
+resumed stage has less left to do), anywhere in the process (inside C code too), and no wall clock is involved:
+on a loaded machine both runs get slower, not the share of work done before the kill. The chaos loop targets
+the first stage that is not finished yet and still short of its share of kills; where a kill landed is the
+last stage that had started. Each stage takes 3 kills (a stage that ends before its third passes the rest to
+the last stage), 21 in all. Then the demo runs to the end.
 
 Compared: every table of the database, as a sha256 over its rows in a fixed order. Left out, because it
 holds wall-clock times and so differs between two runs that are otherwise the same: the `seconds` entry
@@ -18,8 +20,8 @@ a difference anywhere else fails the test.
 
 Settings: the tiny preset on the test corpus, without model B (`--no-universality`: its stages are model A's
 stages again) and without the UMAP step (`map`: half a minute of numba compilation per launch); SAE
-checkpoints every 16 steps, so kills inside `sae train` exercise its resume too. About two minutes on the
-2-core development machine (see docs/guide.md, "What is safe").
+checkpoints every 16 steps, so kills inside `sae train` exercise its resume too. About a minute and a half on
+the 2-core development machine (see docs/guide.md, "What is safe"). Linux only (`timer_create`, like CI).
 """
 
 from __future__ import annotations
@@ -44,10 +46,10 @@ from tests.conftest import make_documents
 
 N_KILLS = 21
 PER_STAGE = 3
-FIRST, LATER = (0.02, 0.1), (0.02, 0.35)
-"""A kill comes a fraction of the stage's reference duration after the stage starts, drawn from FIRST for the
-stage's first kill and LATER after: small, because a resumed stage has less left to do, and a kill that
-comes after its stage has ended lands in a later one and leaves the skipped stages without any."""
+FIRST, LATER = (0.02, 0.3), (0.02, 0.6)
+"""A kill comes after this share of the stage's CPU seconds in the reference, counted from the stage's start:
+FIRST for its first kill, LATER after. A first kill lands in its stage even if the stage needed 3x less CPU
+than in the reference; a later one may pass into the next stage (a resumed stage has less left to do)."""
 SEED = 20261206
 ANALYSES = "explain,ablations,split,proxies"
 IGNORED: dict[tuple[str, str], set[str]] = {("summary", "value"): {"seconds"}}
@@ -60,23 +62,61 @@ ENV = {
     "TOKENIZERS_PARALLELISM": "false",
     "PYTHONPATH": str(Path(__file__).parents[1] / "src"),
 }
-STARTED = re.compile(r"demo: (.+) started$")
-TOOK = re.compile(r"demo: (.+) took ([\d.]+) s")
+STARTED = re.compile(r"demo: (.+) started")
+TOOK = re.compile(r"demo: (.+) took [\d.]+ s.*")
+CPU = re.compile(r"chaos: (.+) (started|ended) at ([\d.]+) s CPU")
+LAUNCHER = r"""
+import ctypes, logging, os, re, runpy, sys, time
+
+class timespec(ctypes.Structure):
+    _fields_ = [("sec", ctypes.c_long), ("nsec", ctypes.c_long)]
+
+class itimerspec(ctypes.Structure):
+    _fields_ = [("interval", timespec), ("value", timespec)]
+
+class sigevent(ctypes.Structure):  # glibc's: value, signo, notify (SIGEV_SIGNAL = 0), padded to 64 bytes
+    _fields_ = [("value", ctypes.c_void_p), ("signo", ctypes.c_int), ("notify", ctypes.c_int),
+                ("pad", ctypes.c_int * 12)]
+
+def kill_after(cpu_s):
+    # SIGKILL from the kernel once this process (all its threads) has run `cpu_s` more CPU seconds
+    libc, timer, event = ctypes.CDLL(None, use_errno=True), ctypes.c_void_p(), sigevent(signo=9, notify=0)
+    CLOCK_PROCESS_CPUTIME_ID = 2
+    assert libc.timer_create(CLOCK_PROCESS_CPUTIME_ID, ctypes.byref(event), ctypes.byref(timer)) == 0
+    when = itimerspec(value=timespec(int(cpu_s), int(cpu_s % 1 * 1e9)))
+    assert libc.timer_settime(timer, 0, ctypes.byref(when), None) == 0
+
+class Marks(logging.Filter):
+    def filter(self, record):
+        for when, pattern in (("started", r"demo: (.+) started"), ("ended", r"demo: (.+) took [\d.]+ s.*")):
+            m = re.fullmatch(pattern, record.getMessage())
+            if m:
+                sys.stderr.write(f"chaos: {m.group(1)} {when} at {time.process_time():.4f} s CPU\n")
+                if when == "started" and m.group(1) == os.environ.get("CHAOS_STAGE"):
+                    kill_after(max(float(os.environ["CHAOS_CPU_S"]), 1e-3))
+        return True
+
+logging.getLogger("monosemantic").addFilter(Marks())  # the pipeline's logger (pipeline.py)
+sys.argv[0] = "monosemantic"
+runpy.run_module("monosemantic", run_name="__main__", alter_sys=True)
+"""
 
 
-def demo(corpus: Path, run: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "monosemantic", "demo", "--preset", "tiny", "--input", str(corpus), "--run", str(run)]
+def demo(corpus: Path, run: Path, kill: tuple[str, float] | None = None) -> subprocess.Popen:
+    """The demo through LAUNCHER; `kill` = (stage, CPU seconds after its start) arms its SIGKILL."""
+    cmd = [sys.executable, "-c", LAUNCHER, "demo", "--preset", "tiny", "--input", str(corpus), "--run", str(run)]
     cmd += ["--no-progress", "--no-universality", "--features-analyses", ANALYSES, "--sae-checkpoint-every", "16"]
-    return subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, bufsize=1)
+    env = {**ENV, "CHAOS_STAGE": kill[0], "CHAOS_CPU_S": repr(kill[1])} if kill else ENV
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, bufsize=1)
 
 
 class Reference:
-    """The uninterrupted run, read in a thread: each stage's order and duration as soon as it is known."""
+    """The uninterrupted run, read in a thread: each stage's order and CPU seconds as soon as they are known."""
 
     def __init__(self, corpus: Path, run: Path) -> None:
         self.proc = demo(corpus, run)
         self.order: list[str] = []
-        self.seconds: dict[str, float] = {}
+        self.marks: dict[tuple[str, str], float] = {}
         self.log: list[str] = []
         self.ended = False
         self.changed = threading.Condition()
@@ -88,10 +128,10 @@ class Reference:
         for line in self.proc.stderr:
             self.log.append(line)
             with self.changed:
-                if m := STARTED.search(line.rstrip()):
-                    self.order.append(m.group(1))
-                elif m := TOOK.search(line):
-                    self.seconds[m.group(1)] = float(m.group(2))
+                if m := CPU.fullmatch(line.rstrip()):
+                    self.marks[m.group(1), m.group(2)] = float(m.group(3))
+                    if m.group(2) == "started":
+                        self.order.append(m.group(1))
                 self.changed.notify_all()
         self.proc.wait()
         with self.changed:
@@ -108,12 +148,12 @@ class Reference:
         with self.changed:
             self.changed.wait_for(lambda: len(self.order) > n or self.ended, timeout=600)
 
-    def duration(self, stage: str) -> float:
-        """The stage's seconds in this run, waiting for it to finish (it runs ahead of the chaos run)."""
+    def cpu(self, stage: str) -> float:
+        """The stage's CPU seconds in this run, waiting for it to finish (it runs ahead of the chaos run)."""
         with self.changed:
-            self.changed.wait_for(lambda: stage in self.seconds or self.ended, timeout=600)
-        assert stage in self.seconds, "".join(self.log[-20:])
-        return self.seconds[stage]
+            self.changed.wait_for(lambda: (stage, "ended") in self.marks or self.ended, timeout=600)
+        assert (stage, "ended") in self.marks, "".join(self.log[-20:])
+        return self.marks[stage, "ended"] - self.marks[stage, "started"]
 
     def finish(self) -> list[str]:
         self.thread.join(timeout=600)
@@ -162,6 +202,7 @@ def leftovers(run: Path) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kill timer is Linux's timer_create")
 def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_database(tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"src": s, "text": t}) + "\n" for s, t in make_documents(300)))
@@ -185,30 +226,19 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_database(tmp_path)
             target = todo[-1]
         else:
             break
-        proc = demo(corpus, run)
+        share = rng.uniform(*(LATER if landed[target] else FIRST))
+        proc = demo(corpus, run, kill=(target, share * reference.cpu(target)))
         launches += 1
-        assert proc.stderr is not None
+        _, err = proc.communicate(timeout=600)
         current: str | None = None
-        for line in proc.stderr:
-            if m := STARTED.search(line.rstrip()):
+        for line in err.splitlines():  # the stage the kill landed in: the last one that started
+            if m := STARTED.fullmatch(line):
                 current = m.group(1)
-                if current == target:
-                    break
-            elif m := TOOK.search(line):
+            elif m := TOOK.fullmatch(line):
                 done.add(m.group(1))
-        else:
-            assert proc.wait() == 0  # it finished before reaching the target: nothing left to kill
+        if proc.returncode == 0:  # the last stage ended before the kill: the run is complete
             break
-        time.sleep(rng.uniform(*(LATER if landed[target] else FIRST)) * reference.duration(target))
-        proc.send_signal(signal.SIGKILL)
-        for line in proc.stderr:  # what it logged before it died: the stage the kill landed in
-            if m := STARTED.search(line.rstrip()):
-                current = m.group(1)
-            elif m := TOOK.search(line):
-                done.add(m.group(1))
-        if proc.wait() == 0:  # the last stage ended before the kill: the run is complete
-            break
-        assert proc.returncode == -signal.SIGKILL, f"exited {proc.returncode} before the kill"
+        assert proc.returncode == -signal.SIGKILL, f"exited {proc.returncode} before the kill: {err[-3000:]}"
         assert current is not None
         landed[current] += 1
     final = demo(corpus, run)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,34 +24,20 @@ from monosemantic.errors import UserError
 SRC = str(Path(__file__).parents[1] / "src")
 LOCK = ".monosemantic.lock"
 TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.(tmp|old)$")
-HOLDER = """
-import fcntl, os, sys, time
-folder = sys.argv[1]
-os.makedirs(folder, exist_ok=True)
-fd = os.open(os.path.join(folder, ".monosemantic.lock"), os.O_RDWR | os.O_CREAT)
-fcntl.flock(fd, fcntl.LOCK_EX)  # the writers' protocol (writers.py): flock, then the PID in the file
-os.write(fd, f"{os.getpid()}\\n".encode())
-print("held", flush=True)
-time.sleep(120)
-"""
+HOOK = "blocks.0.mlp.hook_post"
 
 
-@pytest.fixture
-def holder():
-    """Start a process that holds a folder's writer lock; SIGKILLed at the end."""
-    procs = []
+def refused(capsys, pid: int, args: list) -> None:
+    """`monosemantic ARGS` stops with exit status 2 and one error line naming the lock's holder."""
+    capsys.readouterr()
+    assert main([str(a) for a in args]) == 2, args
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("monosemantic: error")]
+    assert len(errors) == 1 and f"(PID {pid})" in errors[0], (args, errors)
 
-    def start(folder: Path) -> subprocess.Popen:
-        env = {**os.environ, "PYTHONPATH": SRC}
-        p = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, text=True, env=env)
-        procs.append(p)
-        assert p.stdout is not None and p.stdout.readline().strip() == "held"
-        return p
 
-    yield start
-    for p in procs:
-        p.kill()
-        p.wait()
+def tree(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every path under `folder` with its size and modification time: what a refused writer must not touch."""
+    return {str(p.relative_to(folder)): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in folder.rglob("*")}
 
 
 def test_a_second_writer_gets_an_error_naming_the_holder_pid(tmp_path, holder):
@@ -74,21 +63,90 @@ def test_the_lock_is_reentrant_within_a_process(tmp_path):
         pass
 
 
-def test_cli_stages_refuse_a_second_writer_with_one_line(tmp_path, holder, capsys):
+def test_every_writer_of_a_run_refuses_a_second_one_with_one_line(tiny_run, tmp_path, holder, capsys):
+    """Each command that writes a run, imports and `--out` folders inside it included, while another holds it."""
     text = tmp_path / "a.txt"
     text.write_text("some text\n" * 20)
+    saelens, acts = tmp_path / "saelens", tmp_path / "acts.npy"
+    assert main(["sae", "export", str(tiny_run / "sae" / "A" / HOOK / "tm2023-64"), str(saelens)]) == 0
+    np.save(acts, np.random.default_rng(0).normal(size=(512, 8)).astype(np.float32))
     run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = tree(run)
     proc = holder(run)
+    common = ["--run", run, "--no-progress"]
     for args in (
-        ["corpus", "build", "--run", run, text, "--no-progress"],
-        ["tokenize", "--run", run, "--no-progress"],
-        ["features", "build", "--run", run, "--no-progress"],
-        ["demo", "--preset", "tiny", "--input", text, "--run", run, "--no-progress"],
+        ["corpus", "build", *common, text],
+        ["tokenize", *common],
+        ["lm", "train", *common],
+        ["lm", "shuffle", *common],
+        ["harvest", *common],
+        ["sae", "train", *common],
+        ["sae", "train", "--activations", acts, "--out", run / "saes", "--no-progress"],
+        ["sae", "eval", *common],
+        ["sae", "import", saelens, run / "sae" / "A" / HOOK / "imported"],
+        ["features", "build", *common],
+        *(["features", name, *common] for name in ("ablate", "split", "map", "proxies", "universality", "explain")),
+        ["demo", "--preset", "tiny", "--input", text, *common],
+        ["demo", "--preset", "smollm2", "--input", text, *common],
     ):
-        assert main([str(a) for a in args]) == 2, args
-        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("monosemantic: error")]
-        assert len(errors) == 1 and f"(PID {proc.pid})" in errors[0], errors
-    assert sorted(p.name for p in run.iterdir()) == [LOCK]  # nothing was written
+        refused(capsys, proc.pid, args)
+    assert tree(run) == {**before, LOCK: tree(run)[LOCK]}  # nothing was written
+
+
+def test_exports_imports_and_a_database_elsewhere_lock_the_folder_they_write_in(tiny_run, tmp_path, holder, capsys):
+    """An OUT outside any run is swapped in whole, so its writer holds the lock of the folder holding it."""
+    sae = tiny_run / "sae" / "A" / HOOK / "tm2023-64"
+    saelens = tmp_path / "saelens"
+    assert main(["sae", "export", str(sae), str(saelens)]) == 0
+    run, out = tmp_path / "run", tmp_path / "out"
+    shutil.copytree(tiny_run, run)
+    proc = holder(out)
+    for args in (
+        ["sae", "export", sae, out / "saelens"],
+        ["sae", "export", sae.parent, out / "hub", "--format", "hub"],
+        ["sae", "import", saelens, out / "imported"],
+        ["features", "export", run, out / "neuronpedia"],
+        ["export-html", run, out / "site", "--no-progress"],
+        ["features", "ablate", "--run", run, "--db", out / "features.sqlite", "--no-progress"],
+    ):
+        refused(capsys, proc.pid, args)
+    assert sorted(p.name for p in out.iterdir()) == [LOCK]
+    proc.kill()
+    proc.wait()
+    assert main(["sae", "import", str(saelens), str(out / "imported")]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["imported"]  # no lock file at rest
+
+
+def test_readers_take_no_lock(tmp_path, holder, capsys):
+    """`serve` and `export-html` read a run another process is writing."""
+    import urllib.request
+
+    from monosemantic.browser.synthetic import build_synthetic_db
+
+    run = tmp_path / "run"
+    (run / "features").mkdir(parents=True)
+    build_synthetic_db(run / "features" / "features.sqlite", n_features=16)
+    holder(run)
+    assert main(["export-html", str(run), str(tmp_path / "site"), "--no-progress"]) == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "monosemantic", "serve", str(run), "--port", str(port)]
+    server = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": SRC}, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as page:
+                    assert page.status == 200
+                    break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, server.returncode
+                time.sleep(0.2)
+    finally:
+        server.kill()
+        server.wait()
 
 
 def test_sae_train_out_folder_takes_one_writer(tmp_path, holder, capsys):
@@ -149,6 +207,28 @@ with stage_dir(Path(sys.argv[1]) / sys.argv[2]) as tmp:
     assert sorted(p.name for p in run.iterdir()) == ["corpus"]
 
 
+def test_a_killed_parallel_harvest_leaves_rank_folders_the_next_harvest_removes(tiny_run, tmp_path):
+    """torchrun's ranks write beside the store until rank 0 merges them; a kill before the merge leaves them."""
+    from monosemantic import writers
+    from monosemantic.activations import parallel
+
+    run = tmp_path / "run"
+    for stage in ("tokens", "transformer"):
+        shutil.copytree(tiny_run / stage, run / stage)
+    store = run / "activations" / "A" / HOOK
+    for rank in range(3):  # each rank's share, whole, as a group of 3 killed before the merge leaves them
+        parallel.rank_folder(store, rank).mkdir(parents=True)
+        np.save(parallel.rank_folder(store, rank) / "acts_0000.npy", np.zeros((4, 8), np.float32))
+    live = writers.lock_temporary(parallel.rank_folder(store, 2))  # a rank still alive keeps its folder
+    try:
+        assert main(["harvest", "--run", str(run), "--preset", "tiny", "--no-progress"]) == 0
+        assert sorted(p.name for p in store.parent.iterdir()) == sorted([HOOK, parallel.rank_folder(store, 2).name])
+    finally:
+        os.close(live)
+    assert main(["harvest", "--run", str(run), "--preset", "tiny", "--no-progress", "--force"]) == 0
+    assert sorted(p.name for p in store.parent.iterdir()) == [HOOK]
+
+
 def test_atomic_writes_fsync_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
     events: list[tuple[str, str]] = []
     real_fsync, real_replace = os.fsync, os.replace
@@ -172,8 +252,6 @@ def test_atomic_writes_fsync_the_file_before_the_rename_and_the_folder_after(tmp
 
 
 def test_the_feature_database_is_written_with_synchronous_normal_at_least(tiny_run, tmp_path, monkeypatch):
-    import shutil
-
     from monosemantic import paths
     from monosemantic.features import build, db
     from monosemantic.features.config import FeaturesConfig

@@ -85,4 +85,4 @@ class RunConfig:
     (`pipeline._control`), automated interpretability's control (paper §8.9)."""
     subject: str = ""
     """The `demo` section: a pretrained model fetched by name (transformer/pretrained.py, e.g. smollm2) as the
-    subject instead of training model A (`pipeline.run_pretrained`); empty for the paper's own model."""
+    subject instead of training model A (`pipeline.run_demo`); empty for the paper's own model."""

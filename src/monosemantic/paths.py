@@ -62,6 +62,15 @@ def cache_dir() -> Path:
     return Path(base) / "monosemantic"
 
 
+def run_around(path: str | os.PathLike[str]) -> Path | None:
+    """The run folder `path` lies in (`path` itself excluded), or None: the nearest folder above it that
+    holds a built corpus or tokens stage. An export or import into a run takes the run's lock (writers.py)."""
+    for folder in Path(os.path.abspath(path)).parents:
+        if any((folder / stage / CONFIG).is_file() for stage in ("corpus", "tokens")):
+            return folder
+    return None
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """Paths of one run directory; creating a layout touches nothing on disk."""

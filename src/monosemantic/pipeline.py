@@ -247,11 +247,11 @@ def run_demo(
     `on_eval` gets model A's evaluation as soon as it exists (the demo prints its table there, before the
     slower database). With `cfg.universality`, model B (`model_b_config`) gets its own harvest and the ladder's
     largest SAE. Under torchrun unsplit stages run on rank 0 first; the database's passes are sharded.
-    Per-stage seconds go to RUN/demo_timings.json."""
+    Per-stage seconds go to RUN/demo_timings.json. A pretrained subject (`cfg.subject`) runs `_run_pretrained`."""
     from monosemantic.writers import hold
 
     with hold(layout.root):  # one writer per run (writers.py); reentrant, so the stages may take it too
-        return _run_demo(layout, cfg, opt, on_eval)
+        return (_run_pretrained if cfg.subject else _run_demo)(layout, cfg, opt, on_eval)
 
 
 def _run_demo(layout: paths.RunLayout, cfg: RunConfig, opt: DemoOptions, on_eval: Callable[[dict], None]) -> DemoResult:
@@ -286,8 +286,8 @@ def _run_demo(layout: paths.RunLayout, cfg: RunConfig, opt: DemoOptions, on_eval
     return DemoResult(manifest, tokens, acts, evals, database, seconds)
 
 
-def run_pretrained(
-    layout: paths.RunLayout, cfg: RunConfig, opt: DemoOptions = DemoOptions(), on_eval: Callable[[dict], None] = print
+def _run_pretrained(
+    layout: paths.RunLayout, cfg: RunConfig, opt: DemoOptions, on_eval: Callable[[dict], None]
 ) -> DemoResult:
     """The demo on a pretrained subject (`cfg.subject`, e.g. smollm2): corpus → the model (fetched and converted
     once, transformer/pretrained.py) → the corpus in its tokenizer → harvest at `cfg.harvest.hook` → ladder →

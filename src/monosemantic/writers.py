@@ -5,9 +5,11 @@
 
 One writer per folder. A writing command holds an advisory lock (`fcntl.flock`) on
 `FOLDER/.monosemantic.lock`, a file holding the holder's PID, for as long as it writes: the run
-folder for a stage command or the demo, `--out` for `sae train --activations`. A second writer
-fails at once with a `UserError` naming that PID. Readers (`serve`, `export-html`) take no lock:
-they read stage folders that appear whole (io.py). The lock is reentrant within a process, so the
+folder for a stage command or the demo, `--out` for `sae train --activations`, and for an export
+or import, whose OUT is swapped in whole and so cannot hold its own lock, the run OUT lies in or
+else the folder holding OUT (`hold_output`). A second writer fails at once with a `UserError`
+naming that PID. Readers (`serve`, `export-html` of the run it reads) take no lock: they read
+stage folders that appear whole (io.py). The lock is reentrant within a process, so the
 demo holds it across its stages, and the kernel drops it when the process dies, SIGKILL included.
 The file is removed on release (a waiter that opened it just before checks that the file it
 locked is still the one at that path, and retries otherwise), so a run holds no lock file at rest.
@@ -41,6 +43,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from monosemantic.errors import UserError
+from monosemantic.paths import run_around
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +114,19 @@ def hold(folder: str | os.PathLike[str], sweep_temporaries: bool = True) -> Iter
                 os.unlink(folder / LOCK_NAME)  # while still holding it: see the module docstring
             os.close(entry[0])
             _remove_empty(created)  # a command that failed before writing leaves no empty run folder
+
+
+@contextlib.contextmanager
+def hold_output(out: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the writer lock for `out`, a folder (or file) an export, an import or an analysis writes outside
+    the run's own stages: the lock of the run it lies in (`paths.run_around`), else of the folder holding it.
+
+    The folder holding OUT is not swept (it may be any folder of yours): `building` removes OUT's own
+    temporaries beside it."""
+    where = Path(os.path.abspath(out))
+    run = run_around(where)
+    with hold(run) if run is not None else hold(where.parent, sweep_temporaries=False):
+        yield
 
 
 def _remove_empty(folders: list[Path]) -> None:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Mapping
 from concurrent import futures
@@ -72,6 +73,7 @@ from monosemantic.transformer.subject import (
     subject_key,
     vocab_size,
 )
+from monosemantic.writers import lock_temporary
 
 log = logging.getLogger(__name__)
 
@@ -351,11 +353,15 @@ def harvest_sharded(
         raise UserError(f"{out}: {n_ctx} contexts cannot be shared by {world} processes; harvest more rows")
     mine = parallel.rank_folder(out, rank)
     body = harvest(model, split, module, ctx_len, cfg, mine, progress and rank == 0, True, extra, which, (rank, world))
-    bodies: list[Any] = [None] * world
-    dist.all_gather_object(bodies, body)
-    if rank == 0:
-        parallel.merge(out, bodies, force, inputs)
-    distributed.barrier()  # the store is complete
+    held = lock_temporary(mine)  # until the merge: a sweep (rank 0's, in `merge`) removes only unheld ones
+    try:
+        bodies: list[Any] = [None] * world
+        dist.all_gather_object(bodies, body)
+        if rank == 0:
+            parallel.merge(out, bodies, force, inputs)
+        distributed.barrier()  # the store is complete
+    finally:
+        os.close(held)
     return read_config(out / paths.CONFIG, KIND)
 
 

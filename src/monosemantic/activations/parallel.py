@@ -8,6 +8,8 @@ contexts one process would use. Each rank harvests its slice with `harvest(..., 
 world))` into a hidden folder of its own beside the store (`rank_folder`); then rank 0 moves every
 rank's shards into one store folder, numbered rank by rank, and writes one `config.json`
 describing them all (`merge`; the folder appears whole, by `io.stage_dir`, as in one process).
+A rank folder is named and held as a temporary (writers.py) until the merge is done, so those a
+killed harvest left are removed by the next command that writes the run, as every temporary.
 `harvest.harvest_sharded` runs these steps; this module knows nothing of harvesting itself, so
 the import goes one way, harvest.py → parallel.py. Positions within a context and
 the shuffles within a shard come from a generator seeded by (seed, rank), so the rows differ from
@@ -29,8 +31,9 @@ from monosemantic.io import stage_dir, write_config
 
 
 def rank_folder(out: Path, rank: int) -> Path:
-    """The hidden folder beside the store `out` where `rank` writes its share."""
-    return out.parent / f".{out.name}.rank{rank}"
+    """The hidden folder beside the store `out` where `rank` writes its share: `.<store>.rank0001.tmp`,
+    a temporary's name (`writers.TEMP_NAME`), so that a sweep removes it once no live rank holds it."""
+    return out.parent / f".{out.name}.rank{rank:04d}.tmp"
 
 
 def merge(

@@ -145,9 +145,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
 def cmd_export_html(args: argparse.Namespace) -> None:
     from monosemantic.browser.export import export_html
     from monosemantic.features.db import DatabaseError
+    from monosemantic.writers import hold_output
 
-    try:
-        n = export_html(database(args.run), args.out, force=args.force, progress=args.progress, source=args.run)
+    try:  # the run is only read (no lock); OUT takes its writer lock (writers.hold_output)
+        with hold_output(args.out):
+            n = export_html(database(args.run), args.out, force=args.force, progress=args.progress, source=args.run)
     except DatabaseError as e:
         raise UserError(str(e)) from None
     print(f"{n} pages in {args.out}; open {args.out / 'index.html'}")

@@ -95,8 +95,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     def on_eval(evals: dict) -> None:  # the SAE table as soon as it exists, before the slower database
         print(format_table(evals), file=sys.stderr)
 
-    demo = pipeline.run_pretrained if cfg.subject else pipeline.run_demo  # a pretrained subject, or model A
-    result = demo(layout, cfg, options, on_eval=on_eval)
+    result = pipeline.run_demo(layout, cfg, options, on_eval=on_eval)  # model A, or a pretrained subject
     if not distributed.is_main():
         return  # rank 0 prints the summary
     split, manifest, acts = result.tokens["splits"], result.manifest, result.activations

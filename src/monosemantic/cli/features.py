@@ -15,6 +15,7 @@ Wiring only: flags come from each config dataclass; the stage and the analyses d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sqlite3
@@ -26,7 +27,7 @@ from monosemantic.cli.args import add_dataclass_args, build
 from monosemantic.cli.common import add_common
 from monosemantic.errors import UserError
 from monosemantic.features import db  # stdlib only
-from monosemantic.writers import hold
+from monosemantic.writers import hold, hold_output
 
 
 def add_parsers(sub: Any) -> None:
@@ -209,7 +210,7 @@ def _run(args: argparse.Namespace, run: Any) -> None:
     layout = paths.RunLayout(args.run)
     if is_run_model(layout, cfg.model) and not (layout.transformer(cfg.model) / paths.CONFIG).is_file():
         raise UserError(f"{layout.transformer(cfg.model)}: no model here; is --run {args.run} a run directory?")
-    with hold(args.run):
+    with hold(args.run), hold_output(args.db) if args.db else contextlib.nullcontext():  # --db outside the run too
         conn = _open(args.db or layout.features_db)
         try:
             print(json.dumps(run(conn, layout, cfg, progress=args.progress), indent=2))
@@ -276,5 +277,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     from monosemantic.features.neuronpedia import NeuronpediaConfig, export_neuronpedia
 
     cfg = build(NeuronpediaConfig, {}, args, prefix="np")
-    for folder in export_neuronpedia(paths.RunLayout(args.run), args.out, cfg, force=args.force):
+    with hold_output(args.out):
+        folders = export_neuronpedia(paths.RunLayout(args.run), args.out, cfg, force=args.force)
+    for folder in folders:
         print(folder)

@@ -14,7 +14,7 @@ from monosemantic import paths, pipeline
 from monosemantic.cli.args import add_dataclass_args
 from monosemantic.cli.common import MODEL_HELP, RESUME_HELP, add_common, add_sae_args, checkpoint_every, run_config
 from monosemantic.errors import UserError
-from monosemantic.writers import check_output, hold, mark_export
+from monosemantic.writers import check_output, hold, hold_output, mark_export
 
 CHECKPOINT_DIR = ".checkpoint"  # inside `sae train --out DIR` while training runs
 
@@ -124,7 +124,8 @@ def cmd_sae_train(args: argparse.Namespace) -> None:
         if args.out is None:
             raise UserError("--activations needs --out DIR for the SAEs")
         ckpt = (args.out / CHECKPOINT_DIR, checkpoint_every(args), args.resume)
-        with hold(args.out):  # one writer per --out folder, as per run
+        # one writer per --out folder, as per run, and per run when --out lies in one
+        with hold(paths.run_around(args.out) or args.out), hold(args.out):
             folders = pipeline.train_saes(
                 args.activations, args.out, ladder, train, args.device, args.force, {}, ckpt, args.prefetch, args.log
             )
@@ -171,14 +172,16 @@ def cmd_sae_export(args: argparse.Namespace) -> None:
 
     if args.density_rows < 0:
         raise UserError(f"--density-rows must be 0 or more, got {args.density_rows}")
-    if args.format == "hub":
-        out = interop.export_hub(args.sae_dir, args.out, args.repo_id, args.hook, args.density_rows, args.force)
-    else:
-        if not (args.sae_dir / paths.SAE_CONFIG).is_file():
-            raise UserError(f"{args.sae_dir}: no SAE here (no {paths.SAE_CONFIG}); --format hub takes a folder of SAEs")
-        if args.out.resolve() == args.sae_dir.resolve():
-            raise UserError(f"{args.out}: export into the SAE's own folder would replace its cfg.json")
-        out = interop.export_saelens_with_metadata(args.sae_dir, args.out, args.hook, args.density_rows, args.force)
+    with hold_output(args.out):  # an OUT in a run: the run's lock, as every writer of the run takes
+        if args.format == "hub":
+            out = interop.export_hub(args.sae_dir, args.out, args.repo_id, args.hook, args.density_rows, args.force)
+        else:
+            if not (args.sae_dir / paths.SAE_CONFIG).is_file():
+                no_sae = f"{args.sae_dir}: no SAE here (no {paths.SAE_CONFIG})"
+                raise UserError(f"{no_sae}; --format hub takes a folder of SAEs")
+            if args.out.resolve() == args.sae_dir.resolve():
+                raise UserError(f"{args.out}: export into the SAE's own folder would replace its cfg.json")
+            out = interop.export_saelens_with_metadata(args.sae_dir, args.out, args.hook, args.density_rows, args.force)
     print(out)
 
 
@@ -186,15 +189,16 @@ def cmd_sae_import(args: argparse.Namespace) -> None:
     from monosemantic.io import stage_dir, write_json
     from monosemantic.sae.foreign import import_sae
 
-    check_output(args.out, [args.saelens_dir], args.force)
-    imported = import_sae(args.saelens_dir, args.format)
-    with stage_dir(args.out, force=args.force) as tmp:
-        mark_export(tmp, "sae-import")
-        imported.sae.save(tmp)
-        provenance = {
-            "format": imported.format,
-            "source": str(args.saelens_dir.resolve()),
-            "metadata": imported.metadata,
-        }
-        write_json(tmp / paths.IMPORTED_JSON, provenance)
+    with hold_output(args.out):  # into RUN/sae/...: the run's lock, as every writer of the run takes
+        check_output(args.out, [args.saelens_dir], args.force)
+        imported = import_sae(args.saelens_dir, args.format)
+        with stage_dir(args.out, force=args.force) as tmp:
+            mark_export(tmp, "sae-import")
+            imported.sae.save(tmp)
+            provenance = {
+                "format": imported.format,
+                "source": str(args.saelens_dir.resolve()),
+                "metadata": imported.metadata,
+            }
+            write_json(tmp / paths.IMPORTED_JSON, provenance)
     print(f"{imported.format} {imported.sae.architecture} {imported.sae.cfg.n_features} features -> {args.out}")
