@@ -20,8 +20,9 @@ a difference anywhere else fails the test.
 
 Settings: the tiny preset on the test corpus, without model B (`--no-universality`: its stages are model A's
 stages again) and without the UMAP step (`map`: half a minute of numba compilation per launch); SAE
-checkpoints every 16 steps, so kills inside `sae train` exercise its resume too. About a minute and a half on
-the 2-core development machine (see docs/guide.md, "What is safe"). Linux only (`timer_create`, like CI).
+checkpoints every 16 steps, so kills inside `sae train` exercise its resume too. About 100 CPU seconds: two and
+a half minutes on the shared 2-core development machine at a load of 4 (docs/guide.md, "What is safe").
+Linux only (`timer_create`), as CI.
 """
 
 from __future__ import annotations
