@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from monosemantic.analyses import proxies
 from monosemantic.analyses.correlate import PearsonAccumulator
-from monosemantic.analyses.proxies import ProxyConfig, format_case_study, run_proxies
+from monosemantic.analyses.proxies import ProxyConfig, _Codes, encoder, format_case_study, run_proxies
 from monosemantic.analyses.proxy_defs import BUILTIN, ProxySet, max_suffix_sum, parse_custom, select
 from monosemantic.browser.synthetic import build_synthetic_db
 from monosemantic.data.tokenizer import load_tokenizer
@@ -21,6 +22,7 @@ from monosemantic.features.stream import dictionary_activations, held_out_contex
 from monosemantic.features.tokentext import char_spans, vocab_bytes
 from monosemantic.paths import RunLayout
 from monosemantic.sae.model import SparseAutoencoder
+from monosemantic.sae.topk import TopKSAE, TopKSAEConfig
 from monosemantic.transformer import hooks
 from monosemantic.transformer.model import load_transformer
 
@@ -242,3 +244,54 @@ def test_spilled_activations_give_the_same_case_study_up_to_float16(tiny_run, tm
         for k in ("feature_corr", "neuron_corr", "specificity", "neuron_specificity"):
             if plain[k] is not None:
                 assert got[k] == pytest.approx(plain[k], abs=2e-3), (key, k)
+
+
+def test_stored_codes_give_the_columns_encoder_gives_bit_for_bit(tmp_path):
+    """`_Codes` (pass 1's nonzeros, int16 or int32 columns) rebuilds the wanted columns, unsorted ones included,
+    exactly as `encoder(sae, columns)` encodes them, batch after batch."""
+    g = torch.Generator().manual_seed(0)
+    for n_features in (64, 40_000):  # int16 columns; int32 above 32,768
+        sae = TopKSAE(TopKSAEConfig(d_in=8, n_features=n_features, k=3), generator=g)
+        with torch.no_grad():
+            sae.b_enc.normal_(generator=g)
+        codes = _Codes(tmp_path / f"codes-{n_features}", n_features)
+        xs = [torch.randn(n, 8, generator=g) for n in (5, 7, 1)]
+        for x in xs:
+            codes.write(encoder(sae)(x))
+        assert codes.index == (np.int16 if n_features == 64 else np.int32)
+        fired = torch.cat([encoder(sae)(x) for x in xs]).nonzero()[:, 1].unique().tolist()
+        columns = [n_features - 1, *fired[::-2], 0]  # some features that fire, some that may not, unsorted
+        got = list(codes.read(columns))
+        for x, g_x in zip(xs, got, strict=True):
+            assert g_x.dtype == torch.float32 and torch.equal(g_x, encoder(sae, columns)(x))
+        assert sum(int((g_x > 0).sum()) for g_x in got) >= len(fired[::-2])
+
+
+def test_topk_case_study_from_pass_1_codes_equals_encoding_again(tiny_run, tmp_path, monkeypatch):
+    """Pass 2 reads a TopK SAE's columns from pass 1's stored codes: the case study is exactly the one that encodes
+    every feature again (levels, sensitivity, family r), with and without the spill."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    hook = hooks.MLP_POST
+    relu = SparseAutoencoder.load(run / f"sae/A/{hook}/tm2023-64")
+    topk = TopKSAE(TopKSAEConfig(d_in=relu.cfg.d_in, n_features=64, k=4))
+    topk.load_state_dict(relu.state_dict())  # the ReLU SAE's directions, coupled by TopK
+    topk.save(run / f"sae/A/{hook}/topk-64")
+    read, reads = _Codes.read, []
+    monkeypatch.setattr(_Codes, "read", lambda self, columns: reads.append(columns) or read(self, columns))
+    for spill in (False, True):
+        out = {}
+        for reuse in (True, False):
+            monkeypatch.setattr(proxies, "_REUSE_CODES", reuse)
+            conn = db.create(tmp_path / f"f{spill}{reuse}.sqlite")
+            _db_with_dictionaries(conn, run, names=("tm2023-64", "topk-64"))
+            cfg = ProxyConfig(proxies=("arabic", "hebrew", "cjk", "dna"), n_tokens=2048, sample_tokens=20000,
+                              batch_size=3, family_min_r=0.1, spill=spill)  # fmt: skip
+            rows = run_proxies(conn, RunLayout(run), cfg, False)["rows"]
+            table = conn.execute("SELECT * FROM proxies ORDER BY name, with_synthetic, dictionary_id").fetchall()
+            out[reuse] = rows, table
+        rows = [r for r in out[True][0] if r["dictionary"] == "topk-64"]
+        assert sum(len(r["family"]["members"]) > 1 for r in rows) >= 2  # pass 2 sums several stored columns
+        assert sum(r["specificity"] is not None for r in rows) >= 4  # best features' levels from stored columns
+        assert len(reads) == 1 + spill and reads[-1]  # only the TopK SAE's columns were read back, once per case
+        assert out[True] == out[False]

@@ -12,8 +12,11 @@ whose generated DNA / base64 / hex strings make those proxies easy):
 - the best feature and the best neuron by Pearson r (as the paper picks its neuron, footnote 18:
   "most activation-correlated");
 - the family: the dictionary's features with r >= `family_min_r`.
-Pass 2 encodes only those columns, for the specificity by activation level of the best feature and
-the best neuron (`casestudy.Levels`) and the Pearson r of the family's summed activation. The best
+Pass 2 needs only those columns, for the specificity by activation level of the best feature and
+the best neuron (`casestudy.Levels`) and the Pearson r of the family's summed activation. A ReLU SAE
+encodes them alone; TopK (and any other SAE whose `activation` is not ReLU) couples its features, as
+which k win depends on all of them, so pass 1 keeps its codes' nonzeros in temporary files (`_Codes`)
+and pass 2 reads the columns back from them instead of encoding every feature again. The best
 feature's decoder row in the neuron basis comes from the weights (`casestudy.decoder_in_neurons`).
 Last, each proxy's share of tokens in the sample is set beside its share in the whole split.
 """
@@ -103,9 +106,9 @@ def encoder(sae: SparseAutoencoder, columns: list[int] | None = None) -> Callabl
     A ReLU SAE (the paper's and April's) is one `addmm` and an in-place ReLU, over only the wanted
     columns of W_enc, written into `out` (a flat float32 buffer of at least N·n elements) when given:
     a fresh 128 MB result per batch costs as much in page faults as the reductions that read it.
-    Others (TopK couples the features) encode everything and select.
+    Others (TopK couples the features) encode everything and select (pass 2 reads `_Codes` instead).
     """
-    if type(sae).activation is not SparseAutoencoder.activation:
+    if not _relu(sae):
 
         @torch.no_grad()  # the passes run outside inference mode: no graph through the SAE's parameters
         def select(x: Tensor, out: Tensor | None = None) -> Tensor:
@@ -127,6 +130,61 @@ def encoder(sae: SparseAutoencoder, columns: list[int] | None = None) -> Callabl
     return enc
 
 
+def _relu(sae: SparseAutoencoder) -> bool:
+    """Whether `sae`'s activation is the base class's ReLU, so each feature can be encoded alone."""
+    return type(sae).activation is SparseAutoencoder.activation
+
+
+_REUSE_CODES = True
+"""Pass 2 reads a non-ReLU SAE's columns from pass 1's codes; False encodes every feature again (the
+parity test's reference)."""
+
+
+class _Codes:
+    """One SAE's pass-1 activations on disk as their nonzeros (CSR, batch after batch), for pass 2.
+
+    A TopK SAE's columns cannot be encoded alone, and encoding all of them again costs pass 1's matmul
+    (550 s for the SmolLM2 demo's three SAEs); its k nonzeros per token are 6·k bytes to read back
+    (int16 column, float32 value; ~200 MB per SAE for 1M tokens at k = 32).
+    """
+
+    def __init__(self, stem: Path, n_features: int):
+        self.files = {part: stem.with_name(f"{stem.name}.{part}") for part in ("counts", "index", "values")}
+        self.n_features = n_features
+        self.index = np.int16 if n_features <= 1 << 15 else np.int32  # the narrowest that holds a column
+        self.rows: list[int] = []
+        """Tokens of each batch written, in order."""
+
+    def write(self, f: Tensor) -> None:
+        """Append a batch's activations `f [N, n_features]`."""
+        rows, cols = f.nonzero(as_tuple=True)  # row-major, so each row's entries lie together
+        parts = {
+            "counts": torch.bincount(rows, minlength=len(f)).numpy().astype(np.int32),
+            "index": cols.numpy().astype(self.index),
+            "values": f[rows, cols].numpy(),  # float32, as encoded: pass 2's values are bit-identical
+        }
+        for part, a in parts.items():
+            with open(self.files[part], "ab") as fh:
+                a.tofile(fh)
+        self.rows.append(len(f))
+
+    def read(self, columns: list[int]) -> Iterator[Tensor]:
+        """Per batch written, in order: `[N, len(columns)]` float32, what `encoder(sae, columns)` gives."""
+        pos = np.full(self.n_features, -1, dtype=np.int64)  # feature → its position in `columns`, -1 if unwanted
+        pos[columns] = np.arange(len(columns))
+        with open(self.files["counts"], "rb") as fc, open(self.files["index"], "rb") as fi, \
+                open(self.files["values"], "rb") as fv:  # fmt: skip
+            for n in self.rows:
+                counts = np.fromfile(fc, np.int32, n)
+                nnz = int(counts.sum())
+                j = pos[np.fromfile(fi, self.index, nnz)]
+                values = np.fromfile(fv, np.float32, nnz)
+                keep = j >= 0
+                out = np.zeros((n, len(columns)), dtype=np.float32)
+                out[np.repeat(np.arange(n), counts)[keep], j[keep]] = values[keep]
+                yield torch.from_numpy(out)
+
+
 @dataclass
 class _Inputs:
     """What both passes read: the model to its hook, the SAEs, the proxies and the contexts."""
@@ -145,6 +203,8 @@ class _Inputs:
     spill: np.memmap | None = None
     """float16 [n_tokens, d]: pass 1's activations, which pass 2 reads (`ProxyConfig.spill`)."""
     spilled: bool = False
+    codes: dict[str, _Codes] = dataclasses.field(default_factory=dict)
+    """The non-ReLU SAEs' pass-1 activations, which pass 2 reads (`_Codes`)."""
 
     @torch.inference_mode()
     def batches(self, batch_size: int, desc: str, progress: bool) -> Iterator[tuple[Tensor, np.ndarray, Tensor]]:
@@ -193,7 +253,9 @@ def run_proxies(conn: sqlite3.Connection, layout: paths.RunLayout, cfg: ProxyCon
     with tempfile.TemporaryDirectory(prefix=".proxies-", dir=layout.root) as tmp:
         spill = np.lib.format.open_memmap(Path(tmp) / "acts.npy", "w+", np.float16, (ctx.n_tokens, d)) \
             if cfg.spill else None  # fmt: skip
-        inputs = _Inputs(s.model, s.site.module, s.site.which, d, saes, pset, ctx, member, spill)
+        codes = {n: _Codes(Path(tmp) / f"codes-{i}", sae.cfg.n_features)
+                 for i, (n, sae) in enumerate(saes.items()) if _REUSE_CODES and not _relu(sae)}  # fmt: skip
+        inputs = _Inputs(s.model, s.site.module, s.site.which, d, saes, pset, ctx, member, spill, codes=codes)
         return _run(conn, cfg, key, store, inputs, sae_rows, neuron_rows, proxies, progress)
 
 
@@ -281,7 +343,10 @@ def _pass1(inputs: _Inputs, cfg: ProxyConfig, progress: bool) -> tuple[Moments, 
         mom.batch(y, member)
         mom.add("neurons", x, scratch)
         for n, enc in encoders.items():
-            mom.add(n, enc(x, acts), scratch)
+            f = enc(x, acts)
+            mom.add(n, f, scratch)
+            if n in inputs.codes:
+                inputs.codes[n].write(f)
         held += (member.numpy()[:, None, :] & (val > 0)[None]).sum(-1)
         llr_max = np.maximum(llr_max, llr.max(1))
     return mom, held, llr_max
@@ -305,7 +370,8 @@ def _pass2(
         "neurons": {i: i for i in range(inputs.d)},
         **{d: {i: j for j, i in enumerate(c)} for d, c in cols.items()},
     }
-    encoders = {d: encoder(inputs.saes[d], c) for d, c in cols.items() if c}
+    encoders = {d: encoder(inputs.saes[d], c) for d, c in cols.items() if c and d not in inputs.codes}
+    stored = {d: inputs.codes[d].read(c) for d, c in cols.items() if c and d in inputs.codes}
     # Every family (dictionary, slice, proxy) is one column of the summed activations, one Moments for all.
     fam_keys = [(d, s, k) for d in inputs.saes for s in range(S) for k in range(P) if fams[d][s][k]]
     fam_matrix = {d: torch.zeros(len(c), len(fam_keys)) for d, c in cols.items() if c}
@@ -323,7 +389,7 @@ def _pass2(
         val = inputs.pset.values(llr)
         y = torch.from_numpy(np.ascontiguousarray(val.T))
         keep = member.numpy()
-        acts = {"neurons": x, **{d: enc(x) for d, enc in encoders.items()}}
+        acts = {"neurons": x, **{d: enc(x) for d, enc in encoders.items()}, **{d: next(r) for d, r in stored.items()}}
         for (s, d, k), lv in levels.items():
             i = int(best[d][0][s, k])
             a = acts[d][:, pos[d][i]].numpy()[keep[s]]
