@@ -71,7 +71,7 @@ def test_the_dense_step_runs_its_products_in_bfloat16_and_keeps_float32_gradient
 def test_dtype_bfloat16_makes_the_sparse_steps_auto_active_set_bfloat16(monkeypatch: pytest.MonkeyPatch) -> None:
     from monosemantic.sae import sparse_step
 
-    monkeypatch.setattr(sparse_step, "_cpu_has_native_bf16", lambda: False)  # auto alone would pick float32
+    monkeypatch.setattr(sparse_step, "native_bf16", lambda device: False)  # auto alone would pick float32
     sae, cfg = _sae_and_cfg("tm2023")
     auto = dataclasses.replace(cfg, matmul_dtype="auto")  # type: ignore[type-var]
     assert Stepper.for_recipe(sae, auto).matmul_dtype == "float32"

@@ -190,7 +190,7 @@ def test_auto_matmul_dtype_is_float32_without_native_bfloat16(monkeypatch: pytes
     cpu = torch.device("cpu")
     assert sparse_step.resolve_matmul_dtype("float32", cpu) == "float32"
     assert sparse_step.resolve_matmul_dtype("bfloat16", cpu) == "bfloat16"
-    monkeypatch.setattr(sparse_step, "_cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(sparse_step, "native_bf16", lambda device: False)
     assert sparse_step.resolve_matmul_dtype("auto", cpu) == "float32"
-    monkeypatch.setattr(sparse_step, "_cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(sparse_step, "native_bf16", lambda device: True)
     assert sparse_step.resolve_matmul_dtype("auto", cpu) == "bfloat16"

@@ -41,13 +41,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor
 
-from monosemantic.runtime import autocast
+from monosemantic.runtime import autocast, native_bf16
 from monosemantic.sae import sparse_ops as ops
 from monosemantic.sae.loss import LossTerms
 from monosemantic.sae.model import SparseAutoencoder
@@ -215,19 +214,7 @@ def resolve_matmul_dtype(name: MatmulDtype, device: torch.device, dtype: str = "
         return name
     if dtype == "bfloat16":
         return "bfloat16"
-    if device.type == "cuda":
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-    if device.type == "cpu" and _cpu_has_native_bf16():
-        return "bfloat16"
-    return "float32"
-
-
-def _cpu_has_native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()  # Linux; oneDNN's own check also accepts plain AVX-512
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return "bfloat16" if native_bf16(device) else "float32"
 
 
 def sparse_encode(
