@@ -84,3 +84,15 @@ def test_a_gated_encoder_is_a_jumprelu_encoder() -> None:
     got = torch.relu(pre) * (pre > theta)
     assert 0.1 < (want > 0).float().mean() < 0.9
     assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_a_short_run_is_warned_with_the_flags_that_help(caplog) -> None:
+    from monosemantic.sae.jumprelu_train import SHORT_RUN_STEPS, JumpReLUTrainConfig
+
+    with caplog.at_level("WARNING"):
+        JumpReLUTrainConfig().for_run(976)
+    assert "976 steps is short" in caplog.text and "--batch-size" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        JumpReLUTrainConfig().for_run(SHORT_RUN_STEPS)
+    assert caplog.text == ""

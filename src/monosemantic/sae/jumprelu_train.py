@@ -40,6 +40,7 @@ found on the dense pre-activations (`sparse_terms`).
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -56,6 +57,12 @@ from monosemantic.sae.schedule import cosine_warmup, linear_warmup
 from monosemantic.sae.sparse_step import SparseForward, SparseTerms
 
 __all__ = ["JumpReLUSAE", "JumpReLUTrainConfig", "rectangle", "step_ste"]
+
+log = logging.getLogger(__name__)
+
+SHORT_RUN_STEPS = 10_000
+"""Below this many steps `for_run` warns: one pass of 976 steps on 256-d planted data found 2 % of the
+directions, 3,906 steps about half (docs/benchmarks.md, "What the JumpReLU failure is")."""
 
 
 def rectangle(u: Tensor) -> Tensor:
@@ -142,6 +149,19 @@ class JumpReLUTrainConfig(TrainConfig):
     """The λ that `--l1-coeffs` and `--auto-l1` sweep for this recipe."""
     unit_norm: ClassVar[bool] = True
     """The trainer scales inputs to E‖x‖ = 1, not √d_in (module docstring)."""
+
+    def for_run(self, n_steps: int) -> tuple[JumpReLUTrainConfig, dict[str, tuple[Any, Any]]]:
+        """`TrainConfig.for_run`, with a warning for a run under SHORT_RUN_STEPS: θ climbs under the L0 penalty
+        faster than a rarely firing encoder aligns, so such a run can end with few useful features."""
+        if n_steps < SHORT_RUN_STEPS:
+            log.warning(
+                "jumprelu: %d steps is short for this recipe (published: about %s); on wide inputs it can end with "
+                'few useful features (docs/benchmarks.md, "What the JumpReLU failure is"): more steps help '
+                "(a smaller --batch-size over the same rows), or --arch topk / batchtopk",
+                n_steps,
+                f"{self.reference_steps:,}",
+            )
+        return super().for_run(n_steps)
 
     def __post_init__(self) -> None:
         super().__post_init__()
