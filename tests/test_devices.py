@@ -75,4 +75,4 @@ def test_demo_dtype_sets_every_stage_unless_a_stage_sets_its_own():
     assert [c.dtype for c in (cfg.lm, cfg.harvest, cfg.eval, cfg.features)] == ["float32"] * 4
     assert cfg.sae.dtype == "bfloat16"
     plain = run_config(_parser().parse_args(["demo", "--preset", "tiny"]), prefixed=True)
-    assert (plain.lm.dtype, plain.harvest.dtype, plain.sae.dtype) == ("bfloat16", "float32", "float32")
+    assert (plain.lm.dtype, plain.harvest.dtype, plain.sae.dtype) == ("auto", "float32", "float32")
