@@ -84,7 +84,11 @@ def saelens_main(argv: list[str]) -> None:
     cfg = StandardTrainingSAEConfig(d_in=d_in, d_sae=args.features, l1_coefficient=args.l1, apply_b_dec_to_input=True)
     sae = StandardTrainingSAE(cfg)
     trainer_cfg = SAETrainerConfig(
-        total_training_samples=args.steps * BATCH, train_batch_size_samples=BATCH, lr=args.lr, device="cpu"
+        total_training_samples=args.steps * BATCH,
+        train_batch_size_samples=BATCH,
+        lr=args.lr,
+        lr_end=args.lr / 10,  # what SAELens's runner config sets; unused by its default constant schedule
+        device="cpu",
     )
     SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=batches()).fit()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -57,6 +57,40 @@ def test_ste_gradients_match_saelens() -> None:
         torch.testing.assert_close(p.grad, q.grad, msg=name)
 
 
+def test_anthropic_2025_options_match_saelens() -> None:
+    """`--sparsity tanh --ste-to-input --pre-act-coeff`: our dense loss's gradients equal those of SAELens's
+    implementation of Anthropic's 2025 setup (its JumpReLU with `ste_to_input`, the tanh penalty on
+    `feature_acts · ‖W_dec‖`, and `calculate_pre_act_loss` over the dead features)."""
+    jr = pytest.importorskip("sae_lens.saes.jumprelu_sae", reason="sae-lens (the test extra) is not installed")
+    sae = _sae()
+    cfg = JumpReLUTrainConfig(
+        bandwidth=0.2, l0_coeff=0.3, l0_warmup_steps=0, n_steps=10, sparsity="tanh", ste_to_input=True,
+        pre_act_coeff=0.1,
+    )  # fmt: skip
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(5))
+    dead = torch.arange(16) % 3 == 0
+    ours = copy.deepcopy(sae)
+    terms = cfg.loss(ours, x, 5, dead)
+    terms.loss.backward()
+    pre = sae.pre_activations(x)
+    f = jr.JumpReLU.apply(pre, sae.threshold, 0.2, True)
+    norm = sae.W_dec.norm(dim=1)
+    penalty = torch.tanh(4.0 * f * norm).sum(-1).mean()
+    pre_act = jr.calculate_pre_act_loss(0.1, sae.threshold, pre, dead, norm)
+    ((x - sae.decode(f)).pow(2).sum(-1).mean() + 0.3 * penalty + pre_act).backward()
+    assert float(terms.parts["pre_act_loss"]) > 0
+    for (name, p), q in zip(ours.named_parameters(), sae.parameters(), strict=True):
+        g, ref = p.grad, q.grad
+        if name == "W_dec":  # SAELens's ‖W_dec‖ factors add a gradient along each unit row, which training removes
+            g, ref = (t - (t * sae.W_dec).sum(1, keepdim=True) * sae.W_dec for t in (g, ref))
+        torch.testing.assert_close(g, ref, msg=name)
+
+
+def test_unknown_sparsity_is_refused() -> None:
+    with pytest.raises(ValueError, match="sparsity must be step or tanh"):
+        JumpReLUTrainConfig(sparsity="l1")
+
+
 def test_threshold_is_saved_checked_and_folded(tmp_path) -> None:
     sae = _sae()
     sae.save(tmp_path / "a")

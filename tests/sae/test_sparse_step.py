@@ -8,6 +8,7 @@ must stay within 2 % of float32's (stated in docs/decisions.md).
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -39,11 +40,15 @@ def _sae_and_cfg(arch: str) -> tuple[SparseAutoencoder, object]:
     elif arch == "batchtopk":  # AuxK with dead = 3 steps; θ averaged over the last half
         sae = BatchTopKSAE(TopKSAEConfig(D_IN, N_FEATURES, k=4), generator=gen)
         cfg = BatchTopKTrainConfig(lr=1e-3, batch_size=BATCH, n_steps=30, k_aux=8, log_every=5, dead_n_batches=3)
-    elif arch == "jumprelu":  # a wide kernel (ε = 0.05·√16), so θ's pseudo-gradient sees many entries
+    elif arch.startswith("jumprelu"):  # a wide kernel (ε = 0.05·√16), so θ's pseudo-gradient sees many entries
         sae = JumpReLUSAE(SAEConfig(D_IN, N_FEATURES), generator=gen)
         cfg = JumpReLUTrainConfig(
             lr=1e-3, batch_size=BATCH, n_steps=30, log_every=5, bandwidth=0.05, l0_coeff=0.01, l0_warmup_steps=5
         )
+        if arch == "jumprelu-a25":  # Anthropic's 2025 options; dead after 3 steps, so training runs use them
+            cfg = dataclasses.replace(
+                cfg, sparsity="tanh", ste_to_input=True, pre_act_coeff=0.05, dead_n_inputs=BATCH * 3
+            )
         with torch.no_grad():
             sae.threshold.uniform_(0.0, 0.6, generator=gen)
     else:
@@ -65,7 +70,7 @@ def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-5) -> bool:
     return bool((a - b).abs().max() <= rtol * max(1.0, float(b.abs().max())))
 
 
-ARCHS = ["tm2023", "april2024", "topk", "batchtopk", "jumprelu"]
+ARCHS = ["tm2023", "april2024", "topk", "batchtopk", "jumprelu", "jumprelu-a25"]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -84,8 +89,10 @@ def test_sparse_gradients_match_autograd(arch: str, with_dead: bool) -> None:
         assert torch.allclose(t_sparse.parts[name], t_dense.parts[name].detach(), rtol=1e-5, atol=1e-7), name
     if arch in ("topk", "batchtopk") and with_dead:
         assert float(t_dense.parts["auxk"].detach()) > 0  # the AuxK path really ran
-    if arch == "jumprelu":  # θ's pseudo-gradient really ran, from entries on both sides of θ
+    if arch.startswith("jumprelu"):  # θ's pseudo-gradient really ran, from entries on both sides of θ
         assert float(sae.threshold.grad.abs().sum()) > 0
+    if arch == "jumprelu-a25" and with_dead:  # the pre-activation loss really ran
+        assert float(t_dense.parts["pre_act_loss"]) > 0
     for name, p in sae.named_parameters():
         ref_grad = dict(ref.named_parameters())[name].grad
         if p.grad is None:  # BatchTopK's θ is estimated, not trained

@@ -122,5 +122,5 @@ def test_auto_dtype_trains_in_bfloat16_only_where_the_cpu_has_it(store, monkeypa
     same, other = ("bfloat16", "float32") if native else ("float32", "bfloat16")
     assert logs["auto"] == logs[same]
     assert logs["auto"] != logs[other]  # the two precisions differ, so the equality above means something
-    with pytest.raises(ValueError, match="dtype"):
+    with pytest.raises(ValueError, match="dtype must be auto, float32 or bfloat16"):
         LMTrainConfig(dtype="float16")

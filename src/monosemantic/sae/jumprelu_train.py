@@ -14,7 +14,9 @@ bandwidth ε ([JA] §4, eq. 11–12; the DeepMind pseudocode of [JA]'s appendix)
 
 so only pre-activations within ε/2 of a threshold move it. Sources: [JA] = Rajamanoharan et al.
 2024, "Jumping Ahead: Improving Reconstruction Fidelity with JumpReLU Sparse Autoencoders";
-[GS] = Lieberum et al. 2024, "Gemma Scope" (the recipe its SAEs were trained with); *(confirm)*
+[GS] = Lieberum et al. 2024, "Gemma Scope" (the recipe its SAEs were trained with); [A25] =
+Anthropic's "Circuits Updates, January 2025" (its JumpReLU setup, as SAELens 6.11+ implements it);
+*(confirm)*
 marks values we know from public reimplementations (SAELens's Gemma-Scope-style configs,
 dictionary_learning's `JumpReluTrainer`) rather than the papers' text.
 
@@ -32,6 +34,13 @@ dictionary_learning's `JumpReluTrainer`) rather than the papers' text.
   *(confirm; dictionary_learning does so)*; no resampling and no auxiliary loss [GS];
 - θ is trained directly and projected to θ ≥ 0 after each step, as SAELens does; [JA]'s pseudocode
   trains log θ, which Adam barely moves in a short run (the reason SAELens 6.x switched to θ).
+
+Three options from [A25], off by default: `sparsity="tanh"` penalises Σ tanh(c·f_i) (c = 4) instead
+of the L0; `ste_to_input` lets the estimators' gradient reach the pre-activations too (∂/∂z = −∂/∂θ,
+since both depend on z − θ only), so an input just below θ can pull the encoder towards it; and
+`pre_act_coeff` adds λ_P Σ ReLU(θ_i − pre_i) over the dead features (SAELens restricts it to them),
+which gives a feature that never fires a gradient towards the inputs. [A25]'s ‖W_dec,i‖ factors are
+1 here (unit-norm rows; their gradient along the row is what the constraint removes).
 
 The sparse step (`sparse_step.py`) handles the same loss exactly: the active set is `pre > θ`
 (`sparse_pattern`), and θ's pseudo-gradient needs the entries within ε/2 of θ on both sides,
@@ -74,36 +83,40 @@ class _JumpReLU(torch.autograd.Function):
     """JumpReLU_θ(z) = z·H(z − θ) with [JA]'s pseudo-derivative for θ (module docstring)."""
 
     @staticmethod
-    def forward(ctx: Any, z: Tensor, theta: Tensor, eps: float) -> Tensor:
+    def forward(ctx: Any, z: Tensor, theta: Tensor, eps: float, to_input: bool) -> Tensor:
         ctx.save_for_backward(z, theta)
-        ctx.eps = eps
+        ctx.eps, ctx.to_input = eps, to_input
         return jumprelu(z, theta)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None, None]:
         z, theta = ctx.saved_tensors
-        near = rectangle((z - theta) / ctx.eps)
-        return (z > theta) * grad, (-(theta / ctx.eps) * near * grad).sum(0), None
+        ste = (theta / ctx.eps) * rectangle((z - theta) / ctx.eps) * grad
+        grad_z = (z > theta) * grad
+        if ctx.to_input:  # [A25]: the jump's estimator reaches z too, as −∂/∂θ (it depends on z − θ only)
+            grad_z = grad_z + ste
+        return grad_z, -ste.sum(0), None, None
 
 
 class _Step(torch.autograd.Function):
     """H(z − θ), with no gradient for z and [JA]'s pseudo-derivative for θ."""
 
     @staticmethod
-    def forward(ctx: Any, z: Tensor, theta: Tensor, eps: float) -> Tensor:
+    def forward(ctx: Any, z: Tensor, theta: Tensor, eps: float, to_input: bool) -> Tensor:
         ctx.save_for_backward(z, theta)
-        ctx.eps = eps
+        ctx.eps, ctx.to_input = eps, to_input
         return (z > theta).to(z.dtype)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor, None, None]:
         z, theta = ctx.saved_tensors
-        return None, (-(1.0 / ctx.eps) * rectangle((z - theta) / ctx.eps) * grad).sum(0), None
+        ste = (1.0 / ctx.eps) * rectangle((z - theta) / ctx.eps) * grad
+        return (ste if ctx.to_input else None), -ste.sum(0), None, None
 
 
-def step_ste(z: Tensor, theta: Tensor, eps: float) -> Tensor:
-    """H(z − θ) `[batch, n_features]` whose backward reaches θ through the rectangle kernel."""
-    out: Tensor = _Step.apply(z, theta, eps)
+def step_ste(z: Tensor, theta: Tensor, eps: float, to_input: bool = False) -> Tensor:
+    """H(z − θ) `[batch, n_features]` whose backward reaches θ (and z, with `to_input`) through the kernel."""
+    out: Tensor = _Step.apply(z, theta, eps, to_input)
     return out
 
 
@@ -143,7 +156,17 @@ class JumpReLUTrainConfig(TrainConfig):
     normalize_n_inputs: int = 16_384
     """How many of the first inputs the input scale is estimated on (not stated)."""
     dead_n_inputs: int = 10_000_000
-    """Dead = no activation on this many inputs, for the logged dead_fraction (as April 2024)."""
+    """Dead = no activation on this many inputs, for the logged dead_fraction (as April 2024) and the
+    pre-activation loss."""
+    sparsity: str = "step"
+    """The penalty λ multiplies: `step`, the L0 Σ H(pre − θ) ([JA], [GS]), or `tanh`, Σ tanh(c·f) ([A25])."""
+    tanh_scale: float = 4.0
+    """c of the `tanh` penalty ([A25]: 4)."""
+    pre_act_coeff: float = 0.0
+    """λ_P of the pre-activation loss λ_P Σ_dead ReLU(θ − pre) ([A25]), over the dead features only, as
+    SAELens applies it: it gives a silent feature a gradient towards the inputs. 0 turns it off."""
+    ste_to_input: bool = False
+    """Let the estimators' gradient reach the pre-activations, not only θ ([A25]; SAELens `jumprelu_ste_to_input`)."""
 
     sparsity_field: ClassVar[str] = "l0_coeff"
     """The λ that `--l1-coeffs` and `--auto-l1` sweep for this recipe."""
@@ -165,7 +188,8 @@ class JumpReLUTrainConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("l0_coeff", "bandwidth", "threshold_init"):
+        self._require(self.sparsity in ("step", "tanh"), "sparsity", "must be step or tanh")
+        for name in ("l0_coeff", "bandwidth", "threshold_init", "tanh_scale", "pre_act_coeff"):
             value = getattr(self, name)
             self._require(value >= 0 and math.isfinite(value), name, "must be finite and >= 0")
         self._require(self.bandwidth > 0, "bandwidth", "must be > 0")
@@ -213,14 +237,24 @@ class JumpReLUTrainConfig(TrainConfig):
         sae.get_parameter("threshold").clamp_(min=0.0)  # θ ≥ 0, or negative pre-activations would pass
 
     def loss(self, sae: SparseAutoencoder, x: Tensor, step: int, dead: Tensor) -> LossTerms:
-        """Squared error + λ(step)·L0, with the STEs of the module docstring."""
-        theta, eps = sae.get_parameter("threshold"), self.eps(sae)
+        """Squared error + λ(step)·penalty (+ the pre-activation loss), with the STEs of the module docstring.
+
+        Decoder rows are unit norm, so [A25]'s ‖W_dec,i‖ factors are 1 and left out."""
+        theta, eps, to_input = sae.get_parameter("threshold"), self.eps(sae), self.ste_to_input
         pre = sae.pre_activations(x)  # (batch, n_features)
-        f = _JumpReLU.apply(pre, theta, eps)
+        f = _JumpReLU.apply(pre, theta, eps, to_input)
         sse = squared_error(x, sae.decode(f))
-        l0 = step_ste(pre, theta, eps).sum(dim=-1).mean()
-        parts = {"mse": sse.detach() / x.shape[1], "l0_loss": l0}  # mse logged per element
-        return LossTerms(sse + self.l0_coeff_at(step) * l0, f, parts)
+        if self.sparsity == "tanh":
+            penalty = torch.tanh(self.tanh_scale * f).sum(dim=-1).mean()
+        else:
+            penalty = step_ste(pre, theta, eps, to_input).sum(dim=-1).mean()
+        parts = {"mse": sse.detach() / x.shape[1], "l0_loss": penalty}  # mse logged per element
+        loss = sse + self.l0_coeff_at(step) * penalty
+        if self.pre_act_coeff > 0:
+            pre_act = ((theta - pre).relu() * dead).sum(dim=-1).mean()
+            loss = loss + self.pre_act_coeff * pre_act
+            parts["pre_act_loss"] = pre_act.detach()
+        return LossTerms(loss, f, parts)
 
     def sparse_pattern(self, sae: SparseAutoencoder, pre: Tensor) -> ops.Pattern:
         """The active set `pre > θ` of the dense pre-activations (float32 or bfloat16)."""
@@ -230,26 +264,64 @@ class JumpReLUTrainConfig(TrainConfig):
         return ops.positive_pattern(pre - theta.to(pre.dtype))
 
     def sparse_terms(self, sae: SparseAutoencoder, fwd: SparseForward) -> SparseTerms:
-        """`loss` for the sparse step: the reconstruction's gradients as for any SAE, plus θ's.
+        """`loss` for the sparse step: the reconstruction's gradients as for any SAE, plus the penalty's and θ's.
 
-        θ_i's pseudo-gradient sums, over the entries with |pre − θ_i| < ε/2 (active or not), of
-        −(θ_i/ε)·∂L/∂f (the JumpReLU term) − λ/(B·ε) (the L0 term).
+        Per entry within ε/2 of θ_i (active or not), the estimators give s = (θ_i/ε)·∂L/∂f (JumpReLU)
+        + λ/(B·ε) (the `step` penalty; with `tanh` its gradient is part of ∂L/∂f instead): θ_i gets −Σ s,
+        and with `ste_to_input` the pre-activation gets +s. The pre-activation loss touches every input of
+        a dead feature, so its encoder gradient is dense over those features (`grad_enc_cols`).
         """
         assert fwd.pre is not None  # given because this recipe has `sparse_pattern`
         batch, d_in = fwd.e.shape
+        n = fwd.pre.shape[1]
         W_enc, b_enc, W_dec = sae.W_enc, sae.b_enc, sae.W_dec
         theta, eps, lam = sae.get_parameter("threshold").detach(), self.eps(sae), self.l0_coeff_at(fwd.step)
-        l0 = torch.tensor(fwd.f_vals.numel() / batch, dtype=fwd.e.dtype, device=fwd.e.device)
         grad_scale = 2 / batch
+        tanh_c = self.tanh_scale if self.sparsity == "tanh" else None
+        grad_f = None
+        if tanh_c is None:
+            penalty = torch.tensor(fwd.f_vals.numel() / batch, dtype=fwd.e.dtype, device=fwd.e.device)
+        else:
+            t = torch.tanh(tanh_c * fwd.f_vals)  # (nnz,)
+            penalty = t.sum() / batch
+            grad_f = (lam * tanh_c / batch) * (1 - t * t)
         # entries near a threshold: found on the dense pre-activations, then recomputed exactly
         near = (fwd.pre - theta.to(fwd.pre.dtype)).abs_().lt_(eps / 2)  # (batch, n_features) bool
-        pb = ops.pattern_from_flat(near.view(-1).nonzero().squeeze(1), (batch, near.shape[1]))
+        pb = ops.pattern_from_flat(near.view(-1).nonzero().squeeze(1), (batch, n))
         z = ops.sampled_matmul(pb, fwd.x_bar, W_enc, b_enc[pb.col])  # (nnz_band,)
         th = theta[pb.col]
         k = rectangle((z - th) / eps)
-        g_f = ops.sampled_matmul(pb, fwd.e * grad_scale, W_dec.T)  # ∂L/∂f at those entries
-        per_entry = k * (-(th / eps) * g_f - lam / (batch * eps))
-        grad_theta = ops.column_sums(pb, per_entry)
-        terms = SparseTerms(fwd.sse + lam * l0, {"mse": fwd.sse / d_in, "l0_loss": l0}, grad_scale=grad_scale)
+        g_f = ops.sampled_matmul(pb, fwd.e * grad_scale, W_dec.T)  # ∂L/∂f at those entries (reconstruction)
+        if tanh_c is None:
+            ste = k * ((th / eps) * g_f + lam / (batch * eps))
+        else:
+            t_band = torch.tanh(tanh_c * z * (z > th))  # tanh(c·f), f = 0 below θ
+            ste = k * (th / eps) * (g_f + (lam * tanh_c / batch) * (1 - t_band * t_band))
+        grad_theta = -ops.column_sums(pb, ste)
+        parts = {"mse": fwd.sse / d_in, "l0_loss": penalty}
+        loss = fwd.sse + lam * penalty
+        terms = SparseTerms(loss, parts, grad_scale=grad_scale, grad_f=grad_f)
+        if self.ste_to_input:
+            terms.grad_pre.append((pb, ste))
+        if self.pre_act_coeff > 0:
+            pre_act = self._pre_act_sparse(sae, fwd, theta, grad_theta, terms)
+            terms.loss = loss + self.pre_act_coeff * pre_act
+            parts["pre_act_loss"] = pre_act
         terms.param_grads["threshold"] = grad_theta
         return terms
+
+    def _pre_act_sparse(
+        self, sae: SparseAutoencoder, fwd: SparseForward, theta: Tensor, grad_theta: Tensor, terms: SparseTerms
+    ) -> Tensor:
+        """Σ_dead ReLU(θ − pre), mean over the batch; adds its gradients to `grad_theta` and `terms`."""
+        batch = fwd.e.shape[0]
+        cols = fwd.dead.nonzero().squeeze(1)  # (n_dead,)
+        if not cols.numel():
+            return torch.zeros((), dtype=fwd.e.dtype, device=fwd.e.device)
+        z = torch.addmm(sae.b_enc[cols], fwd.x_bar, sae.W_enc[:, cols])  # (batch, n_dead), exact
+        gap = theta[cols] - z
+        below = (gap > 0).to(z.dtype)  # where ReLU(θ − pre) has slope 1
+        scale = self.pre_act_coeff / batch
+        grad_theta.index_add_(0, cols, below.sum(0) * scale)  # ∂/∂θ = +1, ∂/∂pre = −1 per entry below θ
+        terms.grad_enc_cols = (cols, (below.T @ fwd.x_bar) * -scale, below.sum(0) * -scale)
+        return gap.relu().sum() / batch

@@ -124,6 +124,9 @@ class SparseTerms:
     """`[n_features, d_in]`: a decoder gradient besides the reconstruction's, or None."""
     grad_pre: list[tuple[ops.Pattern, Tensor]] = field(default_factory=list)
     """More encoder gradients: (pattern in `[batch, n_features]`, ∂L/∂pre at it `[nnz']`)."""
+    grad_enc_cols: tuple[Tensor, Tensor, Tensor] | None = None
+    """Dense encoder gradients for a few features: (features `[n']`, ∂W_encᵀ rows `[n', d_in]`, ∂b_enc `[n']`),
+    for a term that touches most inputs of those features (JumpReLU's pre-activation loss on the dead ones)."""
     param_grads: dict[str, Tensor] = field(default_factory=dict)
     """Gradients of the SAE's other parameters by name (JumpReLU: `threshold`)."""
 
@@ -196,6 +199,10 @@ def sparse_gradients(
     for pa, grad_pa in terms.grad_pre:
         grad_b_enc += ops.column_sums(pa, grad_pa)
         grad_W_enc_t += ops.spmm_t(ops.transpose(pa), grad_pa, x_bar)
+    if terms.grad_enc_cols is not None:
+        cols, grad_rows, grad_bias = terms.grad_enc_cols
+        grad_W_enc_t.index_add_(0, cols, grad_rows)
+        grad_b_enc.index_add_(0, cols, grad_bias)
     if sae.pre_encoder_bias:
         grad_b_dec -= W_enc @ grad_b_enc  # x̄ = x − b_dec feeds the encoder too (paper.md §3.1)
 
