@@ -44,7 +44,7 @@ def test_auto_picks_cpu_and_names_are_checked():
 
 def test_lm_dtype_flag_is_checked(tmp_path, capsys):
     assert main(["lm", "train", "--run", str(tmp_path / "r"), "--dtype", "float16", "--no-progress"]) == 2
-    assert "dtype must be float32 or bfloat16" in capsys.readouterr().err
+    assert "dtype must be auto, float32 or bfloat16" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
