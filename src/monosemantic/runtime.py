@@ -49,10 +49,12 @@ def pick_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
-def check_dtype(name: str) -> None:
-    """For a config's `__post_init__`: a ValueError unless `name` is a compute dtype (DTYPES)."""
-    if name not in DTYPES:
-        raise ValueError(f"dtype must be float32 or bfloat16, got {name!r}")
+def check_dtype(name: str, auto: bool = False) -> None:
+    """For a config's `__post_init__`: a ValueError unless `name` is a compute dtype (DTYPES), or, with
+    `auto`, the name `resolve_dtype` turns into one."""
+    if name in DTYPES or (auto and name == "auto"):
+        return
+    raise ValueError(f"dtype must be {'auto, ' if auto else ''}float32 or bfloat16, got {name!r}")
 
 
 def native_bf16(device: torch.device | str) -> bool:

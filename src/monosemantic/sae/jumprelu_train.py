@@ -321,7 +321,7 @@ class JumpReLUTrainConfig(TrainConfig):
         z = torch.addmm(sae.b_enc[cols], fwd.x_bar, sae.W_enc[:, cols])  # (batch, n_dead), exact
         gap = theta[cols] - z
         below = (gap > 0).to(z.dtype)  # where ReLU(θ − pre) has slope 1
-        scale = self.pre_act_coeff / batch
-        grad_theta.index_add_(0, cols, below.sum(0) * scale)  # ∂/∂θ = +1, ∂/∂pre = −1 per entry below θ
-        terms.grad_enc_cols = (cols, (below.T @ fwd.x_bar) * -scale, below.sum(0) * -scale)
+        scale, n_below = self.pre_act_coeff / batch, below.sum(0)  # (n_dead,)
+        grad_theta.index_add_(0, cols, n_below * scale)  # ∂/∂θ = +1, ∂/∂pre = −1 per entry below θ
+        terms.grad_enc_cols = (cols, (below.T @ fwd.x_bar) * -scale, n_below * -scale)
         return gap.relu().sum() / batch

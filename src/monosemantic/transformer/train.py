@@ -36,7 +36,7 @@ from monosemantic.io import (
     write_config,
     write_json,
 )
-from monosemantic.runtime import DTYPES, autocast, pick_device, resolve_dtype, seed_everything
+from monosemantic.runtime import autocast, check_dtype, pick_device, resolve_dtype, seed_everything
 from monosemantic.transformer.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from monosemantic.transformer.model import KIND, Transformer, TransformerConfig
 
@@ -90,8 +90,7 @@ class LMTrainConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 < self.lr < 1:
             raise ValueError(f"lr must be in (0, 1), got {self.lr}")
-        if self.dtype not in ("auto", *DTYPES):
-            raise ValueError(f"dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
+        check_dtype(self.dtype, auto=True)
 
     @property
     def order_seed(self) -> int:
