@@ -86,9 +86,36 @@ def test_anthropic_2025_options_match_saelens() -> None:
         torch.testing.assert_close(g, ref, msg=name)
 
 
+def test_gemma_scope_2_quadratic_penalty_matches_saelens() -> None:
+    """`--sparsity quadratic --target-l0 T`: our dense loss's gradients equal those of SAELens's `quadratic` mode,
+    (2/T)(L0 − T)² per input through its step estimator, with inputs' L0s both under and over T."""
+    jr = pytest.importorskip("sae_lens.saes.jumprelu_sae", reason="sae-lens (the test extra) is not installed")
+    sae = _sae()
+    target = 6.0
+    cfg = JumpReLUTrainConfig(
+        bandwidth=0.2, l0_coeff=0.3, l0_warmup_steps=0, n_steps=10, sparsity="quadratic", target_l0=target
+    )
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(5))
+    ours = copy.deepcopy(sae)
+    terms = cfg.loss(ours, x, 5, torch.zeros(16, dtype=torch.bool))
+    terms.loss.backward()
+    pre = sae.pre_activations(x)
+    l0 = jr.Step.apply(pre, sae.threshold, 0.2, False).sum(-1)
+    assert bool((l0 < target).any() and (l0 > target).any())
+    f = jr.JumpReLU.apply(pre, sae.threshold, 0.2, False)
+    penalty = (2 / target * (l0 - target) ** 2).mean()
+    loss = (x - sae.decode(f)).pow(2).sum(-1).mean() + 0.3 * penalty
+    loss.backward()
+    torch.testing.assert_close(terms.loss.detach(), loss.detach())
+    for (name, p), q in zip(ours.named_parameters(), sae.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
 def test_unknown_sparsity_is_refused() -> None:
-    with pytest.raises(ValueError, match="sparsity must be step or tanh"):
+    with pytest.raises(ValueError, match="sparsity must be step, tanh or quadratic"):
         JumpReLUTrainConfig(sparsity="l1")
+    with pytest.raises(ValueError, match="target_l0 must be > 0"):
+        JumpReLUTrainConfig(sparsity="quadratic")
 
 
 def test_threshold_is_saved_checked_and_folded(tmp_path) -> None:

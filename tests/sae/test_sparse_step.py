@@ -49,6 +49,8 @@ def _sae_and_cfg(arch: str) -> tuple[SparseAutoencoder, object]:
             cfg = dataclasses.replace(
                 cfg, sparsity="tanh", ste_to_input=True, pre_act_coeff=0.05, dead_n_inputs=BATCH * 3
             )
+        if arch == "jumprelu-gs2":  # Gemma Scope 2's quadratic penalty, a target inside the rows' L0s (20 to 37)
+            cfg = dataclasses.replace(cfg, sparsity="quadratic", target_l0=28.0, ste_to_input=True)
         with torch.no_grad():
             sae.threshold.uniform_(0.0, 0.6, generator=gen)
     else:
@@ -70,7 +72,7 @@ def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-5) -> bool:
     return bool((a - b).abs().max() <= rtol * max(1.0, float(b.abs().max())))
 
 
-ARCHS = ["tm2023", "april2024", "topk", "batchtopk", "jumprelu", "jumprelu-a25"]
+ARCHS = ["tm2023", "april2024", "topk", "batchtopk", "jumprelu", "jumprelu-a25", "jumprelu-gs2"]
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -16,6 +16,8 @@ so only pre-activations within ε/2 of a threshold move it. Sources: [JA] = Raja
 2024, "Jumping Ahead: Improving Reconstruction Fidelity with JumpReLU Sparse Autoencoders";
 [GS] = Lieberum et al. 2024, "Gemma Scope" (the recipe its SAEs were trained with); [A25] =
 Anthropic's "Circuits Updates, January 2025" (its JumpReLU setup, as SAELens 6.11+ implements it);
+[GS2] = McDougall et al. 2025, "Gemma Scope 2" (its quadratic penalty around a target L0, as SAELens
+implements it);
 *(confirm)*
 marks values we know from public reimplementations (SAELens's Gemma-Scope-style configs,
 dictionary_learning's `JumpReluTrainer`) rather than the papers' text.
@@ -159,7 +161,10 @@ class JumpReLUTrainConfig(TrainConfig):
     """Dead = no activation on this many inputs, for the logged dead_fraction (as April 2024) and the
     pre-activation loss."""
     sparsity: str = "step"
-    """The penalty λ multiplies: `step`, the L0 Σ H(pre − θ) ([JA], [GS]), or `tanh`, Σ tanh(c·f) ([A25])."""
+    """The penalty λ multiplies: `step`, the L0 Σ H(pre − θ) ([JA], [GS]); `tanh`, Σ tanh(c·f) ([A25]); or
+    `quadratic`, (2/T)(L0 − T)² per input around a target L0 T ([GS2])."""
+    target_l0: float = 0.0
+    """T of the `quadratic` penalty: the L0 each input is pulled towards ([GS2]); required by it, unused otherwise."""
     tanh_scale: float = 4.0
     """c of the `tanh` penalty ([A25]: 4)."""
     pre_act_coeff: float = 0.0
@@ -188,7 +193,10 @@ class JumpReLUTrainConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._require(self.sparsity in ("step", "tanh"), "sparsity", "must be step or tanh")
+        self._require(self.sparsity in ("step", "tanh", "quadratic"), "sparsity", "must be step, tanh or quadratic")
+        self._require(
+            self.sparsity != "quadratic" or self.target_l0 > 0, "target_l0", "must be > 0 with --sparsity quadratic"
+        )
         for name in ("l0_coeff", "bandwidth", "threshold_init", "tanh_scale", "pre_act_coeff"):
             value = getattr(self, name)
             self._require(value >= 0 and math.isfinite(value), name, "must be finite and >= 0")
@@ -246,6 +254,9 @@ class JumpReLUTrainConfig(TrainConfig):
         sse = squared_error(x, sae.decode(f))
         if self.sparsity == "tanh":
             penalty = torch.tanh(self.tanh_scale * f).sum(dim=-1).mean()
+        elif self.sparsity == "quadratic":
+            l0 = step_ste(pre, theta, eps, to_input).sum(dim=-1)  # (batch,)
+            penalty = (2 / self.target_l0 * (l0 - self.target_l0).square()).mean()
         else:
             penalty = step_ste(pre, theta, eps, to_input).sum(dim=-1).mean()
         parts = {"mse": sse.detach() / x.shape[1], "l0_loss": penalty}  # mse logged per element
@@ -278,8 +289,13 @@ class JumpReLUTrainConfig(TrainConfig):
         theta, eps, lam = sae.get_parameter("threshold").detach(), self.eps(sae), self.l0_coeff_at(fwd.step)
         grad_scale = 2 / batch
         tanh_c = self.tanh_scale if self.sparsity == "tanh" else None
-        grad_f = None
-        if tanh_c is None:
+        grad_f, row_weight = None, None
+        if self.sparsity == "quadratic":  # ∂/∂L0_b of (2/T)(L0_b − T)²: each row's step estimator is scaled by it
+            l0 = fwd.p.crow.diff().to(fwd.e.dtype)  # (batch,)
+            target = self.target_l0
+            penalty = (2 / target * (l0 - target).square()).mean()
+            row_weight = 4 / target * (l0 - target)
+        elif tanh_c is None:
             penalty = torch.tensor(fwd.f_vals.numel() / batch, dtype=fwd.e.dtype, device=fwd.e.device)
         else:
             t = torch.tanh(tanh_c * fwd.f_vals)  # (nnz,)
@@ -293,7 +309,8 @@ class JumpReLUTrainConfig(TrainConfig):
         k = rectangle((z - th) / eps)
         g_f = ops.sampled_matmul(pb, fwd.e * grad_scale, W_dec.T)  # ∂L/∂f at those entries (reconstruction)
         if tanh_c is None:
-            ste = k * ((th / eps) * g_f + lam / (batch * eps))
+            step_term = lam / (batch * eps) if row_weight is None else row_weight[pb.row] * (lam / (batch * eps))
+            ste = k * ((th / eps) * g_f + step_term)
         else:
             t_band = torch.tanh(tanh_c * z * (z > th))  # tanh(c·f), f = 0 below θ
             ste = k * (th / eps) * (g_f + (lam * tanh_c / batch) * (1 - t_band * t_band))
