@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from monosemantic.errors import UserError
 from monosemantic.io import write_json
 
 
@@ -56,7 +57,12 @@ def main() -> None:
     for arch in args.archs:
         _, sampler = planted_features(args.dirs, args.d, args.density, seed=0)  # the same stream for each
         t0 = time.perf_counter()
-        sae, train, training = _train(arch, sampler, args)
+        try:
+            sae, train, training = _train(arch, sampler, args)
+        except UserError as e:  # a recipe that refuses this run (jumprelu on a short one) says why; that is its row
+            print(f"{arch:10s} refused: {e}", flush=True)
+            rows.append({"arch": arch, "refused": str(e)})
+            continue
         wall = time.perf_counter() - t0
         with torch.no_grad():
             x_hat, f = sae(held_out)
@@ -81,6 +87,7 @@ def main() -> None:
             f"dead {100 * dead:5.1f} %  lr {train['lr']:.2g}  {wall:.0f} s",
             flush=True,
         )
+    rows_out, rows = rows, [r for r in rows if "refused" not in r]
     print("\n| arch | mean max cosine | found (cos ≥ 0.9) | L0 | FVU | dead | lr used | seconds |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -88,7 +95,8 @@ def main() -> None:
             f"| {r['arch']} | {r['mean_max_cosine']:.3f} | {r['found_0.9']:.2f} | {r['l0']:.1f} | {r['fvu']:.3f} | "
             f"{100 * r['dead']:.1f} % | {r['train']['lr']:.2g} | {r['wall_s']:.0f} |"
         )
-    write_json(args.out, {"args": {k: str(v) for k, v in vars(args).items()}, "load": os.getloadavg(), "rows": rows})
+    settings = {k: str(v) for k, v in vars(args).items()}
+    write_json(args.out, {"args": settings, "load": os.getloadavg(), "rows": rows_out})
 
 
 def _train(arch: str, sampler, args):  # type: ignore[no-untyped-def]

@@ -90,6 +90,7 @@ def test_each_recipes_cli_defaults_recover_planted_features_in_one_short_pass(ar
     """As a new user: `sae train --arch ARCH` with a size (and --k), 400 steps of 1,024 (the run fits in seconds)."""
     directions, sampler = planted_features(n_dirs=64, d=32, density=0.05, seed=0)
     flags = ("--n-features", "128", "--batch-size", "1024", *(["--k", "4"] if "topk" in arch else []))
+    flags += ("--allow-short-run",) if arch == "jumprelu" else ()  # refused otherwise (the next test); fine at 32-d
     ladder, train = _cli_configs(arch, *flags)
     n_rows = 400 * train.batch_size
     stream = sampler.batches(train.batch_size, 400)
@@ -103,6 +104,15 @@ def test_each_recipes_cli_defaults_recover_planted_features_in_one_short_pass(ar
     fvu = float((held_out - x_hat).pow(2).sum() / (held_out - held_out.mean(0)).pow(2).sum())
     assert cos > 0.9, (arch, cos, l0, fvu)  # ~3.2 of the 64 directions are active per input
     assert 2 < l0 < 8 and fvu < 0.6, (arch, cos, l0, fvu)
+
+
+def test_jumprelu_refuses_a_short_run_with_the_flags_that_fix_it(tmp_path: Path) -> None:
+    """One pass of 400 steps: the CLI's jumprelu refuses before training and names the alternatives; no SAE saved."""
+    _, sampler = planted_features(n_dirs=64, d=32, density=0.05, seed=0)
+    ladder, train = _cli_configs("jumprelu", "--n-features", "128", "--batch-size", "1024")
+    with pytest.raises(UserError, match="400 steps is too short.*--arch batchtopk --k K"):
+        train_ladder(sampler.batches(1024, 400), 32, 400 * 1024, ladder, train, tmp_path / "out", {})
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_auto_l1_picks_by_the_stated_rule_and_saves_only_the_choice(tmp_path: Path) -> None:

@@ -86,12 +86,15 @@ def test_a_gated_encoder_is_a_jumprelu_encoder() -> None:
     assert torch.allclose(got, want, atol=1e-5)
 
 
-def test_a_short_run_is_warned_with_the_flags_that_help(caplog) -> None:
+def test_a_short_run_is_refused_or_warned_with_the_flags_that_help(caplog) -> None:
+    from monosemantic.errors import UserError
     from monosemantic.sae.jumprelu_train import SHORT_RUN_STEPS, JumpReLUTrainConfig
 
-    with caplog.at_level("WARNING"):
+    with pytest.raises(UserError, match="976 steps is too short.*--arch batchtopk.*--batch-size.*--allow-short-run"):
         JumpReLUTrainConfig().for_run(976)
-    assert "976 steps is short" in caplog.text and "--batch-size" in caplog.text
+    with caplog.at_level("WARNING"):
+        JumpReLUTrainConfig(allow_short_run=True).for_run(976)
+    assert "976 steps is short" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING"):
         JumpReLUTrainConfig().for_run(SHORT_RUN_STEPS)

@@ -141,17 +141,20 @@ def test_published_schedule_and_its_fit_to_a_short_run() -> None:
     assert cfg.lr_at(1) == pytest.approx(7e-6, rel=0.01) and cfg.lr_at(1000) == 7e-5  # cosine from 0.1·lr
     full = JumpReLUTrainConfig(n_steps=1_000_000)
     assert full.l0_coeff_at(5_000) == pytest.approx(full.l0_coeff / 2) and full.l0_coeff_at(10_000) == full.l0_coeff
-    fitted, changes = cfg.for_run(1_000)
+    with pytest.raises(UserError, match="too short.*--arch batchtopk.*--sparsity quadratic.*--allow-short-run"):
+        cfg.for_run(1_000)  # refused, with the flags that give a usable dictionary
+    assert JumpReLUTrainConfig(fit_to_run=False).for_run(1_000)[0].lr == 7e-5  # as given: not fitted, not refused
+    fitted, changes = JumpReLUTrainConfig(allow_short_run=True).for_run(1_000)
     assert fitted.l0_warmup_steps == 10 and fitted.lr_warmup_steps == 1 and "lr" in changes
     assert fitted.l0_coeff_at(10) == fitted.l0_coeff
 
 
 def test_recovers_planted_features() -> None:
-    """Planted directions in d = 32; the defaults fitted to the run, bar a smaller batch."""
+    """Planted directions in d = 32; the defaults fitted to the run (allowed, at this width), bar a smaller batch."""
     directions, sampler = planted_features(n_dirs=64, d=32, density=0.05, seed=0)
     torch.manual_seed(0)
     sae = JumpReLUSAE(SAEConfig(32, 128), generator=torch.Generator().manual_seed(0))
-    cfg, _ = JumpReLUTrainConfig(batch_size=256, normalize_n_inputs=2048).for_run(600)
+    cfg, _ = JumpReLUTrainConfig(batch_size=256, normalize_n_inputs=2048, allow_short_run=True).for_run(600)
     (result,) = train_sae([sae], sampler.batches(256, 600), cfg)
     assert mean_max_cosine(sae.W_dec.detach(), directions) > 0.9
     assert 1 < result.history[-1]["l0"] < 10  # ~3.2 planted directions active per input
