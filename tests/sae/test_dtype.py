@@ -79,5 +79,22 @@ def test_dtype_bfloat16_makes_the_sparse_steps_auto_active_set_bfloat16(monkeypa
     assert (bf16.matmul_dtype, bf16.dtype) == ("bfloat16", "bfloat16")
     explicit = dataclasses.replace(auto, dtype="bfloat16", matmul_dtype="float32")
     assert Stepper.for_recipe(sae, explicit).matmul_dtype == "float32"  # an explicit choice stands
-    with pytest.raises(ValueError, match="dtype must be float32 or bfloat16"):
+    with pytest.raises(ValueError, match="dtype must be auto, float32 or bfloat16"):
         dataclasses.replace(cfg, dtype="float16")
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_dtype_auto_runs_the_dense_step_in_bfloat16_only_where_the_device_has_it(
+    monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    """The default preset's `dtype: auto`: bfloat16 autocast dense steps (and active set) on hardware with native
+    bfloat16, float32 elsewhere, where emulated bfloat16 would be slower (runtime.native_bf16)."""
+    from monosemantic import runtime
+    from monosemantic.sae import sparse_step
+
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: native)
+    monkeypatch.setattr(sparse_step, "native_bf16", lambda device: native)
+    sae, cfg = _sae_and_cfg("tm2023")
+    stepper = Stepper.for_recipe(sae, dataclasses.replace(cfg, dtype="auto", matmul_dtype="auto"))  # type: ignore[type-var]
+    want = "bfloat16" if native else "float32"
+    assert (stepper.dtype, stepper.matmul_dtype) == (want, want)

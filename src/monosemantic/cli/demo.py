@@ -42,7 +42,8 @@ def add_parsers(sub: Any) -> None:
         default=None,
         help="compute dtype of every stage at once: bfloat16 autocast (float32 weights and optimizer state) or "
         "float32; a stage's own --lm-dtype, --harvest-dtype, --sae-dtype, --eval-dtype, --features-dtype wins "
-        "(default: each stage's own, bfloat16 for the LM and float32 for the others)",
+        "(default: each stage's own: auto for the LM and the default preset's SAEs, i.e. bfloat16 where the "
+        "device multiplies it natively and float32 elsewhere; float32 for the others)",
     )
     demo.add_argument(
         "--subject-dtype",

@@ -75,7 +75,8 @@ class TrainConfig:
     (`sparse_step.resolve_matmul_dtype`)."""
     dtype: str = "float32"
     """Compute dtype: float32, or bfloat16 (autocast: the dense step's products in bfloat16, the sparse
-    step's active set chosen in bfloat16; weights, gradients and Adam stay float32, runtime.autocast)."""
+    step's active set chosen in bfloat16; weights, gradients and Adam stay float32, runtime.autocast), or
+    auto: bfloat16 where the device multiplies it natively, else float32 (`runtime.resolve_dtype`)."""
     log_every: int = 100
     """Steps between log rows (means over the interval); the last, partial interval is logged too."""
     progress: bool = False
@@ -102,7 +103,7 @@ class TrainConfig:
         grad_norm = self.max_grad_norm
         ok = grad_norm is None or (grad_norm > 0 and math.isfinite(grad_norm))
         self._require(ok, "max_grad_norm", "must be finite and > 0, or None")
-        check_dtype(self.dtype)
+        check_dtype(self.dtype, auto=True)
 
     def for_run(self: T, n_steps: int) -> tuple[T, dict[str, tuple[Any, Any]]]:
         """This recipe for a run of `n_steps`: `(config, {field: (published, used)})` (docs/decisions.md,

@@ -46,7 +46,7 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import Tensor
 
-from monosemantic.runtime import autocast, native_bf16
+from monosemantic.runtime import autocast, native_bf16, resolve_dtype
 from monosemantic.sae import sparse_ops as ops
 from monosemantic.sae.loss import LossTerms
 from monosemantic.sae.model import SparseAutoencoder
@@ -284,7 +284,7 @@ class Stepper:
         if mode == "auto" and density is not None:  # the sparse start (data_init.py): L0 ≈ density × n at step 1
             sparse = density <= SPARSE_L0_FRACTION
         # a ReLU SAE's L0 is first measured after step 1, then every CHECK_EVERY dense steps
-        dtype = getattr(cfg, "dtype", "float32")
+        dtype = resolve_dtype(getattr(cfg, "dtype", "float32"), sae.W_enc.device)
         matmul = resolve_matmul_dtype(getattr(cfg, "matmul_dtype", "float32"), sae.W_enc.device, dtype)
         return cls(mode, matmul, sparse, dtype, steps_since_check=CHECK_EVERY - 1)
 
