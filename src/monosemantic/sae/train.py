@@ -317,7 +317,7 @@ def train_sae(
     cfgs = _per_sae_configs(saes, cfg)
     logger = logger or NullLogger()
     runs = [_Run.start(sae, c) for sae, c in zip(saes, cfgs, strict=True)]
-    if cfgs[0].dtype == "auto":
+    if getattr(cfgs[0], "dtype", None) == "auto":
         log.info("train_sae: dtype auto -> %s dense steps", runs[0].stepper.dtype)
     start = checkpoint.restore(runs) if checkpoint else 0
     batches = iter(batches)
