@@ -323,7 +323,9 @@ def check_nccl(root: Path, quick: bool, n_gpus: int) -> None:
     np.save(acts, np.maximum(rng.standard_normal((8192 if quick else 65536, 32)), 0).astype(np.float32))
     env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src"), "OMP_NUM_THREADS": "1"}
     train = ["sae", "train", "--activations", str(acts), "--n-features", "128", "--batch-size", "512",
-             "--no-progress", "--n-resamples", "1"]  # fmt: skip
+             "--no-progress", "--n-resamples", "1", "--dtype", "float32"]  # fmt: skip
+    # float32 pinned: the default preset's auto dtype is bfloat16 where native (a CUDA device among them), whose
+    # rounding differs with each rank's shard shape
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 
     def compare(device: str) -> tuple[bool, str]:
