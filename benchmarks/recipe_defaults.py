@@ -87,16 +87,16 @@ def main() -> None:
             f"dead {100 * dead:5.1f} %  lr {train['lr']:.2g}  {wall:.0f} s",
             flush=True,
         )
-    rows_out, rows = rows, [r for r in rows if "refused" not in r]
+    trained = [r for r in rows if "refused" not in r]
     print("\n| arch | mean max cosine | found (cos ≥ 0.9) | L0 | FVU | dead | lr used | seconds |")
     print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
+    for r in trained:
         print(
             f"| {r['arch']} | {r['mean_max_cosine']:.3f} | {r['found_0.9']:.2f} | {r['l0']:.1f} | {r['fvu']:.3f} | "
             f"{100 * r['dead']:.1f} % | {r['train']['lr']:.2g} | {r['wall_s']:.0f} |"
         )
     settings = {k: str(v) for k, v in vars(args).items()}
-    write_json(args.out, {"args": settings, "load": os.getloadavg(), "rows": rows_out})
+    write_json(args.out, {"args": settings, "load": os.getloadavg(), "rows": rows})
 
 
 def _train(arch: str, sampler, args):  # type: ignore[no-untyped-def]

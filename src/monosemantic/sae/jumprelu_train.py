@@ -78,6 +78,11 @@ data found 2 % of the directions, and 3,906 or 7,812 steps about 70 % whatever t
 "What the JumpReLU failure is")."""
 
 
+def quadratic_l0(l0: Tensor, target: float) -> Tensor:
+    """Gemma Scope 2's penalty around a target L0 T ([GS2]): the batch mean of (2/T)(L0_b − T)², from `l0 [batch]`."""
+    return (2 / target * (l0 - target).square()).mean()
+
+
 def rectangle(u: Tensor) -> Tensor:
     """The kernel K(u) = 1 where −1/2 < u < 1/2, else 0 ([JA] eq. 11), in u's dtype."""
     return ((u > -0.5) & (u < 0.5)).to(u.dtype)
@@ -269,11 +274,9 @@ class JumpReLUTrainConfig(TrainConfig):
         sse = squared_error(x, sae.decode(f))
         if self.sparsity == "tanh":
             penalty = torch.tanh(self.tanh_scale * f).sum(dim=-1).mean()
-        elif self.sparsity == "quadratic":
-            l0 = step_ste(pre, theta, eps, to_input).sum(dim=-1)  # (batch,)
-            penalty = (2 / self.target_l0 * (l0 - self.target_l0).square()).mean()
         else:
-            penalty = step_ste(pre, theta, eps, to_input).sum(dim=-1).mean()
+            l0 = step_ste(pre, theta, eps, to_input).sum(dim=-1)  # (batch,)
+            penalty = quadratic_l0(l0, self.target_l0) if self.sparsity == "quadratic" else l0.mean()
         parts = {"mse": sse.detach() / x.shape[1], "l0_loss": penalty}  # mse logged per element
         loss = sse + self.l0_coeff_at(step) * penalty
         if self.pre_act_coeff > 0:
@@ -307,9 +310,8 @@ class JumpReLUTrainConfig(TrainConfig):
         grad_f, row_weight = None, None
         if self.sparsity == "quadratic":  # ∂/∂L0_b of (2/T)(L0_b − T)²: each row's step estimator is scaled by it
             l0 = fwd.p.crow.diff().to(fwd.e.dtype)  # (batch,)
-            target = self.target_l0
-            penalty = (2 / target * (l0 - target).square()).mean()
-            row_weight = 4 / target * (l0 - target)
+            penalty = quadratic_l0(l0, self.target_l0)
+            row_weight = 4 / self.target_l0 * (l0 - self.target_l0)
         elif tanh_c is None:
             penalty = torch.tensor(fwd.f_vals.numel() / batch, dtype=fwd.e.dtype, device=fwd.e.device)
         else:
