@@ -98,13 +98,15 @@ def saelens_main(argv: list[str]) -> None:
 
 @torch.no_grad()
 def score(weights: dict[str, torch.Tensor], held_out: Path, scale: float, pre_bias: bool = True) -> dict[str, float]:
-    """Held-out FVU and L0 of a standard ReLU SAE in the units it was trained in (inputs × `scale`)."""
+    """Held-out FVU, L0 and dead share (never active) of a standard ReLU SAE in the units it was trained in
+    (inputs × `scale`)."""
     x = torch.from_numpy(np.load(held_out)).float() * scale
     W_enc, b_enc, W_dec, b_dec = (weights[k].float() for k in ("W_enc", "b_enc", "W_dec", "b_dec"))
     f = torch.relu(((x - b_dec) if pre_bias else x) @ W_enc + b_enc)
     x_hat = f @ W_dec + b_dec
     fvu = float((x - x_hat).pow(2).sum() / (x - x.mean(dim=0)).pow(2).sum())
-    return {"fvu": fvu, "l0": float((f > 0).sum(dim=1).float().mean())}
+    fired = f > 0
+    return {"fvu": fvu, "l0": float(fired.sum(dim=1).float().mean()), "dead": float((~fired.any(dim=0)).float().mean())}
 
 
 def run_ours(train: Path, held: Path, m: int, steps: int, flags: list[str], tmp: Path) -> dict:

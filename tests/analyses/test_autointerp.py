@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from monosemantic import paths
-from monosemantic.analyses.autointerp import AutoInterpConfig, format_interpretability, run_autointerp
+from monosemantic.analyses.autointerp import AutoInterpConfig, format_interpretability, make_pair, run_autointerp
 from monosemantic.analyses.explain import (
     SCRIPTS,
     Evidence,
@@ -19,6 +19,7 @@ from monosemantic.analyses.explain import (
     parse_offline,
     quantize,
 )
+from monosemantic.analyses.llm import LLMConfig
 from monosemantic.analyses.proxy_defs import in_script
 from monosemantic.analyses.sampling import StoredExample, is_single_token, split_by_context, stored_test_windows
 from monosemantic.analyses.scoring import importance_weights, midranks, pearson, spearman, stratum, window_scores
@@ -55,6 +56,24 @@ def test_offline_explainer_names_a_bigram_and_a_script():
     assert "Arabic script (9)" in text
     pred = OfflineSimulator().simulate(text, [[" على", " dog"]])
     assert pred == [[9.0, 0.0]]  # an Arabic word the explainer never saw
+
+
+def test_a_smaller_token_budget_names_fewer_tokens_and_predicts_less_of_a_lookup_feature():
+    # A feature that fires on four unrelated words: an explanation may list all four only if its
+    # budget allows, and a shorter one predicts the words it leaves out as 0.
+    rng = random.Random(1)
+    ex = [_window(rng, WORDS[i % 4], act=5.0 - 0.5 * (i % 4)) for i in range(12)]
+    full = OfflineExplainer().explain(Evidence(ex))
+    short = OfflineExplainer(max_tokens=2, max_bigrams=1).explain(Evidence(ex))
+    assert set(parse_offline(full).tokens) == set(WORDS[:4])
+    assert set(parse_offline(short).tokens) == set(WORDS[:2])
+    windows = [[w, "the"] for w in WORDS[:4]]
+    assert [p[0] > 0 for p in OfflineSimulator().simulate(short, windows)] == [True, True, False, False]
+    cfg = AutoInterpConfig(offline_max_tokens=2)
+    explainer, _ = make_pair(cfg, LLMConfig(), RunLayout("unused"))
+    assert explainer.explain(Evidence(ex)) == short
+    with pytest.raises(ValueError, match="offline_max_tokens"):
+        AutoInterpConfig(offline_max_tokens=0)
 
 
 def _plain_explain(evidence: Evidence, max_tokens: int = 8, max_bigrams: int = 4) -> str:

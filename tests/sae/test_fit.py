@@ -60,9 +60,9 @@ def _cli_configs(arch: str, *flags: str) -> tuple[object, object]:
 
 
 def test_the_presets_recipe_settings_stay_with_its_own_architecture() -> None:
-    """The default preset's λ 0.008, lr 1e-3 and clip 1/512 are tm2023's; another --arch gets its own recipe."""
+    """The default preset's λ 0.0085, lr 1e-3 and clip 1/512 are tm2023's; another --arch gets its own recipe."""
     _, tm = _cli_configs("tm2023")
-    assert (tm.l1_coeff, tm.lr, tm.max_grad_norm, tm.fit_to_run) == (0.008, 1e-3, 1 / 512, False)
+    assert (tm.l1_coeff, tm.lr, tm.max_grad_norm, tm.fit_to_run) == (0.0085, 1e-3, 1 / 512, False)
     _, april = _cli_configs("april2024")
     assert (april.l1_coeff, april.lr, april.max_grad_norm, april.fit_to_run) == (5.0, 5e-5, 1.0, True)
     assert april.batch_size == 4096  # run settings still apply
@@ -123,7 +123,7 @@ def test_auto_l1_picks_by_the_stated_rule_and_saves_only_the_choice(tmp_path: Pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tm2023-128"]
     auto = json.loads((folders["tm2023-128"] / "training.json").read_text())["auto_l1"]
     l1s = [c["l1"] for c in auto["candidates"]]
-    assert l1s == list(sweep.candidates(0.008)) and auto["held_out_rows"] == 6 * 512  # 5 % of the rows, whole batches
+    assert l1s == list(sweep.candidates(train.l1_coeff)) and auto["held_out_rows"] == 6 * 512  # 5 % of the rows, whole batches
     fvus = [c["fvu"] for c in auto["candidates"]]
     ok = [l1 for l1, f in zip(l1s, fvus, strict=True) if f <= fvus[0] + 0.05]
     assert auto["chosen"] == max(ok)

@@ -68,6 +68,9 @@ class AutoInterpConfig:
 
     explainer: Literal["offline", "llm"] = "offline"
     """offline: token statistics, no language model; llm: an OpenAI-compatible chat endpoint (--llm-*)."""
+    offline_max_tokens: int = 8
+    """How many token strings an offline explanation may name (its bigram clauses name at most half as many):
+    the paper's explanations are succinct, so a small budget keeps a lookup list from passing for a concept."""
     models: tuple[str, ...] = ()
     """Models to explain (default: every model in the database, e.g. A and A-shuffled)."""
     max_features: int = 300
@@ -98,13 +101,16 @@ class AutoInterpConfig:
         for name in ("max_features", "window", "n_random", "n_out_of_context", "pool_contexts"):
             if getattr(self, name) < 0:
                 raise ValueError(f"AutoInterpConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.offline_max_tokens < 1:
+            raise ValueError(f"AutoInterpConfig.offline_max_tokens must be >= 1, got {self.offline_max_tokens}")
         if self.min_examples < 2:
             raise ValueError(f"AutoInterpConfig.min_examples must be >= 2, got {self.min_examples}")
 
 
 def make_pair(cfg: AutoInterpConfig, llm: LLMConfig, layout: paths.RunLayout) -> tuple[Explainer, Simulator]:
     if cfg.explainer == "offline":
-        return OfflineExplainer(), OfflineSimulator()
+        budget = cfg.offline_max_tokens
+        return OfflineExplainer(max_tokens=budget, max_bigrams=budget // 2), OfflineSimulator()
     client = ChatClient(llm, cache_dir=layout.root / "features" / "llm_cache")
     return LLMExplainer(client), LLMSimulator(client)
 

@@ -81,7 +81,7 @@ class SAETrainConfig(TrainConfig):
     """λ, on the scale of §3.2 (MSE mean over d_in elements, L1 sum over features). The paper's A/0–A/5
     use 0.004 on raw MLP activations; λ depends on the data scale (λ on c·x ≡ λ/c on x). With
     normalize_inputs (E‖x‖ = √d_in) the scale is fixed and λ ≈ 4 / d_in gave L0 ≈ 20 on the demo's 512
-    neurons (the CLI's default preset: 0.008; docs/decisions.md)."""
+    neurons (the CLI's default preset: 0.0085; docs/decisions.md)."""
     l1_coeff_d_in: int | None = None
     """The width λ was chosen for (the presets: 512); d_in-wide inputs use λ·l1_coeff_d_in/d_in, as the MSE
     is a mean over d_in (docs/decisions.md). None: λ as is."""
