@@ -123,7 +123,8 @@ def test_auto_l1_picks_by_the_stated_rule_and_saves_only_the_choice(tmp_path: Pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tm2023-128"]
     auto = json.loads((folders["tm2023-128"] / "training.json").read_text())["auto_l1"]
     l1s = [c["l1"] for c in auto["candidates"]]
-    assert l1s == list(sweep.candidates(train.l1_coeff)) and auto["held_out_rows"] == 6 * 512  # 5 % of the rows, whole batches
+    assert l1s == list(sweep.candidates(train.l1_coeff))
+    assert auto["held_out_rows"] == 6 * 512  # 5 % of the rows, whole batches
     fvus = [c["fvu"] for c in auto["candidates"]]
     ok = [l1 for l1, f in zip(l1s, fvus, strict=True) if f <= fvus[0] + 0.05]
     assert auto["chosen"] == max(ok)
