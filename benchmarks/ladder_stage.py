@@ -18,13 +18,14 @@ import argparse
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from monosemantic.io import write_json
+sys.path.insert(0, str(Path(__file__).parent))
+import sae_process  # noqa: E402 (benchmarks/ is not a package)
+
+from monosemantic.io import write_json  # noqa: E402
 
 LAST_LOG = re.compile(r"step (\d+) sae (\d+): loss ([\d.]+) mse ([\d.]+) l1 [\d.]+ l0 ([\d.]+)")
 
@@ -41,17 +42,12 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
 
 def run_stage(code: Path, store: Path, flags: list[str], work: Path) -> dict:
     """One `sae train` of the default preset's ladder with the code of `code`; seconds and the end of its log."""
-    env = {**os.environ, "PYTHONPATH": str(code.resolve() / "src"), "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         cmd = [sys.executable, "-m", "monosemantic", "sae", "train", "--activations", str(store), "--out", tmp]
         cmd += ["--preset", "default", "--no-progress", *flags]
-        t0 = time.perf_counter()
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-    if out.returncode:
-        raise SystemExit(f"ladder_stage.py: {' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
+        wall, log = sae_process.timed(cmd, env={"PYTHONPATH": str(code.resolve() / "src")})
     last: dict[int, tuple] = {}
-    for m in LAST_LOG.finditer(out.stderr + out.stdout):
+    for m in LAST_LOG.finditer(log):
         last[int(m.group(2))] = (int(m.group(1)), float(m.group(3)), float(m.group(4)), float(m.group(5)))
     step, loss, mse, l0 = last[max(last)] if last else (0, float("nan"), float("nan"), float("nan"))
     return {"wall_s": wall, "last_step": step, "loss": loss, "mse": mse, "l0": l0}

@@ -114,7 +114,7 @@ def run_ours(train: Path, held: Path, m: int, steps: int, flags: list[str], tmp:
 
     cmd = [sys.executable, "-m", "monosemantic", "sae", "train", "--activations", str(train), "--out", str(tmp)]
     cmd += ["--preset", "default", "--n-features", str(m), "--n-steps", str(steps), "--no-progress", "--force"]
-    wall = _timed(cmd + flags)
+    wall, _ = timed(cmd + flags)
     folder = tmp / f"tm2023-{m}"
     weights = load_file(folder / "sae.safetensors")  # saved in raw units (the scale is folded back)
     return {"wall_s": wall, **score(weights, held, 1.0), "cmd": " ".join(cmd + flags)}
@@ -125,22 +125,24 @@ def run_saelens(train: Path, held: Path, m: int, steps: int, l1: float, tmp: Pat
 
     cmd = [sys.executable, __file__, "saelens", str(train), str(tmp), "--features", str(m), "--steps", str(steps)]
     cmd += ["--l1", f"{l1:.6g}"]
-    wall = _timed(cmd)
+    wall, _ = timed(cmd)
     weights = load_file(next(tmp.glob("*.safetensors")))
     scale = json.loads((tmp / "input_scale.json").read_text())["scale"]
     return {"wall_s": wall, "l1_coefficient": l1, **score(weights, held, scale)}
 
 
-def _timed(cmd: list[str]) -> float:
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
+    """Run `cmd` quietly (no progress bars, no wandb, no hub); its wall seconds from spawn to exit and its
+    stderr + stdout. `env` adds to (or overrides) the inherited environment. Raises if it fails."""
     import subprocess
 
-    env = {**__import__("os").environ, "TQDM_DISABLE": "1", "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    full = {**__import__("os").environ, "TQDM_DISABLE": "1", "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
     t0 = time.perf_counter()
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    out = subprocess.run(cmd, env={**full, **(env or {})}, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if out.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
-    return wall
+    return wall, out.stderr + out.stdout
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["saelens"]:
