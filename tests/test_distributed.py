@@ -180,3 +180,17 @@ def test_two_gloo_processes_build_the_same_feature_database_as_one(tiny_run, tmp
         if s1 is not None:  # shares are rounded to 6 digits, so a last digit may differ
             a, b = json.loads(s1), json.loads(s2)
             assert a.keys() == b.keys() and all(b[k] == pytest.approx(a[k], abs=2e-6) for k in a)
+
+
+def test_a_torchrun_rank_leaves_without_the_interpreter_teardown(monkeypatch, capsys):
+    # gloo's threads aborted a finished rank during interpreter finalization; a rank exits at once instead,
+    # with the command's code and its output flushed
+    import monosemantic.cli as cli
+
+    exits: list[int] = []
+    monkeypatch.setattr(cli, "_main", lambda argv: print("done") or 3)
+    monkeypatch.setattr(cli.os, "_exit", exits.append)
+    assert cli.main([]) == 3 and exits == []  # one process: returns as usual
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cli.main([])
+    assert exits == [3] and capsys.readouterr().out == "done\ndone\n"

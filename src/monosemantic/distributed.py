@@ -89,7 +89,8 @@ def shutdown(clean: bool = True) -> None:
     """Leave the process group at the end of a command.
 
     After a clean run every rank waits for the others first, so no rank tears its connections down
-    while a peer is still finishing (gloo's exit was seen to abort one rank in 1 of many CI runs).
+    while a peer is still finishing (gloo's exit was seen to abort one rank in 1 of many CI runs; the CLI
+    then also skips the interpreter's teardown, `cli.main`).
     After a failure nothing is waited for or destroyed: the other ranks may be inside a collective,
     where a destroy would hang, and torchrun stops them anyway.
     """

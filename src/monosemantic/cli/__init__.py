@@ -44,6 +44,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = _main(argv)
+    from monosemantic import distributed
+
+    if distributed.launched_by_torchrun():
+        # A torchrun rank leaves without the interpreter's teardown: after a clean destroy of the
+        # process group, gloo's C++ threads still aborted one rank at exit now and then
+        # ("terminate called without an active exception", no Python frame left), which failed a
+        # finished run. Every artifact is closed by now (atomic writes), so nothing is lost.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     args = _parser().parse_args(argv)
     from monosemantic import distributed
