@@ -75,6 +75,14 @@ def main() -> None:
         help="--start process: at most this many SAELens runs to bring its L0 within 20 %% of ours (the closest "
         "is kept, and the table shows both L0s)",
     )
+    p.add_argument(
+        "--saelens-l1",
+        nargs="+",
+        default=[],
+        metavar="FEATURES=L1",
+        help="--start process: SAELens's first L1 coefficient for that size (e.g. 16384=6.1; default d_in × 0.008), "
+        "where an earlier run has shown where its L0 lies; tuning goes on from there",
+    )
     p.add_argument("--steps", type=int, default=10, help="measured steps (after warm-up)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2)
@@ -143,9 +151,10 @@ def main() -> None:
 def whole_process(args: argparse.Namespace) -> None:
     """`--start process`: each tool's command from spawn to saved weights, alternating, medians over rounds.
 
-    SAELens's L1 coefficient is tuned in round 0 (at most `--tune-runs` runs, default 4, a secant step on log L0 against
-    log λ from d_in · 0.008, the paper recipe's λ on its summed MSE) until its held-out L0 is within
-    20 % of ours; the tuning runs are kept in the JSON. Both are scored on the same held-out rows.
+    SAELens's L1 coefficient is tuned in round 0 (at most `--tune-runs` runs, default 4, a secant step on log L0
+    against log λ from d_in · 0.008, the paper recipe's λ on its summed MSE, or from `--saelens-l1`) until its
+    held-out L0 is within 20 % of ours; the tuning runs are kept in the JSON. Both are scored on the same held-out
+    rows.
     """
     import math
     import tempfile
@@ -159,6 +168,10 @@ def whole_process(args: argparse.Namespace) -> None:
     d_in = int(__import__("numpy").load(train, mmap_mode="r").shape[1])
     runs: list[dict] = []
     l1: dict[int, float] = {}
+    try:
+        first_l1 = {int(m): float(v) for m, v in (a.split("=") for a in args.saelens_l1)}
+    except ValueError:
+        raise SystemExit(f"--saelens-l1: expected FEATURES=L1 pairs, got {' '.join(args.saelens_l1)}") from None
     for rnd in range(args.rounds):
         for m in args.features:
             for tool in ("ours", "saelens") if rnd % 2 == 0 else ("saelens", "ours"):
@@ -169,7 +182,7 @@ def whole_process(args: argparse.Namespace) -> None:
                         r = sae_process.run_saelens(train, held, m, steps, l1[m], Path(tmp))
                     else:  # tune λ against our L0 of this round
                         target = next(x["l0"] for x in reversed(runs) if x["tool"] == "ours" and x["m"] == m)
-                        lam, tried = d_in * 0.008, []
+                        lam, tried = first_l1.get(m, d_in * 0.008), []
                         for _ in range(args.tune_runs):
                             r = sae_process.run_saelens(train, held, m, steps, lam, Path(tmp))
                             tried.append(r)
