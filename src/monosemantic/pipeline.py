@@ -302,7 +302,9 @@ def _run_pretrained(
     timed = _timer(seconds, t0)
     once, p, ctx_len = opt.force and distributed.is_main(), opt.progress, cfg.features.ctx_len
     manifest = timed("corpus", lambda: distributed.main_first(lambda: corpus(layout, opt.inputs, cfg.corpus, once, p)))
-    model = str(timed(f"model {cfg.subject}", lambda: distributed.main_first(lambda: pretrained_model(cfg.subject))))
+    model = str(
+        timed(f"model {cfg.subject}", lambda: distributed.main_first(lambda: pretrained_model(cfg.subject, progress=p)))
+    )
     key, hook_dir = subject_key(layout, model), hook_dirname(cfg.harvest.hook)
     acts = timed("harvest", lambda: harvest(layout, model, cfg.harvest, opt.force, p, ctx_len, cfg.tokens))
     ckpt = (sae_checkpoints(layout, key, hook_dir), opt.checkpoint_every, opt.resume)

@@ -45,6 +45,24 @@ def test_pretrained_model_is_converted_once_and_checked_by_its_digest(gpt2_dir, 
         pretrained.pretrained_model("nope", tmp_path)
 
 
+def test_converting_without_progress_hides_transformers_bars_and_restores_them(gpt2_dir, tmp_path, monkeypatch):
+    from transformers.utils import logging as hf_logging
+
+    from monosemantic.data.sources import Artifact
+    from monosemantic.transformer import hf, pretrained
+
+    art = Artifact("tiny", "wheel", "tiny==1", "tiny-1.whl", "ab" * 32)
+    monkeypatch.setattr(pretrained, "fetch_artifact", lambda a, cache: gpt2_dir.parent)
+    monkeypatch.setitem(pretrained.PRETRAINED, "tiny", pretrained.Pretrained(art, gpt2_dir.name, "tiny-gpt2"))
+    shown: list[bool] = []
+    load = hf.load_hf
+    monkeypatch.setattr(hf, "load_hf", lambda spec: shown.append(hf_logging.is_progress_bar_enabled()) or load(spec))
+    hf_logging.enable_progress_bar()
+    pretrained.pretrained_model("tiny", tmp_path / "quiet", progress=False)
+    pretrained.pretrained_model("tiny", tmp_path / "shown")
+    assert shown == [False, True] and hf_logging.is_progress_bar_enabled()
+
+
 def test_the_separator_is_endoftext_where_the_vocabulary_has_it():
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast

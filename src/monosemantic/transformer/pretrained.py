@@ -42,8 +42,9 @@ PRETRAINED = {
 }
 
 
-def pretrained_model(name: str, cache: Path | None = None) -> Path:
-    """The `save_pretrained` folder of pretrained model `name`, fetched and converted on first use."""
+def pretrained_model(name: str, cache: Path | None = None, progress: bool = True) -> Path:
+    """The `save_pretrained` folder of pretrained model `name`, fetched and converted on first use
+    (`progress=False`: without transformers' progress bars, as `--no-progress` promises)."""
     if name not in PRETRAINED:
         raise UserError(f"pretrained model {name!r}: known: {', '.join(PRETRAINED)}")
     p = PRETRAINED[name]
@@ -56,9 +57,18 @@ def pretrained_model(name: str, cache: Path | None = None) -> Path:
     if not gguf.exists():
         raise UserError(f"{gguf}: not in {p.artifact.spec} (a different wheel than the pinned one?)")
     log.info("converting %s to a save_pretrained folder %s (once)", gguf.name, out)
+    from transformers.utils import logging as hf_logging
+
     from monosemantic.transformer.hf import load_hf  # torch and transformers: only when converting
 
-    model, tok = load_hf(str(gguf))
+    shown = hf_logging.is_progress_bar_enabled()
+    if not progress:
+        hf_logging.disable_progress_bar()
+    try:
+        model, tok = load_hf(str(gguf))
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
     # The weights are plain float32 tensors once dequantized; transformers still marks the model as GGUF-
     # quantized and refuses to save it, so drop the mark (the saved folder then loads as a float32 model).
     setattr(model.hf, "hf_quantizer", None)  # noqa: B010 (an nn.Module attribute: a plain assignment mistypes)
