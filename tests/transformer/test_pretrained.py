@@ -153,7 +153,7 @@ def test_demo_on_a_pretrained_subject(gpt2_dir, tmp_path, monkeypatch, capsys):
     from monosemantic.features import db
     from monosemantic.transformer import pretrained
 
-    monkeypatch.setattr(pretrained, "pretrained_model", lambda name, cache=None: gpt2_dir)
+    monkeypatch.setattr(pretrained, "pretrained_model", lambda name, cache=None, progress=True: gpt2_dir)
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"src": s, "text": t}) + "\n" for s, t in make_documents(300)))
     preset = json.loads(Path("src/monosemantic/presets/tiny.json").read_text())
