@@ -76,3 +76,15 @@ def test_demo_dtype_sets_every_stage_unless_a_stage_sets_its_own():
     assert cfg.sae.dtype == "bfloat16"
     plain = run_config(_parser().parse_args(["demo", "--preset", "tiny"]), prefixed=True)
     assert (plain.lm.dtype, plain.harvest.dtype, plain.sae.dtype) == ("auto", "float32", "float32")
+
+
+def test_demo_hook_sets_every_stage_site_unless_a_stage_sets_its_own():
+    from monosemantic.cli import _parser
+    from monosemantic.cli.common import run_config
+
+    site, own = "model.layers.15.mlp.down_proj:input", "model.layers.3.mlp.down_proj:input"
+    args = _parser().parse_args(["demo", "--preset", "smollm2", "--hook", site, "--eval-hook", own])
+    cfg = run_config(args, prefixed=True)
+    assert (cfg.harvest.hook, cfg.eval.hook, cfg.features.hook) == (site, own, site)
+    plain = run_config(_parser().parse_args(["demo", "--preset", "smollm2"]), prefixed=True)
+    assert {plain.harvest.hook, plain.eval.hook, plain.features.hook} == {"model.layers.7.mlp.down_proj:input"}

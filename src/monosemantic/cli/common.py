@@ -132,12 +132,13 @@ def run_config(args: argparse.Namespace, flagged: tuple[str, ...] = (), prefixed
     A stage command applies its flags to the sections it declares (`flagged`, plus "sae" when it takes SAE
     flags); the other sections come from the preset alone, so another stage's `--hook` or
     `--checkpoint-every` never reaches them. `demo` (`prefixed`) has every section's flags, each with its
-    section as a prefix (`--lm-n-steps`), and its `--dtype` sets every stage's dtype it does not set itself.
+    section as a prefix (`--lm-n-steps`), and its `--dtype` (`--subject-dtype`, `--hook`) sets every stage's dtype
+    (subject dtype, hook) that it does not set itself.
     """
     preset = load_preset(args.preset)
     none = argparse.Namespace()
     classes = section_classes()
-    for name in ("dtype", "subject_dtype"):  # demo's --dtype / --subject-dtype: every stage's that is not set
+    for name in ("dtype", "subject_dtype", "hook"):  # demo's --dtype, --subject-dtype, --hook: each stage's not set
         if prefixed and getattr(args, name, None) is not None:
             for k in [*classes, "sae"]:
                 if hasattr(args, f"{k}.{name}") and getattr(args, f"{k}.{name}") is None:

@@ -54,6 +54,14 @@ def add_parsers(sub: Any) -> None:
         "(default float32)",
     )
     demo.add_argument(
+        "--hook",
+        default=None,
+        metavar="MODULE[:input]",
+        help="the site of every stage that reads one (harvest, eval, features) at once, e.g. "
+        "model.layers.15.mlp.down_proj:input with --preset smollm2; a stage's own --harvest-hook, --eval-hook, "
+        "--features-hook wins (default: the preset's)",
+    )
+    demo.add_argument(
         "--universality",
         action=argparse.BooleanOptionalAction,
         default=None,
