@@ -289,10 +289,9 @@ def _run_demo(layout: paths.RunLayout, cfg: RunConfig, opt: DemoOptions, on_eval
 def _run_pretrained(
     layout: paths.RunLayout, cfg: RunConfig, opt: DemoOptions, on_eval: Callable[[dict], None]
 ) -> DemoResult:
-    """The demo on a pretrained subject (`cfg.subject`, e.g. smollm2): corpus → the model (fetched and converted
-    once, transformer/pretrained.py) → the corpus in its tokenizer → harvest at `cfg.harvest.hook` → ladder →
-    eval through the whole model → database. No LM is trained, and there is no model B or shuffled control.
-    The stages read the model from its folder, so `cfg.features.model` is set to it here."""
+    """The demo on a pretrained subject (`cfg.subject`, e.g. smollm2): corpus → the model (fetched, converted once:
+    transformer/pretrained.py) → its tokens → harvest at `cfg.harvest.hook` → ladder → eval through the whole model
+    → database; no LM, model B or control. The stages read the model's folder (so `cfg.features.model` is set)."""
     from monosemantic import distributed
     from monosemantic.io import read_config, write_json
     from monosemantic.transformer.pretrained import pretrained_model
@@ -302,9 +301,8 @@ def _run_pretrained(
     timed = _timer(seconds, t0)
     once, p, ctx_len = opt.force and distributed.is_main(), opt.progress, cfg.features.ctx_len
     manifest = timed("corpus", lambda: distributed.main_first(lambda: corpus(layout, opt.inputs, cfg.corpus, once, p)))
-    model = str(
-        timed(f"model {cfg.subject}", lambda: distributed.main_first(lambda: pretrained_model(cfg.subject, progress=p)))
-    )
+    fetch = lambda: pretrained_model(cfg.subject, progress=p)  # noqa: E731 (a name keeps the next line short)
+    model = str(timed(f"model {cfg.subject}", lambda: distributed.main_first(fetch)))
     key, hook_dir = subject_key(layout, model), hook_dirname(cfg.harvest.hook)
     acts = timed("harvest", lambda: harvest(layout, model, cfg.harvest, opt.force, p, ctx_len, cfg.tokens))
     ckpt = (sae_checkpoints(layout, key, hook_dir), opt.checkpoint_every, opt.resume)
