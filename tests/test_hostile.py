@@ -303,3 +303,17 @@ def test_a_diverging_sae_is_stopped_and_not_saved(tmp_path, capsys):
     err = one_line_error(capsys, *args, "--n-features", "16", "--no-progress", "--no-normalize-inputs", "--lr", "1e3")
     assert "diverged" in err or "NaN" in err
     assert not (tmp_path / "o" / "tm2023-16").exists()
+
+
+@pytest.mark.parametrize("config", ["activations", "sae", "tokens", "transformer"])
+def test_an_infinite_number_in_a_config_gives_a_user_error(config, run_copy):
+    """JSON's `Infinity` parses to a float that int() cannot take (OverflowError, found by the fuzzing above)."""
+    folder, load = loaders(run_copy)[config]
+    name = paths.SAE_CONFIG if config == "sae" else paths.CONFIG
+    original = json.loads((folder / name).read_text())
+    for key in sorted(k for k, v in original.items() if isinstance(v, int) and not isinstance(v, bool)):
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / folder.name
+            shutil.copytree(folder, copy)
+            (copy / name).write_text(json.dumps({**original, key: float("inf")}))
+            only_user_error(lambda copy=copy: load(copy), copy, copy)

@@ -233,7 +233,7 @@ class ActivationStore(ActivationSource):
             shards = [(str(s["acts"]), str(s["rows"]), int(s["n_rows"])) for s in self.config["shards"]]
             d, dtype, n_rows = int(self.config["d"]), np.dtype(self.config["dtype"]), int(self.config["n_rows"])
             self.hook = str(self.config["hook"])
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise UserError(f"{folder / paths.CONFIG}: corrupt activations config ({type(e).__name__}: {e})") from None
         if not shards or sum(n for _, _, n in shards) != n_rows:
             raise UserError(f"{folder / paths.CONFIG}: corrupt activations config (shard rows do not add up to n_rows)")

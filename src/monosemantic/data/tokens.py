@@ -270,7 +270,7 @@ class TokenStore:
         try:
             dtype, vocab = str(self.config["dtype"]), int(self.config["vocab_size"])
             n_shards = {s: int(self.config["splits"][s]["n_shards"]) for s in SPLITS}
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise UserError(f"{where}: corrupt tokens config ({type(e).__name__}: {e})") from None
         if dtype not in ("uint16", "uint32") or vocab <= 0 or min(n_shards.values()) < 1:
             raise UserError(f"{where}: corrupt tokens config (dtype {dtype!r}, vocab {vocab}, shards {n_shards})")

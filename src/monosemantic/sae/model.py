@@ -212,7 +212,7 @@ class SparseAutoencoder(nn.Module):
             raise UserError(f"{folder / SAE_CONFIG}: holds a {sae_class.__name__}, not a {cls.__name__}")
         try:
             cfg = sae_class.config_class(**{f.name: raw[f.name] for f in dataclasses.fields(sae_class.config_class)})
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise UserError(f"{folder / SAE_CONFIG}: bad SAE shape ({e})") from None
         tensors = load_tensors(folder / SAE_WEIGHTS)
         check_tensors(tensors, cfg, folder / SAE_WEIGHTS, sae_class)

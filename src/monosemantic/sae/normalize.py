@@ -90,5 +90,5 @@ class Normalizer:
         raw = read_config(path, CONFIG_KIND)
         try:
             return cls(factor=float(raw["factor"]))
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise UserError(f"{path}: bad normalizer ({e})") from None

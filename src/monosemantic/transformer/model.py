@@ -214,7 +214,7 @@ def load_transformer(folder: str | Path, device: str = "cpu") -> Transformer:
     cfg = read_config(cfg_path, KIND)
     try:
         model = Transformer(TransformerConfig(**cfg["model"]))
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise UserError(f"{cfg_path}: bad model shape ({type(e).__name__}: {e})") from None
     weights = folder / paths.MODEL_WEIGHTS
     tensors = load_tensors(weights)
