@@ -317,3 +317,12 @@ def test_an_infinite_number_in_a_config_gives_a_user_error(config, run_copy):
             shutil.copytree(folder, copy)
             (copy / name).write_text(json.dumps({**original, key: float("inf")}))
             only_user_error(lambda copy=copy: load(copy), copy, copy)
+
+
+def test_an_infinite_number_in_a_preset_list_gives_a_user_error(tmp_path, capsys):
+    (tmp_path / "preset.json").write_text('{"sae": {"n_features": [1e400]}}')  # parses to inf
+    np.save(tmp_path / "acts.npy", np.ones((64, 8), dtype=np.float32))
+    err = one_line_error(
+        capsys, "sae", "train", "--activations", tmp_path / "acts.npy", "--preset", tmp_path / "preset.json"
+    )
+    assert "n_features" in err and "expected a list of int" in err

@@ -123,7 +123,7 @@ def as_tuple(tuple_type: Any, value: Any, where: str) -> tuple:
     parts = value if isinstance(value, list | tuple) else [p for p in str(value).split(",") if p.strip()]
     try:
         return tuple(elem(p.strip() if isinstance(p, str) else p) for p in parts)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise UserError(f"{where}: expected a list of {elem.__name__} values, got {value!r}") from None
 
 

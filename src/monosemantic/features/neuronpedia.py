@@ -174,7 +174,7 @@ def _run_ctx_len(layout: paths.RunLayout, model: str) -> int | None:
     """The run model's context length (databases written before `ctx_len` was recorded)."""
     try:
         return int(json.loads((layout.transformer(model) / paths.CONFIG).read_text())["model"]["ctx_len"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, OverflowError):
         return None
 
 
