@@ -174,6 +174,51 @@ def test_auto_switches_to_sparse_once_l0_is_low() -> None:
     assert not stepper.sparse  # and back once L0 rises
 
 
+def test_auto_goes_dense_when_resampled_features_would_lift_l0_over_the_limit() -> None:
+    """Each resampled feature fires on about half the inputs at first (b_enc = 0): a count that would lift L0
+    over n_features / 16 makes the next step dense, a small one keeps the sparse step."""
+    sae = SparseAutoencoder(SAEConfig(D_IN, N_FEATURES), generator=torch.Generator().manual_seed(0))
+    cfg = SAETrainConfig(l1_coeff=0.01, batch_size=BATCH, n_steps=30, n_resamples=0)
+    stepper = Stepper.for_recipe(sae, cfg)
+    dead, x = torch.zeros(N_FEATURES, dtype=torch.bool), _inputs()
+    with torch.no_grad():
+        sae.b_enc.fill_(-100.0)
+        sae.b_enc[0] = 100.0  # L0 = 1; the limit is 64 / 16 = 4
+    stepper.sparse = True
+    stepper.gradients(sae, cfg, x, 1, dead)
+    assert stepper.sparse and stepper.nnz == BATCH
+    stepper.resampled(sae, 4, BATCH)  # expected L0 1 + 4 / 2 = 3 <= 4: stays sparse
+    assert stepper.sparse
+    stepper.resampled(sae, 8, BATCH)  # 1 + 8 / 2 = 5 > 4
+    assert not stepper.sparse
+    stepper.gradients(sae, cfg, x, 2, dead)  # dense, and L0 is measured after this very step
+    assert stepper.sparse
+
+
+def test_auto_measures_l0_every_step_once_it_is_near_the_limit() -> None:
+    """Far above the limit L0 is measured every CHECK_EVERY dense steps; within NEAR_LIMIT times it, every step."""
+    from monosemantic.sae.sparse_step import CHECK_EVERY
+
+    sae = SparseAutoencoder(SAEConfig(D_IN, N_FEATURES), generator=torch.Generator().manual_seed(0))
+    cfg = SAETrainConfig(l1_coeff=0.01, batch_size=BATCH, n_steps=30, n_resamples=0)
+    stepper = Stepper.for_recipe(sae, cfg)
+    dead, x = torch.zeros(N_FEATURES, dtype=torch.bool), _inputs()
+    with torch.no_grad():
+        sae.b_enc.fill_(5.0)  # L0 = 64, 16 times the limit
+    stepper.gradients(sae, cfg, x, 1, dead)
+    assert not stepper.sparse and stepper.check_every == CHECK_EVERY
+    with torch.no_grad():
+        sae.b_enc.fill_(-100.0)
+        sae.b_enc[:8] = 100.0  # L0 = 8, twice the limit
+    for step in range(2, 2 + CHECK_EVERY):
+        stepper.gradients(sae, cfg, x, step, dead)
+    assert not stepper.sparse and stepper.check_every == 1
+    with torch.no_grad():
+        sae.b_enc[1:] = -100.0  # L0 = 1
+    stepper.gradients(sae, cfg, x, 20, dead)
+    assert stepper.sparse  # one dense step later, not CHECK_EVERY
+
+
 @pytest.mark.parametrize("arch", ["tm2023", "topk", "batchtopk", "jumprelu"])
 def test_bfloat16_active_set_tracks_float32_loss(arch: str) -> None:
     """bfloat16 only picks the active set; the loss curve stays within 2 % of float32's."""

@@ -433,6 +433,7 @@ def _resample(due: Sequence[_Run], batches: Iterator[Tensor], step: int) -> Iter
                 direction=cfg.resample_direction,
             )
             distributed.broadcast_(r.sae.parameters())  # ranks resampled alike; rank 0's copy makes sure
+            r.stepper.resampled(r.sae, n_dead, cfg.batch_size)
         r.resampled.append((step, n_dead))
         log.info("step %d: resampled %d dead features of %d", step, n_dead, dead.numel())
     return chain(peeked, batches)
