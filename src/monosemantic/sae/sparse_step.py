@@ -37,7 +37,8 @@ would cost more than dense ones) and switches to sparse once the measured L0 is 
 `SPARSE_L0_FRACTION` of the features, and back if it rises again. Resampling (paper.md §4) is such a
 rise: each new feature starts with b_enc = 0 and fires on about half of all inputs, so when the
 resampled count would lift L0 over the limit the next step is dense (`Stepper.resampled`) rather than
-a sparse step over thousands of entries per input (2-5 s at 16,384 features against 0.7 s dense).
+a sparse step over thousands of entries per input (2-5 s at 16,384 features against 0.7 s dense;
+docs/decisions.md, "Dense right after a resampling").
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ docs/benchmarks.md): at 1/16 the sparse step is 1.3–2.0× faster than the dens
 features, at 1/8 it is 0.6–1.2×, so 1/16 is the largest power of two where it pays at every size."""
 CHECK_EVERY = 10
 """While dense, `auto` measures L0 every this many steps (a pass over `[batch, n_features]`), and every step
-once it was within NEAR_LIMIT times the limit: after a resampling, L0 falls from ~4,000 to under 1,024 in
-about 4 steps at 16,384 features, so checking every 10 kept 5-6 of them dense needlessly (2026-12-07)."""
+once it was within NEAR_LIMIT times the limit: after a resampling, L0 fell from 2,100-4,100 to under 1,024
+in 3-6 steps at 16,384 features, so checking every 10 kept the rest of them dense needlessly (2026-12-07)."""
 NEAR_LIMIT = 4
 
 
