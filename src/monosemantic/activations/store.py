@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from monosemantic import paths
-from monosemantic.errors import UserError
+from monosemantic.errors import CONFIG_VALUE_ERRORS, UserError
 from monosemantic.io import read_config
 
 # The harvested folder's format (written by harvest.py, documented there).
@@ -233,7 +233,7 @@ class ActivationStore(ActivationSource):
             shards = [(str(s["acts"]), str(s["rows"]), int(s["n_rows"])) for s in self.config["shards"]]
             d, dtype, n_rows = int(self.config["d"]), np.dtype(self.config["dtype"]), int(self.config["n_rows"])
             self.hook = str(self.config["hook"])
-        except (KeyError, TypeError, ValueError, OverflowError) as e:
+        except CONFIG_VALUE_ERRORS as e:
             raise UserError(f"{folder / paths.CONFIG}: corrupt activations config ({type(e).__name__}: {e})") from None
         if not shards or sum(n for _, _, n in shards) != n_rows:
             raise UserError(f"{folder / paths.CONFIG}: corrupt activations config (shard rows do not add up to n_rows)")

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from monosemantic import paths, provenance
 from monosemantic.data import categories
 from monosemantic.data.tokenizer import clean_text, eot_id
-from monosemantic.errors import UserError
+from monosemantic.errors import CONFIG_VALUE_ERRORS, UserError
 from monosemantic.io import read_config, save_npy, stage_dir, write_config
 
 log = logging.getLogger(__name__)
@@ -270,7 +270,7 @@ class TokenStore:
         try:
             dtype, vocab = str(self.config["dtype"]), int(self.config["vocab_size"])
             n_shards = {s: int(self.config["splits"][s]["n_shards"]) for s in SPLITS}
-        except (KeyError, TypeError, ValueError, OverflowError) as e:
+        except CONFIG_VALUE_ERRORS as e:
             raise UserError(f"{where}: corrupt tokens config ({type(e).__name__}: {e})") from None
         if dtype not in ("uint16", "uint32") or vocab <= 0 or min(n_shards.values()) < 1:
             raise UserError(f"{where}: corrupt tokens config (dtype {dtype!r}, vocab {vocab}, shards {n_shards})")

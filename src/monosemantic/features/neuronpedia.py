@@ -42,7 +42,7 @@ from typing import Any
 
 from monosemantic import paths
 from monosemantic.data.corpus import dataset_name
-from monosemantic.errors import UserError
+from monosemantic.errors import CONFIG_VALUE_ERRORS, UserError
 from monosemantic.features import db
 from monosemantic.io import atomic_path, stage_dir
 from monosemantic.writers import check_output, mark_export
@@ -174,7 +174,7 @@ def _run_ctx_len(layout: paths.RunLayout, model: str) -> int | None:
     """The run model's context length (databases written before `ctx_len` was recorded)."""
     try:
         return int(json.loads((layout.transformer(model) / paths.CONFIG).read_text())["model"]["ctx_len"])
-    except (OSError, ValueError, KeyError, TypeError, OverflowError):
+    except (OSError, *CONFIG_VALUE_ERRORS):
         return None
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from monosemantic.errors import UserError
+from monosemantic.errors import CONFIG_VALUE_ERRORS, UserError
 from monosemantic.io import load_tensors, read_json
 from monosemantic.paths import SAE_CONFIG
 from monosemantic.sae.jumprelu import JumpReLUSAE
@@ -113,7 +113,7 @@ def import_sparsify(folder: str | os.PathLike[str], device: torch.device | str |
         d_in = int(raw["d_in"])
         n = int(raw.get("num_latents") or 0) or d_in * int(raw["expansion_factor"])
         cfg = TopKSAEConfig(d_in=d_in, n_features=n, k=int(raw["k"]))
-    except (KeyError, TypeError, ValueError, OverflowError) as e:
+    except CONFIG_VALUE_ERRORS as e:
         raise UserError(f"{where}: bad sparsify config ({e})") from None
     t = load_tensors(folder / SPARSIFY_WEIGHTS)
     if set(t) != set(_SPARSIFY_TENSORS):

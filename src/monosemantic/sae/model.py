@@ -29,7 +29,7 @@ from typing import ClassVar, TypeVar
 import torch
 from torch import Tensor, nn
 
-from monosemantic.errors import UserError
+from monosemantic.errors import CONFIG_VALUE_ERRORS, UserError
 from monosemantic.io import load_tensors, read_config, save_tensors, write_config
 from monosemantic.paths import SAE_CONFIG, SAE_WEIGHTS
 from monosemantic.sae.constraints import normalize_rows_
@@ -212,7 +212,7 @@ class SparseAutoencoder(nn.Module):
             raise UserError(f"{folder / SAE_CONFIG}: holds a {sae_class.__name__}, not a {cls.__name__}")
         try:
             cfg = sae_class.config_class(**{f.name: raw[f.name] for f in dataclasses.fields(sae_class.config_class)})
-        except (KeyError, TypeError, ValueError, OverflowError) as e:
+        except CONFIG_VALUE_ERRORS as e:
             raise UserError(f"{folder / SAE_CONFIG}: bad SAE shape ({e})") from None
         tensors = load_tensors(folder / SAE_WEIGHTS)
         check_tensors(tensors, cfg, folder / SAE_WEIGHTS, sae_class)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from monosemantic.errors import UserError
+from monosemantic.errors import CONFIG_VALUE_ERRORS, UserError
 from monosemantic.io import read_config, write_config
 from monosemantic.sae.model import SparseAutoencoder
 
@@ -90,5 +90,5 @@ class Normalizer:
         raw = read_config(path, CONFIG_KIND)
         try:
             return cls(factor=float(raw["factor"]))
-        except (KeyError, TypeError, ValueError, OverflowError) as e:
+        except CONFIG_VALUE_ERRORS as e:
             raise UserError(f"{path}: bad normalizer ({e})") from None

@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 import monosemantic
-from monosemantic.errors import UserError
+from monosemantic.errors import CONFIG_VALUE_ERRORS, UserError
 from monosemantic.io import atomic_path, load_tensors, read_json, save_tensors, write_json
 from monosemantic.sae.constraints import fold_decoder_norms_
 from monosemantic.sae.jumprelu import gated_as_jumprelu
@@ -206,7 +206,7 @@ def import_saelens(folder: str | os.PathLike[str], device: torch.device | str | 
         shape = {"d_in": raw["d_in"], "n_features": raw["d_sae"]}
         fields = {f.name: raw[f.name] for f in dataclasses.fields(cls.config_class) if f.name not in _SHAPE_FIELDS}
         cfg = cls.config_class(**shape, **fields)
-    except (KeyError, TypeError, ValueError, OverflowError) as e:
+    except CONFIG_VALUE_ERRORS as e:
         raise UserError(f"{where}: bad SAE shape ({e})") from None
     check_tensors(tensors, cfg, folder / SAELENS_WEIGHTS, cls)
     with torch.no_grad():

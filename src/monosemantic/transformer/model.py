@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from monosemantic import paths
-from monosemantic.errors import UserError
+from monosemantic.errors import CONFIG_VALUE_ERRORS, UserError
 from monosemantic.io import load_tensors, read_config
 from monosemantic.transformer import hooks
 from monosemantic.transformer.hooks import HookPoint
@@ -214,7 +214,7 @@ def load_transformer(folder: str | Path, device: str = "cpu") -> Transformer:
     cfg = read_config(cfg_path, KIND)
     try:
         model = Transformer(TransformerConfig(**cfg["model"]))
-    except (KeyError, TypeError, ValueError, OverflowError) as e:
+    except CONFIG_VALUE_ERRORS as e:
         raise UserError(f"{cfg_path}: bad model shape ({type(e).__name__}: {e})") from None
     weights = folder / paths.MODEL_WEIGHTS
     tensors = load_tensors(weights)
