@@ -152,11 +152,15 @@ def test_paper_recipe_with_resampling_matches() -> None:
         assert _close(p, q, 1e-4)
 
 
-def test_auto_switches_to_sparse_once_l0_is_low() -> None:
+def _auto_stepper() -> tuple[SparseAutoencoder, SAETrainConfig, Stepper, torch.Tensor, torch.Tensor]:
+    """A paper-recipe SAE, its config, an `auto` Stepper for it, no dead features and one batch of inputs."""
     sae = SparseAutoencoder(SAEConfig(D_IN, N_FEATURES), generator=torch.Generator().manual_seed(0))
     cfg = SAETrainConfig(l1_coeff=0.01, batch_size=BATCH, n_steps=30, n_resamples=0)
-    stepper = Stepper.for_recipe(sae, cfg)
-    dead, x = torch.zeros(N_FEATURES, dtype=torch.bool), _inputs()
+    return sae, cfg, Stepper.for_recipe(sae, cfg), torch.zeros(N_FEATURES, dtype=torch.bool), _inputs()
+
+
+def test_auto_switches_to_sparse_once_l0_is_low() -> None:
+    sae, cfg, stepper, dead, x = _auto_stepper()
     with torch.no_grad():
         sae.b_enc.fill_(5.0)  # every feature fires: L0 = n_features, dense stays
     for step in range(1, 21):
@@ -177,10 +181,7 @@ def test_auto_switches_to_sparse_once_l0_is_low() -> None:
 def test_auto_goes_dense_when_resampled_features_would_lift_l0_over_the_limit() -> None:
     """Each resampled feature fires on about half the inputs at first (b_enc = 0): a count that would lift L0
     over n_features / 16 makes the next step dense, a small one keeps the sparse step."""
-    sae = SparseAutoencoder(SAEConfig(D_IN, N_FEATURES), generator=torch.Generator().manual_seed(0))
-    cfg = SAETrainConfig(l1_coeff=0.01, batch_size=BATCH, n_steps=30, n_resamples=0)
-    stepper = Stepper.for_recipe(sae, cfg)
-    dead, x = torch.zeros(N_FEATURES, dtype=torch.bool), _inputs()
+    sae, cfg, stepper, dead, x = _auto_stepper()
     with torch.no_grad():
         sae.b_enc.fill_(-100.0)
         sae.b_enc[0] = 100.0  # L0 = 1; the limit is 64 / 16 = 4
@@ -199,10 +200,7 @@ def test_auto_measures_l0_every_step_once_it_is_near_the_limit() -> None:
     """Far above the limit L0 is measured every CHECK_EVERY dense steps; within NEAR_LIMIT times it, every step."""
     from monosemantic.sae.sparse_step import CHECK_EVERY
 
-    sae = SparseAutoencoder(SAEConfig(D_IN, N_FEATURES), generator=torch.Generator().manual_seed(0))
-    cfg = SAETrainConfig(l1_coeff=0.01, batch_size=BATCH, n_steps=30, n_resamples=0)
-    stepper = Stepper.for_recipe(sae, cfg)
-    dead, x = torch.zeros(N_FEATURES, dtype=torch.bool), _inputs()
+    sae, cfg, stepper, dead, x = _auto_stepper()
     with torch.no_grad():
         sae.b_enc.fill_(5.0)  # L0 = 64, 16 times the limit
     stepper.gradients(sae, cfg, x, 1, dead)

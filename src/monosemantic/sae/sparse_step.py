@@ -302,17 +302,17 @@ class Stepper:
         if self.sparse:
             terms = sparse_gradients(sae, cfg, x, step, dead, self.matmul_dtype)
             self.nnz = terms.f.values().numel()
-            if self.mode == "auto" and self.nnz > self._limit(sae, x):
-                self.sparse = False  # L0 rose again
-                self.steps_since_check, self.check_every = 0, 1
+            if self.mode == "auto" and self.nnz > self._limit(sae, x.shape[0]):
+                self._go_dense()  # L0 rose again
             return terms
         terms = dense_gradients(sae, cfg, x, step, dead, self.dtype)
         self.steps_since_check += 1
         if self.mode == "auto" and self.steps_since_check >= self.check_every:
             self.steps_since_check = 0
             self.nnz = int((terms.f > 0).sum())
-            self.sparse = self.nnz <= self._limit(sae, x)
-            self.check_every = 1 if self.nnz <= NEAR_LIMIT * self._limit(sae, x) else CHECK_EVERY
+            limit = self._limit(sae, x.shape[0])
+            self.sparse = self.nnz <= limit
+            self.check_every = 1 if self.nnz <= NEAR_LIMIT * limit else CHECK_EVERY
         return terms
 
     def resampled(self, sae: SparseAutoencoder, n_new: int, batch: int) -> None:
@@ -320,10 +320,15 @@ class Stepper:
         about half of the inputs at first, module docstring), and measure L0 after every dense step."""
         if self.mode != "auto" or not self.sparse or self.nnz < 0:
             return
-        if self.nnz + n_new * batch / 2 > SPARSE_L0_FRACTION * sae.cfg.n_features * batch:
-            self.sparse = False
-            self.steps_since_check, self.check_every = 0, 1
+        if self.nnz + n_new * batch / 2 > self._limit(sae, batch):
+            self._go_dense()
+
+    def _go_dense(self) -> None:
+        """Dense from the next step, with L0 measured after each dense step until it is low again."""
+        self.sparse = False
+        self.steps_since_check, self.check_every = 0, 1
 
     @staticmethod
-    def _limit(sae: SparseAutoencoder, x: Tensor) -> float:
-        return SPARSE_L0_FRACTION * sae.cfg.n_features * x.shape[0]
+    def _limit(sae: SparseAutoencoder, batch: int) -> float:
+        """The most active entries of a batch of `batch` inputs that the sparse step takes."""
+        return SPARSE_L0_FRACTION * sae.cfg.n_features * batch
