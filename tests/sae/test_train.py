@@ -151,9 +151,11 @@ def test_recovers_planted_features() -> None:
     assert result.history[-1]["l0"] < 10  # ~3.2 true directions per input
 
 
-def test_training_together_equals_training_alone(tiny_train_cfg) -> None:
+@pytest.mark.parametrize("normalize", [False, True])
+def test_training_together_equals_training_alone(tiny_train_cfg, normalize) -> None:
     # a ladder of sizes and an L1 sweep share one stream; each must train as if alone, resampling
-    # included (feature 0 of each is killed so that resampling has work to do)
+    # included (feature 0 of each is killed so that resampling has work to do); with normalised
+    # inputs the SAEs also share one scaled copy of each batch
     saes = [
         SparseAutoencoder(SAEConfig(8, 16)),
         SparseAutoencoder(SAEConfig(8, 32)),
@@ -163,7 +165,13 @@ def test_training_together_equals_training_alone(tiny_train_cfg) -> None:
         with torch.no_grad():
             sae.b_enc[0] = -1e4
     cfgs = [
-        tiny_train_cfg(l1_coeff=l1, resample_every_fraction=0.25, n_resamples=2, dead_window_fraction=0.2)
+        tiny_train_cfg(
+            l1_coeff=l1,
+            resample_every_fraction=0.25,
+            n_resamples=2,
+            dead_window_fraction=0.2,
+            normalize_inputs=normalize,
+        )
         for l1 in (0.01, 0.01, 0.1)
     ]
     alone = [copy.deepcopy(s) for s in saes]

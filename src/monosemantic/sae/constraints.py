@@ -47,15 +47,31 @@ def project_out_rows(grad: Tensor, W: Tensor) -> Tensor:
 
 @torch.no_grad()
 def remove_parallel_grad(W_dec: Tensor) -> None:
-    """In place: make `W_dec.grad` orthogonal to each decoder row (paper.md §3.4). No-op without a grad."""
-    if W_dec.grad is not None:
-        W_dec.grad.copy_(project_out_rows(W_dec.grad, W_dec))
+    """In place: make `W_dec.grad` orthogonal to each decoder row (paper.md §3.4). No-op without a grad.
+
+    `project_out_rows` in three passes over `[n_features, d_in]` instead of six: g −= (g·W / ‖W‖²) W."""
+    grad = W_dec.grad
+    if grad is not None:
+        coeff = torch.einsum("f d, f d -> f", grad, W_dec) / W_dec.norm(dim=1).square().clamp_min(EPS**2)
+        grad.addcmul_(W_dec, coeff.neg_()[:, None])
 
 
 @torch.no_grad()
 def normalize_rows_(W_dec: Tensor) -> None:
     """In place: rescale each row of `W_dec [n_features, d_in]` to unit L2 norm (paper.md §3.3, §3.4)."""
     W_dec.div_(W_dec.norm(dim=1, keepdim=True).clamp_min(EPS))
+
+
+def adam(params: Iterator[Tensor], lr: float, betas: tuple[float, float], eps: float) -> torch.optim.Adam:
+    """The trainers' Adam: PyTorch's fused kernel on a CPU or CUDA device, one pass over each parameter.
+
+    The default (for-loop) Adam makes about six passes over every parameter and its moments; at 4,096
+    features its step took 13 ms against the fused kernel's 1.4 ms on the 2-core machine (2026-12-07).
+    The update is the same up to float32 rounding. The fused kernel needs contiguous gradients
+    (sparse_step.py makes `W_enc.grad` contiguous)."""
+    tensors = list(params)
+    fused = bool(tensors) and all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in tensors)
+    return torch.optim.Adam(tensors, lr=lr, betas=betas, eps=eps, fused=fused or None)
 
 
 class _HasDecoder(Protocol):

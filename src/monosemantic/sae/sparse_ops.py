@@ -179,14 +179,14 @@ def gather(dense: Tensor, p: Pattern) -> Tensor:
     return dense.reshape(-1)[p.row * p.shape[1] + p.col]
 
 
-def sampled_matmul(p: Pattern, a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
-    """`(a @ b)` at the pattern's entries, plus `bias [nnz]` when given: `[nnz]` (SDDMM).
+def sampled_matmul(p: Pattern, a: Tensor, b: Tensor, bias: Tensor | None = None, alpha: float = 1.0) -> Tensor:
+    """`alpha · (a @ b)` at the pattern's entries, plus `bias [nnz]` when given: `[nnz]` (SDDMM).
 
     Args:
         a: `[batch, k]`. b: `[k, n_features]` (a transposed view is fine).
     """
     base = bias if bias is not None else torch.zeros(p.col.shape[0], dtype=a.dtype, device=a.device)
-    return torch.sparse.sampled_addmm(p.csr(base), a, b).values()
+    return torch.sparse.sampled_addmm(p.csr(base), a, b, alpha=alpha).values()
 
 
 def spmm(p: Pattern, values: Tensor, dense: Tensor) -> Tensor:

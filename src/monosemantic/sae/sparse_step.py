@@ -184,21 +184,24 @@ def sparse_gradients(
     p, pre_vals, xw = sparse_encode(x_bar, W_enc, b_enc, sae.top_k, matmul_dtype, select)
     f_vals = pre_vals.relu()  # (nnz,)
 
-    # decoder forward and the recipe's loss
-    x_hat = torch.addmm(b_dec, p.csr(f_vals), W_dec) if f_vals.numel() else b_dec.expand(batch, d_in).clone()
-    e = x_hat - x  # (batch, d_in)
-    sse = e.pow(2).sum(dim=-1).mean()
+    # decoder forward and the recipe's loss. Each pass over a [batch, d_in] tensor costs about as much as
+    # the 512-feature encoder product, so e = F W_dec − x̄ comes out of one addmm (x̂ − x = F W_dec + b_dec − x)
+    # and g = c·e is never formed: c goes into the nnz-sized factors below.
+    residual = x_bar if sae.pre_encoder_bias else x - b_dec  # x − b_dec
+    e = torch.addmm(residual, p.csr(f_vals), W_dec, beta=-1) if f_vals.numel() else -residual  # (batch, d_in)
+    flat = e.view(-1)
+    sse = torch.dot(flat, flat) / batch
     terms = cfg.sparse_terms(sae, SparseForward(x_bar, p, f_vals, e, sse, step, dead, xw if select else None))
 
-    # backward through the decoder and the ReLU, at the active entries only
-    g = e * terms.grad_scale  # (batch, d_in) = ∂L/∂x̂
-    grad_f = ops.sampled_matmul(p, g, W_dec.T, terms.grad_f)  # (nnz,)
+    # backward through the decoder and the ReLU, at the active entries only; ∂L/∂x̂ = g = c·e
+    c = terms.grad_scale
+    grad_f = ops.sampled_matmul(p, e, W_dec.T, terms.grad_f, alpha=c)  # (nnz,)
     grad_pre = grad_f * (pre_vals > 0)
     pt = ops.transpose(p)
-    grad_W_dec = ops.spmm_t(pt, f_vals, g)  # (n_features, d_in)
+    grad_W_dec = ops.spmm_t(pt, f_vals * c, e)  # (n_features, d_in)
     if terms.grad_W_dec is not None:
         grad_W_dec += terms.grad_W_dec
-    grad_b_dec = g.sum(dim=0)
+    grad_b_dec = e.sum(dim=0).mul_(c)
 
     # backward through the encoder
     grad_b_enc = ops.column_sums(p, grad_pre)  # (n_features,)

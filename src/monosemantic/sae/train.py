@@ -46,7 +46,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from monosemantic import distributed
-from monosemantic.sae.constraints import optimizer_step_
+from monosemantic.sae.constraints import adam, optimizer_step_
 from monosemantic.sae.data_init import init_from_data
 from monosemantic.sae.loss import LossTerms, l1_penalty, reconstruction_mse
 from monosemantic.sae.model import SparseAutoencoder
@@ -248,9 +248,8 @@ class _Run:
 
     @classmethod
     def start(cls, sae: SparseAutoencoder, cfg: TrainRecipe) -> _Run:
-        device = sae.W_dec.device
-        opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
-        last_fired = torch.zeros(sae.cfg.n_features, dtype=torch.long, device=device)
+        opt = adam(sae.parameters(), cfg.lr, (cfg.adam_beta1, cfg.adam_beta2), cfg.adam_eps)
+        last_fired = torch.zeros(sae.cfg.n_features, dtype=torch.long, device=sae.W_dec.device)
         return cls(sae, cfg, opt, last_fired, set(cfg.resample_steps), cfg.dead_window, Stepper.for_recipe(sae, cfg))
 
     def inputs(self, x: Tensor) -> Tensor:
@@ -337,9 +336,11 @@ def train_sae(
             break
         _check_batch(x, saes)
         xs = distributed.shard(x)  # this rank's rows of the global batch (all of them in one process)
+        scaled: dict[float, Tensor] = {}  # a ladder's SAEs share one input scale: scale the batch once
         for r in runs:
             dead = dead_mask(r.last_fired, step - 1, r.window)  # (n_features,) before this step (TopK's AuxK)
-            terms = r.stepper.gradients(r.sae, r.cfg, r.inputs(xs), step, dead)  # loss, .grad set (sparse_step.py)
+            xr = scaled[r.scale] if r.scale in scaled else scaled.setdefault(r.scale, r.inputs(xs))
+            terms = r.stepper.gradients(r.sae, r.cfg, xr, step, dead)  # loss, .grad set (sparse_step.py)
             distributed.average_grads_(r.sae.parameters(), xs.shape[0] / x.shape[0])
             r.set_lr(r.cfg.lr_at(step))
             optimizer_step_(r.opt, r.sae, r.cfg.max_grad_norm)  # paper.md §3.4 unit-norm rows where the SAE has them
