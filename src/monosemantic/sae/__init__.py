@@ -18,7 +18,8 @@ synthetic.py         planted sparse directions: ground truth for tests and bench
 saelens.py           export to / import from the SAELens folder format
 foreign.py           import from sparsify and Gemma Scope folders; `import_sae` picks the format
 sparse_step.py       the hand-written training step over the active features; each recipe gives its loss terms
-train.py             SAETrainConfig + train_sae(saes, batches, cfg) -> list[TrainResult], any architecture
+tm2023.py            SAETrainConfig: the 2023 paper's recipe (re-exported by train.py)
+train.py             train_sae(saes, batches, cfg) -> list[TrainResult], any architecture
 checkpoint.py        SAECheckpointer: crash-safe checkpoints of train_sae (state, RNGs, data position)
 
 ladder.py            LadderConfig + train_ladder: several sizes (or a λ sweep, --auto-l1) in one pass, saved

@@ -10,10 +10,11 @@ Layout (SAELens's, so export needs no transposition): `W_enc [d_in, n_features]`
 `docs/reference/paper.md`.
 
 `forward` has no side effects; dead-feature counters live in the trainer (STYLE P4). Training is in
-`sae/train.py`; this file knows nothing about optimisers. Later recipes are subclasses in their own
-files (`sae/april.py`, `sae/topk.py`) that override a class attribute or one step of `encode`
-(`pre_activations`, `activation`); each has its own `architecture` tag in `cfg.json`, and `load`
-finds the class in `SAE_CLASSES`, which each class joins with `@register_sae` where it is defined.
+`sae/train.py`, with the 2023 recipe's settings in `sae/tm2023.py`; this file knows nothing about
+optimisers. Later recipes are subclasses in their own files (`sae/april.py`, `sae/topk.py`) that
+override a class attribute or one step of `encode` (`pre_activations`, `activation`); each has its
+own `architecture` tag in `cfg.json`, and `load` finds the class in `SAE_CLASSES`, which each class
+joins with `@register_sae` where it is defined.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
     TrainConfig        frozen base of every train config: optimiser, steps, step kind, dtype, logging;
                        `for_run` fits a recipe's published schedule to a shorter run
     TrainRecipe        what `train.train_sae` asks of a train config (a Protocol)
-    TRAIN_CONFIGS      {"tm2023": train.SAETrainConfig, "april2024": april.AprilTrainConfig, "topk": ...}
+    TRAIN_CONFIGS      {"tm2023": tm2023.SAETrainConfig, "april2024": april.AprilTrainConfig, "topk": ...}
+    configs_per_sae    `train_sae`'s configs, one per SAE, checked against the SAEs and each other
+    check_batch        refuse a batch whose width is not the SAEs' d_in
 
 A recipe is a `TrainConfig` subclass in its architecture's file that adds its own settings (λ,
 resampling, AuxK) and the methods of `TrainRecipe`; it joins `TRAIN_CONFIGS` with `@register_recipe`.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import Field, dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -183,3 +186,30 @@ def register_recipe(cls: C) -> C:
     if TRAIN_CONFIGS.setdefault(cls.architecture, cls) is not cls:
         raise ValueError(f"{cls.__name__}: architecture {cls.architecture!r} already has a train config")
     return cls
+
+
+def configs_per_sae(saes: Sequence[SparseAutoencoder], cfg: TrainRecipe | Sequence[TrainRecipe]) -> list[TrainRecipe]:
+    """`train_sae`'s configs, one per SAE, checked: each the recipe of its SAE's architecture, all sharing
+    the stream's settings (batch size, steps, logging), all SAEs on one device."""
+    if not saes:
+        raise ValueError("train_sae: no SAEs given")
+    cfgs = list(cfg) if isinstance(cfg, Sequence) else [cfg] * len(saes)
+    if len(cfgs) != len(saes):
+        raise ValueError(f"train_sae: {len(cfgs)} configs for {len(saes)} SAEs")
+    for i, (sae, c) in enumerate(zip(saes, cfgs, strict=True)):
+        if c.architecture != sae.architecture:
+            raise ValueError(f"train_sae: SAE {i} is {sae.architecture!r} but its config is for {c.architecture!r}")
+    for name in ("batch_size", "n_steps", "log_every", "progress"):
+        if len({getattr(c, name) for c in cfgs}) > 1:
+            raise ValueError(f"train_sae: {name} must be the same in the configs of SAEs that share a stream")
+    if len({sae.W_dec.device for sae in saes}) > 1:
+        raise ValueError("train_sae: all SAEs must be on one device")
+    return cfgs
+
+
+def check_batch(x: Tensor, saes: Sequence[SparseAutoencoder]) -> None:
+    """Refuse a batch that is not `[batch, d_in]` for every SAE's d_in."""
+    d_in = saes[0].cfg.d_in
+    if x.ndim != 2 or x.shape[1] != d_in or any(s.cfg.d_in != d_in for s in saes):
+        got = [s.cfg.d_in for s in saes]
+        raise ValueError(f"train_sae: batch of shape {tuple(x.shape)} does not fit SAEs with d_in {got}")

@@ -11,7 +11,7 @@
 through it, and each class joins it with `@register_sae` where it is defined; importing this module
 (the package `__init__` does) imports every architecture's file, so the table is complete. No
 trainer is imported: each recipe's train config joins `recipe.TRAIN_CONFIGS` the same way, from
-train.py, april.py, topk.py, batchtopk.py and jumprelu_train.py. `ARCHITECTURES` lists the trainable
+tm2023.py, april.py, topk.py, batchtopk.py and jumprelu_train.py. `ARCHITECTURES` lists the trainable
 classes only (every class here is).
 
     cls = SAE_CLASSES["topk"]
@@ -62,8 +62,8 @@ def _trainable() -> list[str]:
 
 
 class _Architectures(Mapping[str, Architecture]):
-    """The trainable `SAE_CLASSES` paired with `TRAIN_CONFIGS`, read when asked (tm2023's joins when train.py is
-    imported). Inference-only classes (`trainable` False; none at present) are not in it."""
+    """The trainable `SAE_CLASSES` paired with `TRAIN_CONFIGS`, read when asked (tm2023's joins when tm2023.py
+    is imported, as train.py does). Inference-only classes (`trainable` False; none at present) are not in it."""
 
     def __getitem__(self, name: str) -> Architecture:
         if name not in _trainable():

@@ -12,23 +12,17 @@ config per SAE, or different architectures); each SAE has its own Adam and its o
 generator, so training it in a group gives the same result as training it alone on the same stream.
 
 What differs between architectures is in the train config, the *recipe* (`recipe.TrainRecipe`):
-`SAETrainConfig` here is the paper's 2023 recipe and the default; `AprilTrainConfig` is in
-april.py, `TopKTrainConfig` in topk.py (STYLE P14: one file per variant). A recipe gives the loss,
-the learning rate at each step, gradient clipping, the data-dependent init, the resampling
-schedule and its loss terms for the sparse step (`sparse_terms`); the decoder constraint follows
-the SAE class (`constraints.optimizer_step_`). The settings every recipe shares are
+`SAETrainConfig` (tm2023.py, re-exported here) is the paper's 2023 recipe and the default;
+`AprilTrainConfig` is in april.py, `TopKTrainConfig` in topk.py (STYLE P14: one file per variant). A
+recipe gives the loss, the learning rate at each step, gradient clipping, the data-dependent init, the
+resampling schedule and its loss terms for the sparse step (`sparse_terms`); the decoder constraint
+follows the SAE class (`constraints.optimizer_step_`). The settings every recipe shares are
 `recipe.TrainConfig`'s.
 
 Per step, for each SAE: loss (recipe) → backward → learning rate for the step → optimizer step
 with the decoder constraint → dead-feature counter. Once in a while: resample dead features (the
 2023 recipe, §4), log. At the end each SAE is brought to its saved form (`standardize_`) and, if
 its inputs were normalised, the scale is folded back so the SAE takes raw activations.
-
-The 2023 recipe (paper.md §3.2, §3.4, §3.5): MSE mean over elements + λ·L1 summed over features → remove
-the gradient parallel to decoder rows → Adam at constant LR → renormalise decoder rows.
-Choices the paper leaves open (paper.md §13), as defaults below: lr 1e-4; Adam (0.9, 0.999, 1e-8);
-no weight decay, no gradient clipping (`max_grad_norm` adds it); float32; b_dec from Weiszfeld on
-the first 16,384 inputs.
 Section numbers (§n) refer to the method reference `docs/reference/paper.md`.
 """
 
@@ -39,7 +33,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, islice
-from typing import ClassVar, Literal, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -48,145 +42,17 @@ from tqdm.auto import tqdm
 from monosemantic import distributed
 from monosemantic.sae.constraints import adam, optimizer_step_
 from monosemantic.sae.data_init import init_from_data
-from monosemantic.sae.loss import LossTerms, l1_penalty, reconstruction_mse
+from monosemantic.sae.loss import LossTerms
 from monosemantic.sae.model import SparseAutoencoder
 from monosemantic.sae.normalize import Normalizer
-from monosemantic.sae.recipe import TrainConfig, TrainRecipe, register_recipe
-from monosemantic.sae.resample import (
-    PAPER_DEAD_WINDOW_FRACTION,
-    PAPER_ENCODER_SCALE,
-    PAPER_N_RESAMPLES,
-    PAPER_RESAMPLE_EVERY_FRACTION,
-    dead_mask,
-    resample_dead_,
-    resample_losses,
-    resample_schedule,
-)
-from monosemantic.sae.sparse_step import SparseForward, SparseTerms, Stepper, firing
+from monosemantic.sae.recipe import TrainRecipe, check_batch, configs_per_sae
+from monosemantic.sae.resample import dead_mask, resample_dead_, resample_losses
+from monosemantic.sae.sparse_step import Stepper, firing
+from monosemantic.sae.tm2023 import SAETrainConfig
+
+__all__ = ["SAETrainConfig", "TrainResult", "n_resample_batches", "train_sae"]
 
 log = logging.getLogger(__name__)
-
-
-@register_recipe
-@dataclass(frozen=True)
-class SAETrainConfig(TrainConfig):
-    """How to train one SAE with the 2023 recipe. Defaults follow the paper where it gives a value.
-
-    The optimiser, step and logging settings, with the paper's defaults, are `TrainConfig`'s.
-    """
-
-    architecture: ClassVar[str] = "tm2023"
-
-    l1_coeff: float = 0.004
-    """λ, on the scale of §3.2 (MSE mean over d_in elements, L1 sum over features). The paper's A/0–A/5
-    use 0.004 on raw MLP activations; λ depends on the data scale (λ on c·x ≡ λ/c on x). With
-    normalize_inputs (E‖x‖ = √d_in) the scale is fixed and λ ≈ 4 / d_in gave L0 ≈ 20 on the demo's 512
-    neurons (the CLI's default preset: 0.0085; docs/decisions.md)."""
-    l1_coeff_d_in: int | None = None
-    """The width λ was chosen for (the presets: 512); d_in-wide inputs use λ·l1_coeff_d_in/d_in, as the MSE
-    is a mean over d_in (docs/decisions.md). None: λ as is."""
-    b_dec_init: Literal["geometric_median", "keep"] = "geometric_median"
-    """`geometric_median` sets b_dec from the first inputs of the stream (paper.md §3.3); `keep` leaves it."""
-    b_dec_init_n_inputs: int = 16_384
-    """How many inputs the geometric median is computed on (not stated in the paper)."""
-    b_enc_init: Literal["zero", "sparse"] = "zero"
-    """`zero` (the common replication choice; the paper does not say, paper.md §13) or `sparse`: each
-    feature starts firing on `b_enc_init_density` of the first inputs, so training is sparse from step 1
-    (`data_init.py`, docs/decisions.md "The sparse start")."""
-    b_enc_init_density: float = 1 / 64
-    """The sparse start's firing fraction per feature (L0 at step 1 ≈ this × n_features)."""
-    n_resamples: int = PAPER_N_RESAMPLES
-    """How many times to resample dead features (paper.md §4: 4; 0 turns resampling off)."""
-    resample_every_fraction: float = PAPER_RESAMPLE_EVERY_FRACTION
-    """Resample every this fraction of n_steps (paper.md §4: every 25,000 of 1M steps = 0.025)."""
-    dead_window_fraction: float = PAPER_DEAD_WINDOW_FRACTION
-    """Dead = not fired in this fraction of n_steps before a resample (the paper: 12,500 of 1M)."""
-    resample_n_batches: int = 100
-    """Batches whose per-input loss drives resampling (the paper: 100 × 8192 = 819,200 inputs)."""
-    resample_inputs_per_dead: int = 0
-    """Score only this many inputs per dead feature (at least one batch, at most resample_n_batches);
-    0 scores all resample_n_batches, as the paper. The n_dead new directions are drawn with probability
-    ∝ loss² from the scored inputs, so a few dozen candidates per draw keep that distribution
-    (docs/decisions.md, "The sparse start and resampling from fewer inputs")."""
-    resample_encoder_scale: float = PAPER_ENCODER_SCALE
-    """New encoder norm as a multiple of the mean alive encoder norm (the paper: 0.2)."""
-    resample_direction: Literal["input", "centered"] = "input"
-    """New decoder direction: the raw input x (the paper's words) or x − b_dec."""
-    seed: int = 0
-    """Seeds the resampling draws; weight init is seeded by the caller when it builds the SAE."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self._require(self.l1_coeff >= 0 and math.isfinite(self.l1_coeff), "l1_coeff", "must be finite and >= 0")
-        self._require(self.l1_coeff_d_in is None or self.l1_coeff_d_in >= 1, "l1_coeff_d_in", "must be >= 1 or None")
-        for name in ("b_dec_init_n_inputs", "resample_n_batches"):
-            self._require_count(name)
-        per_dead = self.resample_inputs_per_dead
-        ok = isinstance(per_dead, int) and not isinstance(per_dead, bool) and per_dead >= 0
-        self._require(ok, "resample_inputs_per_dead", "must be an int >= 0")
-        self._require(self.b_dec_init in ("geometric_median", "keep"), "b_dec_init", "must be geometric_median or keep")
-        self._require(self.b_enc_init in ("zero", "sparse"), "b_enc_init", "must be zero or sparse")
-        self._require(0 < self.b_enc_init_density < 1, "b_enc_init_density", "must be in (0, 1)")
-        n = self.n_resamples
-        self._require(isinstance(n, int) and not isinstance(n, bool) and n >= 0, "n_resamples", "must be an int >= 0")
-        self._require(0 < self.resample_every_fraction <= 1, "resample_every_fraction", "must be in (0, 1]")
-        self._require(0 < self.dead_window_fraction <= 1, "dead_window_fraction", "must be in (0, 1]")
-        self._require(self.resample_encoder_scale > 0, "resample_encoder_scale", "must be > 0")
-        directions = ("input", "centered")
-        self._require(self.resample_direction in directions, "resample_direction", "must be input or centered")
-
-    @property
-    def n_activations(self) -> int:
-        """Inputs a full run consumes: n_steps × batch_size."""
-        return self.n_steps * self.batch_size
-
-    # -- the recipe (TrainRecipe) -----------------------------------------------------------------
-
-    @property
-    def init_b_dec(self) -> bool:
-        return self.b_dec_init == "geometric_median"
-
-    @property
-    def init_b_enc_density(self) -> float | None:
-        return self.b_enc_init_density if self.b_enc_init == "sparse" else None
-
-    @property
-    def n_init_inputs(self) -> int:
-        needed = self.init_b_dec or self.normalize_inputs or self.b_enc_init == "sparse"
-        return self.b_dec_init_n_inputs if needed else 0
-
-    @property
-    def resample_steps(self) -> list[int]:
-        return self._schedule[0]
-
-    @property
-    def dead_window(self) -> int:
-        return self._schedule[1]
-
-    @property
-    def _schedule(self) -> tuple[list[int], int]:
-        every, n, window = self.resample_every_fraction, self.n_resamples, self.dead_window_fraction
-        return resample_schedule(self.n_steps, every, n, window)
-
-    def lr_at(self, step: int) -> float:
-        return self.lr  # paper.md §3.5: "annealing ... did not further increase performance"
-
-    def l1_for(self, d_in: int) -> float:  # λ for inputs of width d_in (l1_coeff_d_in)
-        return self.l1_coeff * (self.l1_coeff_d_in / d_in if self.l1_coeff_d_in else 1.0)
-
-    def loss(self, sae: SparseAutoencoder, x: Tensor, step: int, dead: Tensor) -> LossTerms:
-        """MSE (mean over elements) + λ · L1 (sum over features), mean over the batch (paper.md §3.2)."""
-        x_hat, f = sae(x)
-        mse, l1 = reconstruction_mse(x, x_hat), l1_penalty(f)
-        return LossTerms(mse + self.l1_for(x.shape[1]) * l1, f, {"mse": mse, "l1": l1})
-
-    def sparse_terms(self, sae: SparseAutoencoder, fwd: SparseForward) -> SparseTerms:
-        """`loss` for the sparse step (`sparse_step.py`): ∂/∂x̂ of the mean MSE is 2e / (B·d), of λ·L1 λ/B per entry."""
-        batch, d_in = fwd.e.shape
-        mse, lam = fwd.sse / d_in, self.l1_for(d_in)
-        l1 = fwd.f_vals.sum() / batch
-        grad_l1 = torch.full_like(fwd.f_vals, lam / batch)
-        return SparseTerms(mse + lam * l1, {"mse": mse, "l1": l1}, grad_scale=2 / (batch * d_in), grad_f=grad_l1)
 
 
 class Checkpointer(Protocol):
@@ -313,7 +179,7 @@ def train_sae(
     Returns:
         one `TrainResult` per SAE, in order. The SAEs are left in their saved form, taking raw inputs.
     """
-    cfgs = _per_sae_configs(saes, cfg)
+    cfgs = configs_per_sae(saes, cfg)
     logger = logger or NullLogger()
     runs = [_Run.start(sae, c) for sae, c in zip(saes, cfgs, strict=True)]
     if getattr(cfgs[0], "dtype", None) == "auto":
@@ -334,7 +200,7 @@ def train_sae(
             log.warning("train_sae: the stream ran out after %d of %d steps", step - 1, n_steps)
             step -= 1
             break
-        _check_batch(x, saes)
+        check_batch(x, saes)
         xs = distributed.shard(x)  # this rank's rows of the global batch (all of them in one process)
         scaled: dict[float, Tensor] = {}  # a ladder's SAEs share one input scale: scale the batch once
         for r in runs:
@@ -372,30 +238,6 @@ def _log(runs: Sequence[_Run], step: int, logger: Logger) -> None:
         row = r.log_row(step, i)
         logger.log(row)
         log.info("step %d sae %d: %s", step, i, " ".join(f"{k} {v:.4g}" for k, v in list(row.items())[2:]))
-
-
-def _per_sae_configs(saes: Sequence[SparseAutoencoder], cfg: TrainRecipe | Sequence[TrainRecipe]) -> list[TrainRecipe]:
-    if not saes:
-        raise ValueError("train_sae: no SAEs given")
-    cfgs = list(cfg) if isinstance(cfg, Sequence) else [cfg] * len(saes)
-    if len(cfgs) != len(saes):
-        raise ValueError(f"train_sae: {len(cfgs)} configs for {len(saes)} SAEs")
-    for i, (sae, c) in enumerate(zip(saes, cfgs, strict=True)):
-        if c.architecture != sae.architecture:
-            raise ValueError(f"train_sae: SAE {i} is {sae.architecture!r} but its config is for {c.architecture!r}")
-    for name in ("batch_size", "n_steps", "log_every", "progress"):
-        if len({getattr(c, name) for c in cfgs}) > 1:
-            raise ValueError(f"train_sae: {name} must be the same in the configs of SAEs that share a stream")
-    if len({sae.W_dec.device for sae in saes}) > 1:
-        raise ValueError("train_sae: all SAEs must be on one device")
-    return cfgs
-
-
-def _check_batch(x: Tensor, saes: Sequence[SparseAutoencoder]) -> None:
-    d_in = saes[0].cfg.d_in
-    if x.ndim != 2 or x.shape[1] != d_in or any(s.cfg.d_in != d_in for s in saes):
-        got = [s.cfg.d_in for s in saes]
-        raise ValueError(f"train_sae: batch of shape {tuple(x.shape)} does not fit SAEs with d_in {got}")
 
 
 @torch.no_grad()
