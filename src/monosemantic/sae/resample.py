@@ -39,7 +39,6 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from monosemantic.sae import sparse_ops as ops
 from monosemantic.sae.constraints import EPS
 from monosemantic.sae.loss import per_example_loss
 from monosemantic.sae.model import SparseAutoencoder
@@ -115,9 +114,10 @@ def resample_losses(
         f = torch.relu(xw + sae.b_enc)  # float32: reuse the exact encoder product
         return per_example_loss(x, sae.decode(f), f, l1_coeff)
     vals = vals.clamp(min=0)  # a bfloat16 pick can be a float32 -0.0001: ReLU's 0
-    x_hat = ops.spmm(p, vals, sae.W_dec) + sae.b_dec
+    e = torch.addmm(x_bar, p.csr(vals), sae.W_dec, beta=-1)  # x̂ − x = F W_dec − x̄: one pass (sparse_step.py)
+    mse = torch.linalg.vector_norm(e, dim=1).square_().div_(x.shape[1])
     l1 = torch.zeros(x.shape[0], dtype=vals.dtype, device=x.device).index_add_(0, p.row, vals)
-    return (x - x_hat).pow(2).mean(dim=-1) + l1_coeff * l1
+    return mse + l1_coeff * l1
 
 
 def sample_by_loss(loss: Tensor, n: int, generator: torch.Generator | None, eligible: Tensor | None = None) -> Tensor:

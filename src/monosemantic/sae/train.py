@@ -256,12 +256,15 @@ def _resample(due: Sequence[_Run], batches: Iterator[Tensor], step: int) -> Iter
     if not peeked and max(wanted):
         log.warning("step %d: no inputs left to resample from; skipped", step)
         return batches
+    inputs: dict[tuple[float, int], Tensor] = {}  # a ladder's SAEs share the scaled inputs
     for r, cfg, dead, n_batches in zip(due, cfgs, deads, wanted, strict=True):
         n_dead = int(dead.sum())
         if n_dead:
             if r.generator is None:
                 r.generator = torch.Generator(r.sae.W_dec.device).manual_seed(cfg.seed)
-            X = r.inputs(torch.cat(peeked[:n_batches]))  # (N, d_in)
+            if (r.scale, n_batches) not in inputs:
+                inputs[r.scale, n_batches] = r.inputs(torch.cat(peeked[:n_batches]))
+            X = inputs[r.scale, n_batches]  # (N, d_in)
             chunks = X.split(cfg.batch_size)
             dtype = r.stepper.matmul_dtype
             loss = torch.cat([resample_losses(r.sae, x, cfg.l1_for(X.shape[1]), dtype) for x in chunks])  # (N,)
