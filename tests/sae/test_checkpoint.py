@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from monosemantic.activations.store import open_activations
-from monosemantic.checkpoint import read_meta
+from monosemantic.checkpoint import read, read_meta
 from monosemantic.errors import UserError
 from monosemantic.sae import SAEConfig, SAETrainConfig, SparseAutoencoder, train_sae
 from monosemantic.sae.checkpoint import SAECheckpointer
@@ -61,22 +63,29 @@ class StopAt:
             raise Stop
 
 
-def train(acts, saes, ckpt, logger=None):
+def train(acts, saes, ckpt, logger=None, cfg=CFG):
     start = ckpt.step() if ckpt else 0
-    return train_sae(saes, acts.batches(32, seed=1, skip_rows=start * 32), CFG, logger=logger, checkpoint=ckpt)
+    return train_sae(saes, acts.batches(32, seed=1, skip_rows=start * 32), cfg, logger=logger, checkpoint=ckpt)
 
 
-def test_resume_equals_uninterrupted_bit_for_bit(acts, tmp_path):
+@pytest.mark.parametrize(("scores", "every", "stop", "at"), [("peek", 10, 40, 30), ("training", 5, 20, 15)])
+def test_resume_equals_uninterrupted_bit_for_bit(acts, tmp_path, scores, every, stop, at):
+    # with scores from the training steps the checkpoint at step 15, right after a resampling, carries the
+    # kept batches, their losses and the seeds still to be handed back
+    cfg = dataclasses.replace(CFG, resample_scores=scores)
     full = fresh()
-    expect = train(acts, full, None)
+    expect = train(acts, full, None, cfg=cfg)
     assert [n for _, n in expect[1].resampled] and any(n for _, n in expect[1].resampled)  # a resample happened
 
-    ckpt = SAECheckpointer(tmp_path / "ckpt", 10, EXPECTED)
+    ckpt = SAECheckpointer(tmp_path / "ckpt", every, EXPECTED)
     with pytest.raises(Stop):
-        train(acts, fresh(), ckpt, StopAt(40))
-    assert ckpt.step() == 30
+        train(acts, fresh(), ckpt, StopAt(stop), cfg=cfg)
+    assert ckpt.step() == at
+    if scores == "training":
+        tensors, _ = read(tmp_path / "ckpt", EXPECTED)
+        assert any(k.startswith("sae1.kept.pending.") for k in tensors)
     resumed = fresh(seed=123)  # a different init: everything must come from the checkpoint
-    got = train(acts, resumed, SAECheckpointer(tmp_path / "ckpt", 10, EXPECTED))
+    got = train(acts, resumed, SAECheckpointer(tmp_path / "ckpt", every, EXPECTED), cfg=cfg)
     for a, b, ra, rb in zip(full, resumed, expect, got, strict=True):
         for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
             assert torch.equal(p, q), name

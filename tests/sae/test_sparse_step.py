@@ -19,6 +19,7 @@ from monosemantic.sae.batchtopk import BatchTopKSAE, BatchTopKTrainConfig
 from monosemantic.sae.constraints import optimizer_step_
 from monosemantic.sae.jumprelu import JumpReLUSAE
 from monosemantic.sae.jumprelu_train import JumpReLUTrainConfig
+from monosemantic.sae.loss import per_example_loss
 from monosemantic.sae.model import SparseAutoencoder
 from monosemantic.sae.sparse_step import Stepper, dense_gradients, firing, sparse_gradients
 from monosemantic.sae.topk import TopKSAE, TopKSAEConfig, TopKTrainConfig
@@ -104,6 +105,15 @@ def test_sparse_gradients_match_autograd(arch: str, with_dead: bool) -> None:
     fired_d, l0_d = firing(t_dense.f)
     fired_s, l0_s = firing(t_sparse.f)
     assert torch.equal(fired_d, fired_s) and float(l0_d) == pytest.approx(float(l0_s))
+    if arch == "tm2023":  # each input's loss, for resampling (paper.md §4): both steps give the plain one
+        x_hat, f = ref(x)
+        expected = per_example_loss(x, x_hat, f, cfg.l1_for(D_IN)).detach()
+        assert t_dense.per_input is not None and t_sparse.per_input is not None
+        assert torch.allclose(t_dense.per_input, expected, rtol=1e-5)
+        assert torch.allclose(t_sparse.per_input, expected, rtol=1e-5)
+        assert float(t_sparse.per_input.mean()) == pytest.approx(float(t_sparse.loss), rel=1e-5)
+    else:
+        assert t_dense.per_input is None and t_sparse.per_input is None
 
 
 @pytest.mark.parametrize("arch", ["tm2023", "tm2023-clip", *ARCHS[1:]])

@@ -39,6 +39,7 @@ from monosemantic.sae.synthetic import mean_max_cosine, planted_features
         ("resample_n_batches", 0),
         ("resample_encoder_scale", -0.2),
         ("resample_direction", "residual"),
+        ("resample_scores", "current"),
         ("max_grad_norm", 0.0),
         ("log_every", 0),
     ],
@@ -151,8 +152,8 @@ def test_recovers_planted_features() -> None:
     assert result.history[-1]["l0"] < 10  # ~3.2 true directions per input
 
 
-@pytest.mark.parametrize("normalize", [False, True])
-def test_training_together_equals_training_alone(tiny_train_cfg, normalize) -> None:
+@pytest.mark.parametrize(("normalize", "scores"), [(False, "peek"), (True, "peek"), (True, "training")])
+def test_training_together_equals_training_alone(tiny_train_cfg, normalize, scores) -> None:
     # a ladder of sizes and an L1 sweep share one stream; each must train as if alone, resampling
     # included (feature 0 of each is killed so that resampling has work to do); with normalised
     # inputs the SAEs also share one scaled copy of each batch
@@ -171,6 +172,7 @@ def test_training_together_equals_training_alone(tiny_train_cfg, normalize) -> N
             n_resamples=2,
             dead_window_fraction=0.2,
             normalize_inputs=normalize,
+            resample_scores=scores,
         )
         for l1 in (0.01, 0.01, 0.1)
     ]
@@ -238,3 +240,59 @@ def test_fewer_scoring_inputs_peek_fewer_batches_and_still_resample(tiny_sae_cfg
     assert peeks == [32, 32]  # two batches scored, not resample_n_batches = 4
     assert seen == list(range(20))
     assert (sae.encode(torch.randn(256, 8)) > 0).any(dim=0).sum() > 1  # the resampled features fire again
+
+
+@pytest.mark.parametrize("scores", ["peek", "training"])
+def test_resampling_scored_from_training_draws_from_the_last_batches_and_hands_the_seeds_back(
+    tiny_sae_cfg, tiny_train_cfg, monkeypatch, scores
+) -> None:
+    # steps 1-10 read inputs on dims 0-3, steps 11-20 on dims 4-7; the resampling at step 10 draws its seeds
+    # from the 4 batches of steps 7-10 with the losses their steps computed (training), or peeks and scores
+    # those of steps 11-14 (peek, the paper); from training, each seed comes back in one of steps 11-14
+    gen = torch.Generator().manual_seed(0)
+    first, later = torch.zeros(10, 32, 8), torch.zeros(10, 32, 8)
+    first[..., :4] = torch.rand(10, 32, 4, generator=gen) + 0.1
+    later[..., 4:] = torch.rand(10, 32, 4, generator=gen) + 0.1
+    sae = SparseAutoencoder(tiny_sae_cfg())
+    with torch.no_grad():
+        sae.b_enc[1:] = -1e3  # 15 dead features
+    cfg = tiny_train_cfg(
+        n_steps=20,
+        n_resamples=1,
+        resample_every_fraction=0.5,
+        dead_window_fraction=0.25,
+        b_dec_init="keep",
+        resample_scores=scores,
+    )
+    from monosemantic.sae import train as train_module
+    from monosemantic.sae.sparse_step import Stepper
+
+    scored, drawn, batch_rows = [], [], []
+    losses, draw, gradients = train_module.resample_losses, train_module.resample_dead_, Stepper.gradients
+    monkeypatch.setattr(train_module, "resample_losses", lambda s_, x, *a: scored.append(x) or losses(s_, x, *a))
+
+    def drawing(s_, o, d, x, loss, **kw):
+        picked = draw(s_, o, d, x, loss, **kw)
+        drawn.append((x, loss, picked))
+        return picked
+
+    monkeypatch.setattr(train_module, "resample_dead_", drawing)
+    monkeypatch.setattr(
+        Stepper, "gradients", lambda self, s_, c, x, *a: batch_rows.append(x) or gradients(self, s_, c, x, *a)
+    )
+    [result] = train_sae([sae], iter(torch.cat([first, later])), cfg)
+
+    assert result.resampled == [(10, 15)]
+    [(x, loss, picked)] = drawn
+    assert x.shape == (4 * 32, 8) and loss.shape == (4 * 32,) and bool((loss > 0).all())
+    if scores == "peek":
+        assert len(scored) == 4 and torch.equal(x, later[:4].reshape(-1, 8))
+        assert [b.shape[0] for b in batch_rows] == [32] * 20
+        return
+    assert scored == []  # no scoring pass: the losses are those the training steps computed
+    assert torch.equal(x, first[6:10].reshape(-1, 8))
+    assert [b.shape[0] for b in batch_rows[:10]] == [32] * 10 and [b.shape[0] for b in batch_rows[14:]] == [32] * 6
+    handed_back = torch.cat([b[32:] for b in batch_rows[10:14]])  # the rows added to steps 11-14
+    assert handed_back.shape[0] == 15 and torch.equal(handed_back.sort(dim=0).values, x[picked].sort(dim=0).values)
+    assert torch.equal(torch.cat([b[:32] for b in batch_rows[10:14]]), later[:4].reshape(-1, 8))
+    assert result.n_activations == 20 * 32 + 15

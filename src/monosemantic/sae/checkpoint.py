@@ -29,6 +29,7 @@ import torch
 
 from monosemantic import checkpoint, distributed
 from monosemantic.errors import UserError
+from monosemantic.sae.resample import Kept
 from monosemantic.sae.train import _Run
 
 
@@ -85,6 +86,8 @@ class SAECheckpointer:
             r.n_summed, r.n_activations = m["n_summed"], m["n_activations"]
             r.history = m["history"]
             r.resampled = [tuple(x) for x in m["resampled"]]
+            if r.kept is not None and "kept" in m:
+                _restore_kept(r.kept, tensors, p, m["kept"], device)
         checkpoint.set_rng_state(tensors, meta["rng"])
         return meta["step"]
 
@@ -95,6 +98,8 @@ class SAECheckpointer:
     def save(self, runs: Sequence[_Run], step: int) -> None:
         tensors, rng_json = checkpoint.rng_state()
         metas = []
+        longest = max((r.kept.batches for r in runs if r.kept is not None), key=len, default=())
+        tensors.update({f"kept.batch.{j}": batch for j, (batch, _) in enumerate(longest)})  # the stream's: shared
         for i, r in enumerate(runs):
             p = f"sae{i}"
             tensors.update({f"{p}.model.{k}": v for k, v in r.sae.state_dict().items()})
@@ -113,6 +118,32 @@ class SAECheckpointer:
                     "n_activations": r.n_activations,
                     "history": r.history,
                     "resampled": r.resampled,
+                    **({"kept": _kept_tensors(r.kept, p, tensors)} if r.kept is not None else {}),
                 }
             )
         checkpoint.write(self.folder, step, tensors, {**self.expected, "runs": metas, "rng": rng_json})
+
+
+def _kept_tensors(kept: Kept, prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Add one run's kept losses, added rows and pending seeds to `tensors`; its counts, for the JSON. The
+    kept batches themselves are the stream's last ones, saved once for all runs (`kept.batch.j`)."""
+    for j, ((_, added), loss) in enumerate(zip(kept.batches, kept.losses, strict=True)):
+        tensors[f"{prefix}.kept.added.{j}"], tensors[f"{prefix}.kept.loss.{j}"] = added, loss
+    tensors.update({f"{prefix}.kept.pending.{j}": rows for j, rows in enumerate(kept.pending)})
+    return {"batches": len(kept.batches), "pending": len(kept.pending)}
+
+
+def _restore_kept(
+    kept: Kept, tensors: dict[str, torch.Tensor], prefix: str, counts: dict[str, int], device: torch.device
+) -> None:
+    n_shared = sum(1 for k in tensors if k.startswith("kept.batch."))
+    shared = [tensors[f"kept.batch.{j}"] for j in range(n_shared - counts["batches"], n_shared)]
+    kept.batches.clear()
+    kept.losses.clear()
+    for j, batch in enumerate(shared):
+        kept.keep(
+            batch.to(device),
+            tensors[f"{prefix}.kept.added.{j}"].to(device),
+            tensors[f"{prefix}.kept.loss.{j}"].to(device),
+        )
+    kept.pending = [tensors[f"{prefix}.kept.pending.{j}"].to(device) for j in range(counts["pending"])]

@@ -27,6 +27,9 @@ class LossTerms(NamedTuple):
     """`[batch, n_features]` feature activations, for the dead-feature counter and L0."""
     parts: dict[str, Tensor]
     """Scalars to log, e.g. {"mse": ..., "l1": ...}; the trainer averages them over each log interval."""
+    per_input: Tensor | None = None
+    """`[batch]` the loss of each input, detached, where the recipe gives it (the 2023 recipe: resampling's
+    scores, paper.md §4); else None."""
 
 
 def reconstruction_mse(x: Tensor, x_hat: Tensor) -> Tensor:
@@ -73,6 +76,13 @@ def total_loss(x: Tensor, x_hat: Tensor, f: Tensor, l1_coeff: float) -> Tensor:
     return reconstruction_mse(x, x_hat) + l1_coeff * l1_penalty(f)
 
 
+def per_input_terms(x: Tensor, x_hat: Tensor, f: Tensor) -> tuple[Tensor, Tensor]:
+    """The MSE (mean over d_in) and the L1 (sum over features) of each input: `[batch]` each.
+
+    Their means over the batch are `reconstruction_mse` and `l1_penalty`."""
+    return (x - x_hat).pow(2).mean(dim=-1), f.abs().sum(dim=-1)
+
+
 def per_example_loss(x: Tensor, x_hat: Tensor, f: Tensor, l1_coeff: float) -> Tensor:
     """The same loss for each input separately; resampling squares it (paper.md §4).
 
@@ -81,4 +91,5 @@ def per_example_loss(x: Tensor, x_hat: Tensor, f: Tensor, l1_coeff: float) -> Te
     Returns:
         `[batch]`, `(1/d_in) Σ_j (x_j − x̂_j)² + λ Σ_i |f_i|` per row.
     """
-    return (x - x_hat).pow(2).mean(dim=-1) + l1_coeff * f.abs().sum(dim=-1)
+    mse, l1 = per_input_terms(x, x_hat, f)
+    return mse + l1_coeff * l1

@@ -8,7 +8,10 @@ The paper's procedure, and where each step lives:
 2. "Compute the loss for the current model on a random subset of 819,200 inputs" (100 batches of
    8192). → the trainer peeks `resample_n_batches` batches of the (shuffled) stream, computes
    `loss.per_example_loss` with the current SAE (`resample_losses`, over the active features),
-   and then trains on those batches as usual, so no input is dropped or repeated.
+   and then trains on those batches as usual, so no input is dropped or repeated. Or, with
+   `resample_scores="training"` (the default preset), no scoring pass: the last batches trained on,
+   with the losses their steps computed, and each drawn seed handed back in one of the next
+   batches (`Kept`), which keeps the paper's dead fraction (docs/decisions.md).
 3. "Assign each input vector a probability of being picked that is proportional to the square of
    the autoencoder's loss on that input." → `sample_by_loss`.
 4. "For each dead neuron sample an input according to these probabilities. Renormalize the input
@@ -34,6 +37,8 @@ Choices the paper leaves open (paper.md §4 table, §13), taken here:
 from __future__ import annotations
 
 import logging
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -118,6 +123,50 @@ def resample_losses(
     mse = torch.linalg.vector_norm(e, dim=1).square_().div_(x.shape[1])
     l1 = torch.zeros(x.shape[0], dtype=vals.dtype, device=x.device).index_add_(0, p.row, vals)
     return mse + l1_coeff * l1
+
+
+@dataclass
+class Kept:
+    """Resampling scored from the training steps (`resample_scores="training"`) for one SAE: its last `size`
+    batches, its per-input loss on each as the training step computed it, and its seed inputs waiting to
+    be handed back, one slot for each coming step (docs/decisions.md, "Resampling scored from the
+    training steps"). Inputs are kept raw (before the SAE's input scale)."""
+
+    size: int
+    batches: deque[tuple[Tensor, Tensor]] = field(default_factory=deque)
+    """(the stream's batch, this SAE's own rows added to it), oldest first; at most `size`."""
+    losses: deque[Tensor] = field(default_factory=deque)
+    """`[rows]` the per-input loss of each kept batch, its added rows last."""
+    pending: list[Tensor] = field(default_factory=list)
+    """Seed inputs to add to each coming batch, the next step's first."""
+
+    def next_rows(self, like: Tensor) -> Tensor:
+        """The rows to add to this step's batch (`[0, d]` when none)."""
+        return self.pending.pop(0) if self.pending else like.new_zeros((0, like.shape[1]))
+
+    def keep(self, batch: Tensor, added: Tensor, loss: Tensor) -> None:
+        self.batches.append((batch, added))
+        self.losses.append(loss)
+        while len(self.batches) > self.size:
+            self.batches.popleft()
+            self.losses.popleft()
+
+    def ready(self, n_batches: int) -> bool:
+        return len(self.batches) >= n_batches
+
+    def scored(self, n_batches: int) -> tuple[Tensor, Tensor]:
+        """The last `n_batches` batches' inputs `[N, d]` (raw) and their losses `[N]`."""
+        rows = [t for batch, added in list(self.batches)[-n_batches:] for t in (batch, added)]
+        return torch.cat(rows), torch.cat(list(self.losses)[-n_batches:])
+
+    def hand_back(self, seeds: Tensor, generator: torch.Generator | None) -> None:
+        """Add each seed to one of the next `size` batches, drawn uniformly, as a peek of `size` batches
+        would have trained on it: the new features meet their seeds while they sparsify."""
+        slot = torch.randint(0, self.size, (seeds.shape[0],), generator=generator, device=seeds.device)
+        while len(self.pending) < self.size:
+            self.pending.append(seeds.new_zeros((0, seeds.shape[1])))
+        for k in range(self.size):
+            self.pending[k] = torch.cat([self.pending[k], seeds[slot == k]])
 
 
 def sample_by_loss(loss: Tensor, n: int, generator: torch.Generator | None, eligible: Tensor | None = None) -> Tensor:

@@ -101,6 +101,8 @@ class SparseForward:
     """`[batch, d_in]`: x̂ − x."""
     sse: Tensor
     """Scalar: Σ_j e², mean over the batch."""
+    sse_rows: Tensor
+    """`[batch]`: Σ_j e² of each input."""
     step: int
     """The step (1-based), for schedules such as April's λ warm-up."""
     dead: Tensor
@@ -136,6 +138,8 @@ class SparseTerms:
     for a term that touches most inputs of those features (JumpReLU's pre-activation loss on the dead ones)."""
     param_grads: dict[str, Tensor] = field(default_factory=dict)
     """Gradients of the SAE's other parameters by name (JumpReLU: `threshold`)."""
+    per_input: Tensor | None = None
+    """`[batch]`: each input's loss, where the recipe gives it (`LossTerms.per_input`)."""
 
 
 class SparseRecipe(Protocol):
@@ -189,9 +193,9 @@ def sparse_gradients(
     # and g = c·e is never formed: c goes into the nnz-sized factors below.
     residual = x_bar if sae.pre_encoder_bias else x - b_dec  # x − b_dec
     e = torch.addmm(residual, p.csr(f_vals), W_dec, beta=-1) if f_vals.numel() else -residual  # (batch, d_in)
-    flat = e.view(-1)
-    sse = torch.dot(flat, flat) / batch
-    terms = cfg.sparse_terms(sae, SparseForward(x_bar, p, f_vals, e, sse, step, dead, xw if select else None))
+    sse_rows = torch.linalg.vector_norm(e, dim=1).square_()  # (batch,): one read of e, as a dot would be
+    fwd = SparseForward(x_bar, p, f_vals, e, sse_rows.sum() / batch, sse_rows, step, dead, xw if select else None)
+    terms = cfg.sparse_terms(sae, fwd)
 
     # backward through the decoder and the ReLU, at the active entries only; ∂L/∂x̂ = g = c·e
     c = terms.grad_scale
@@ -220,7 +224,7 @@ def sparse_gradients(
     b_enc.grad, W_dec.grad, b_dec.grad = grad_b_enc, grad_W_dec, grad_b_dec
     for name, grad in terms.param_grads.items():
         getattr(sae, name).grad = grad
-    return LossTerms(terms.loss, p.csr(f_vals), terms.parts)
+    return LossTerms(terms.loss, p.csr(f_vals), terms.parts, terms.per_input)
 
 
 def resolve_matmul_dtype(name: MatmulDtype, device: torch.device, dtype: str = "float32") -> MatmulDtype:

@@ -19,7 +19,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
-from monosemantic.sae.loss import LossTerms, l1_penalty, reconstruction_mse
+from monosemantic.sae.loss import LossTerms, per_input_terms
 from monosemantic.sae.model import SparseAutoencoder
 from monosemantic.sae.recipe import TrainConfig, register_recipe
 from monosemantic.sae.resample import (
@@ -73,6 +73,13 @@ class SAETrainConfig(TrainConfig):
     0 scores all resample_n_batches, as the paper. The n_dead new directions are drawn with probability
     ∝ loss² from the scored inputs, so a few dozen candidates per draw keep that distribution
     (docs/decisions.md, "The sparse start and resampling from fewer inputs")."""
+    resample_scores: Literal["peek", "training"] = "peek"
+    """Where resampling's per-input losses come from. `peek` (the paper's "loss for the current model"): a
+    scoring pass over the next resample_n_batches batches, which are then trained on. `training`: the
+    losses of the last resample_n_batches batches as their training steps computed them (no extra
+    pass; up to that many steps old), with each seed input handed back in one of the next
+    resample_n_batches batches, as a peek would train on it (docs/decisions.md, "Resampling scored from
+    the training steps"). One process only; a data-parallel run peeks."""
     resample_encoder_scale: float = PAPER_ENCODER_SCALE
     """New encoder norm as a multiple of the mean alive encoder norm (the paper: 0.2)."""
     resample_direction: Literal["input", "centered"] = "input"
@@ -97,6 +104,8 @@ class SAETrainConfig(TrainConfig):
         self._require(0 < self.resample_every_fraction <= 1, "resample_every_fraction", "must be in (0, 1]")
         self._require(0 < self.dead_window_fraction <= 1, "dead_window_fraction", "must be in (0, 1]")
         self._require(self.resample_encoder_scale > 0, "resample_encoder_scale", "must be > 0")
+        scores = ("peek", "training")
+        self._require(self.resample_scores in scores, "resample_scores", "must be peek or training")
         directions = ("input", "centered")
         self._require(self.resample_direction in directions, "resample_direction", "must be input or centered")
 
@@ -142,13 +151,17 @@ class SAETrainConfig(TrainConfig):
     def loss(self, sae: SparseAutoencoder, x: Tensor, step: int, dead: Tensor) -> LossTerms:
         """MSE (mean over elements) + λ · L1 (sum over features), mean over the batch (paper.md §3.2)."""
         x_hat, f = sae(x)
-        mse, l1 = reconstruction_mse(x, x_hat), l1_penalty(f)
-        return LossTerms(mse + self.l1_for(x.shape[1]) * l1, f, {"mse": mse, "l1": l1})
+        mse, l1 = per_input_terms(x, x_hat, f)  # (batch,) each: resampling may score from them
+        per_input = mse + self.l1_for(x.shape[1]) * l1
+        return LossTerms(per_input.mean(), f, {"mse": mse.mean(), "l1": l1.mean()}, per_input.detach().float())
 
     def sparse_terms(self, sae: SparseAutoencoder, fwd: SparseForward) -> SparseTerms:
         """`loss` for the sparse step (`sparse_step.py`): ∂/∂x̂ of the mean MSE is 2e / (B·d), of λ·L1 λ/B per entry."""
         batch, d_in = fwd.e.shape
         mse, lam = fwd.sse / d_in, self.l1_for(d_in)
-        l1 = fwd.f_vals.sum() / batch
+        l1_rows = torch.zeros_like(fwd.sse_rows).index_add_(0, fwd.p.row, fwd.f_vals)  # (batch,)
+        l1 = l1_rows.sum() / batch
         grad_l1 = torch.full_like(fwd.f_vals, lam / batch)
-        return SparseTerms(mse + lam * l1, {"mse": mse, "l1": l1}, grad_scale=2 / (batch * d_in), grad_f=grad_l1)
+        per_input = fwd.sse_rows / d_in + lam * l1_rows
+        parts = {"mse": mse, "l1": l1}
+        return SparseTerms(mse + lam * l1, parts, grad_scale=2 / (batch * d_in), grad_f=grad_l1, per_input=per_input)

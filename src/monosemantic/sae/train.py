@@ -46,7 +46,7 @@ from monosemantic.sae.loss import LossTerms
 from monosemantic.sae.model import SparseAutoencoder
 from monosemantic.sae.normalize import Normalizer
 from monosemantic.sae.recipe import TrainRecipe, check_batch, configs_per_sae
-from monosemantic.sae.resample import dead_mask, resample_dead_, resample_losses
+from monosemantic.sae.resample import Kept, dead_mask, resample_dead_, resample_losses
 from monosemantic.sae.sparse_step import Stepper, firing
 from monosemantic.sae.tm2023 import SAETrainConfig
 
@@ -111,12 +111,16 @@ class _Run:
     n_activations: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     resampled: list[tuple[int, int]] = field(default_factory=list)
+    kept: Kept | None = None  # resampling scored from the training steps (resample_scores "training")
 
     @classmethod
     def start(cls, sae: SparseAutoencoder, cfg: TrainRecipe) -> _Run:
         opt = adam(sae.parameters(), cfg.lr, (cfg.adam_beta1, cfg.adam_beta2), cfg.adam_eps)
         last_fired = torch.zeros(sae.cfg.n_features, dtype=torch.long, device=sae.W_dec.device)
-        return cls(sae, cfg, opt, last_fired, set(cfg.resample_steps), cfg.dead_window, Stepper.for_recipe(sae, cfg))
+        run = cls(sae, cfg, opt, last_fired, set(cfg.resample_steps), cfg.dead_window, Stepper.for_recipe(sae, cfg))
+        if isinstance(cfg, SAETrainConfig) and cfg.resample_scores == "training" and run.resample_steps:
+            run.kept = Kept(cfg.resample_n_batches) if distributed.world_size() == 1 else None
+        return run
 
     def inputs(self, x: Tensor) -> Tensor:
         """The batch on the SAE's device and dtype, in the units it trains in: `[batch, d_in]`."""
@@ -206,7 +210,11 @@ def train_sae(
         for r in runs:
             dead = dead_mask(r.last_fired, step - 1, r.window)  # (n_features,) before this step (TopK's AuxK)
             xr = scaled[r.scale] if r.scale in scaled else scaled.setdefault(r.scale, r.inputs(xs))
+            if r.kept is not None and (added := r.kept.next_rows(xs)).shape[0]:
+                xr = torch.cat([xr, r.inputs(added)])  # seed inputs handed back after a resampling
             terms = r.stepper.gradients(r.sae, r.cfg, xr, step, dead)  # loss, .grad set (sparse_step.py)
+            if r.kept is not None and terms.per_input is not None:
+                r.kept.keep(xs, added, terms.per_input)
             distributed.average_grads_(r.sae.parameters(), xs.shape[0] / x.shape[0])
             r.set_lr(r.cfg.lr_at(step))
             optimizer_step_(r.opt, r.sae, r.cfg.max_grad_norm)  # paper.md §3.4 unit-norm rows where the SAE has them
@@ -242,33 +250,40 @@ def _log(runs: Sequence[_Run], step: int, logger: Logger) -> None:
 
 @torch.no_grad()
 def _resample(due: Sequence[_Run], batches: Iterator[Tensor], step: int) -> Iterator[Tensor]:
-    """Peek the next batches, score them with each due SAE and resample its dead features (paper.md §4).
+    """Score inputs with each due SAE and resample its dead features (paper.md §4).
 
-    Only `SAETrainConfig` schedules resampling. The SAEs due at this step share one peek (the most
-    batches any of them needs); each scores as many of them as its dead count calls for
-    (`n_resample_batches`). The peeked batches go back in front of the stream and are trained on as usual.
+    Only `SAETrainConfig` schedules resampling. Each SAE scores as many batches as its dead count calls
+    for (`n_resample_batches`): with `resample_scores="training"` the last batches it trained on, with the
+    losses their steps computed, its seeds then handed back over the next batches (`Kept`); else, or
+    where too few were kept (a resumed run), the next batches of the stream, peeked (one peek shared by
+    the SAEs due), scored now and put back in front of the stream to be trained on as usual.
     """
     cfgs = [c for c in (r.cfg for r in due) if isinstance(c, SAETrainConfig)]
     assert len(cfgs) == len(due)  # SAETrainConfig is the only recipe with resample_steps
     deads = [dead_mask(r.last_fired, step, r.window) for r in due]
     wanted = [n_resample_batches(c, int(d.sum())) for c, d in zip(cfgs, deads, strict=True)]
-    peeked = list(islice(batches, max(wanted)))
-    if not peeked and max(wanted):
+    kept = [r.kept is not None and r.kept.ready(n) for r, n in zip(due, wanted, strict=True)]
+    peeked = list(islice(batches, max((n for n, k in zip(wanted, kept, strict=True) if not k), default=0)))
+    if not peeked and any(n and not k for n, k in zip(wanted, kept, strict=True)):
         log.warning("step %d: no inputs left to resample from; skipped", step)
         return batches
     inputs: dict[tuple[float, int], Tensor] = {}  # a ladder's SAEs share the scaled inputs
-    for r, cfg, dead, n_batches in zip(due, cfgs, deads, wanted, strict=True):
+    for r, cfg, dead, n_batches, from_kept in zip(due, cfgs, deads, wanted, kept, strict=True):
         n_dead = int(dead.sum())
         if n_dead:
             if r.generator is None:
                 r.generator = torch.Generator(r.sae.W_dec.device).manual_seed(cfg.seed)
-            if (r.scale, n_batches) not in inputs:
-                inputs[r.scale, n_batches] = r.inputs(torch.cat(peeked[:n_batches]))
-            X = inputs[r.scale, n_batches]  # (N, d_in)
-            chunks = X.split(cfg.batch_size)
-            dtype = r.stepper.matmul_dtype
-            loss = torch.cat([resample_losses(r.sae, x, cfg.l1_for(X.shape[1]), dtype) for x in chunks])  # (N,)
-            resample_dead_(
+            store = r.kept if from_kept else None
+            if store is not None:
+                raw, loss = store.scored(n_batches)  # (N, d_in), (N,)
+                X = r.inputs(raw)
+            else:
+                if (r.scale, n_batches) not in inputs:
+                    inputs[r.scale, n_batches] = r.inputs(torch.cat(peeked[:n_batches]))
+                X = inputs[r.scale, n_batches]  # (N, d_in)
+                dtype, l1 = r.stepper.matmul_dtype, cfg.l1_for(X.shape[1])
+                loss = torch.cat([resample_losses(r.sae, x, l1, dtype) for x in X.split(cfg.batch_size)])  # (N,)
+            picked = resample_dead_(
                 r.sae,
                 r.opt,
                 dead,
@@ -278,6 +293,8 @@ def _resample(due: Sequence[_Run], batches: Iterator[Tensor], step: int) -> Iter
                 encoder_scale=cfg.resample_encoder_scale,
                 direction=cfg.resample_direction,
             )
+            if store is not None:
+                store.hand_back(raw[picked], r.generator)
             distributed.broadcast_(r.sae.parameters())  # ranks resampled alike; rank 0's copy makes sure
             r.stepper.resampled(r.sae, n_dead, cfg.batch_size)
         r.resampled.append((step, n_dead))
