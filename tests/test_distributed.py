@@ -70,6 +70,8 @@ def test_two_gloo_processes_train_the_same_saes_as_one(tmp_path, preset, tol):
         "--no-progress",
         "--dtype",  # float32 on every machine: the default preset's auto is bfloat16 where native, whose
         "float32",  # rounding differs with each rank's shard shape by more than these bounds allow
+        "--resample-scores",  # a data-parallel run always peeks (sae/tm2023.py): so must the one it is compared to
+        "peek",
     ]
     args = [str(a) for a in args]
     one = [sys.executable, "-m", "monosemantic", *args, "--out", str(tmp_path / "one")]
