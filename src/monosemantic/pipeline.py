@@ -429,7 +429,7 @@ def _harvest_and_train(
 
 def interp_summary(db_path: Path) -> str:
     """The case-study table and the interpretability and universality medians, from the database."""
-    from monosemantic.analyses.autointerp import format_interpretability
+    from monosemantic.analyses.autointerp import CLASSES_SUMMARY, format_interpretability
     from monosemantic.analyses.proxies import format_case_study
     from monosemantic.analyses.universality import format_universality
     from monosemantic.features import db
@@ -437,11 +437,11 @@ def interp_summary(db_path: Path) -> str:
     conn = db.open_readonly(db_path)
     try:
         parts = []
+        interp = format_interpretability
         for key, fmt in (
-            ("case_study", format_case_study),
-            ("interpretability", format_interpretability),
+            ("case_study", format_case_study), ("interpretability", interp), (CLASSES_SUMMARY, interp),
             ("universality", format_universality),
-        ):
+        ):  # fmt: skip
             value = db.get_summary(conn, key)
             if value:
                 parts.append(fmt(value))

@@ -33,7 +33,7 @@ import sqlite3
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -55,22 +55,32 @@ from monosemantic.analyses.sampling import (
     top_tokens,
 )
 from monosemantic.analyses.scoring import importance_weights, window_scores
+from monosemantic.analyses.token_classes import ClassExplainer, ClassSimulator, run_classes
 from monosemantic.errors import UserError
 from monosemantic.features import db
 from monosemantic.transformer.subject import subject_key
 
 log = logging.getLogger(__name__)
 
+CLASSES_SUMMARY = "interpretability_classes"
+"""The summary key of the class pair's scores (`explainer="classes"`), kept beside the token pair's."""
+
 
 @dataclass(frozen=True)
 class AutoInterpConfig:
     """Which features, which explainer, how many examples."""
 
-    explainer: Literal["offline", "llm"] = "offline"
-    """offline: token statistics, no language model; llm: an OpenAI-compatible chat endpoint (--llm-*)."""
+    explainer: Literal["offline", "classes", "llm"] = "offline"
+    """offline: token statistics, no language model; classes: the same with classes of tokens for tokens, so that
+    an explanation names no token, as the paper's (token_classes.py; scores only: the features' explanations
+    stay as they are); llm: an OpenAI-compatible chat endpoint (--llm-*)."""
     offline_max_tokens: int = 8
     """How many token strings an offline explanation may name (its bigram clauses name at most half as many):
     the paper's explanations are succinct, so a small budget keeps a lookup list from passing for a concept."""
+    n_classes: int = 256
+    """classes: how many classes of tokens the run's vocabulary is cut into (8,192 tokens: 32 a class on average)."""
+    max_classes: int = 4
+    """classes: how many classes one explanation may name."""
     models: tuple[str, ...] = ()
     """Models to explain (default: every model in the database, e.g. A and A-shuffled)."""
     max_features: int = 300
@@ -101,6 +111,9 @@ class AutoInterpConfig:
         for name in ("max_features", "window", "n_random", "n_out_of_context", "pool_contexts"):
             if getattr(self, name) < 0:
                 raise ValueError(f"AutoInterpConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.n_classes < 1 or self.max_classes < 1:
+            raise ValueError(f"AutoInterpConfig: n_classes and max_classes must be >= 1, got {self.n_classes}, "
+                             f"{self.max_classes}")  # fmt: skip
         if self.offline_max_tokens < 1:
             raise ValueError(f"AutoInterpConfig.offline_max_tokens must be >= 1, got {self.offline_max_tokens}")
         if self.min_examples < 2:
@@ -111,6 +124,9 @@ def make_pair(cfg: AutoInterpConfig, llm: LLMConfig, layout: paths.RunLayout) ->
     if cfg.explainer == "offline":
         budget = cfg.offline_max_tokens
         return OfflineExplainer(max_tokens=budget, max_bigrams=budget // 2), OfflineSimulator()
+    if cfg.explainer == "classes":
+        classes = run_classes(layout.tokens, layout.tokenizer / paths.TOKENIZER_JSON, cfg.n_classes, cfg.seed)
+        return ClassExplainer(classes, cfg.max_classes), ClassSimulator(classes)
     client = ChatClient(llm, cache_dir=layout.root / "features" / "llm_cache")
     return LLMExplainer(client), LLMSimulator(client)
 
@@ -197,12 +213,22 @@ def run_autointerp(
     pair: tuple[Explainer, Simulator] | None = None,
 ) -> dict:
     """Explain every live feature and score a sample of each dictionary; write `features.explanation/
-    explainer/score` and `summary['interpretability']` (returned). `pair` overrides the configured explainer."""
-    explainer, simulator = pair or make_pair(cfg, llm or LLMConfig(), layout)
+    explainer/score` and `summary['interpretability']` (returned). `pair` overrides the configured explainer.
+
+    With `explainer="classes"` only the scored sample is explained and nothing is written to `features` (class
+    numbers mean nothing to a reader; the browser keeps the token explanations): the summary goes to
+    `summary['interpretability_classes']`, beside the token pair's."""
     wanted = set(cfg.models)
     dicts = [d for d in dictionaries(conn) if not wanted or d.model in wanted]
     if not dicts:
         raise UserError("feature database: no dictionaries to explain; run `monosemantic features build` first")
+    classes = cfg.explainer == "classes"
+    if classes:
+        foreign = sorted({d.model for d in dicts if not (layout.transformer(d.model) / paths.CONFIG).is_file()})
+        if foreign:  # its classes come from the run's own tokenizer, which spells other models' tokens otherwise
+            raise UserError(f"--explainer classes: {', '.join(foreign)} is not a model of {layout.root}")
+        cfg = replace(cfg, explain_all=False)
+    explainer, simulator = pair or make_pair(cfg, llm or LLMConfig(), layout)
     pools: dict[tuple[str, str], HeldOutPool | None] = {}
     specs = {subject_key(layout, s): s for s in cfg.subjects}  # database name -> what loads it
     out = []
@@ -213,11 +239,12 @@ def run_autointerp(
             spec = specs.get(d.model, d.model)
             pools[key] = load_pool(layout, spec, d.hook, n_tokens, cfg.pool_contexts, cfg.seed, cfg.device,
                                    ctx_len=cfg.ctx_len) if cfg.pool_contexts else None  # fmt: skip
-        row = _dictionary(conn, layout, d, n_tokens, cfg, explainer, simulator, pools.get(key), progress)
+        row = _dictionary(conn, layout, d, n_tokens, cfg, explainer, simulator, pools.get(key), progress, not classes)
         if row is not None:
             out.append(row)
     summary = {
-        "explainer": f"{explainer.name}/{simulator.name}",
+        "explainer": f"{explainer.name}/{simulator.name}"
+        + (f" ({cfg.n_classes} classes of tokens, at most {cfg.max_classes} named)" if classes else ""),
         "score": "Spearman rank correlation of simulated and true activations over every test token (the "
         "headline); Pearson and importance-weighted Spearman beside it",
         "config": asdict(cfg),
@@ -226,7 +253,7 @@ def run_autointerp(
         "features score high only through single-token features; logit-based median 0.74 features, 0.53 "
         "neurons, 0.5 randomised model (paper.md §8.8)",
     }
-    db.set_summary(conn, "interpretability", summary)
+    db.set_summary(conn, CLASSES_SUMMARY if classes else "interpretability", summary)
     conn.commit()
     return json.loads(db.dumps(summary))
 
@@ -249,9 +276,10 @@ def _dictionary(
     simulator: Simulator,
     pool: HeldOutPool | None,
     progress: bool,
+    store: bool = True,
 ) -> dict | None:
-    """Explain and score one dictionary (statistics over `n_tokens` held-out tokens); its summary row
-    (None when it has no live feature)."""
+    """Explain and score one dictionary (statistics over `n_tokens` held-out tokens), writing the explanations
+    and scores into `features` when `store`; its summary row (None when it has no live feature)."""
     t0 = time.perf_counter()
     info = live_features(conn, d)
     if not info:
@@ -284,12 +312,13 @@ def _dictionary(
         return scores, Counter(w.kind for w in windows)
 
     results = dict(zip(scored, _pmap(score, scored, workers, f"score {name}", progress), strict=True))
-    conn.executemany(
-        "UPDATE features SET explanation = ?, explainer = ?, score = ? WHERE dictionary_id = ? AND feature = ?",
-        [(e, f"{explainer.name}/{simulator.name}", results[f][0]["spearman"] if f in results else None, d.id, f)
-         for f, e in explanations.items()],
-    )  # fmt: skip
-    conn.commit()
+    if store:
+        conn.executemany(
+            "UPDATE features SET explanation = ?, explainer = ?, score = ? WHERE dictionary_id = ? AND feature = ?",
+            [(e, f"{explainer.name}/{simulator.name}", results[f][0]["spearman"] if f in results else None, d.id, f)
+             for f, e in explanations.items()],
+        )  # fmt: skip
+        conn.commit()
     single = {f for f in scored if is_single_token(examples.get(f, []))}
     row = {**_summary_row(d, info, explanations, results, single), "heldout_forward": pool is not None}
     log.info("explain %s: %d explained, %d scored in %.1f s", name, len(explanations), len(scored),

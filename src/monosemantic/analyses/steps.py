@@ -11,6 +11,7 @@ ablate|split|map ...`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 
@@ -57,6 +58,8 @@ def _explain(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, p
     subjects = () if is_run_model(layout, cfg.model) else (cfg.model,)
     auto = AutoInterpConfig(seed=cfg.seed, device=cfg.device, subjects=subjects, ctx_len=cfg.ctx_len)
     run_autointerp(conn, layout, auto, progress=progress)
+    if not subjects:  # the same sample scored with explanations that name no token (the paper's rule, §8.8)
+        run_autointerp(conn, layout, dataclasses.replace(auto, explainer="classes"), progress=progress)
 
 
 def _proxies(conn: sqlite3.Connection, layout: RunLayout, cfg: FeaturesConfig, progress: bool) -> None:
