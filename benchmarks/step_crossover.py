@@ -1,6 +1,7 @@
 """Where the sparse training step stops paying: dense vs sparse step time against L0.
 
     python benchmarks/step_crossover.py [--features 512 1024 4096 16384] [--fractions 0.0078125 ... 0.25]
+    python benchmarks/step_crossover.py --dense-dtype bfloat16   # the dense step as `dtype: auto` runs it
 
 `step="auto"` trains dense while L0 is above `sparse_step.SPARSE_L0_FRACTION` of the features and
 sparse below it. This measures that crossover: for each dictionary size and each target fraction of
@@ -47,6 +48,9 @@ def main() -> None:
     p.add_argument("--features", type=int, nargs="+", default=[512, 1024, 4096, 16384])
     p.add_argument("--fractions", type=float, nargs="+", default=[1 / 128, 1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4])
     p.add_argument("--steps", type=int, default=7, help="timed steps per variant (after one warm-up)")
+    p.add_argument("--dense-dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="the dense step's compute dtype (bfloat16: under autocast, as the default preset's dtype auto "
+                   "runs it where bfloat16 is native)")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/step_crossover.json"))
     args = p.parse_args()
     tune_allocator()  # as the CLI does
@@ -54,7 +58,7 @@ def main() -> None:
     x = torch.randn(BATCH, D_IN).relu_()
     cfg = SAETrainConfig(l1_coeff=0.008, batch_size=BATCH)
     variants = {
-        "dense": lambda sae, dead: dense_gradients(sae, cfg, x, 1, dead),
+        "dense": lambda sae, dead: dense_gradients(sae, cfg, x, 1, dead, args.dense_dtype),
         "sparse float32": lambda sae, dead: sparse_gradients(sae, cfg, x, 1, dead, "float32"),
         "sparse bfloat16": lambda sae, dead: sparse_gradients(sae, cfg, x, 1, dead, "bfloat16"),
     }
@@ -86,7 +90,8 @@ def main() -> None:
                 f"{med['sparse bfloat16']:>11.0f} {row['speedup']['sparse float32']:>6.2f} "
                 f"{row['speedup']['sparse bfloat16']:>6.2f}"
             )
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "batch": BATCH, "d_in": D_IN, "threads": torch.get_num_threads()}
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "batch": BATCH, "d_in": D_IN, "threads": torch.get_num_threads(),
+            "dense_dtype": args.dense_dtype}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, {"meta": meta, "switch_fraction": SPARSE_L0_FRACTION, "rows": rows})
 
