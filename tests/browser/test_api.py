@@ -34,7 +34,10 @@ def test_overview_json_has_dictionaries_metrics_and_tables(client, dicts):
     assert sae["metrics"]["l0"] > 0 and sum(sae["density_hist"]["counts"]) + sae["density_hist"]["dead"] == 64
     assert [n for n, _ in o["scaling"]["l0"]["A tm2023"]] == [64, 128]
     assert {p["name"] for p in o["proxies"]} >= {"arabic", "dna"}
-    assert set(o["summary"]) == {"eval", "case_study", "universality", "interpretability"}
+    assert set(o["summary"]) == {"eval", "case_study", "universality", "interpretability", "interpretability_classes"}
+    html = client.get("/").text  # the class pair's scores beside the token pair's
+    classes = html[html.index("<h2>Interpretability, explanations that name classes of tokens</h2>") :]
+    assert "256 classes of tokens, at most 4 named" in classes and "0.31" in classes
 
 
 def test_list_sorts_filters_and_pages(client, dicts):

@@ -207,6 +207,8 @@ def _summaries(conn, dicts: list[tuple[int, int]], sizes: tuple[int, ...]) -> No
     )
     db.set_summary(conn, "interpretability", {"features": {"mean_score": 0.41, "n": 100},
                                               "neurons": {"mean_score": 0.12, "n": 100}})  # fmt: skip
+    db.set_summary(conn, "interpretability_classes", {"explainer": "classes/classes (256 classes of tokens, at most 4 "
+                   "named)", "dictionaries": [{"model": "A", "dictionary": "neurons", "median": 0.31}]})  # fmt: skip
 
 
 PROXIES = ("arabic", "dna", "base64", "hebrew")
