@@ -202,6 +202,18 @@ def test_resampling_scores_as_many_batches_as_the_dead_count_needs(
     assert n_resample_batches(cfg, n_dead) == expected
 
 
+def _fifteen_dead(tiny_sae_cfg, tiny_train_cfg, **recipe):
+    """16 features, 15 of them dead from the start (b_enc very negative), and a 20-step recipe that
+    resamples them once, at step 10 (dead = not fired in the last 5 steps); `recipe` adds settings."""
+    sae = SparseAutoencoder(tiny_sae_cfg())
+    with torch.no_grad():
+        sae.b_enc[1:] = -1e3
+    cfg = tiny_train_cfg(
+        n_steps=20, n_resamples=1, resample_every_fraction=0.5, dead_window_fraction=0.25, b_dec_init="keep", **recipe
+    )
+    return sae, cfg
+
+
 def test_fewer_scoring_inputs_peek_fewer_batches_and_still_resample(tiny_sae_cfg, tiny_train_cfg) -> None:
     # 16 features with 15 of them dead from the start (b_enc very negative): 15 × 4 = 60 inputs → 2 batches
     peeks: list[int] = []
@@ -212,17 +224,7 @@ def test_fewer_scoring_inputs_peek_fewer_batches_and_still_resample(tiny_sae_cfg
             seen.append(i)
             yield torch.randn(32, 8)
 
-    sae = SparseAutoencoder(tiny_sae_cfg())
-    with torch.no_grad():
-        sae.b_enc[1:] = -1e3
-    cfg = tiny_train_cfg(
-        n_steps=20,
-        n_resamples=1,
-        resample_every_fraction=0.5,
-        dead_window_fraction=0.25,
-        b_dec_init="keep",
-        resample_inputs_per_dead=4,
-    )
+    sae, cfg = _fifteen_dead(tiny_sae_cfg, tiny_train_cfg, resample_inputs_per_dead=4)
     from monosemantic.sae import train as train_module
 
     original = train_module.resample_losses
@@ -253,17 +255,7 @@ def test_resampling_scored_from_training_draws_from_the_last_batches_and_hands_t
     first, later = torch.zeros(10, 32, 8), torch.zeros(10, 32, 8)
     first[..., :4] = torch.rand(10, 32, 4, generator=gen) + 0.1
     later[..., 4:] = torch.rand(10, 32, 4, generator=gen) + 0.1
-    sae = SparseAutoencoder(tiny_sae_cfg())
-    with torch.no_grad():
-        sae.b_enc[1:] = -1e3  # 15 dead features
-    cfg = tiny_train_cfg(
-        n_steps=20,
-        n_resamples=1,
-        resample_every_fraction=0.5,
-        dead_window_fraction=0.25,
-        b_dec_init="keep",
-        resample_scores=scores,
-    )
+    sae, cfg = _fifteen_dead(tiny_sae_cfg, tiny_train_cfg, resample_scores=scores)
     from monosemantic.sae import train as train_module
     from monosemantic.sae.sparse_step import Stepper
 

@@ -239,7 +239,7 @@ def run_autointerp(
             spec = specs.get(d.model, d.model)
             pools[key] = load_pool(layout, spec, d.hook, n_tokens, cfg.pool_contexts, cfg.seed, cfg.device,
                                    ctx_len=cfg.ctx_len) if cfg.pool_contexts else None  # fmt: skip
-        row = _dictionary(conn, layout, d, n_tokens, cfg, explainer, simulator, pools.get(key), progress, not classes)
+        row = _dictionary(conn, layout, d, n_tokens, cfg, explainer, simulator, pools.get(key), progress)
         if row is not None:
             out.append(row)
     summary = {
@@ -276,10 +276,10 @@ def _dictionary(
     simulator: Simulator,
     pool: HeldOutPool | None,
     progress: bool,
-    store: bool = True,
 ) -> dict | None:
     """Explain and score one dictionary (statistics over `n_tokens` held-out tokens), writing the explanations
-    and scores into `features` when `store`; its summary row (None when it has no live feature)."""
+    and scores into `features` (not the class pair's: `run_autointerp`); its summary row (None when it has no
+    live feature)."""
     t0 = time.perf_counter()
     info = live_features(conn, d)
     if not info:
@@ -312,7 +312,7 @@ def _dictionary(
         return scores, Counter(w.kind for w in windows)
 
     results = dict(zip(scored, _pmap(score, scored, workers, f"score {name}", progress), strict=True))
-    if store:
+    if cfg.explainer != "classes":
         conn.executemany(
             "UPDATE features SET explanation = ?, explainer = ?, score = ? WHERE dictionary_id = ? AND feature = ?",
             [(e, f"{explainer.name}/{simulator.name}", results[f][0]["spearman"] if f in results else None, d.id, f)

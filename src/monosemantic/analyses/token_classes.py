@@ -53,7 +53,7 @@ def token_classes(tokens: np.ndarray, vocab_size: int, n_classes: int, seed: int
     """
     if not 1 <= n_classes <= vocab_size:
         raise ValueError(f"n_classes must be in [1, {vocab_size}], got {n_classes}")
-    ids = tokens.astype(np.int64)
+    ids = np.asarray(tokens, dtype=np.int64)  # no copy of an int64 stream (`TokenSplit.all_tokens`)
     freq = np.bincount(ids, minlength=vocab_size)
     n_ctx = min(CONTEXT_TOKENS, vocab_size)
     rank = np.full(vocab_size, n_ctx, dtype=np.int64)
