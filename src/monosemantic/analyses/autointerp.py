@@ -111,11 +111,9 @@ class AutoInterpConfig:
         for name in ("max_features", "window", "n_random", "n_out_of_context", "pool_contexts"):
             if getattr(self, name) < 0:
                 raise ValueError(f"AutoInterpConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if self.n_classes < 1 or self.max_classes < 1:
-            raise ValueError(f"AutoInterpConfig: n_classes and max_classes must be >= 1, got {self.n_classes}, "
-                             f"{self.max_classes}")  # fmt: skip
-        if self.offline_max_tokens < 1:
-            raise ValueError(f"AutoInterpConfig.offline_max_tokens must be >= 1, got {self.offline_max_tokens}")
+        for name in ("offline_max_tokens", "n_classes", "max_classes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"AutoInterpConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.min_examples < 2:
             raise ValueError(f"AutoInterpConfig.min_examples must be >= 2, got {self.min_examples}")
 

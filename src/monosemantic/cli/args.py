@@ -157,5 +157,5 @@ def build(cls: type, base: dict[str, Any], ns: argparse.Namespace, prefix: str =
             values[name] = as_tuple(typ, value, f"{cls.__name__}.{name}")
     try:
         return cls(**values)
-    except (ValueError, TypeError) as e:
-        raise UserError(f"{cls.__name__}: {e}") from None
+    except (ValueError, TypeError) as e:  # name the config once, whether or not its message does
+        raise UserError(str(e) if str(e).startswith(cls.__name__) else f"{cls.__name__}: {e}") from None
