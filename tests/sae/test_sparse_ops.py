@@ -1,4 +1,6 @@
-"""The TopK pre-filter (`sparse_ops.topk_columns`) against plain `torch.topk`, on random and adversarial rows.
+"""The sparse step's building blocks against their plain references: the TopK pre-filter
+(`sparse_ops.topk_columns`) against `torch.topk`, on random and adversarial rows; the transpose
+against the dense one.
 
 Parity means the same column set in every row, ties included: rows whose k-th value is tied are
 redone with `torch.topk`, so they must come out exactly as `torch.topk` picks them.
@@ -105,3 +107,20 @@ def test_topk_pattern_is_csr_of_the_top_k() -> None:
     dense = torch.zeros_like(pre).scatter(1, pre.topk(4, dim=-1).indices, 1.0)
     assert torch.equal(p.csr(torch.ones(p.col.numel())).to_dense(), dense)
     assert torch.equal(p.row, torch.arange(20).repeat_interleave(4))
+
+
+@pytest.mark.parametrize("n", [7, 300, 70_000])  # the last: over 16-bit feature indices, the int64-key sort
+def test_transpose_is_the_dense_transpose(n: int) -> None:
+    gen = torch.Generator().manual_seed(n)
+    batch = 33
+    dense = torch.rand(batch, n, generator=gen) * (torch.rand(batch, n, generator=gen) < 20 / n)
+    p = ops.positive_pattern(dense)
+    values = ops.gather(dense, p)
+    t = ops.transpose(p)
+    want = dense.T.contiguous()
+    want_p = ops.positive_pattern(want)
+    assert torch.equal(t.pattern.crow, want_p.crow) and torch.equal(t.pattern.col, want_p.col)
+    assert torch.equal(t.pattern.row, want_p.row)
+    assert torch.equal(values[t.order], ops.gather(want, want_p))
+    other = torch.randn(batch, 5, generator=gen)
+    assert torch.allclose(ops.spmm_t(t, values, other), want @ other, atol=1e-5)

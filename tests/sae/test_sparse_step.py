@@ -85,7 +85,7 @@ def test_sparse_gradients_match_autograd(arch: str, with_dead: bool) -> None:
     if with_dead:
         dead[::3] = True  # AuxK's path for TopK; no effect on the other recipes
     ref = copy.deepcopy(sae)
-    t_dense = dense_gradients(ref, cfg, x, 7, dead)
+    t_dense = dense_gradients(ref, cfg, x, 7, dead, by_hand=False)  # autograd, the reference
     t_sparse = sparse_gradients(sae, cfg, x, 7, dead)
     assert torch.allclose(t_sparse.loss, t_dense.loss.detach(), rtol=1e-5)
     for name in t_dense.parts:
@@ -114,6 +114,34 @@ def test_sparse_gradients_match_autograd(arch: str, with_dead: bool) -> None:
         assert float(t_sparse.per_input.mean()) == pytest.approx(float(t_sparse.loss), rel=1e-5)
     else:
         assert t_dense.per_input is None and t_sparse.per_input is None
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_dense_step_by_hand_matches_autograd(dtype: str) -> None:
+    sae, cfg = _sae_and_cfg("tm2023")
+    x, dead = _inputs(), torch.zeros(N_FEATURES, dtype=torch.bool)
+    ref = copy.deepcopy(sae)
+    t_ref = dense_gradients(ref, cfg, x, 7, dead, dtype, by_hand=False)
+    t_hand = dense_gradients(sae, cfg, x, 7, dead, dtype)
+    assert t_ref.loss.requires_grad and not t_hand.loss.requires_grad  # the second really ran without autograd
+    # float32: the same sums in another order; bfloat16: each product's output rounds where the other's does not
+    rtol = 1e-5 if dtype == "float32" else 1e-2
+    assert float(t_hand.loss) == pytest.approx(float(t_ref.loss), rel=rtol)
+    for name in ("mse", "l1"):
+        assert float(t_hand.parts[name]) == pytest.approx(float(t_ref.parts[name]), rel=rtol), name
+    assert t_hand.per_input is not None and t_ref.per_input is not None
+    assert torch.allclose(t_hand.per_input, t_ref.per_input, rtol=rtol)
+    assert torch.equal(firing(t_hand.f)[0], firing(t_ref.f)[0])
+    for (name, p), q in zip(sae.named_parameters(), ref.parameters(), strict=True):
+        assert p.grad is not None and q.grad is not None and p.grad.dtype == torch.float32, name
+        err = float((p.grad - q.grad).norm() / q.grad.norm())
+        assert err < (1e-5 if dtype == "float32" else 1e-2), (name, err)
+
+
+def test_other_recipes_keep_the_autograd_dense_step() -> None:
+    sae, cfg = _sae_and_cfg("april2024")
+    terms = dense_gradients(sae, cfg, _inputs(), 7, torch.zeros(N_FEATURES, dtype=torch.bool))
+    assert terms.loss.requires_grad
 
 
 @pytest.mark.parametrize("arch", ["tm2023", "tm2023-clip", *ARCHS[1:]])

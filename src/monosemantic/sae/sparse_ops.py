@@ -206,15 +206,22 @@ def transpose(p: Pattern) -> Transposed:
     """Sᵀ's pattern, sorted by feature then input.
 
     Built here rather than by `csr.t()`, whose CSC→CSR conversion runs `torch.sort` and took
-    0.5 s per call at 47k entries on the shared 2-core machine; NumPy's argsort of one int64 key
-    takes about a millisecond.
+    0.5 s per call at 47k entries on the shared 2-core machine; NumPy's stable radix sort of the
+    16-bit feature indices takes a fraction of a millisecond.
     """
     batch, n = p.shape
-    key = (p.col * batch + p.row).cpu().numpy()  # unique per entry, so an unstable sort is exact
-    order = torch.from_numpy(np.argsort(key)).to(p.col.device)
+    col = p.col.cpu().numpy()
+    if n <= 1 << 16:  # S is row-major, so a stable sort by feature alone gives feature-then-input order;
+        # NumPy sorts 16-bit keys by radix, in linear time (4-5x faster than argsort of an int64 key at 1M entries)
+        order_np = np.argsort(col.astype(np.uint16), kind="stable")
+    else:
+        order_np = np.argsort(col * batch + p.row.cpu().numpy())  # unique per entry, so an unstable sort is exact
+    order = torch.from_numpy(order_np).to(p.col.device)
+    counts = torch.bincount(p.col, minlength=n)
     crow = torch.zeros(n + 1, dtype=torch.long, device=p.col.device)
-    crow[1:] = torch.bincount(p.col, minlength=n).cumsum(0)
-    return Transposed(Pattern(crow, p.row[order], p.col[order], (n, batch)), order)
+    crow[1:] = counts.cumsum(0)
+    cols = torch.repeat_interleave(torch.arange(n, device=p.col.device), counts)  # = p.col[order], without a gather
+    return Transposed(Pattern(crow, p.row[order], cols, (n, batch)), order)
 
 
 def spmm_t(t: Transposed, values: Tensor, dense: Tensor) -> Tensor:

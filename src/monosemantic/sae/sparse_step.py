@@ -1,7 +1,8 @@
 """The fast SAE training step: a hand-written forward and backward over the active features only.
 
-The trainer (`train.train_sae`) asks a `Stepper` for each step's gradients. The dense step is the
-reference: the recipe's autograd loss, `loss.backward()`. The sparse step computes the same loss
+The trainer (`train.train_sae`) asks a `Stepper` for each step's gradients. The dense step's
+reference is the recipe's autograd loss, `loss.backward()` (the paper's recipe takes it by hand,
+`_dense_by_hand`: the same products without autograd's float32 copies). The sparse step computes the same loss
 and the same gradients by hand, with every product after the encoder forward restricted to the
 active entries of `f [batch, n_features]` (`sparse_ops`):
 
@@ -149,18 +150,55 @@ class SparseRecipe(Protocol):
 
 
 def dense_gradients(
-    sae: SparseAutoencoder, cfg: Any, x: Tensor, step: int, dead: Tensor, dtype: str = "float32"
+    sae: SparseAutoencoder, cfg: Any, x: Tensor, step: int, dead: Tensor, dtype: str = "float32", by_hand: bool = True
 ) -> LossTerms:
-    """The reference step: the recipe's loss and autograd; leaves `.grad` on every parameter.
+    """The dense step; leaves `.grad` on every parameter.
 
-    `dtype="bfloat16"` runs the loss under autocast (`runtime.autocast`): the encoder and decoder
-    products, and their backward, in bfloat16; the parameters and their `.grad` stay float32."""
+    The reference is the recipe's loss and autograd (`by_hand=False`, and every recipe without
+    `dense_terms`). `dtype="bfloat16"` runs it under autocast (`runtime.autocast`): the encoder and
+    decoder products, and their backward, in bfloat16; the parameters and their `.grad` stay float32.
+    The paper's recipe on a ReLU SAE takes the same step by hand (`_dense_by_hand`)."""
+    relu = type(sae).activation is SparseAutoencoder.activation
+    if by_hand and relu and getattr(cfg, "dense_terms", None) is not None:
+        return _dense_by_hand(sae, cfg, x, dtype)
     with autocast(x.device, dtype):
         terms = cfg.loss(sae, x, step, dead)
     for p in sae.parameters():
         p.grad = None
     terms.loss.backward()
     return terms
+
+
+@torch.no_grad()
+def _dense_by_hand(sae: SparseAutoencoder, cfg: Any, x: Tensor, dtype: str) -> LossTerms:
+    """`dense_gradients` for a ReLU SAE whose recipe gives `dense_terms` (the paper's), without autograd.
+
+    The same five products autocast runs, in the same dtype (bfloat16 in, bfloat16 out), with every
+    `[batch, n_features]` tensor kept in that dtype: autocast's float32 copies of them, its sixth
+    product (∂L/∂x̄, needed only for ∂b_dec = Σg − W_enc ∂b_enc, as in the sparse step) and the
+    float32 bias add are what it saves, about a quarter of the step at 4,096 features
+    (docs/benchmarks.md, "The dense step by hand"). In bfloat16, b_enc is rounded before the add and
+    the sums over f and ∂L/∂pre (the L1 of each input, ∂b_enc) come out rounded to bfloat16, as the
+    products' outputs do: the step's result moves within bfloat16's rounding, not beyond it.
+    """
+    dt = torch.bfloat16 if dtype == "bfloat16" else x.dtype
+    W_enc, b_enc, W_dec, b_dec = sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec
+    x_bar = x - b_dec if sae.pre_encoder_bias else x  # (batch, d_in)
+    x_low, W_dec_low = x_bar.to(dt), W_dec.to(dt)
+    f = (x_low @ W_enc.to(dt)).add_(b_enc).relu_()  # (batch, n_features)
+    residual = x_bar if sae.pre_encoder_bias else x - b_dec
+    e = (f @ W_dec_low).to(x.dtype).sub_(residual)  # x̂ − x
+    terms = cfg.dense_terms(sae, f, e, e.square().mean(dim=-1))
+    g = e.mul_(terms.grad_scale).to(dt)  # ∂L/∂x̂
+    grad_f = (g @ W_dec_low.T).add_(terms.grad_f)  # (batch, n_features)
+    grad_pre = torch.ops.aten.threshold_backward(grad_f, f, 0)  # where f > 0 (ReLU's derivative), in one pass
+    W_dec.grad = (f.T @ g).to(W_dec.dtype)
+    W_enc.grad = (x_low.T @ grad_pre).to(W_enc.dtype)
+    b_enc.grad = grad_pre.sum(dim=0).to(b_enc.dtype)
+    b_dec.grad = g.sum(dim=0, dtype=b_dec.dtype)
+    if sae.pre_encoder_bias:
+        b_dec.grad -= W_enc @ b_enc.grad
+    return LossTerms(terms.loss, f, terms.parts, terms.per_input)
 
 
 @torch.no_grad()

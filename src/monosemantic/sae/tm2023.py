@@ -155,6 +155,17 @@ class SAETrainConfig(TrainConfig):
         per_input = mse + self.l1_for(x.shape[1]) * l1
         return LossTerms(per_input.mean(), f, {"mse": mse.mean(), "l1": l1.mean()}, per_input.detach().float())
 
+    def dense_terms(self, sae: SparseAutoencoder, f: Tensor, e: Tensor, mse_rows: Tensor) -> SparseTerms:
+        """`loss` for the dense step by hand (sparse_step.py), from f `[batch, n]` ≥ 0, e = x̂ − x and each
+        input's MSE: `grad_f` is λ/B, added at every entry and kept where f > 0 (L1's gradient)."""
+        batch, d_in = e.shape
+        lam = self.l1_for(d_in)
+        l1_rows = f.sum(dim=-1).to(mse_rows.dtype)  # f ≥ 0: |f| = f
+        per_input = mse_rows + lam * l1_rows
+        parts = {"mse": mse_rows.mean(), "l1": l1_rows.mean()}
+        return SparseTerms(per_input.mean(), parts, grad_scale=2 / (batch * d_in), grad_f=torch.tensor(lam / batch),
+                           per_input=per_input)  # fmt: skip
+
     def sparse_terms(self, sae: SparseAutoencoder, fwd: SparseForward) -> SparseTerms:
         """`loss` for the sparse step (`sparse_step.py`): ∂/∂x̂ of the mean MSE is 2e / (B·d), of λ·L1 λ/B per entry."""
         batch, d_in = fwd.e.shape
