@@ -218,20 +218,31 @@ def test_auto_switches_to_sparse_once_l0_is_low() -> None:
 
 def test_auto_goes_dense_when_resampled_features_would_lift_l0_over_the_limit() -> None:
     """Each resampled feature fires on about half the inputs at first (b_enc = 0): a count that would lift L0
-    over n_features / 16 makes the next step dense, a small one keeps the sparse step."""
+    over the limit makes the next step dense, a small one keeps the sparse step."""
     sae, cfg, stepper, dead, x = _auto_stepper()
+    limit = round(N_FEATURES * stepper.fraction)  # 2 (64 / 32): the paper recipe's dense step runs by hand
     with torch.no_grad():
         sae.b_enc.fill_(-100.0)
-        sae.b_enc[0] = 100.0  # L0 = 1; the limit is 64 / 16 = 4
+        sae.b_enc[0] = 100.0  # L0 = 1
     stepper.sparse = True
     stepper.gradients(sae, cfg, x, 1, dead)
     assert stepper.sparse and stepper.nnz == BATCH
-    stepper.resampled(sae, 4, BATCH)  # expected L0 1 + 4 / 2 = 3 <= 4: stays sparse
+    stepper.resampled(sae, 2 * (limit - 1), BATCH)  # expected L0 1 + (limit − 1) = limit: stays sparse
     assert stepper.sparse
-    stepper.resampled(sae, 8, BATCH)  # 1 + 8 / 2 = 5 > 4
+    stepper.resampled(sae, 2 * limit, BATCH)  # 1 + limit > limit
     assert not stepper.sparse
     stepper.gradients(sae, cfg, x, 2, dead)  # dense, and L0 is measured after this very step
     assert stepper.sparse
+
+
+def test_the_switch_sits_where_the_measured_crossover_does() -> None:
+    """The sparse step pays below n/32 beside the dense step by hand, below n/16 beside autograd's."""
+    from monosemantic.sae.sparse_step import SPARSE_L0_FRACTION, SPARSE_L0_FRACTION_BY_HAND
+
+    sae, cfg, stepper, *_ = _auto_stepper()
+    assert stepper.fraction == SPARSE_L0_FRACTION_BY_HAND == 1 / 32
+    april, april_cfg = _sae_and_cfg("april2024")
+    assert Stepper.for_recipe(april, april_cfg).fraction == SPARSE_L0_FRACTION == 1 / 16
 
 
 def test_auto_measures_l0_every_step_once_it_is_near_the_limit() -> None:
@@ -240,12 +251,12 @@ def test_auto_measures_l0_every_step_once_it_is_near_the_limit() -> None:
 
     sae, cfg, stepper, dead, x = _auto_stepper()
     with torch.no_grad():
-        sae.b_enc.fill_(5.0)  # L0 = 64, 16 times the limit
+        sae.b_enc.fill_(5.0)  # L0 = 64, 32 times the limit
     stepper.gradients(sae, cfg, x, 1, dead)
     assert not stepper.sparse and stepper.check_every == CHECK_EVERY
     with torch.no_grad():
         sae.b_enc.fill_(-100.0)
-        sae.b_enc[:8] = 100.0  # L0 = 8, twice the limit
+        sae.b_enc[: round(2 * N_FEATURES * stepper.fraction)] = 100.0  # L0 twice the limit
     for step in range(2, 2 + CHECK_EVERY):
         stepper.gradients(sae, cfg, x, step, dead)
     assert not stepper.sparse and stepper.check_every == 1

@@ -35,7 +35,8 @@ which near-zero pre-activations count as active.
 
 `step="auto"` starts dense (early in training about half the features fire and the sparse products
 would cost more than dense ones) and switches to sparse once the measured L0 is below
-`SPARSE_L0_FRACTION` of the features, and back if it rises again. Resampling (paper.md §4) is such a
+`SPARSE_L0_FRACTION` of the features (`SPARSE_L0_FRACTION_BY_HAND` where the dense step runs by hand),
+and back if it rises again. Resampling (paper.md §4) is such a
 rise: each new feature starts with b_enc = 0 and fires on about half of all inputs, so when the
 resampled count would lift L0 over the limit the next step is dense (`Stepper.resampled`) rather than
 a sparse step over thousands of entries per input (2-5 s at 16,384 features against 0.7 s dense;
@@ -60,9 +61,13 @@ StepMode = Literal["auto", "dense", "sparse"]
 MatmulDtype = Literal["float32", "bfloat16", "auto"]
 
 SPARSE_L0_FRACTION = 1 / 16
-"""`auto` uses the sparse step while L0 < n_features × this. Measured (benchmarks/step_crossover.py,
-docs/benchmarks.md): at 1/16 the sparse step is 1.3–2.0× faster than the dense one for 512 to 16,384
-features, at 1/8 it is 0.6–1.2×, so 1/16 is the largest power of two where it pays at every size."""
+"""`auto` uses the sparse step while L0 < n_features × this, beside the autograd dense step. Measured
+(benchmarks/step_crossover.py, docs/benchmarks.md): at 1/16 the sparse step is 1.3–2.0× faster than the
+dense one for 512 to 16,384 features, at 1/8 it is 0.6–1.2×, so 1/16 is the largest power of two where it
+pays at every size."""
+SPARSE_L0_FRACTION_BY_HAND = 1 / 32
+"""The same beside the dense step by hand (`_dense_by_hand`, about 1.4× faster): at 1/32 the sparse step is
+1.10–1.20× faster for 512 to 4,096 features, at 3/64 0.83–0.91×, at 1/16 0.65–0.73× (docs/benchmarks.md)."""
 CHECK_EVERY = 10
 """While dense, `auto` measures L0 every this many steps (a pass over `[batch, n_features]`), and every step
 once it was within NEAR_LIMIT times the limit: after a resampling, L0 fell from 2,100-4,100 to under 1,024
@@ -158,8 +163,7 @@ def dense_gradients(
     `dense_terms`). `dtype="bfloat16"` runs it under autocast (`runtime.autocast`): the encoder and
     decoder products, and their backward, in bfloat16; the parameters and their `.grad` stay float32.
     The paper's recipe on a ReLU SAE takes the same step by hand (`_dense_by_hand`)."""
-    relu = type(sae).activation is SparseAutoencoder.activation
-    if by_hand and relu and getattr(cfg, "dense_terms", None) is not None:
+    if by_hand and _by_hand(sae, cfg):
         return _dense_by_hand(sae, cfg, x, dtype)
     with autocast(x.device, dtype):
         terms = cfg.loss(sae, x, step, dead)
@@ -167,6 +171,11 @@ def dense_gradients(
         p.grad = None
     terms.loss.backward()
     return terms
+
+
+def _by_hand(sae: SparseAutoencoder, cfg: Any) -> bool:
+    """Whether the dense step runs by hand: a ReLU SAE under a recipe that gives `dense_terms`."""
+    return type(sae).activation is SparseAutoencoder.activation and getattr(cfg, "dense_terms", None) is not None
 
 
 @torch.no_grad()
@@ -324,6 +333,7 @@ class Stepper:
     steps_since_check: int = 0
     check_every: int = CHECK_EVERY
     nnz: int = -1  # active entries of the last batch where measured (-1: not yet)
+    fraction: float = SPARSE_L0_FRACTION  # sparse while L0 < n_features × this
 
     @classmethod
     def for_recipe(cls, sae: SparseAutoencoder, cfg: Any) -> Stepper:
@@ -331,16 +341,17 @@ class Stepper:
         if not callable(getattr(cfg, "sparse_terms", None)):
             mode = "dense"  # a recipe without a hand-written backward (not a SparseRecipe)
         sparse = mode == "sparse"
+        fraction = SPARSE_L0_FRACTION_BY_HAND if _by_hand(sae, cfg) else SPARSE_L0_FRACTION
         k = sae.top_k if sae.top_k is not None else getattr(sae.cfg, "k", None)  # BatchTopK: k on average
         if mode == "auto" and k is not None:  # L0 ≤ k from the first step
-            sparse = k <= SPARSE_L0_FRACTION * sae.cfg.n_features
+            sparse = k <= fraction * sae.cfg.n_features
         density = getattr(cfg, "init_b_enc_density", None)
         if mode == "auto" and density is not None:  # the sparse start (data_init.py): L0 ≈ density × n at step 1
-            sparse = density <= SPARSE_L0_FRACTION
+            sparse = density <= fraction
         # a ReLU SAE's L0 is first measured after step 1, then every CHECK_EVERY dense steps
         dtype = resolve_dtype(getattr(cfg, "dtype", "float32"), sae.W_enc.device)
         matmul = resolve_matmul_dtype(getattr(cfg, "matmul_dtype", "float32"), sae.W_enc.device, dtype)
-        return cls(mode, matmul, sparse, dtype, steps_since_check=CHECK_EVERY - 1)
+        return cls(mode, matmul, sparse, dtype, steps_since_check=CHECK_EVERY - 1, fraction=fraction)
 
     def gradients(self, sae: SparseAutoencoder, cfg: Any, x: Tensor, step: int, dead: Tensor) -> LossTerms:
         """One step's loss terms, with `.grad` set on every parameter of `sae`."""
@@ -373,7 +384,6 @@ class Stepper:
         self.sparse = False
         self.steps_since_check, self.check_every = 0, 1
 
-    @staticmethod
-    def _limit(sae: SparseAutoencoder, batch: int) -> float:
+    def _limit(self, sae: SparseAutoencoder, batch: int) -> float:
         """The most active entries of a batch of `batch` inputs that the sparse step takes."""
-        return SPARSE_L0_FRACTION * sae.cfg.n_features * batch
+        return self.fraction * sae.cfg.n_features * batch
