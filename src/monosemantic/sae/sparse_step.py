@@ -183,12 +183,12 @@ def _dense_by_hand(sae: SparseAutoencoder, cfg: Any, x: Tensor, dtype: str) -> L
     """`dense_gradients` for a ReLU SAE whose recipe gives `dense_terms` (the paper's), without autograd.
 
     The same five products autocast runs, in the same dtype (bfloat16 in, bfloat16 out), with every
-    `[batch, n_features]` tensor kept in that dtype: autocast's float32 copies of them, its sixth
-    product (∂L/∂x̄, needed only for ∂b_dec = Σg − W_enc ∂b_enc, as in the sparse step) and the
-    float32 bias add are what it saves, about a quarter of the step at 4,096 features
-    (docs/benchmarks.md, "The dense step by hand"). In bfloat16, b_enc is rounded before the add and
-    the sums over f and ∂L/∂pre (the L1 of each input, ∂b_enc) come out rounded to bfloat16, as the
-    products' outputs do: the step's result moves within bfloat16's rounding, not beyond it.
+    `[batch, n_features]` tensor kept in that dtype: autocast's float32 copies of them and its sixth
+    product (∂L/∂x̄, needed only for ∂b_dec = Σg − W_enc ∂b_enc, as in the sparse step) are what it
+    saves, about a quarter of the step at 4,096 features (docs/benchmarks.md, "The dense step by
+    hand"). b_enc is added in float32, as autocast adds it. In bfloat16 the sums over f and ∂L/∂pre
+    (each input's L1, ∂b_enc) come out rounded to bfloat16, as the products' outputs do, and Σg sums
+    the bfloat16 g the products take: the step's result moves within bfloat16's rounding, not beyond.
     """
     dt = torch.bfloat16 if dtype == "bfloat16" else x.dtype
     W_enc, b_enc, W_dec, b_dec = sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec
