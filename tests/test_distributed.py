@@ -72,8 +72,6 @@ def test_two_gloo_processes_train_the_same_saes_as_one(tmp_path, preset, tol):
         "float32",  # rounding differs with each rank's shard shape by more than these bounds allow
         "--resample-scores",  # a data-parallel run always peeks (sae/tm2023.py): so must the one it is compared to
         "peek",
-        "--matmul-dtype",  # each rank switches between the dense and the sparse step on its own shard's L0, and the
-        "float32",  # bfloat16 active set (auto where native) counts near-zero entries unlike the dense step
     ]
     args = [str(a) for a in args]
     one = [sys.executable, "-m", "monosemantic", *args, "--out", str(tmp_path / "one")]

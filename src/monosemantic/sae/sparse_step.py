@@ -36,7 +36,8 @@ which near-zero pre-activations count as active.
 `step="auto"` starts dense (early in training about half the features fire and the sparse products
 would cost more than dense ones) and switches to sparse once the measured L0 is below
 `SPARSE_L0_FRACTION` of the features (`SPARSE_L0_FRACTION_BY_HAND` where the dense step runs by hand),
-and back if it rises again. Resampling (paper.md §4) is such a
+and back if it rises again. Under data parallelism the L0 it compares is the global batch's (summed
+over the ranks), so every rank takes the path one process would. Resampling (paper.md §4) is such a
 rise: each new feature starts with b_enc = 0 and fires on about half of all inputs, so when the
 resampled count would lift L0 over the limit the next step is dense (`Stepper.resampled`) rather than
 a sparse step over thousands of entries per input (2-5 s at 16,384 features against 0.7 s dense;
@@ -52,6 +53,7 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import Tensor
 
+from monosemantic import distributed
 from monosemantic.runtime import autocast, native_bf16, resolve_dtype
 from monosemantic.sae import sparse_ops as ops
 from monosemantic.sae.loss import LossTerms
@@ -357,16 +359,17 @@ class Stepper:
         """One step's loss terms, with `.grad` set on every parameter of `sae`."""
         if self.sparse:
             terms = sparse_gradients(sae, cfg, x, step, dead, self.matmul_dtype)
-            self.nnz = terms.f.values().numel()
-            if self.mode == "auto" and self.nnz > self._limit(sae, x.shape[0]):
-                self._go_dense()  # L0 rose again
+            if self.mode == "auto":
+                self.nnz, rows = _whole_batch(terms.f.values().numel(), x.shape[0])
+                if self.nnz > self._limit(sae, rows):
+                    self._go_dense()  # L0 rose again
             return terms
         terms = dense_gradients(sae, cfg, x, step, dead, self.dtype)
         self.steps_since_check += 1
         if self.mode == "auto" and self.steps_since_check >= self.check_every:
             self.steps_since_check = 0
-            self.nnz = int((terms.f > 0).sum())
-            limit = self._limit(sae, x.shape[0])
+            self.nnz, rows = _whole_batch(int((terms.f > 0).sum()), x.shape[0])
+            limit = self._limit(sae, rows)
             self.sparse = self.nnz <= limit
             self.check_every = 1 if self.nnz <= NEAR_LIMIT * limit else CHECK_EVERY
         return terms
@@ -387,3 +390,13 @@ class Stepper:
     def _limit(self, sae: SparseAutoencoder, batch: int) -> float:
         """The most active entries of a batch of `batch` inputs that the sparse step takes."""
         return self.fraction * sae.cfg.n_features * batch
+
+
+def _whole_batch(nnz: int, rows: int) -> tuple[int, int]:
+    """Active entries and rows of the whole global batch: this rank's, summed over the data-parallel ranks
+    (one all-reduce), so that every rank takes the step path one process would."""
+    if not distributed.is_enabled():
+        return nnz, rows
+    counts = torch.tensor([nnz, rows], dtype=torch.float64)
+    distributed.sum_([counts])
+    return int(counts[0]), int(counts[1])
