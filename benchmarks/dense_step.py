@@ -7,7 +7,7 @@ after a resampling that renews many features). For each dictionary size and comp
 gradient step of the 2023 recipe (loss, backward, every `.grad`; no Adam) by autograd
 (`dense_gradients(..., by_hand=False)`, under autocast for bfloat16) and by hand (`_dense_by_hand`,
 the default), alternating step by step in one process; features fire on `--fraction` of the inputs
-(set through b_enc, as in step_crossover.py). Prints medians, the ratio autograd / by hand, and the
+(`step_crossover.sae_at`: set through b_enc). Prints medians, the ratio autograd / by hand, and the
 largest relative difference of a gradient (‖by hand − autograd‖ / ‖autograd‖ over W_enc, b_enc,
 W_dec, b_dec); writes JSON (benchmarks/results/dense_step.json). Results: docs/benchmarks.md.
 """
@@ -20,15 +20,12 @@ import time
 from pathlib import Path
 
 import torch
-from sae_bench_worker import fire_on
+from step_crossover import BATCH, D_IN, sae_at
 
 from monosemantic.io import write_json
 from monosemantic.runtime import tune_allocator
-from monosemantic.sae.model import SAEConfig, SparseAutoencoder
 from monosemantic.sae.sparse_step import dense_gradients
 from monosemantic.sae.train import SAETrainConfig
-
-BATCH, D_IN = 4096, 512
 
 
 def main() -> None:
@@ -46,11 +43,7 @@ def main() -> None:
     rows = []
     print(f"{'features':>8} {'dtype':>9} {'autograd ms':>11} {'by hand ms':>10} {'ratio':>6} {'grad diff':>9}")
     for m in args.features:
-        torch.manual_seed(0)
-        sae = SparseAutoencoder(SAEConfig(D_IN, m))
-        with torch.no_grad():
-            sae.b_dec.copy_(x.mean(0))
-        fire_on(sae, x, args.fraction)
+        sae = sae_at(m, args.fraction, x)
         dead = torch.zeros(m, dtype=torch.bool)
         for dtype in args.dtypes:
             grads, times = {}, {False: [], True: []}
